@@ -1,0 +1,320 @@
+"""Load hardware profiles from YAML into :class:`sim.hardware.HardwareProfile`.
+
+The file format is documented in ``hardware_profiles/SCHEMA.md``. Keys carry their
+unit (``_gb_per_s`` = 10^9 bytes/s per direction, ``_gbit_per_s`` = 10^9 bits/s,
+``_us`` = microseconds, ``_tflops`` = 10^12 FLOP/s, ``_gib`` = 2^30 bytes); this is the
+one place they are converted to SI. Every problem raises :class:`sim.errors.InputError`
+naming the file, the key and what is wrong; nothing half-loaded is returned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import networkx as nx
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sim.errors import InputError
+from sim.hardware import (
+    Device,
+    Fabric,
+    HardwareProfile,
+    IntraNode,
+    LinkClassParams,
+    Nics,
+    NvlinkMesh,
+)
+
+GB = 1e9
+Positive = Field(gt=0)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceSpec(_Strict):
+    kind: Literal["gpu", "cpu"]
+    model: str
+    count_per_node: int = Field(gt=0)
+    peak_tflops: dict[str, float]
+    memory_gib: float = Positive
+    memory_bandwidth_gb_per_s: float = Positive
+    efficiency: dict[str, float]
+
+    @model_validator(mode="after")
+    def _check(self) -> DeviceSpec:
+        if "fp32" not in self.peak_tflops:
+            raise ValueError("peak_tflops must give at least fp32")
+        for dtype, v in self.peak_tflops.items():
+            if v <= 0:
+                raise ValueError(f"peak_tflops.{dtype} must be > 0, got {v}")
+        if "default" not in self.efficiency:
+            raise ValueError("efficiency must give a 'default' entry")
+        for kind, v in self.efficiency.items():
+            if not 0 < v <= 1:
+                raise ValueError(f"efficiency.{kind} must be in (0, 1], got {v}")
+        return self
+
+
+class NvlinkSpec(_Strict):
+    bandwidth_gb_per_s_per_link: float = Positive
+    edges: list[tuple[int, int, int]]
+
+
+class NvswitchSpec(_Strict):
+    bandwidth_gb_per_s_per_device: float = Positive
+
+
+class LinkSpec(_Strict):
+    bandwidth_gb_per_s: float = Positive
+
+
+class IntraNodeSpec(_Strict):
+    nvlink: NvlinkSpec | None = None
+    nvswitch: NvswitchSpec | None = None
+    pcie: LinkSpec | None = None
+    socket_link: LinkSpec | None = None
+
+
+class NicSpec(_Strict):
+    count_per_node: int = Field(ge=0)
+    bandwidth_gbit_per_s: float = Positive
+    latency_us: float = Field(ge=0)
+    devices: list[list[int]] | None = None
+
+
+class FabricSpec(_Strict):
+    kind: Literal["switch", "fat-tree"]
+    max_nodes: int = Field(gt=0)
+    switch_latency_us: float = Field(ge=0, default=0.1)
+    oversubscription: float = Field(ge=1.0, default=1.0)
+    nodes_per_leaf: int = Field(gt=0, default=16)
+
+
+class LinkClassSpec(_Strict):
+    alpha_us: float = Field(ge=0)
+    efficiency: float = Field(gt=0, le=1)
+
+
+class CollectiveSpec(_Strict):
+    nvlink: LinkClassSpec | None = None
+    nvswitch: LinkClassSpec | None = None
+    pcie: LinkClassSpec | None = None
+    socket: LinkClassSpec | None = None
+    network: LinkClassSpec
+
+
+class ProfileSpec(_Strict):
+    name: str
+    description: str
+    ranks_per_node: int | None = Field(default=None, gt=0)
+    device: DeviceSpec
+    intra_node: IntraNodeSpec
+    nics: NicSpec
+    fabric: FabricSpec
+    collective: CollectiveSpec
+    interference_factor: float = Field(ge=0)
+    sources: list[str] = Field(min_length=1)
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("function-after") or part in ("tuple[int, int, int]",):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _first_error(err: ValidationError) -> tuple[str, str]:
+    e = err.errors()[0]
+    key = _loc(e["loc"])
+    kind = e["type"]
+    if kind == "missing":
+        return key, "required key is missing"
+    if kind == "extra_forbidden":
+        return key, "unknown key (see hardware_profiles/SCHEMA.md for the allowed keys)"
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return key, f"{msg} (got {e.get('input')!r})" if kind != "value_error" else msg
+
+
+def parse_profile(data: object, origin: str) -> HardwareProfile:
+    """Validate a parsed YAML document and build the SI profile."""
+    if not isinstance(data, dict):
+        raise InputError("a profile must be a YAML mapping at the top level", file=origin)
+    try:
+        spec = ProfileSpec.model_validate(data)
+    except ValidationError as err:
+        key, reason = _first_error(err)
+        raise InputError(reason, file=origin, key=key) from None
+    profile = _build(spec, origin)
+    _check_topology(profile, origin)
+    return profile
+
+
+def _build(spec: ProfileSpec, origin: str) -> HardwareProfile:
+    d = spec.device
+    n_dev = d.count_per_node
+    device = Device(
+        kind=d.kind,
+        model=d.model,
+        count_per_node=n_dev,
+        peak_flops={k: v * 1e12 for k, v in d.peak_tflops.items()},
+        memory_bytes=d.memory_gib * 2**30,
+        memory_bandwidth_bytes_per_s=d.memory_bandwidth_gb_per_s * GB,
+        efficiency=dict(d.efficiency),
+    )
+    intra = spec.intra_node
+    nvlink = None
+    if intra.nvlink is not None:
+        for i, (a, b, count) in enumerate(intra.nvlink.edges):
+            key = f"intra_node.nvlink.edges[{i}]"
+            for dev in (a, b):
+                if not 0 <= dev < n_dev:
+                    raise InputError(
+                        f"link to device {dev}, which does not exist "
+                        f"(device.count_per_node is {n_dev}: devices 0..{n_dev - 1})",
+                        file=origin,
+                        key=key,
+                    )
+            if a == b:
+                raise InputError(f"a link from device {a} to itself", file=origin, key=key)
+            if count <= 0:
+                raise InputError(f"link count must be > 0, got {count}", file=origin, key=key)
+        nvlink = NvlinkMesh(
+            bandwidth_bytes_per_s_per_link=intra.nvlink.bandwidth_gb_per_s_per_link * GB,
+            edges=tuple(tuple(e) for e in intra.nvlink.edges),  # type: ignore[misc]
+        )
+    intra_node = IntraNode(
+        nvlink=nvlink,
+        nvswitch_bytes_per_s_per_device=(
+            intra.nvswitch.bandwidth_gb_per_s_per_device * GB if intra.nvswitch else None
+        ),
+        pcie_bytes_per_s=intra.pcie.bandwidth_gb_per_s * GB if intra.pcie else None,
+        socket_link_bytes_per_s=(
+            intra.socket_link.bandwidth_gb_per_s * GB if intra.socket_link else None
+        ),
+    )
+    n = spec.nics
+    if n.devices is None:
+        # Spread devices evenly over the NICs, in device order.
+        per = max(1, -(-n_dev // n.count_per_node)) if n.count_per_node else 0
+        sharing = [list(range(i * per, min(n_dev, (i + 1) * per))) for i in range(n.count_per_node)]
+    else:
+        sharing = n.devices
+        if len(sharing) != n.count_per_node:
+            raise InputError(
+                f"lists {len(sharing)} NICs but nics.count_per_node is {n.count_per_node}",
+                file=origin,
+                key="nics.devices",
+            )
+        for i, devs in enumerate(sharing):
+            for dev in devs:
+                if not 0 <= dev < n_dev:
+                    raise InputError(
+                        f"NIC {i} is shared by device {dev}, which does not exist "
+                        f"(devices 0..{n_dev - 1})",
+                        file=origin,
+                        key=f"nics.devices[{i}]",
+                    )
+    nics = Nics(
+        count_per_node=n.count_per_node,
+        bandwidth_bytes_per_s=n.bandwidth_gbit_per_s * GB / 8,
+        latency_s=n.latency_us * 1e-6,
+        devices=tuple(tuple(x) for x in sharing),
+    )
+    f = spec.fabric
+    fabric = Fabric(
+        kind=f.kind,
+        max_nodes=f.max_nodes,
+        switch_latency_s=f.switch_latency_us * 1e-6,
+        oversubscription=f.oversubscription,
+        nodes_per_leaf=f.nodes_per_leaf if f.kind == "fat-tree" else 0,
+    )
+    coll = {
+        cls: LinkClassParams(alpha_s=p.alpha_us * 1e-6, efficiency=p.efficiency)
+        for cls, p in spec.collective
+        if p is not None
+    }
+    for cls, present in (
+        ("nvlink", intra_node.nvlink is not None),
+        ("nvswitch", intra_node.nvswitch_bytes_per_s_per_device is not None),
+        ("pcie", intra_node.pcie_bytes_per_s is not None),
+        ("socket", intra_node.socket_link_bytes_per_s is not None),
+    ):
+        if present and cls not in coll:
+            raise InputError(
+                f"intra_node has {cls} links but collective.{cls} (alpha_us, efficiency) "
+                "is missing",
+                file=origin,
+                key=f"collective.{cls}",
+            )
+    ranks_per_node = spec.ranks_per_node or n_dev
+    if ranks_per_node > n_dev:
+        raise InputError(
+            f"ranks_per_node {ranks_per_node} exceeds device.count_per_node {n_dev}",
+            file=origin,
+            key="ranks_per_node",
+        )
+    return HardwareProfile(
+        name=spec.name,
+        description=spec.description,
+        device=device,
+        intra_node=intra_node,
+        nics=nics,
+        fabric=fabric,
+        collective=coll,
+        interference_factor=spec.interference_factor,
+        ranks_per_node=ranks_per_node,
+        sources=tuple(spec.sources),
+        origin=origin,
+    )
+
+
+def _check_topology(profile: HardwareProfile, origin: str) -> None:
+    from sim.topology import node_graph
+
+    g = node_graph(profile)
+    devices = [v for v, attrs in g.nodes(data=True) if attrs["role"] == "device"]
+    reach = nx.node_connected_component(g, devices[0])
+    cut_off = [d for d in devices if d not in reach]
+    if cut_off:
+        raise InputError(
+            f"disconnected topology: devices {', '.join(cut_off)} have no path to "
+            f"{devices[0]} (add nvlink edges, an nvswitch, pcie or socket_link)",
+            file=origin,
+            key="intra_node",
+        )
+    if profile.fabric.max_nodes > 1 and profile.nics.count_per_node == 0:
+        raise InputError(
+            f"disconnected topology: fabric.max_nodes is {profile.fabric.max_nodes} but the "
+            "nodes have no NICs",
+            file=origin,
+            key="nics.count_per_node",
+        )
+
+
+def load_profile_file(path: str | Path) -> HardwareProfile:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError("file not found", file=str(path)) from None
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror}", file=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InputError(f"malformed YAML{where}: {problem}", file=str(path)) from None
+    return parse_profile(data, str(path))

@@ -1,0 +1,315 @@
+"""The ``dtsim`` command line.
+
+Tables and progress for people, ``--json`` (one JSON document on stdout) for programs.
+Exit codes: 0 success, 2 bad input (one clear message, never a traceback), 1 failure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from sim.errors import InputError
+from sim.units import fmt_bytes, fmt_count, fmt_time, parse_bytes, size_sweep
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+def handles_input_errors(fn: Callable) -> Callable:
+    """Turn InputError into exit code 2 with one message on stderr."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            err.print(f"[bold red]error:[/] {e.message}", markup=True, soft_wrap=True)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+HARDWARE_HELP = "Built-in profile name (see `dtsim profiles list`) or path to a profile YAML."
+WORKLOAD_HELP = "Built-in workload name (see `dtsim workloads list`) or path to a workload YAML."
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="dtsim")
+def main() -> None:
+    """dtsim: predict data-parallel training iteration time, per sync strategy.
+
+    \b
+    Start here:
+      dtsim profiles list                      the built-in clusters
+      dtsim workloads show resnet50            a model's layers, parameters and FLOPs
+      dtsim collective --hardware dgx-a100 --devices 8 --op allreduce --bytes 1GiB
+    """
+
+
+# -- profiles ------------------------------------------------------------------------------
+@main.group()
+def profiles() -> None:
+    """List and inspect hardware profiles (clusters)."""
+
+
+def _profile_summary(p) -> dict:
+    d = p.device
+    return {
+        "name": p.name,
+        "description": p.description,
+        "device_kind": d.kind,
+        "device_model": d.model,
+        "devices_per_node": d.count_per_node,
+        "ranks_per_node": p.ranks_per_node,
+        "max_nodes": p.fabric.max_nodes,
+        "peak_flops": dict(d.peak_flops),
+        "memory_bytes": d.memory_bytes,
+        "memory_bandwidth_bytes_per_s": d.memory_bandwidth_bytes_per_s,
+        "nics_per_node": p.nics.count_per_node,
+        "nic_bandwidth_bytes_per_s": p.nics.bandwidth_bytes_per_s,
+        "fabric": p.fabric.kind,
+        "interference_factor": p.interference_factor,
+        "origin": p.origin,
+        "sources": list(p.sources),
+    }
+
+
+@profiles.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handles_input_errors
+def profiles_list(as_json: bool) -> None:
+    """List the built-in hardware profiles."""
+    from hardware_profiles import builtin_names, load_profile
+
+    items = [_profile_summary(load_profile(n)) for n in builtin_names()]
+    if as_json:
+        _emit_json(items)
+        return
+    t = Table(title="Built-in hardware profiles")
+    for col in ("name", "device", "per node", "NICs per node", "max nodes"):
+        t.add_column(col, no_wrap=col == "name")
+    for i in items:
+        nic = f"{i['nics_per_node']} x {i['nic_bandwidth_bytes_per_s'] * 8 / 1e9:.0f} Gb/s"
+        t.add_row(i["name"], i["device_model"], str(i["devices_per_node"]), nic,
+                  str(i["max_nodes"]))
+    out.print(t)
+
+
+@profiles.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handles_input_errors
+def profiles_show(name: str, as_json: bool) -> None:
+    """Show one profile: devices, links, NICs, fabric, collective parameters, sources."""
+    from hardware_profiles import load_profile
+    from sim.topology import Topology, make_placement
+
+    p = load_profile(name)
+    summary = _profile_summary(p)
+    topo = Topology(p, make_placement(p, p.ranks_per_node))
+    g = topo.group()
+    summary["intra_node_ring"] = {
+        "link_class": g.intra_class,
+        "rings": g.rings,
+        "bandwidth_bytes_per_s": g.intra_bandwidth_bytes_per_s,
+    }
+    summary["collective"] = {
+        k: {"alpha_s": v.alpha_s, "efficiency": v.efficiency} for k, v in p.collective.items()
+    }
+    if as_json:
+        _emit_json(summary)
+        return
+    d = p.device
+    out.print(f"[bold]{p.name}[/]: {p.description}")
+    out.print(f"  source file: {p.origin}")
+    t = Table(show_header=False, box=None)
+    t.add_row("device", f"{d.count_per_node} x {d.model} ({d.kind}), "
+              f"{p.ranks_per_node} ranks per node by default")
+    t.add_row("peak", ", ".join(f"{k} {v / 1e12:g} TFLOP/s" for k, v in d.peak_flops.items()))
+    t.add_row("memory", f"{fmt_bytes(d.memory_bytes)} at {d.memory_bandwidth_bytes_per_s / 1e9:g} GB/s")
+    t.add_row("efficiency", ", ".join(f"{k} {v:g}" for k, v in d.efficiency.items()))
+    intra = p.intra_node
+    if intra.nvlink:
+        t.add_row("NVLink", f"{len(intra.nvlink.edges)} edges, "
+                  f"{intra.nvlink.bandwidth_bytes_per_s_per_link / 1e9:g} GB/s per link per direction")
+    if intra.nvswitch_bytes_per_s_per_device:
+        t.add_row("NVSwitch", f"{intra.nvswitch_bytes_per_s_per_device / 1e9:g} GB/s per device per direction")
+    if intra.pcie_bytes_per_s:
+        t.add_row("PCIe", f"{intra.pcie_bytes_per_s / 1e9:g} GB/s per direction")
+    if intra.socket_link_bytes_per_s:
+        t.add_row("socket link", f"{intra.socket_link_bytes_per_s / 1e9:g} GB/s per direction")
+    t.add_row("intra-node ring", f"{g.intra_class}: {g.rings} ring(s), "
+              f"{g.intra_bandwidth_bytes_per_s / 1e9:g} GB/s aggregate per direction")
+    t.add_row("NICs", f"{p.nics.count_per_node} x {p.nics.bandwidth_bytes_per_s * 8 / 1e9:g} Gb/s, "
+              f"latency {fmt_time(p.nics.latency_s)}, shared by {list(map(list, p.nics.devices))}")
+    fab = p.fabric
+    t.add_row("fabric", f"{fab.kind}, up to {fab.max_nodes} nodes"
+              + (f", {fab.nodes_per_leaf} nodes per leaf, oversubscription {fab.oversubscription:g}:1"
+                 if fab.kind == "fat-tree" else ""))
+    t.add_row("collectives", "; ".join(
+        f"{k}: alpha {fmt_time(v.alpha_s)}, efficiency {v.efficiency:g}"
+        for k, v in p.collective.items()))
+    t.add_row("interference", f"compute slows by {p.interference_factor:.0%} while communication runs")
+    out.print(t)
+    out.print("sources:")
+    for s in p.sources:
+        out.print(f"  {s}")
+
+
+# -- workloads -----------------------------------------------------------------------------
+@main.group()
+def workloads() -> None:
+    """List and inspect workloads (models as layer lists)."""
+
+
+def _layer_dict(layer) -> dict:
+    return {
+        "name": layer.name,
+        "kind": layer.kind,
+        "params": layer.params,
+        "fwd_flops_per_sample": layer.fwd_flops_per_sample,
+        "bwd_flops_per_sample": layer.bwd_flops_per_sample,
+        "activation_bytes_per_sample": layer.activation_bytes_per_sample(4),
+        "param_tensors": list(layer.param_tensors),
+    }
+
+
+def _workload_dict(w, with_layers: bool = True) -> dict:
+    doc = {
+        "name": w.name,
+        "description": w.description,
+        "sample": w.sample,
+        "layers_count": len(w.layers),
+        "total_params": w.total_params,
+        "total_fwd_flops_per_sample": w.total_fwd_flops_per_sample,
+        "total_bwd_flops_per_sample": w.total_bwd_flops_per_sample,
+        "sources": list(w.sources),
+    }
+    if with_layers:
+        doc["layers"] = [_layer_dict(layer) for layer in w.layers]
+    return doc
+
+
+@workloads.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handles_input_errors
+def workloads_list(as_json: bool) -> None:
+    """List the built-in workloads with their totals."""
+    from workloads import builtin_names, load_workload
+
+    items = [_workload_dict(load_workload(n), with_layers=False) for n in builtin_names()]
+    if as_json:
+        _emit_json(items)
+        return
+    t = Table(title="Built-in workloads (activation bytes at fp32)")
+    for col in ("name", "layers", "params", "fwd FLOPs/sample", "sample", "description"):
+        t.add_column(col, justify="right" if col in ("layers", "params") else "left")
+    for i in items:
+        t.add_row(i["name"], str(i["layers_count"]), fmt_count(i["total_params"]),
+                  fmt_count(i["total_fwd_flops_per_sample"]), i["sample"], i["description"])
+    out.print(t)
+
+
+@workloads.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handles_input_errors
+def workloads_show(name: str, as_json: bool) -> None:
+    """Show a workload's layers: parameters, FLOPs and activation bytes, with totals.
+
+    NAME is a built-in (bert-large:128 picks the sequence length) or a YAML path.
+    """
+    from workloads import load_workload
+
+    w = load_workload(name)
+    doc = _workload_dict(w)
+    if as_json:
+        _emit_json(doc)
+        return
+    t = Table(title=f"{w.name}: {w.description}", show_footer=True)
+    t.add_column("#", justify="right")
+    t.add_column("layer", footer="total")
+    t.add_column("kind")
+    t.add_column("params", justify="right", footer=f"{w.total_params:,}")
+    t.add_column("fwd FLOPs/sample", justify="right",
+                 footer=fmt_count(w.total_fwd_flops_per_sample))
+    t.add_column("bwd FLOPs/sample", justify="right",
+                 footer=fmt_count(w.total_bwd_flops_per_sample))
+    t.add_column("activations/sample (fp32)", justify="right",
+                 footer=fmt_bytes(sum(x.activation_bytes_per_sample(4) for x in w.layers)))
+    for i, layer in enumerate(w.layers):
+        t.add_row(str(i), layer.name, layer.kind, f"{layer.params:,}",
+                  fmt_count(layer.fwd_flops_per_sample), fmt_count(layer.bwd_flops_per_sample),
+                  fmt_bytes(layer.activation_bytes_per_sample(4)))
+    out.print(t)
+    out.print(f"sample: {w.sample}")
+
+
+# -- collective ----------------------------------------------------------------------------
+@main.command()
+@click.option("--hardware", required=True, help=HARDWARE_HELP)
+@click.option("--devices", type=int, required=True, help="Number of ranks in the group.")
+@click.option("--devices-per-node", type=int, default=None,
+              help="Ranks per node (default: the profile's ranks_per_node).")
+@click.option("--op", type=click.Choice(["allreduce", "reduce-scatter", "allgather", "broadcast"]),
+              default="allreduce", show_default=True)
+@click.option("--bytes", "size", default=None, help="Message size: 8B, 64KiB, 25MiB, 1GiB, 1e9.")
+@click.option("--sweep", default=None, help="Size range MIN:MAX, doubling (like nccl-tests -f 2).")
+@click.option("--algorithm",
+              type=click.Choice(["auto", "ring", "tree", "hierarchical", "halving-doubling"]),
+              default="auto", show_default=True,
+              help="auto picks the fastest, as NCCL's tuner would (MPI's set on CPUs).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handles_input_errors
+def collective(hardware: str, devices: int, devices_per_node: int | None, op: str,
+               size: str | None, sweep: str | None, algorithm: str, as_json: bool) -> None:
+    """Cost of one collective on idle links: time, algbw and busbw, like nccl-tests.
+
+    \b
+    Example:
+      dtsim collective --hardware dgx-a100 --devices 8 --op allreduce --bytes 1GiB
+      dtsim collective --hardware dgx1-p100 --devices 16 --sweep 8B:1GiB
+    """
+    from hardware_profiles import load_profile
+    from sim.collectives import CostModel
+    from sim.topology import Topology, make_placement
+
+    if (size is None) == (sweep is None):
+        raise InputError("give exactly one of --bytes SIZE or --sweep MIN:MAX", key="bytes")
+    sizes = [parse_bytes(size)] if size is not None else size_sweep(sweep)
+    p = load_profile(hardware)
+    topo = Topology(p, make_placement(p, devices, devices_per_node))
+    model = CostModel(topo)
+    costs = [model.cost(op, n, algorithm=algorithm) for n in sizes]
+    if as_json:
+        _emit_json(costs[0].as_dict() if size is not None else [c.as_dict() for c in costs])
+        return
+    g = topo.group()
+    out.print(
+        f"{op} over {devices} x {p.device.model} on '{p.name}' "
+        f"({g.nodes} node(s) x {g.per_node}; intra-node {g.intra_class or '-'}, "
+        f"{g.rings} ring(s))"
+    )
+    t = Table()
+    for col in ("size", "algorithm", "time", "algbw (GB/s)", "busbw (GB/s)"):
+        t.add_column(col, justify="right")
+    for c in costs:
+        t.add_row(fmt_bytes(c.bytes), c.algorithm, fmt_time(c.time_s),
+                  f"{c.algbw_bytes_per_s / 1e9:.2f}", f"{c.busbw_bytes_per_s / 1e9:.2f}")
+    out.print(t)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Hardware profile data types, in SI units (bytes, seconds, bytes/s, FLOP/s).
+
+These frozen dataclasses are what the simulator core reads. They are built from
+YAML by :mod:`hardware_profiles.loader`, which converts file units (``_gb_per_s``,
+``_us``, ``_tflops``) once. Bandwidths are per direction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+LINK_CLASSES = ("nvlink", "nvswitch", "pcie", "socket", "network")
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    kind: str  # "gpu" or "cpu"
+    model: str
+    count_per_node: int
+    peak_flops: Mapping[str, float]  # dtype -> FLOP/s
+    memory_bytes: float
+    memory_bandwidth_bytes_per_s: float
+    efficiency: Mapping[str, float]  # layer kind -> achievable fraction of peak; "default"
+
+    def efficiency_for(self, layer_kind: str) -> float:
+        return self.efficiency.get(layer_kind, self.efficiency["default"])
+
+
+@dataclass(frozen=True, slots=True)
+class NvlinkMesh:
+    """Point-to-point NVLinks: edges (a, b, number of links), bandwidth per link."""
+
+    bandwidth_bytes_per_s_per_link: float
+    edges: tuple[tuple[int, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IntraNode:
+    nvlink: NvlinkMesh | None = None
+    nvswitch_bytes_per_s_per_device: float | None = None
+    pcie_bytes_per_s: float | None = None
+    socket_link_bytes_per_s: float | None = None  # QPI/UPI between CPU sockets
+
+
+@dataclass(frozen=True, slots=True)
+class Nics:
+    count_per_node: int
+    bandwidth_bytes_per_s: float
+    latency_s: float
+    devices: tuple[tuple[int, ...], ...]  # devices sharing each NIC
+
+
+@dataclass(frozen=True, slots=True)
+class Fabric:
+    kind: str  # "switch" or "fat-tree"
+    max_nodes: int
+    switch_latency_s: float
+    oversubscription: float = 1.0  # fat-tree: downlink / uplink bandwidth at a leaf
+    nodes_per_leaf: int = 0  # fat-tree only
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClassParams:
+    """Per link class: per-step latency alpha and achievable fraction of bandwidth."""
+
+    alpha_s: float
+    efficiency: float
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareProfile:
+    name: str
+    description: str
+    device: Device
+    intra_node: IntraNode
+    nics: Nics
+    fabric: Fabric
+    collective: Mapping[str, LinkClassParams]
+    interference_factor: float
+    ranks_per_node: int
+    sources: tuple[str, ...] = ()
+    origin: str = field(default="builtin")  # file path or "builtin"
+
+    @property
+    def max_devices(self) -> int:
+        return self.fabric.max_nodes * self.ranks_per_node

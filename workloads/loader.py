@@ -1,0 +1,222 @@
+"""Load a user workload from a YAML file into a :class:`~workloads.model.Workload`.
+
+The format is documented, with a complete example, in ``workloads/README.md``. Files
+are parsed with ``yaml.safe_load`` and validated with pydantic models that forbid
+unknown keys. Every problem is raised as :class:`sim.errors.InputError` naming the file,
+the key (e.g. ``layers[3].params``) and the reason.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from sim.errors import InputError
+from workloads.model import Layer, MeasuredTime, Workload
+
+
+def _no_bool(value: Any) -> Any:
+    # YAML turns yes/no/true/false into booleans, which pydantic would read as 1 and 0.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_no_bool), Field(ge=0)]
+PositiveCount = Annotated[int, BeforeValidator(_no_bool), Field(gt=0)]
+Amount = Annotated[float, BeforeValidator(_no_bool), Field(ge=0, allow_inf_nan=False)]
+Text = Annotated[str, Field(min_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MeasuredPointSpec(_Strict):
+    """One measured time of a layer: per-device batch size, milliseconds."""
+
+    batch: PositiveCount
+    forward_ms: Amount
+    backward_ms: Amount
+
+
+class LayerSpec(_Strict):
+    """One layer as written in YAML (per-sample quantities)."""
+
+    name: Text
+    kind: Text
+    params: Count
+    fwd_flops_per_sample: Amount
+    bwd_flops_per_sample: Amount | None = None
+    activation_elements_per_sample: Amount | None = None
+    activation_bytes_per_sample: Amount | None = None
+    io_elements_per_sample: Amount | None = None
+    param_tensors: list[PositiveCount] | None = None
+    measured: dict[Text, Annotated[list[MeasuredPointSpec], Field(min_length=1)]] | None = None
+
+
+class WorkloadSpec(_Strict):
+    """A whole workload file."""
+
+    name: Text | None = None
+    description: str = ""
+    sample: Text = "sample"
+    sources: list[Text] = []
+    activation_dtype_bytes: PositiveCount = 4
+    layers: Annotated[list[LayerSpec], Field(min_length=1)]
+
+
+def load_yaml(path: str | os.PathLike[str]) -> Workload:
+    """Read, validate and convert one workload file; raise InputError on any problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("file not found", file=file) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read file: {exc}", file=file) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(_yaml_reason(exc), file=file) from None
+    if data is None:
+        raise InputError("file is empty", file=file)
+    if not isinstance(data, dict):
+        raise InputError("the top level must be a mapping of keys to values", file=file)
+    try:
+        spec = WorkloadSpec.model_validate(data)
+    except ValidationError as exc:
+        key, reason = _first_problem(exc)
+        raise InputError(reason, file=file, key=key) from None
+    return _to_workload(spec, default_name=Path(path).stem, file=file)
+
+
+def _to_workload(spec: WorkloadSpec, *, default_name: str, file: str) -> Workload:
+    seen: dict[str, int] = {}
+    layers = []
+    for i, layer in enumerate(spec.layers):
+        where = f"layers[{i}]"
+        if layer.name in seen:
+            raise InputError(
+                f"duplicate layer name {layer.name!r} (first used at layers[{seen[layer.name]}])",
+                file=file,
+                key=f"{where}.name",
+            )
+        seen[layer.name] = i
+        layers.append(_to_layer(layer, spec.activation_dtype_bytes, file=file, where=where))
+    return Workload(
+        name=spec.name or default_name,
+        description=spec.description,
+        layers=tuple(layers),
+        sample=spec.sample,
+        sources=tuple(spec.sources),
+    )
+
+
+def _to_layer(layer: LayerSpec, dtype_bytes: int, *, file: str, where: str) -> Layer:
+    if (layer.activation_elements_per_sample is None) == (layer.activation_bytes_per_sample is None):
+        raise InputError(
+            "give exactly one of activation_elements_per_sample and activation_bytes_per_sample",
+            file=file,
+            key=f"{where}.activation_elements_per_sample",
+        )
+    if layer.activation_elements_per_sample is not None:
+        activation = layer.activation_elements_per_sample
+    else:
+        activation = layer.activation_bytes_per_sample / dtype_bytes
+
+    if layer.param_tensors is None:
+        tensors: tuple[int, ...] = (layer.params,) if layer.params else ()
+    else:
+        tensors = tuple(layer.param_tensors)
+        if sum(tensors) != layer.params:
+            raise InputError(
+                f"param_tensors sum to {sum(tensors)}, but params is {layer.params}",
+                file=file,
+                key=f"{where}.param_tensors",
+            )
+
+    measured: dict[str, tuple[MeasuredTime, ...]] = {}
+    for device, points in (layer.measured or {}).items():
+        batches = [p.batch for p in points]
+        if len(set(batches)) != len(batches):
+            raise InputError(
+                f"batch sizes repeat for device {device!r}: {batches}",
+                file=file,
+                key=f"{where}.measured.{device}",
+            )
+        measured[device] = tuple(
+            MeasuredTime(p.batch, p.forward_ms / 1e3, p.backward_ms / 1e3)
+            for p in sorted(points, key=lambda p: p.batch)
+        )
+
+    fwd = layer.fwd_flops_per_sample
+    return Layer(
+        name=layer.name,
+        kind=layer.kind,
+        params=layer.params,
+        fwd_flops_per_sample=fwd,
+        bwd_flops_per_sample=2 * fwd if layer.bwd_flops_per_sample is None
+        else layer.bwd_flops_per_sample,
+        activation_elements_per_sample=activation,
+        io_elements_per_sample=2 * activation if layer.io_elements_per_sample is None
+        else layer.io_elements_per_sample,
+        param_tensors=tensors,
+        measured=MappingProxyType(measured),
+    )
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is not None:
+        return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return f"invalid YAML: {problem}"
+
+
+def _format_key(loc: tuple[int | str, ...]) -> str:
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        else:
+            key += f".{part}" if key else str(part)
+    return key
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """Field names of the model that holds the key at ``loc`` (for suggestions)."""
+    parents = [p for p in loc[:-1] if isinstance(p, str)]
+    model: type[BaseModel] = WorkloadSpec
+    if parents[:1] == ["layers"]:
+        model = MeasuredPointSpec if "measured" in parents else LayerSpec
+    return list(model.model_fields)
+
+
+def _first_problem(exc: ValidationError) -> tuple[str, str]:
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        unknown = str(loc[-1])
+        close = difflib.get_close_matches(unknown, _allowed_keys(loc), n=1)
+        reason = f"unknown key {unknown!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+    elif kind == "missing":
+        reason = f"missing required key {loc[-1]!r}"
+    elif kind in ("model_type", "dict_type"):
+        reason = "expected a mapping of keys to values"
+    elif kind == "too_short":
+        reason = "must not be empty"
+    else:
+        reason = first["msg"].removeprefix("Value error, ")
+    if len(errors) > 1:
+        more = len(errors) - 1
+        reason += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return _format_key(loc), reason

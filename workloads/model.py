@@ -1,0 +1,74 @@
+"""Workload data types: a model is an ordered list of layers.
+
+Pure data (standard library only) so that the simulator core can import it.
+FLOPs count one multiply-accumulate as 2 FLOPs. Activation sizes are kept in
+elements; bytes depend on the dtype the scenario trains in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredTime:
+    """A measured per-layer time on one device type at one per-device batch size."""
+
+    batch: int
+    forward_s: float
+    backward_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One layer of a model, per sample.
+
+    params: learnable parameters (sum of ``param_tensors``).
+    fwd_flops_per_sample / bwd_flops_per_sample: FLOPs (2 per MAC).
+    activation_elements_per_sample: elements of the layer's output kept for backward.
+    io_elements_per_sample: elements read plus written by the forward pass
+        (inputs + outputs), used by the memory side of the roofline.
+    param_tensors: sizes of the individual parameter tensors (e.g. weight, bias),
+        in the order a framework registers them; used by ``--per-tensor``.
+    measured: device type -> measured times at given batch sizes (from calibration).
+    """
+
+    name: str
+    kind: str
+    params: int
+    fwd_flops_per_sample: float
+    bwd_flops_per_sample: float
+    activation_elements_per_sample: float
+    io_elements_per_sample: float
+    param_tensors: tuple[int, ...] = ()
+    measured: Mapping[str, tuple[MeasuredTime, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def activation_bytes_per_sample(self, dtype_bytes: int = 4) -> float:
+        return self.activation_elements_per_sample * dtype_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A model: name, what one sample is, and its layers in forward order."""
+
+    name: str
+    description: str
+    layers: tuple[Layer, ...]
+    sample: str = "image"  # what one sample is: "image", "sequence of 512 tokens", ...
+    sources: tuple[str, ...] = ()
+
+    @property
+    def total_params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def total_fwd_flops_per_sample(self) -> float:
+        return sum(layer.fwd_flops_per_sample for layer in self.layers)
+
+    @property
+    def total_bwd_flops_per_sample(self) -> float:
+        return sum(layer.bwd_flops_per_sample for layer in self.layers)
