@@ -293,6 +293,20 @@ def _check_topology(profile: HardwareProfile, origin: str) -> None:
             file=origin,
             key="intra_node",
         )
+    # Connected is not enough: the cost model runs rings over one link class, so a
+    # chain of NVLinks with no PCIe would load here and fail at the first collective.
+    from sim.topology import Placement, Topology
+
+    rpn = profile.ranks_per_node
+    try:
+        Topology(profile, Placement(rpn, rpn)).intra_rings(tuple(range(rpn)))
+    except InputError:
+        raise InputError(
+            f"no ring runs through devices 0..{rpn - 1} over one link class (the nvlink "
+            "edges have no cycle through all of them); add pcie, an nvswitch or nvlink edges",
+            file=origin,
+            key="intra_node",
+        ) from None
     if profile.fabric.max_nodes > 1 and profile.nics.count_per_node == 0:
         raise InputError(
             f"disconnected topology: fabric.max_nodes is {profile.fabric.max_nodes} but the "

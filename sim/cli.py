@@ -19,8 +19,9 @@ from rich.table import Table
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_count, fmt_time, parse_bytes, size_sweep
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Wide enough for the what-if table when output goes to a file or a pipe.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 130)
 
 
 def _emit_json(doc: Any) -> None:
@@ -309,6 +310,170 @@ def collective(hardware: str, devices: int, devices_per_node: int | None, op: st
         t.add_row(fmt_bytes(c.bytes), c.algorithm, fmt_time(c.time_s),
                   f"{c.algbw_bytes_per_s / 1e9:.2f}", f"{c.busbw_bytes_per_s / 1e9:.2f}")
     out.print(t)
+
+
+# -- scenario options shared by whatif and run -------------------------------------------
+def scenario_options(fn: Callable) -> Callable:
+    opts = [
+        click.option("--hardware", required=True, help=HARDWARE_HELP),
+        click.option("--workload", required=True, help=WORKLOAD_HELP),
+        click.option("--devices", type=int, required=True, help="Number of data-parallel ranks."),
+        click.option("--global-batch", type=int, default=None,
+                     help="Global batch (strong scaling); must divide by --devices."),
+        click.option("--batch-per-device", type=int, default=None,
+                     help="Per-device batch (weak scaling). Give this or --global-batch."),
+        click.option("--dtype", type=click.Choice(["fp32", "tf32", "fp16", "bf16", "fp8"]),
+                     default="fp32", show_default=True,
+                     help="Compute and gradient dtype (the profile must give its peak)."),
+        click.option("--iterations", type=int, default=20, show_default=True,
+                     help="Iterations to simulate; steady state skips the first 1+d."),
+        click.option("--nic-gbps", type=float, default=None,
+                     help="What-if: every NIC at this many Gb/s instead of the profile's."),
+        click.option("--devices-per-node", type=int, default=None,
+                     help="Ranks per node (default: the profile's ranks_per_node)."),
+        click.option("--ranks", type=click.Choice(["representative", "explicit"]),
+                     default="representative", show_default=True,
+                     help="Simulate one rank per symmetry class, or every rank."),
+        click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adam"]),
+                     default="momentum", show_default=True,
+                     help="Sets optimizer state memory and update cost."),
+        click.option("--jitter", type=float, default=0.0, show_default=True,
+                     help="Explicit mode: lognormal spread of per-task compute times."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed for --jitter."),
+        click.option("--apply", type=click.Choice(["wait-all", "in-order", "as-ready"]),
+                     default="wait-all", show_default=True,
+                     help="layerwise: when to apply each layer's reduced gradient."),
+        click.option("--per-tensor", is_flag=True,
+                     help="layerwise: one reduction per parameter tensor, not per layer."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _scenario(kw: dict):
+    from sim.whatif import scenario_from_options
+
+    return scenario_from_options(**kw)
+
+
+def _strategy_options(kw: dict) -> dict:
+    return {"apply": kw.pop("apply"), "per_tensor": kw.pop("per_tensor")}
+
+
+@main.command()
+@scenario_options
+@click.option("--strategies", default="all", show_default=True,
+              help="Comma-separated strategies, or all: sync, layerwise, bucketed[:MB], "
+                   "horovod[:MB[:MS]], delayed:d, async-layerwise:d, priority[:MB], ps[:S].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handles_input_errors
+def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
+    """Compare sync strategies on a cluster you may not have.
+
+    Prints a table sorted by iteration time, then one line recommending a strategy.
+
+    \b
+    Example:
+      dtsim whatif --hardware dgx1-p100 --workload alexnet --devices 8 --global-batch 256
+      dtsim whatif --hardware dgx-a100 --workload resnet50 --devices 256 \
+                   --batch-per-device 64 --nic-gbps 100 --strategies sync,bucketed,delayed:1
+    """
+    from rich.progress import Progress
+
+    from sim.strategies import parse_strategies
+    from sim.whatif import RESULT_KEYS, recommend, run_whatif
+
+    opts = _strategy_options(kw)
+    chosen = parse_strategies(strategies, **opts)
+    scenario = _scenario(kw)
+    if as_json:
+        rows = run_whatif(scenario, chosen)
+    else:
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("simulating", total=len(chosen))
+
+            def step(name: str) -> None:
+                bar.update(task, description=f"simulating {name}", advance=1)
+
+            rows = run_whatif(scenario, chosen, progress=step)
+    if as_json:
+        _emit_json({"scenario": scenario.summary(),
+                    "results": [{k: r[k] for k in RESULT_KEYS} for r in rows],
+                    "recommendation": recommend(rows, scenario)})
+        return
+    sc = scenario.summary()
+    out.print(
+        f"[bold]{sc['workload']}[/] on {sc['devices']} x {scenario.hardware.device.model} "
+        f"('{sc['hardware']}', {sc['nodes']} node(s) x {sc['devices_per_node']}), "
+        f"global batch {sc['global_batch']} ({sc['batch_per_device']} per device), {sc['dtype']}, "
+        f"gradients {fmt_bytes(sc['gradient_bytes'])}"
+    )
+    t = Table()
+    for col in ("strategy", "iteration", "samples/s", "vs sync", "efficiency", "comm",
+                "exposed", "overlap", "peak memory"):
+        t.add_column(col, justify="left" if col == "strategy" else "right")
+    for r in rows:
+        mem = fmt_bytes(r["peak_memory_bytes"])
+        if r["memory_exceeds_device"]:
+            mem = f"[red]{mem} > device[/]"
+        t.add_row(r["strategy"], fmt_time(r["iteration_time_s"]),
+                  f"{r['throughput_samples_per_s']:,.0f}", f"{r['speedup_vs_sync']:.2f}x",
+                  f"{r['parallel_efficiency']:.0%}", fmt_time(r["comm_s"]),
+                  fmt_time(r["exposed_comm_s"]), f"{r['overlap_fraction']:.0%}", mem)
+    out.print(t)
+    for r in rows:
+        if r["memory_exceeds_device"]:
+            err.print(f"[yellow]warning:[/] {r['strategy']} needs "
+                      f"{fmt_bytes(r['peak_memory_bytes'])} per device; the device has "
+                      f"{fmt_bytes(scenario.hardware.device.memory_bytes)}")
+    out.print(recommend(rows, scenario))
+
+
+@main.command()
+@scenario_options
+@click.option("--strategy", default="sync", show_default=True, help="One strategy spec.")
+@click.option("--csv", "csv_path", default=None, help="Write the Trace's spans as CSV.")
+@click.option("--chrome-trace", "chrome_path", default=None,
+              help="Write a Chrome trace JSON (open it in https://ui.perfetto.dev).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON document.")
+@handles_input_errors
+def run(strategy: str, csv_path: str | None, chrome_path: str | None, as_json: bool,
+        **kw: Any) -> None:
+    """Simulate one strategy and write its timeline (Trace) as CSV or Chrome trace.
+
+    \b
+    Example:
+      dtsim run --hardware dgx1-p100 --workload alexnet --devices 8 --global-batch 256 \
+                --strategy delayed:1 --chrome-trace alexnet.json --csv alexnet.csv
+    """
+    from sim.io import write_chrome_trace, write_csv
+    from sim.metrics import metrics
+    from sim.simulate import simulate
+    from sim.strategies import parse_strategy
+
+    opts = _strategy_options(kw)
+    chosen = parse_strategy(strategy, **opts)
+    scenario = _scenario(kw)
+    trace, stats = simulate(scenario, chosen)
+    m = metrics(trace)
+    if csv_path:
+        write_csv(trace, csv_path)
+    if chrome_path:
+        write_chrome_trace(trace, chrome_path)
+    doc = {"scenario": scenario.summary(), "strategy": chosen.name, **m.as_dict(),
+           "spans": len(trace), "events": stats.events}
+    if as_json:
+        _emit_json(doc)
+        return
+    out.print(f"{chosen.name}: iteration {fmt_time(m.iteration_time_s)}, "
+              f"{m.throughput_samples_per_s:,.0f} samples/s, comm {fmt_time(m.comm_s)}, "
+              f"exposed {fmt_time(m.exposed_comm_s)} (overlap {m.overlap_fraction:.0%}), "
+              f"peak memory {fmt_bytes(m.peak_memory_bytes)}; {len(trace)} spans")
+    for path, what in ((csv_path, "CSV"), (chrome_path, "Chrome trace")):
+        if path:
+            out.print(f"wrote {what}: {path}")
 
 
 if __name__ == "__main__":

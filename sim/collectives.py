@@ -9,7 +9,11 @@ Operations in MPICH", IJHPCA 2005; NCCL's ring and double-binary-tree algorithms
 - ring (pipelined) broadcast: (p-1)·α + n/B
 - tree all-reduce:            2⌈log2 p⌉·α + 2·n/B           (pipelined double binary tree)
 - tree broadcast:             ⌈log2 p⌉·α + n/B
-- halving-doubling all-reduce: 2⌈log2 p⌉·α + 2(p-1)/p · n/B (+2 steps if p is not a power of 2)
+- halving-doubling all-reduce: 2·log2 p·α + 2(p-1)/p · n/B for p a power of 2; otherwise
+  MPICH folds the extra ranks into the largest power of two p' < p and out again:
+  2·log2 p'·α + 2(p'-1)/p' · n/B + 2·(α + n/B)
+- halving-doubling reduce-scatter/gather: ⌈log2 p⌉·α + (p-1)/p · n/B (+ α + n/B if p is
+  not a power of 2)
 - hierarchical (g per node, N nodes): intra reduce-scatter, inter-node all-reduce of
   n/g per device on its share of the node's NICs, intra all-gather
 - parameter server: each of S servers receives p·n/S and sends p·n/S.
@@ -256,8 +260,15 @@ def _flat_terms(op: str, algorithm: str, n: float, p: int, level: _Level) -> tup
         # A non-power-of-two group first folds the extra ranks in and out (MPICH).
         extra = p & (p - 1) != 0
         if op == "allreduce":
+            # MPICH's Rabenseifner all-reduce: the first 2·(p - p') ranks pair up and
+            # fold into p' = 2^⌊log2 p⌋ ranks (one step of n), those p' run halving-doubling,
+            # and the result is sent back (one step of n).
+            pof2 = 1 << (p.bit_length() - 1)
             fold_lat, fold_bw = (2 * a, 2 * n / b) if extra else (0.0, 0.0)
-            return 2 * log_p * a + fold_lat, 2 * frac * n / b + fold_bw
+            return (
+                2 * (pof2.bit_length() - 1) * a + fold_lat,
+                2 * (pof2 - 1) / pof2 * n / b + fold_bw,
+            )
         fold_lat, fold_bw = (a, n / b) if extra else (0.0, 0.0)
         return log_p * a + fold_lat, frac * n / b + fold_bw
     raise InputError(f"algorithm '{algorithm}' does not implement {op}", key="algorithm")

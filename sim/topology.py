@@ -222,7 +222,7 @@ def make_placement(
     """Validate a request for ``devices`` ranks, ``devices_per_node`` per node."""
     if devices <= 0:
         raise InputError(f"--devices must be >= 1, got {devices}", key="devices")
-    g = devices_per_node or min(devices, profile.ranks_per_node)
+    g = devices_per_node if devices_per_node is not None else min(devices, profile.ranks_per_node)
     if g <= 0:
         raise InputError(f"--devices-per-node must be >= 1, got {g}", key="devices-per-node")
     if g > profile.device.count_per_node:
@@ -311,6 +311,7 @@ class Topology:
             return "socket", intra.socket_link_bytes_per_s, 1
         raise InputError(
             f"'{self.profile.name}': devices {list(local)} have no common intra-node path",
+            file=self.profile.origin,
             key="intra_node",
         )
 

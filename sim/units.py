@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from sim.errors import InputError
@@ -25,6 +26,9 @@ def parse_bytes(text: str, key: str = "bytes") -> float:
             key=key,
         )
     value = float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()]
+    if not math.isfinite(value):
+        # '1e400' parses to inf: it would loop a sweep forever or print a NaN-less JSON.
+        raise InputError(f"'{text}' is too large to be a size", key=key)
     return value
 
 

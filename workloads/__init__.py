@@ -67,9 +67,7 @@ def load_workload(name_or_path: str | os.PathLike[str], **params: object) -> Wor
     known = builtin_names()
     close = difflib.get_close_matches(base, known, n=3, cutoff=0.6)
     hint = f"did you mean: {', '.join(close)}?" if close else f"built-in: {', '.join(known)}"
-    raise InputError(
-        f"unknown workload {text!r}; {hint} (or give a path to a .yaml/.yml file)"
-    )
+    raise InputError(f"unknown workload {text!r}; {hint} (or give a path to a .yaml/.yml file)")
 
 
 def _call_builtin(name: str, params: dict[str, object]) -> Workload:

@@ -61,9 +61,7 @@ def conv_output_size(
     """
     span = size + 2 * padding - kernel
     if span < 0:
-        raise ValueError(
-            f"window {kernel} larger than input {size} with padding {padding}"
-        )
+        raise ValueError(f"window {kernel} larger than input {size} with padding {padding}")
     if ceil_mode:
         out = -(-span // stride) + 1
         if (out - 1) * stride >= size + padding:
@@ -93,12 +91,19 @@ class _BranchGroup:
     input_shape: Shape
     merge: str
     outputs: list[Shape] = field(default_factory=list)
+    open_branch: bool = False
 
     @contextmanager
     def branch(self) -> Iterator[None]:
         """One path: starts from the group's input shape; an empty path is the identity."""
+        if self.open_branch:
+            raise ValueError("branches of one group cannot nest; open a new group inside")
         self.builder._shape = self.input_shape
-        yield
+        self.open_branch = True
+        try:
+            yield
+        finally:
+            self.open_branch = False
         self.outputs.append(self.builder._shape)
 
     def merged_shape(self) -> Shape:
@@ -130,6 +135,7 @@ class Builder:
         self._shape: Shape = shape
         self._layers: list[Layer] = []
         self._names: set[str] = set()
+        self._groups: list[_BranchGroup] = []
 
     @property
     def shape(self) -> Shape:
@@ -171,7 +177,11 @@ class Builder:
         if merge not in ("concat", "add"):
             raise ValueError(f"merge must be 'concat' or 'add', got {merge!r}")
         group = _BranchGroup(self, self._shape, merge)
-        yield group
+        self._groups.append(group)
+        try:
+            yield group
+        finally:
+            self._groups.pop()
         self._shape = group.merged_shape()
 
     # ---------------------------------------------------------------- layers
@@ -272,9 +282,7 @@ class Builder:
         flops = numel(self._shape)
         return self._add(name, f"{mode}pool", (c, 1, 1), (), fwd_flops=flops)
 
-    def linear(
-        self, name: str, out_features: int, bias: bool = True, tied: bool = False
-    ) -> Shape:
+    def linear(self, name: str, out_features: int, bias: bool = True, tied: bool = False) -> Shape:
         """Fully connected layer on a vector (F,) or on every token of a sequence (T, F).
 
         weights = F * out_features (+ out_features biases); MACs per sample =
@@ -322,9 +330,7 @@ class Builder:
             name, "embedding", out, (num_embeddings * dim,), fwd_flops=fwd, bwd_flops=tokens * dim
         )
 
-    def attention(
-        self, name: str, heads: int, fused_qkv: bool = False, bias: bool = True
-    ) -> Shape:
+    def attention(self, name: str, heads: int, fused_qkv: bool = False, bias: bool = True) -> Shape:
         """Multi-head self-attention on a (T, H) sequence, with its output projection.
 
         Parameters: Q, K, V and output projections, 4*H*H weights + 4*H biases
@@ -342,6 +348,7 @@ class Builder:
         if hidden % heads:
             raise ValueError(f"{name}: {heads} heads do not divide hidden size {hidden}")
         hh = hidden * hidden
+        tensors: tuple[int, ...]
         if fused_qkv:
             tensors = (3 * hh, 3 * hidden, hh, hidden) if bias else (3 * hh, hh)
         else:
@@ -403,6 +410,8 @@ class Builder:
             raise ValueError("a layer needs a name")
         if name in self._names:
             raise ValueError(f"duplicate layer name {name!r}")
+        if self._groups and not self._groups[-1].open_branch:
+            raise ValueError(f"{name}: inside branches(), add layers within a group.branch()")
         out_elements = numel(out_shape)
         layer = Layer(
             name=name,
@@ -413,9 +422,7 @@ class Builder:
             activation_elements_per_sample=float(
                 out_elements if activation is None else activation
             ),
-            io_elements_per_sample=float(
-                numel(self._shape) + out_elements if io is None else io
-            ),
+            io_elements_per_sample=float(numel(self._shape) + out_elements if io is None else io),
             param_tensors=param_tensors,
         )
         self._names.add(name)

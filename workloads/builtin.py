@@ -191,7 +191,7 @@ def _resnet(name: str, blocks: tuple[int, int, int, int], description: str) -> W
     b.norm("bn1")
     b.pool("maxpool", kernel=3, stride=2, padding=1)
     in_ch = 64
-    for stage, (count, width) in enumerate(zip(blocks, (64, 128, 256, 512)), start=1):
+    for stage, (count, width) in enumerate(zip(blocks, (64, 128, 256, 512), strict=True), start=1):
         for i in range(count):
             stride = 2 if stage > 1 and i == 0 else 1
             p = f"layer{stage}.{i}."

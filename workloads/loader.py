@@ -9,6 +9,7 @@ the key (e.g. ``layers[3].params``) and the reason.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from pathlib import Path
 from types import MappingProxyType
@@ -21,16 +22,19 @@ from sim.errors import InputError
 from workloads.model import Layer, MeasuredTime, Workload
 
 
-def _no_bool(value: Any) -> Any:
-    # YAML turns yes/no/true/false into booleans, which pydantic would read as 1 and 0.
+def _plain_number(value: Any) -> Any:
+    # YAML turns yes/no/true/false into booleans, which pydantic would read as 1 and 0,
+    # and .nan/.inf into floats that no count can be.
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value}")
     return value
 
 
-Count = Annotated[int, BeforeValidator(_no_bool), Field(ge=0)]
-PositiveCount = Annotated[int, BeforeValidator(_no_bool), Field(gt=0)]
-Amount = Annotated[float, BeforeValidator(_no_bool), Field(ge=0, allow_inf_nan=False)]
+Count = Annotated[int, BeforeValidator(_plain_number), Field(ge=0)]
+PositiveCount = Annotated[int, BeforeValidator(_plain_number), Field(gt=0)]
+Amount = Annotated[float, BeforeValidator(_plain_number), Field(ge=0, allow_inf_nan=False)]
 Text = Annotated[str, Field(min_length=1)]
 
 
@@ -120,16 +124,17 @@ def _to_workload(spec: WorkloadSpec, *, default_name: str, file: str) -> Workloa
 
 
 def _to_layer(layer: LayerSpec, dtype_bytes: int, *, file: str, where: str) -> Layer:
-    if (layer.activation_elements_per_sample is None) == (layer.activation_bytes_per_sample is None):
+    elements, size_bytes = layer.activation_elements_per_sample, layer.activation_bytes_per_sample
+    if elements is not None and size_bytes is None:
+        activation = elements
+    elif size_bytes is not None and elements is None:
+        activation = size_bytes / dtype_bytes
+    else:
         raise InputError(
             "give exactly one of activation_elements_per_sample and activation_bytes_per_sample",
             file=file,
             key=f"{where}.activation_elements_per_sample",
         )
-    if layer.activation_elements_per_sample is not None:
-        activation = layer.activation_elements_per_sample
-    else:
-        activation = layer.activation_bytes_per_sample / dtype_bytes
 
     if layer.param_tensors is None:
         tensors: tuple[int, ...] = (layer.params,) if layer.params else ()
@@ -157,16 +162,16 @@ def _to_layer(layer: LayerSpec, dtype_bytes: int, *, file: str, where: str) -> L
         )
 
     fwd = layer.fwd_flops_per_sample
+    bwd = 2 * fwd if layer.bwd_flops_per_sample is None else layer.bwd_flops_per_sample
+    io = 2 * activation if layer.io_elements_per_sample is None else layer.io_elements_per_sample
     return Layer(
         name=layer.name,
         kind=layer.kind,
         params=layer.params,
         fwd_flops_per_sample=fwd,
-        bwd_flops_per_sample=2 * fwd if layer.bwd_flops_per_sample is None
-        else layer.bwd_flops_per_sample,
+        bwd_flops_per_sample=bwd,
         activation_elements_per_sample=activation,
-        io_elements_per_sample=2 * activation if layer.io_elements_per_sample is None
-        else layer.io_elements_per_sample,
+        io_elements_per_sample=io,
         param_tensors=tensors,
         measured=MappingProxyType(measured),
     )
@@ -200,7 +205,9 @@ def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
 
 
 def _first_problem(exc: ValidationError) -> tuple[str, str]:
-    errors = exc.errors()
+    # A misspelt key shows up both as unknown and as missing: report it as unknown,
+    # where a suggestion can be made.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     loc = tuple(first["loc"])
     kind = first["type"]

@@ -1,0 +1,130 @@
+"""Metrics: pure functions of a Trace.
+
+Iteration t spans from the start of forward(t, first layer) to the start of
+forward(t+1, first layer) on rank 0. Steady state drops ``warmup_iterations`` and takes
+the median. Exposed communication is the time the compute stream sits idle inside an
+iteration (it only ever waits on communication or on the timers that gate it);
+overlap fraction = 1 - exposed / communication.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+
+from sim.trace import Trace
+
+COMPUTE_KINDS = ("forward", "backward", "update")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    strategy: str
+    iteration_time_s: float
+    throughput_samples_per_s: float
+    comm_s: float
+    exposed_comm_s: float
+    overlap_fraction: float
+    compute_s: float
+    peak_memory_bytes: float
+    memory_exceeds_device: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _first_layer_starts(trace: Trace, rank: int) -> dict[int, float]:
+    starts: dict[int, float] = {}
+    for s in trace.spans:
+        if s.rank == rank and s.kind == "forward":
+            if s.iteration not in starts or s.start_s < starts[s.iteration]:
+                starts[s.iteration] = s.start_s
+    return starts
+
+
+def iteration_windows(trace: Trace, rank: int = 0) -> list[tuple[int, float, float]]:
+    """(iteration, start, end) for every iteration that has a successor."""
+    starts = _first_layer_starts(trace, rank)
+    its = sorted(starts)
+    return [(t, starts[t], starts[t + 1]) for t in its if t + 1 in starts]
+
+
+def steady_windows(trace: Trace, rank: int = 0) -> list[tuple[int, float, float]]:
+    windows = iteration_windows(trace, rank)
+    warm = int(trace.meta.get("warmup_iterations", 1))
+    steady = [w for w in windows if w[0] >= warm]
+    return steady or windows
+
+
+def iteration_time_s(trace: Trace, rank: int = 0) -> float:
+    """Median steady-state iteration time; with one iteration, the whole run."""
+    windows = steady_windows(trace, rank)
+    if not windows:
+        return makespan_s(trace)
+    return statistics.median(end - start for _, start, end in windows)
+
+
+def makespan_s(trace: Trace) -> float:
+    return max((s.end_s for s in trace.spans), default=0.0)
+
+
+def _per_iteration(trace: Trace, rank: int, kinds: tuple[str, ...]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for s in trace.spans:
+        if s.rank == rank and s.kind in kinds:
+            out[s.iteration] = out.get(s.iteration, 0.0) + s.duration_s
+    return out
+
+
+def comm_time_s(trace: Trace, rank: int = 0) -> float:
+    """Median over steady iterations of the summed duration of that iteration's comm."""
+    per = _per_iteration(trace, rank, ("comm",))
+    its = [t for t, _, _ in steady_windows(trace, rank)] or sorted(per)
+    values = [per.get(t, 0.0) for t in its]
+    return statistics.median(values) if values else 0.0
+
+
+def exposed_comm_s(trace: Trace, rank: int = 0) -> float:
+    """Median over steady iterations of the compute stream's idle time in the window."""
+    windows = steady_windows(trace, rank)
+    if not windows:
+        busy = sum(s.duration_s for s in trace.spans if s.kind in COMPUTE_KINDS)
+        return max(0.0, makespan_s(trace) - busy)
+    compute = sorted(
+        (s.start_s, s.end_s) for s in trace.spans if s.rank == rank and s.kind in COMPUTE_KINDS
+    )
+    idle = []
+    for _, lo, hi in windows:
+        busy = sum(min(e, hi) - max(b, lo) for b, e in compute if e > lo and b < hi)
+        idle.append(max(0.0, (hi - lo) - busy))
+    return statistics.median(idle)
+
+
+def compute_time_s(trace: Trace, rank: int = 0) -> float:
+    per = _per_iteration(trace, rank, COMPUTE_KINDS)
+    its = [t for t, _, _ in steady_windows(trace, rank)] or sorted(per)
+    values = [per.get(t, 0.0) for t in its]
+    return statistics.median(values) if values else 0.0
+
+
+def peak_memory_bytes(trace: Trace) -> float:
+    return max((m.bytes_in_use for m in trace.memory), default=0.0)
+
+
+def metrics(trace: Trace) -> Metrics:
+    it = iteration_time_s(trace)
+    comm = comm_time_s(trace)
+    exposed = exposed_comm_s(trace)
+    overlap = 1.0 if comm <= 0 else max(0.0, min(1.0, 1.0 - exposed / comm))
+    peak = peak_memory_bytes(trace)
+    return Metrics(
+        strategy=str(trace.meta.get("strategy", "")),
+        iteration_time_s=it,
+        throughput_samples_per_s=float(trace.meta["global_batch"]) / it if it > 0 else 0.0,
+        comm_s=comm,
+        exposed_comm_s=exposed,
+        overlap_fraction=overlap,
+        compute_s=compute_time_s(trace),
+        peak_memory_bytes=peak,
+        memory_exceeds_device=peak > float(trace.meta.get("device_memory_bytes", float("inf"))),
+    )

@@ -1,0 +1,107 @@
+"""Run one scenario under one strategy: costs -> task graph -> engine -> Trace."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from sim.collectives import CollectiveCost, CostModel
+from sim.costs import layer_cost, update_cost_s
+from sim.engine import Engine, EngineStats
+from sim.scenario import OPTIMIZER_STATE_COPIES, Scenario
+from sim.strategies.base import BuildContext, Strategy
+from sim.topology import Topology
+from sim.trace import Trace
+
+
+def build_context(scenario: Scenario) -> BuildContext:
+    """Per-layer costs and cached collective costs for ``scenario``."""
+    hw = scenario.hardware
+    dev = hw.device
+    b = scenario.batch_per_device
+    size = scenario.dtype_bytes
+    layers = scenario.workload.layers
+    costs = [layer_cost(layer, dev, b, scenario.dtype, size) for layer in layers]
+    state = OPTIMIZER_STATE_COPIES[scenario.optimizer]
+    model = CostModel(Topology(hw, scenario.placement))
+    allreduce_cache: dict[float, CollectiveCost] = {}
+    ps_cache: dict[tuple[float, int], CollectiveCost] = {}
+
+    def allreduce(nbytes: float) -> CollectiveCost:
+        c = allreduce_cache.get(nbytes)
+        if c is None:
+            c = model.cost("allreduce", nbytes, algorithm=scenario.collective_algorithm)
+            allreduce_cache[nbytes] = c
+        return c
+
+    def push_pull(nbytes: float, servers: int) -> CollectiveCost:
+        key = (nbytes, servers)
+        c = ps_cache.get(key)
+        if c is None:
+            c = model.parameter_server(nbytes, scenario.devices, servers)
+            ps_cache[key] = c
+        return c
+
+    return BuildContext(
+        scenario=scenario,
+        names=tuple(layer.name for layer in layers),
+        forward_s=tuple(c.forward_s for c in costs),
+        backward_s=tuple(c.backward_s for c in costs),
+        update_s=tuple(update_cost_s(layer.params, dev, size, state) for layer in layers),
+        grad_bytes=tuple(float(layer.params * size) for layer in layers),
+        tensor_bytes=tuple(tuple(float(t * size) for t in layer.param_tensors) for layer in layers),
+        activation_bytes=tuple(
+            layer.activation_elements_per_sample * b * size for layer in layers
+        ),
+        allreduce=allreduce,
+        push_pull=push_pull,
+        iterations=scenario.iterations,
+    )
+
+
+def static_memory_bytes(ctx: BuildContext, strategy: Strategy) -> dict[str, float]:
+    """Weights, gradients, optimizer state and the strategy's extra buffers, per device."""
+    sc = ctx.scenario
+    weights = sc.workload.total_params * sc.dtype_bytes
+    return {
+        "weights": weights,
+        "gradients": weights,
+        "optimizer_state": weights * OPTIMIZER_STATE_COPIES[sc.optimizer],
+        "strategy_buffers": strategy.extra_buffer_bytes(ctx),
+    }
+
+
+def warmup_iterations(scenario: Scenario, strategy: Strategy) -> int:
+    """Iterations to skip before steady state: the pipeline a delay builds must fill."""
+    delay = getattr(strategy, "delay", 0)
+    return min(max(scenario.iterations - 2, 0), 1 + delay)
+
+
+def simulate(
+    scenario: Scenario, strategy: Strategy, ctx: BuildContext | None = None
+) -> tuple[Trace, EngineStats]:
+    """Simulate ``scenario`` under ``strategy``; returns the Trace and engine statistics."""
+    ctx = ctx or build_context(scenario)
+    graph = strategy.build(ctx)
+    memory = static_memory_bytes(ctx, strategy)
+    explicit = scenario.ranks == "explicit"
+    engine = Engine(
+        graph,
+        ranks=scenario.devices if explicit else 1,
+        interference_factor=scenario.hardware.interference_factor,
+        base_memory_bytes=sum(memory.values()),
+        jitter=scenario.jitter,
+        seed=scenario.seed,
+    )
+    spans, samples, stats = engine.run()
+    meta = {
+        "strategy": strategy.name,
+        "ranks_mode": scenario.ranks,
+        "global_batch": scenario.global_batch,
+        "batch_per_device": scenario.batch_per_device,
+        "devices": scenario.devices,
+        "iterations": scenario.iterations,
+        "warmup_iterations": warmup_iterations(scenario, strategy),
+        "device_memory_bytes": scenario.hardware.device.memory_bytes,
+        "static_memory_bytes": dict(memory),
+    }
+    return Trace(tuple(spans), tuple(samples), MappingProxyType(meta)), stats

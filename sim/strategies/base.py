@@ -1,0 +1,249 @@
+"""What every strategy shares: the build context and the one data-parallel graph builder.
+
+A strategy module only chooses buckets, delay, gating, update style and channel order,
+then calls :func:`build_data_parallel`. The engine never sees strategy names.
+
+Graph shape for iteration t (L layers, forward order 0..L-1):
+
+    forward(t, 0) -> ... -> forward(t, L-1) -> backward(t, L-1) -> ... -> backward(t, 0)
+    backward(t, l) ready a bucket  ->  comm(t, bucket)  ->  update(t, ...)
+    forward(t+1, 0) follows backward(t, 0) and waits for the updates its gating names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sim.collectives import CollectiveCost
+from sim.graph import COMPUTE, NO_RESOURCE, TaskGraph, channel
+from sim.scenario import Scenario
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Gradients communicated together: which layers they finish, and their bytes.
+
+    ready_layer: the layer whose backward completes the bucket (the lowest index in it,
+    since backward runs from the last layer to the first).
+    """
+
+    label: str
+    layers: tuple[int, ...]
+    bytes: float
+    ready_layer: int
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Costs a strategy needs, per layer in forward order (seconds, bytes)."""
+
+    scenario: Scenario
+    names: tuple[str, ...]
+    forward_s: tuple[float, ...]
+    backward_s: tuple[float, ...]
+    update_s: tuple[float, ...]
+    grad_bytes: tuple[float, ...]
+    tensor_bytes: tuple[tuple[float, ...], ...]
+    activation_bytes: tuple[float, ...]
+    allreduce: Callable[[float], CollectiveCost]
+    push_pull: Callable[[float, int], CollectiveCost]
+    iterations: int
+
+    @property
+    def layers(self) -> int:
+        return len(self.names)
+
+    @property
+    def param_layers(self) -> tuple[int, ...]:
+        return tuple(i for i, b in enumerate(self.grad_bytes) if b > 0)
+
+
+class Strategy(Protocol):
+    """A gradient-synchronisation strategy: a name and a graph builder."""
+
+    name: str
+    channels: int
+
+    def build(self, ctx: BuildContext) -> TaskGraph: ...
+
+    def extra_buffer_bytes(self, ctx: BuildContext) -> float:
+        """Device memory beyond weights, gradients, optimizer state and activations."""
+        ...
+
+
+def layer_buckets(ctx: BuildContext) -> list[Bucket]:
+    """One bucket per layer with parameters, in backward order."""
+    return [
+        Bucket(ctx.names[i], (i,), ctx.grad_bytes[i], i)
+        for i in reversed(ctx.param_layers)
+    ]
+
+
+def tensor_buckets(ctx: BuildContext) -> list[Bucket]:
+    """One bucket per parameter tensor (weights and biases apart), in backward order."""
+    out = []
+    for i in reversed(ctx.param_layers):
+        tensors = ctx.tensor_bytes[i] or (ctx.grad_bytes[i],)
+        for j, size in reversed(list(enumerate(tensors))):
+            out.append(Bucket(f"{ctx.names[i]}.{j}", (i,), size, i))
+    return out
+
+
+def fill_buckets(
+    ctx: BuildContext, cap_bytes: float, first_cap_bytes: float | None = None
+) -> list[Bucket]:
+    """Fill parameter tensors, in backward order, into buckets of at most ``cap_bytes``.
+
+    PyTorch DDP semantics (Li et al., VLDB 2020; torch reducer.hpp): tensors are taken in
+    reverse registration order; a bucket closes once it reaches the cap; the first
+    bucket has its own, smaller cap. A tensor larger than the cap gets a bucket alone.
+    """
+    buckets: list[Bucket] = []
+    cur_layers: list[int] = []
+    cur_bytes = 0.0
+    cap = first_cap_bytes if first_cap_bytes is not None else cap_bytes
+
+    def close() -> None:
+        nonlocal cur_layers, cur_bytes, cap
+        if cur_layers:
+            layers = tuple(sorted(set(cur_layers)))
+            buckets.append(Bucket(f"bucket{len(buckets)}", layers, cur_bytes, min(layers)))
+        cur_layers, cur_bytes, cap = [], 0.0, cap_bytes
+
+    for i in reversed(ctx.param_layers):
+        for size in reversed(ctx.tensor_bytes[i] or (ctx.grad_bytes[i],)):
+            cur_layers.append(i)
+            cur_bytes += size
+            if cur_bytes >= cap:
+                close()
+    close()
+    return buckets
+
+
+@dataclass
+class _Ids:
+    forward: list[int] = field(default_factory=list)
+    backward: list[int] = field(default_factory=list)
+    updates: dict[int, int] = field(default_factory=dict)  # layer -> update task
+    all_updates: list[int] = field(default_factory=list)
+    comm_of_layer: dict[int, list[int]] = field(default_factory=dict)
+
+
+def build_data_parallel(
+    ctx: BuildContext,
+    buckets: Sequence[Bucket],
+    *,
+    delay: int = 0,
+    channels: int = 1,
+    updates: str = "single",
+    per_layer_gating: bool = False,
+    front_first: bool = False,
+    release_after_s: Sequence[float] | None = None,
+    push_pull_servers: int = 0,
+) -> TaskGraph:
+    """The one builder behind every strategy.
+
+    delay: forward(t+1) waits for updates of iteration t - delay.
+    channels: comm(t, .) runs on channel t mod channels.
+    updates: "single" (one update after all comms of t), "as-ready" (one per layer, as
+      its gradients arrive), "in-order" (one per layer, in backprop order), or "none"
+      (a parameter server applies them; forward waits for the pull).
+    per_layer_gating: forward(t+1, l) waits only for layer l's update (else forward(t+1,
+      0) waits for all of them).
+    front_first: a channel sends the ready bucket of the frontmost layer first
+      (ByteScheduler/P3) instead of in the order gradients became ready.
+    release_after_s: per bucket, the earliest start after the backward pass begins
+      (Horovod's cycle); modelled as a timer task.
+    push_pull_servers: >0 means comm is a parameter-server push and pull.
+    """
+    g = TaskGraph(channels=channels)
+    L = ctx.layers
+    history: list[_Ids] = []
+    bucket_of_layer: dict[int, list[int]] = {}
+    for bi, b in enumerate(buckets):
+        for layer in b.layers:
+            bucket_of_layer.setdefault(layer, []).append(bi)
+    costs = [
+        ctx.push_pull(b.bytes, push_pull_servers) if push_pull_servers else ctx.allreduce(b.bytes)
+        for b in buckets
+    ]
+    prev_tail: int | None = None
+    for t in range(ctx.iterations):
+        ids = _Ids()
+        gated = t - 1 - delay
+        source = history[gated] if gated >= 0 else None
+        for layer in range(L):
+            deps: list[int] = []
+            if layer == 0:
+                if prev_tail is not None:
+                    deps.append(prev_tail)
+            else:
+                deps.append(ids.forward[-1])
+            if source is not None:
+                if updates == "none":
+                    if per_layer_gating:
+                        deps.extend(source.comm_of_layer.get(layer, ()))
+                    elif layer == 0:
+                        deps.extend(c for cs in source.comm_of_layer.values() for c in cs)
+                elif per_layer_gating:
+                    if layer in source.updates:
+                        deps.append(source.updates[layer])
+                elif layer == 0:
+                    deps.extend(source.all_updates)
+            ids.forward.append(
+                g.add("forward", COMPUTE, t, ctx.names[layer], ctx.forward_s[layer], deps,
+                      (t, 0, layer), memory_bytes=ctx.activation_bytes[layer])
+            )
+        backward = [0] * L
+        for k, layer in enumerate(reversed(range(L))):
+            dep = ids.forward[-1] if k == 0 else backward[layer + 1]
+            backward[layer] = g.add(
+                "backward", COMPUTE, t, ctx.names[layer], ctx.backward_s[layer], [dep],
+                (t, 1, k), memory_bytes=-ctx.activation_bytes[layer],
+            )
+        ids.backward = backward
+        prev_tail = backward[0]
+        backward_start = ids.forward[-1]
+
+        comm_ids = []
+        res = channel(t % channels)
+        for bi, (b, cost) in enumerate(zip(buckets, costs)):
+            deps = [backward[b.ready_layer]]
+            if release_after_s is not None:
+                deps.append(g.add("wait", NO_RESOURCE, t, f"cycle:{b.label}",
+                                  release_after_s[bi], [backward_start], (t, 3, bi)))
+            prio = (t, min(b.layers), bi) if front_first else (t, bi)
+            cid = g.add("comm", res, t, b.label, cost.bandwidth_s, deps, prio,
+                        latency_s=cost.latency_s, links=cost.links, nbytes=b.bytes)
+            comm_ids.append(cid)
+            for layer in b.layers:
+                ids.comm_of_layer.setdefault(layer, []).append(cid)
+
+        prev = history[-1] if history else None
+        if updates == "single":
+            deps = list(comm_ids)
+            if prev is not None:
+                deps.extend(prev.all_updates)
+            work = sum(ctx.update_s)
+            uid = g.add("update", COMPUTE, t, "all", work, deps, (t, 2, 0))
+            ids.all_updates = [uid]
+            ids.updates = {layer: uid for layer in ctx.param_layers}
+        elif updates in ("as-ready", "in-order"):
+            previous_in_order: int | None = None
+            for k, layer in enumerate(reversed(ctx.param_layers)):
+                deps = list(ids.comm_of_layer[layer])
+                if updates == "in-order" and previous_in_order is not None:
+                    deps.append(previous_in_order)
+                if prev is not None and layer in prev.updates:
+                    deps.append(prev.updates[layer])
+                uid = g.add("update", COMPUTE, t, ctx.names[layer], ctx.update_s[layer], deps,
+                            (t, 2, k))
+                ids.updates[layer] = uid
+                ids.all_updates.append(uid)
+                previous_in_order = uid
+        elif updates != "none":
+            raise ValueError(f"unknown update style {updates!r}")
+        history.append(ids)
+    return g

@@ -1,0 +1,39 @@
+"""``delayed:d``: iteration t's gradient is applied d iterations late.
+
+The study's delayed (asynchronous) GD: the all-reduce of iteration t hides behind the
+forward, backward and apply of the next d iterations; forward(t+1) waits only for the
+update of iteration t-d. Each level of delay adds one communication channel and one
+gradient buffer. ``delayed:0`` builds exactly the ``sync`` graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sim.graph import TaskGraph
+from sim.strategies._params import int_param
+from sim.strategies.base import BuildContext, build_data_parallel
+from sim.strategies.sync import all_gradients
+
+
+@dataclass(frozen=True)
+class Delayed:
+    delay: int
+    name: str = "delayed"
+
+    @property
+    def channels(self) -> int:
+        return max(1, self.delay)
+
+    def build(self, ctx: BuildContext) -> TaskGraph:
+        return build_data_parallel(
+            ctx, all_gradients(ctx), delay=self.delay, channels=self.channels
+        )
+
+    def extra_buffer_bytes(self, ctx: BuildContext) -> float:
+        return self.delay * sum(ctx.grad_bytes)
+
+
+def parse(spec: str, param: str | None, **_options) -> Delayed:
+    d = int_param(spec, param, default=1, minimum=0, meaning="the delay d (iterations)")
+    return Delayed(d, name=f"delayed:{d}")

@@ -1,0 +1,45 @@
+"""``layerwise``: wait-free backprop. Each layer's gradient is all-reduced as soon as its
+backward ends (Poseidon, ATC'17; the study's layer-wise GD), so communication hides
+only behind the rest of the backward pass.
+
+``apply`` is the study's three variants: ``wait-all`` (apply after every reduction of
+the iteration), ``in-order`` (apply layer by layer in backprop order) or ``as-ready``
+(apply each layer as its reduction completes). ``per_tensor`` reduces weights and
+biases separately, one collective per parameter tensor, as the study's Caffe code did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sim.errors import InputError
+from sim.graph import TaskGraph
+from sim.strategies._params import no_param
+from sim.strategies.base import BuildContext, build_data_parallel, layer_buckets, tensor_buckets
+
+APPLY = ("wait-all", "in-order", "as-ready")
+
+
+@dataclass(frozen=True)
+class Layerwise:
+    apply: str = "wait-all"
+    per_tensor: bool = False
+    name: str = "layerwise"
+    channels: int = 1
+
+    def build(self, ctx: BuildContext) -> TaskGraph:
+        buckets = tensor_buckets(ctx) if self.per_tensor else layer_buckets(ctx)
+        updates = "single" if self.apply == "wait-all" else self.apply
+        return build_data_parallel(ctx, buckets, updates=updates)
+
+    def extra_buffer_bytes(self, ctx: BuildContext) -> float:
+        return 0.0
+
+
+def parse(spec: str, param: str | None, *, apply: str = "wait-all", per_tensor: bool = False,
+          **_options) -> Layerwise:
+    no_param(spec, param)
+    if apply not in APPLY:
+        raise InputError(f"--apply must be one of {', '.join(APPLY)}, got '{apply}'",
+                         key="apply")
+    return Layerwise(apply=apply, per_tensor=per_tensor)

@@ -1,0 +1,34 @@
+"""``sync``: one blocking all-reduce of all gradients after the backward pass, then apply.
+
+The study's synchronous GD: no overlap at all. It is ``delayed:0`` exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sim.graph import TaskGraph
+from sim.strategies._params import no_param
+from sim.strategies.base import Bucket, BuildContext, build_data_parallel
+
+
+def all_gradients(ctx: BuildContext) -> list[Bucket]:
+    """One contiguous buffer of every gradient, ready when backward(t, 0) ends."""
+    return [Bucket("all", ctx.param_layers, sum(ctx.grad_bytes), 0)]
+
+
+@dataclass(frozen=True)
+class Sync:
+    name: str = "sync"
+    channels: int = 1
+
+    def build(self, ctx: BuildContext) -> TaskGraph:
+        return build_data_parallel(ctx, all_gradients(ctx))
+
+    def extra_buffer_bytes(self, ctx: BuildContext) -> float:
+        return 0.0
+
+
+def parse(spec: str, param: str | None, **_options) -> Sync:
+    no_param(spec, param)
+    return Sync()
