@@ -302,8 +302,8 @@ def _check_topology(profile: HardwareProfile, origin: str) -> None:
         Topology(profile, Placement(rpn, rpn)).intra_rings(tuple(range(rpn)))
     except InputError:
         raise InputError(
-            f"no ring runs through devices 0..{rpn - 1} over one link class (the nvlink "
-            "edges have no cycle through all of them); add pcie, an nvswitch or nvlink edges",
+            f"no ring runs through devices 0..{rpn - 1} over one intra-node link class; "
+            "add pcie, an nvswitch, or nvlink edges that form a cycle through all of them",
             file=origin,
             key="intra_node",
         ) from None

@@ -27,26 +27,28 @@ import simpy
 from sim.graph import COMPUTE, NO_RESOURCE, TaskGraph
 from sim.trace import MemorySample, Span
 
-_REL_TOL = 1e-9
-
-
 class _Activity:
-    """Work in progress on the fluid system: compute on a rank, or a collective."""
+    """Work in progress: compute on one rank (``links is None``), or a collective.
 
-    __slots__ = ("remaining", "work", "rate", "rank", "links", "on_done")
+    ``remaining`` is work in seconds at full rate, as of time ``last``. Each activity
+    has its own finish timer; a change of rate re-arms it and the stale one is ignored.
+    """
+
+    __slots__ = ("remaining", "rate", "last", "version", "rank", "links", "on_done")
 
     def __init__(self, work, rank, links, on_done):
-        self.work = work
         self.remaining = work
         self.rate = 1.0
-        self.rank = rank  # compute: the rank; collective: -1
-        self.links = links  # collective: link keys; compute: None
+        self.last = 0.0
+        self.version = 0
+        self.rank = rank
+        self.links = links
         self.on_done = on_done
 
 
 @dataclass(frozen=True)
 class EngineStats:
-    events: int  # activity starts, activity ends and latency-phase ends processed
+    events: int  # task starts, task ends and latency-phase ends processed
     tasks: int
 
 
@@ -75,6 +77,12 @@ class Engine:
             for d in t.deps:
                 children[d].append(t.id)
         self.children = children
+        self.tasks = graph.tasks
+        # Resources as small integers: queue of (rank, resource) is rank * R + index.
+        names = sorted({t.resource for t in graph.tasks if t.resource != NO_RESOURCE})
+        self.res_index = {name: i for i, name in enumerate(names)}
+        self.n_res = max(1, len(names))
+        self.task_res = [self.res_index.get(t.resource, -1) for t in graph.tasks]
         self.scale = None
         if jitter > 0:
             rng = np.random.default_rng(seed)
@@ -83,100 +91,106 @@ class Engine:
         self.events = 0
 
     # -- fluid system -------------------------------------------------------------------
-    def _advance(self) -> None:
+    def _arm(self, a: _Activity) -> None:
+        """Bring ``a`` up to now at its old rate, take its new rate, re-arm its timer."""
         now = self.env.now
-        dt = now - self._last
-        if dt > 0:
-            for a in self._active:
-                a.remaining -= a.rate * dt
-        self._last = now
-
-    def _reschedule(self) -> None:
-        if self._batch:
-            return  # the enclosing wake-up reschedules once at its end
-        active = self._active
-        if not active:
-            return
-        load = self._link_load
-        comm_on = self._comm_active
-        best = float("inf")
-        for a in active:
-            if a.links is None:
-                a.rate = self.slow if comm_on[a.rank] else 1.0
-            else:
-                worst = 1
-                for key in a.links:
-                    c = load[key]
-                    if c > worst:
-                        worst = c
-                a.rate = 1.0 / worst
-            t = a.remaining / a.rate
-            if t < best:
-                best = t
-        self._version += 1
-        version = self._version
-        ev = self.env.timeout(best if best > 0 else 0.0)
-        ev.callbacks.append(lambda _e: self._wake(version))
-
-    def _wake(self, version: int) -> None:
-        if version != self._version:
-            return  # superseded by a later change
-        self._advance()
-        done = []
-        keep = []
-        for a in self._active:
-            if a.remaining <= _REL_TOL * a.work + 1e-15:
-                done.append(a)
-            else:
-                keep.append(a)
-        self._active = keep
-        for a in done:
-            if a.links is not None:
-                for key in a.links:
-                    self._link_load[key] -= 1
-        self.events += len(done)
-        self._batch += 1
-        for a in done:
-            a.on_done()
-        self._batch -= 1
-        self._reschedule()
-
-    def _start_activity(self, a: _Activity) -> None:
-        self._advance()
-        self._active.append(a)
-        if a.links is not None:
+        if now > a.last:
+            a.remaining -= a.rate * (now - a.last)
+            if a.remaining < 0:
+                a.remaining = 0.0
+            a.last = now
+        if a.links is None:
+            a.rate = self.slow if self._comm_active[a.rank] else 1.0
+        else:
+            worst = 1
+            load = self._link_load
             for key in a.links:
-                self._link_load[key] = self._link_load.get(key, 0) + 1
-        self.events += 1
-        self._reschedule()
+                c = load[key]
+                if c > worst:
+                    worst = c
+            a.rate = 1.0 / worst
+        a.version += 1
+        version = a.version
+        ev = self.env.timeout(a.remaining / a.rate)
+        ev.callbacks.append(lambda _e: self._maybe_done(a, version))
+
+    def _maybe_done(self, a: _Activity, version: int) -> None:
+        if version != a.version:
+            return  # re-armed since
+        a.version += 1
+        if a.links is None:
+            self._compute_act[a.rank] = None
+        else:
+            self._end_flow(a)
+        a.on_done()
+
+    def _start_compute(self, rank: int, work: float, on_done) -> None:
+        a = _Activity(work, rank, None, on_done)
+        a.last = self.env.now
+        self._compute_act[rank] = a
+        self._arm(a)
+
+    def _start_flow(self, work: float, links: tuple, on_done) -> None:
+        a = _Activity(work, -1, links, on_done)
+        a.last = self.env.now
+        touched = set()
+        for key in links:
+            self._link_load[key] = self._link_load.get(key, 0) + 1
+            flows = self._link_flows.setdefault(key, [])
+            touched.update(flows)
+            flows.append(a)
+        for other in sorted(touched, key=self._flow_order.__getitem__):
+            self._arm(other)
+        self._flow_order[a] = len(self._flow_order)
+        self._arm(a)
+
+    def _end_flow(self, a: _Activity) -> None:
+        touched = set()
+        for key in a.links:
+            self._link_load[key] -= 1
+            flows = self._link_flows[key]
+            flows.remove(a)
+            touched.update(flows)
+        del self._flow_order[a]
+        for other in sorted(touched, key=self._flow_order.__getitem__):
+            self._arm(other)
+
+    def _set_comm_active(self, ranks: range, delta: int) -> None:
+        for r in ranks:
+            self._comm_active[r] += delta
+            a = self._compute_act[r]
+            if a is not None:
+                self._arm(a)
 
     # -- tasks --------------------------------------------------------------------------
     def _ready(self, gid: int) -> None:
         rank, tid = divmod(gid, self.n)
-        task = self.graph.tasks[tid]
-        if task.resource == NO_RESOURCE:
+        task = self.tasks[tid]
+        res = self.task_res[tid]
+        if res < 0:
             self._start[gid] = self.env.now
             ev = self.env.timeout(task.work_s)
             ev.callbacks.append(lambda _e: self._finish(gid))
             self.events += 1
             return
-        key = (rank, task.resource)
-        heapq.heappush(self._queues.setdefault(key, []), (task.priority, tid, gid))
-        if key not in self._busy:
-            self._dispatch(key)
+        q = rank * self.n_res + res
+        heapq.heappush(self._queues[q], (task.priority, tid, gid))
+        if not self._busy[q]:
+            self._dispatch(q)
 
-    def _dispatch(self, key) -> None:
-        queue = self._queues.get(key)
+    def _dispatch(self, q: int) -> None:
+        queue = self._queues[q]
         if not queue:
             return
         _, tid, gid = heapq.heappop(queue)
-        self._busy.add(key)
-        task = self.graph.tasks[tid]
-        rank = key[0]
+        self._busy[q] = True
+        task = self.tasks[tid]
         if task.resource == COMPUTE:
+            rank = q // self.n_res
             self._start[gid] = self.env.now
+            self.events += 1
             work = task.work_s if self.scale is None else task.work_s * self.scale[rank, tid]
-            self._start_activity(_Activity(work, rank, None, lambda: self._finish(gid)))
+            self._start_compute(rank, work, lambda: self._finish(gid))
             return
         # A communication channel: wait here until every member has arrived.
         count = self._arrived.get(tid, 0) + 1
@@ -188,30 +202,25 @@ class Engine:
     def _start_collective(self, tid: int) -> None:
         task = self.graph.tasks[tid]
         members = [r * self.n + tid for r in range(self.ranks)]
-        self._advance()
+        now = self.env.now
         for gid in members:
-            self._start[gid] = self.env.now
-        for r in range(self.ranks):
-            self._comm_active[r] += 1
-        links = tuple((r, c) for r in range(self.ranks) for c in task.links)
+            self._start[gid] = now
+        self.events += len(members)
+        everyone = range(self.ranks)
+        self._set_comm_active(everyone, +1)  # interference starts with the collective
+        links = tuple((r, c) for r in everyone for c in task.links)
 
         def done() -> None:
-            for r in range(self.ranks):
-                self._comm_active[r] -= 1
+            self._set_comm_active(everyone, -1)
             for gid in members:
                 self._finish(gid)
 
         def flow() -> None:
             if task.work_s <= 0:
-                self._advance()
-                self._batch += 1
                 done()
-                self._batch -= 1
-                self._reschedule()
-                return
-            self._start_activity(_Activity(task.work_s, -1, links, done))
+            else:
+                self._start_flow(task.work_s, links, done)
 
-        self._reschedule()  # interference starts now
         if task.latency_s > 0:
             ev = self.env.timeout(task.latency_s)
             ev.callbacks.append(lambda _e: (self._count(), flow()))
@@ -223,7 +232,7 @@ class Engine:
 
     def _finish(self, gid: int) -> None:
         rank, tid = divmod(gid, self.n)
-        task = self.graph.tasks[tid]
+        task = self.tasks[tid]
         now = self.env.now
         self._spans.append(
             Span(rank, task.resource or "timer", task.kind, task.iteration, task.label,
@@ -233,26 +242,28 @@ class Engine:
             self._mem[rank] += task.memory_bytes
             self._memory.append(MemorySample(rank, now, self._mem[rank]))
         self._done += 1
+        self.events += 1
         base = rank * self.n
+        deps_left = self._deps_left
         for child in self.children[tid]:
             g = base + child
-            self._deps_left[g] -= 1
-            if self._deps_left[g] == 0:
+            deps_left[g] -= 1
+            if deps_left[g] == 0:
                 self._ready(g)
-        if task.resource != NO_RESOURCE:
-            key = (rank, task.resource)
-            self._busy.discard(key)
-            self._dispatch(key)
+        res = self.task_res[tid]
+        if res >= 0:
+            q = rank * self.n_res + res
+            self._busy[q] = False
+            self._dispatch(q)
 
     def run(self) -> tuple[list[Span], list[MemorySample], EngineStats]:
-        self._active: list[_Activity] = []
-        self._last = 0.0
-        self._version = 0
-        self._batch = 0
         self._link_load: dict = {}
+        self._link_flows: dict = {}
+        self._flow_order: dict = {}
+        self._compute_act: list[_Activity | None] = [None] * self.ranks
         self._comm_active = [0] * self.ranks
-        self._queues: dict = {}
-        self._busy: set = set()
+        self._queues: list[list] = [[] for _ in range(self.ranks * self.n_res)]
+        self._busy = [False] * (self.ranks * self.n_res)
         self._arrived: dict[int, int] = {}
         self._start = [0.0] * (self.n * self.ranks)
         self._deps_left = [len(t.deps) for t in self.graph.tasks] * self.ranks

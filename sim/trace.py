@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 SPAN_FIELDS = ("rank", "resource", "kind", "iteration", "label", "start_s", "end_s", "bytes")
 
 
-@dataclass(frozen=True, slots=True)
-class Span:
+class Span(NamedTuple):
     """One interval of activity on one resource of one rank.
 
     resource: "compute", "comm0", "comm1", ... ; kind: "forward", "backward", "comm",
@@ -37,9 +37,8 @@ class Span:
         return self.end_s - self.start_s
 
 
-@dataclass(frozen=True, slots=True)
-class MemorySample:
-    """Bytes in use on one device from ``time_s`` on."""
+class MemorySample(NamedTuple):
+    """Bytes in use on one device from ``time_s`` on. (Tuples: cheap to make in bulk.)"""
 
     rank: int
     time_s: float
