@@ -1,0 +1,252 @@
+"""Hand-checkable timelines with exact times (the arithmetic is written beside each).
+
+A 3-layer toy with round numbers, built straight into a BuildContext so that every cost
+is chosen by hand:
+
+    layer   forward  backward  gradient  all-reduce of its gradient alone
+    L0      1 s      2 s       1 MiB     1 s
+    L1      1 s      2 s       2 MiB     2 s
+    L2      1 s      2 s       3 MiB     3 s
+
+All-reduce time = bytes / (1 MiB/s), no latency. The optimizer update costs 0.5 s per
+layer (1.5 s for all three at once). Compute per iteration: 3 + 6 + 1.5 = 10.5 s.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hardware_profiles import load_profile
+from sim.collectives import CollectiveCost
+from sim.engine import Engine
+from sim.graph import COMPUTE, TaskGraph
+from sim.metrics import exposed_comm_s, iteration_time_s
+from sim.scenario import make_scenario
+from sim.strategies import parse_strategy
+from sim.strategies.base import BuildContext
+from sim.trace import Trace
+from workloads.model import Layer, Workload
+
+MIB = 2**20
+
+
+def _toy_context(iterations: int = 3, latency_s: float = 0.0) -> BuildContext:
+    layers = tuple(
+        Layer(f"L{i}", "linear", (i + 1) * MIB // 4, 1.0, 2.0, 1.0, 2.0, ((i + 1) * MIB // 4,))
+        for i in range(3)
+    )
+    workload = Workload("toy", "three layers", layers)
+    scenario = make_scenario(workload, load_profile("dgx-a100"), 8, batch_per_device=1,
+                             iterations=iterations, optimizer="sgd")
+
+    def allreduce(nbytes: float) -> CollectiveCost:
+        return CollectiveCost("allreduce", "toy", nbytes, 8, latency_s, nbytes / MIB, ("net",))
+
+    def push_pull(nbytes: float, servers: int) -> CollectiveCost:
+        return CollectiveCost("push-pull", "toy", nbytes, 8, 0.0, 2 * nbytes / MIB, ("net",))
+
+    return BuildContext(
+        scenario=scenario,
+        names=("L0", "L1", "L2"),
+        forward_s=(1.0, 1.0, 1.0),
+        backward_s=(2.0, 2.0, 2.0),
+        update_s=(0.5, 0.5, 0.5),
+        grad_bytes=(1.0 * MIB, 2.0 * MIB, 3.0 * MIB),
+        tensor_bytes=((1.0 * MIB,), (2.0 * MIB,), (3.0 * MIB,)),
+        activation_bytes=(0.0, 0.0, 0.0),
+        allreduce=allreduce,
+        push_pull=push_pull,
+        iterations=iterations,
+    )
+
+
+def _run(spec: str, iterations: int = 3, interference: float = 0.0, **options) -> Trace:
+    ctx = _toy_context(iterations)
+    graph = parse_strategy(spec, **options).build(ctx)
+    spans, memory, _ = Engine(graph, interference_factor=interference).run()
+    return Trace(tuple(spans), tuple(memory), {"warmup_iterations": 1, "global_batch": 8})
+
+
+def _timeline(trace: Trace, resource: str, iterations: tuple[int, ...] = (0,)):
+    return sorted(
+        (s.start_s, s.end_s, s.kind, s.label)
+        for s in trace.spans
+        if s.resource == resource and s.iteration in iterations
+    )
+
+
+def _assert_timeline(actual, expected):
+    assert len(actual) == len(expected), actual
+    for (s, e, kind, label), (xs, xe, xkind, xlabel) in zip(actual, expected):
+        assert (kind, label) == (xkind, xlabel), actual
+        assert s == pytest.approx(xs, abs=1e-12), (kind, label, s, xs)
+        assert e == pytest.approx(xe, abs=1e-12), (kind, label, e, xe)
+
+
+FWD_BWD_IT0 = [
+    # forward 0..2, one second each; backward 2..0, two seconds each
+    (0, 1, "forward", "L0"), (1, 2, "forward", "L1"), (2, 3, "forward", "L2"),
+    (3, 5, "backward", "L2"), (5, 7, "backward", "L1"), (7, 9, "backward", "L0"),
+]
+
+
+def test_sync_timeline():
+    t = _run("sync")
+    # backward ends at 9; one all-reduce of 1+2+3 = 6 MiB takes 6 s: [9, 15];
+    # the update of all layers (1.5 s) follows: [15, 16.5]; iteration 1 starts at 16.5.
+    _assert_timeline(_timeline(t, COMPUTE), FWD_BWD_IT0 + [(15, 16.5, "update", "all")])
+    _assert_timeline(_timeline(t, "comm0"), [(9, 15, "comm", "all")])
+    assert iteration_time_s(t) == pytest.approx(16.5, abs=1e-12)
+    # The stream idles for the whole all-reduce: 6 s exposed.
+    assert exposed_comm_s(t) == pytest.approx(6.0, abs=1e-12)
+
+
+def test_layerwise_timeline():
+    t = _run("layerwise")
+    # L2's gradient is ready at 5 (3 s): [5, 8]; L1's at 7 but the channel is busy until
+    # 8: [8, 10]; L0's at 9, channel free at 10: [10, 11]. Wait-all update: [11, 12.5].
+    _assert_timeline(_timeline(t, COMPUTE), FWD_BWD_IT0 + [(11, 12.5, "update", "all")])
+    _assert_timeline(
+        _timeline(t, "comm0"),
+        [(5, 8, "comm", "L2"), (8, 10, "comm", "L1"), (10, 11, "comm", "L0")],
+    )
+    # Iteration = 12.5 s; the stream waits 9 -> 11: 2 s exposed of 6 s of comm.
+    assert iteration_time_s(t) == pytest.approx(12.5, abs=1e-12)
+    assert exposed_comm_s(t) == pytest.approx(2.0, abs=1e-12)
+
+
+def test_layerwise_in_order_applies_layer_by_layer():
+    t = _run("layerwise", apply="in-order")
+    # Updates of 0.5 s each, in backprop order, each after its own reduction:
+    # L2's comm ends at 8 but the stream is in backward until 9 -> [9, 9.5];
+    # L1's ends at 10 -> [10, 10.5]; L0's at 11 -> [11, 11.5]. Next forward at 11.5.
+    _assert_timeline(
+        _timeline(t, COMPUTE),
+        FWD_BWD_IT0 + [(9, 9.5, "update", "L2"), (10, 10.5, "update", "L1"),
+                       (11, 11.5, "update", "L0")],
+    )
+    assert iteration_time_s(t) == pytest.approx(11.5, abs=1e-12)
+
+
+def test_bucketed_timeline():
+    t = _run("bucketed:4")
+    # DDP buckets in backward order: first cap 1 MiB -> bucket0 = {L2} (3 MiB >= 1 MiB);
+    # then cap 4 MiB -> bucket1 = {L1, L0} (2 + 1 = 3 MiB, closed at the end).
+    # bucket0 ready at 5: [5, 8]; bucket1 ready when L0's backward ends at 9: [9, 12];
+    # update [12, 13.5].
+    _assert_timeline(_timeline(t, COMPUTE), FWD_BWD_IT0 + [(12, 13.5, "update", "all")])
+    _assert_timeline(_timeline(t, "comm0"), [(5, 8, "comm", "bucket0"), (9, 12, "comm", "bucket1")])
+    assert iteration_time_s(t) == pytest.approx(13.5, abs=1e-12)
+
+
+def test_delayed_1_timeline():
+    t = _run("delayed:1", iterations=4)
+    # Iteration 0: compute [0, 9], its all-reduce [9, 15]. Iteration 1 does not wait
+    # for it: forward [9, 12], backward L2 [12, 14], L1 [14, 16]. The update of
+    # iteration 0 is ready at 15 and has priority over iteration 1's work, so it runs
+    # when L1's backward ends: [16, 17.5]; then backward L0 [17.5, 19.5].
+    # Iteration 1's all-reduce [19.5, 25.5]; iteration 2 starts at 19.5 (it waits for
+    # the update of iteration 0 only). Steady iteration: 9 + 1.5 = 10.5 s.
+    _assert_timeline(
+        _timeline(t, COMPUTE, (0, 1)),
+        FWD_BWD_IT0 + [
+            (9, 10, "forward", "L0"), (10, 11, "forward", "L1"), (11, 12, "forward", "L2"),
+            (12, 14, "backward", "L2"), (14, 16, "backward", "L1"), (16, 17.5, "update", "all"),
+            (17.5, 19.5, "backward", "L0"),
+            # iteration 1's all-reduce ends at 25.5, inside iteration 2's backward
+            # (forward [19.5, 22.5], L2 [22.5, 24.5], L1 [24.5, 26.5]): [26.5, 28].
+            (26.5, 28, "update", "all"),
+        ],
+    )
+    _assert_timeline(_timeline(t, "comm0", (0, 1)),
+                     [(9, 15, "comm", "all"), (19.5, 25.5, "comm", "all")])
+    assert iteration_time_s(t) == pytest.approx(10.5, abs=1e-12)
+    assert exposed_comm_s(t) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_delayed_0_is_sync_exactly():
+    assert _run("delayed:0").spans == _run("sync").spans
+
+
+def test_interference_slows_compute_while_communication_runs():
+    t = _run("layerwise", interference=0.5)
+    # Compute runs at 1/1.5 while a collective is active.
+    # L2's comm [5, 8] overlaps backward L1 (2 s of work): 3 s at 2/3 -> ends at 8.
+    # L1's comm [8, 10] overlaps backward L0: 2 s at 2/3 = 4/3 done, 2/3 left at full
+    # speed -> ends at 10 + 2/3. L0's comm [10 2/3, 11 2/3]; update [11 2/3, 13 1/6].
+    end_b0 = 10 + 2 / 3
+    _assert_timeline(
+        _timeline(t, COMPUTE),
+        FWD_BWD_IT0[:4] + [(5, 8, "backward", "L1"), (8, end_b0, "backward", "L0"),
+                           (end_b0 + 1, end_b0 + 2.5, "update", "all")],
+    )
+    _assert_timeline(
+        _timeline(t, "comm0"),
+        [(5, 8, "comm", "L2"), (8, 10, "comm", "L1"), (end_b0, end_b0 + 1, "comm", "L0")],
+    )
+
+
+def test_horovod_cycle_fuses_gradients_ready_in_one_cycle():
+    t = _run("horovod:128:5000")
+    # Cycle 5 s from the start of backward (3). Ready after backward start: L2 at 2,
+    # L1 at 4 -> both in tick 1 (released at 3 + 5 = 8) as one 5 MiB buffer: [8, 13];
+    # L0 at 6 -> tick 2 (3 + 10 = 13): [13, 14]. Update [14, 15.5].
+    _assert_timeline(_timeline(t, "comm0"), [(8, 13, "comm", "fused0"), (13, 14, "comm", "fused1")])
+    _assert_timeline(_timeline(t, COMPUTE), FWD_BWD_IT0 + [(14, 15.5, "update", "all")])
+
+
+def test_priority_sends_front_layers_first_and_gates_per_layer():
+    t = _run("priority:8", iterations=3)
+    # One partition per layer (all under 8 MiB). Iteration 0: L2 [5, 8] (only one
+    # ready), then at 8 only L1 is ready [8, 10], then L0 [10, 11]. Updates as ready:
+    # L2 at 9 (stream busy with backward until 9) [9, 9.5], L1 [10, 10.5], L0 [11, 11.5].
+    # forward(1, L0) waits only for L0's update: [11.5, 12.5].
+    comp = _timeline(t, COMPUTE, (0, 1))
+    assert comp[6:9] == [(9, 9.5, "update", "L2"), (10, 10.5, "update", "L1"),
+                         (11, 11.5, "update", "L0")]
+    assert comp[9][:3] == (11.5, 12.5, "forward")
+
+
+def test_fluid_links_share_bandwidth():
+    # Two collectives ready at 0 on two channels over the same link: 1 s and 3 s of
+    # work. Shared, each runs at 1/2 until the short one ends at 2 (1 s of work each);
+    # the long one then has 2 s left at full rate and ends at 4. A third collective on
+    # another link is unaffected: [0, 3].
+    g = TaskGraph(channels=3)
+    g.add("comm", "comm0", 0, "a", 1.0, links=("x",))
+    g.add("comm", "comm1", 0, "b", 3.0, links=("x",))
+    g.add("comm", "comm2", 0, "c", 3.0, links=("y",))
+    spans, _, _ = Engine(g).run()
+    ends = {s.label: (s.start_s, s.end_s) for s in spans}
+    assert ends["a"] == pytest.approx((0.0, 2.0), abs=1e-12)
+    assert ends["b"] == pytest.approx((0.0, 4.0), abs=1e-12)
+    assert ends["c"] == pytest.approx((0.0, 3.0), abs=1e-12)
+
+
+def test_explicit_collective_starts_when_last_member_arrives():
+    # Two ranks; rank work is jittered, so they reach the all-reduce at different
+    # times. The collective must start at the later arrival on both ranks.
+    g = TaskGraph()
+    f = g.add("forward", COMPUTE, 0, "f", 1.0)
+    g.add("comm", "comm0", 0, "all", 1.0, [f], latency_s=0.25, links=("x",))
+    engine = Engine(g, ranks=2, jitter=0.3, seed=7)
+    spans, _, _ = engine.run()
+    arrivals = [engine.scale[r, f] * 1.0 for r in range(2)]
+    comm = [s for s in spans if s.kind == "comm"]
+    assert arrivals[0] != pytest.approx(arrivals[1])
+    for s in comm:
+        assert s.start_s == pytest.approx(max(arrivals), abs=1e-12)
+        # 0.25 s latency + 1 s of bandwidth at a full share (each rank's own link).
+        assert s.end_s == pytest.approx(max(arrivals) + 1.25, abs=1e-12)
+
+
+def test_parameter_server_gates_forward_on_each_pull():
+    t = _run("ps:1", iterations=2)
+    # Push-pull of a layer takes 2 s per MiB: L2 [5, 11], L1 [11, 15], L0 [15, 17].
+    # No worker update; forward(1, L0) waits for L0's pull (17), L1's for 15, L2's 11.
+    _assert_timeline(
+        _timeline(t, "comm0"),
+        [(5, 11, "comm", "L2"), (11, 15, "comm", "L1"), (15, 17, "comm", "L0")],
+    )
+    fwd1 = [s for s in _timeline(t, COMPUTE, (1,)) if s[2] == "forward"]
+    assert [s[:2] for s in fwd1] == [(17, 18), (18, 19), (19, 20)]
