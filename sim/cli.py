@@ -103,8 +103,9 @@ def profiles_list(as_json: bool) -> None:
         t.add_column(col, no_wrap=col == "name")
     for i in items:
         nic = f"{i['nics_per_node']} x {i['nic_bandwidth_bytes_per_s'] * 8 / 1e9:.0f} Gb/s"
-        t.add_row(i["name"], i["device_model"], str(i["devices_per_node"]), nic,
-                  str(i["max_nodes"]))
+        t.add_row(
+            i["name"], i["device_model"], str(i["devices_per_node"]), nic, str(i["max_nodes"])
+        )
     out.print(t)
 
 
@@ -136,33 +137,61 @@ def profiles_show(name: str, as_json: bool) -> None:
     out.print(f"[bold]{p.name}[/]: {p.description}")
     out.print(f"  source file: {p.origin}")
     t = Table(show_header=False, box=None)
-    t.add_row("device", f"{d.count_per_node} x {d.model} ({d.kind}), "
-              f"{p.ranks_per_node} ranks per node by default")
+    t.add_row(
+        "device",
+        f"{d.count_per_node} x {d.model} ({d.kind}), {p.ranks_per_node} ranks per node by default",
+    )
     t.add_row("peak", ", ".join(f"{k} {v / 1e12:g} TFLOP/s" for k, v in d.peak_flops.items()))
-    t.add_row("memory", f"{fmt_bytes(d.memory_bytes)} at {d.memory_bandwidth_bytes_per_s / 1e9:g} GB/s")
+    t.add_row(
+        "memory", f"{fmt_bytes(d.memory_bytes)} at {d.memory_bandwidth_bytes_per_s / 1e9:g} GB/s"
+    )
     t.add_row("efficiency", ", ".join(f"{k} {v:g}" for k, v in d.efficiency.items()))
     intra = p.intra_node
     if intra.nvlink:
-        t.add_row("NVLink", f"{len(intra.nvlink.edges)} edges, "
-                  f"{intra.nvlink.bandwidth_bytes_per_s_per_link / 1e9:g} GB/s per link per direction")
+        t.add_row(
+            "NVLink",
+            f"{len(intra.nvlink.edges)} edges, "
+            f"{intra.nvlink.bandwidth_bytes_per_s_per_link / 1e9:g} GB/s per link per direction",
+        )
     if intra.nvswitch_bytes_per_s_per_device:
-        t.add_row("NVSwitch", f"{intra.nvswitch_bytes_per_s_per_device / 1e9:g} GB/s per device per direction")
+        t.add_row(
+            "NVSwitch",
+            f"{intra.nvswitch_bytes_per_s_per_device / 1e9:g} GB/s per device per direction",
+        )
     if intra.pcie_bytes_per_s:
         t.add_row("PCIe", f"{intra.pcie_bytes_per_s / 1e9:g} GB/s per direction")
     if intra.socket_link_bytes_per_s:
         t.add_row("socket link", f"{intra.socket_link_bytes_per_s / 1e9:g} GB/s per direction")
-    t.add_row("intra-node ring", f"{g.intra_class}: {g.rings} ring(s), "
-              f"{g.intra_bandwidth_bytes_per_s / 1e9:g} GB/s aggregate per direction")
-    t.add_row("NICs", f"{p.nics.count_per_node} x {p.nics.bandwidth_bytes_per_s * 8 / 1e9:g} Gb/s, "
-              f"latency {fmt_time(p.nics.latency_s)}, shared by {list(map(list, p.nics.devices))}")
+    t.add_row(
+        "intra-node ring",
+        f"{g.intra_class}: {g.rings} ring(s), "
+        f"{g.intra_bandwidth_bytes_per_s / 1e9:g} GB/s aggregate per direction",
+    )
+    t.add_row(
+        "NICs",
+        f"{p.nics.count_per_node} x {p.nics.bandwidth_bytes_per_s * 8 / 1e9:g} Gb/s, "
+        f"latency {fmt_time(p.nics.latency_s)}, shared by {list(map(list, p.nics.devices))}",
+    )
     fab = p.fabric
-    t.add_row("fabric", f"{fab.kind}, up to {fab.max_nodes} nodes"
-              + (f", {fab.nodes_per_leaf} nodes per leaf, oversubscription {fab.oversubscription:g}:1"
-                 if fab.kind == "fat-tree" else ""))
-    t.add_row("collectives", "; ".join(
-        f"{k}: alpha {fmt_time(v.alpha_s)}, efficiency {v.efficiency:g}"
-        for k, v in p.collective.items()))
-    t.add_row("interference", f"compute slows by {p.interference_factor:.0%} while communication runs")
+    t.add_row(
+        "fabric",
+        f"{fab.kind}, up to {fab.max_nodes} nodes"
+        + (
+            f", {fab.nodes_per_leaf} nodes per leaf, oversubscription {fab.oversubscription:g}:1"
+            if fab.kind == "fat-tree"
+            else ""
+        ),
+    )
+    t.add_row(
+        "collectives",
+        "; ".join(
+            f"{k}: alpha {fmt_time(v.alpha_s)}, efficiency {v.efficiency:g}"
+            for k, v in p.collective.items()
+        ),
+    )
+    t.add_row(
+        "interference", f"compute slows by {p.interference_factor:.0%} while communication runs"
+    )
     out.print(t)
     out.print("sources:")
     for s in p.sources:
@@ -218,8 +247,14 @@ def workloads_list(as_json: bool) -> None:
     for col in ("name", "layers", "params", "fwd FLOPs/sample", "sample", "description"):
         t.add_column(col, justify="right" if col in ("layers", "params") else "left")
     for i in items:
-        t.add_row(i["name"], str(i["layers_count"]), fmt_count(i["total_params"]),
-                  fmt_count(i["total_fwd_flops_per_sample"]), i["sample"], i["description"])
+        t.add_row(
+            i["name"],
+            str(i["layers_count"]),
+            fmt_count(i["total_params"]),
+            fmt_count(i["total_fwd_flops_per_sample"]),
+            i["sample"],
+            i["description"],
+        )
     out.print(t)
 
 
@@ -244,16 +279,27 @@ def workloads_show(name: str, as_json: bool) -> None:
     t.add_column("layer", footer="total")
     t.add_column("kind")
     t.add_column("params", justify="right", footer=f"{w.total_params:,}")
-    t.add_column("fwd FLOPs/sample", justify="right",
-                 footer=fmt_count(w.total_fwd_flops_per_sample))
-    t.add_column("bwd FLOPs/sample", justify="right",
-                 footer=fmt_count(w.total_bwd_flops_per_sample))
-    t.add_column("activations/sample (fp32)", justify="right",
-                 footer=fmt_bytes(sum(x.activation_bytes_per_sample(4) for x in w.layers)))
+    t.add_column(
+        "fwd FLOPs/sample", justify="right", footer=fmt_count(w.total_fwd_flops_per_sample)
+    )
+    t.add_column(
+        "bwd FLOPs/sample", justify="right", footer=fmt_count(w.total_bwd_flops_per_sample)
+    )
+    t.add_column(
+        "activations/sample (fp32)",
+        justify="right",
+        footer=fmt_bytes(sum(x.activation_bytes_per_sample(4) for x in w.layers)),
+    )
     for i, layer in enumerate(w.layers):
-        t.add_row(str(i), layer.name, layer.kind, f"{layer.params:,}",
-                  fmt_count(layer.fwd_flops_per_sample), fmt_count(layer.bwd_flops_per_sample),
-                  fmt_bytes(layer.activation_bytes_per_sample(4)))
+        t.add_row(
+            str(i),
+            layer.name,
+            layer.kind,
+            f"{layer.params:,}",
+            fmt_count(layer.fwd_flops_per_sample),
+            fmt_count(layer.bwd_flops_per_sample),
+            fmt_bytes(layer.activation_bytes_per_sample(4)),
+        )
     out.print(t)
     out.print(f"sample: {w.sample}")
 
@@ -262,20 +308,39 @@ def workloads_show(name: str, as_json: bool) -> None:
 @main.command()
 @click.option("--hardware", required=True, help=HARDWARE_HELP)
 @click.option("--devices", type=int, required=True, help="Number of ranks in the group.")
-@click.option("--devices-per-node", type=int, default=None,
-              help="Ranks per node (default: the profile's ranks_per_node).")
-@click.option("--op", type=click.Choice(["allreduce", "reduce-scatter", "allgather", "broadcast"]),
-              default="allreduce", show_default=True)
+@click.option(
+    "--devices-per-node",
+    type=int,
+    default=None,
+    help="Ranks per node (default: the profile's ranks_per_node).",
+)
+@click.option(
+    "--op",
+    type=click.Choice(["allreduce", "reduce-scatter", "allgather", "broadcast"]),
+    default="allreduce",
+    show_default=True,
+)
 @click.option("--bytes", "size", default=None, help="Message size: 8B, 64KiB, 25MiB, 1GiB, 1e9.")
 @click.option("--sweep", default=None, help="Size range MIN:MAX, doubling (like nccl-tests -f 2).")
-@click.option("--algorithm",
-              type=click.Choice(["auto", "ring", "tree", "hierarchical", "halving-doubling"]),
-              default="auto", show_default=True,
-              help="auto picks the fastest, as NCCL's tuner would (MPI's set on CPUs).")
+@click.option(
+    "--algorithm",
+    type=click.Choice(["auto", "ring", "tree", "hierarchical", "halving-doubling"]),
+    default="auto",
+    show_default=True,
+    help="auto picks the fastest, as NCCL's tuner would (MPI's set on CPUs).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @handles_input_errors
-def collective(hardware: str, devices: int, devices_per_node: int | None, op: str,
-               size: str | None, sweep: str | None, algorithm: str, as_json: bool) -> None:
+def collective(
+    hardware: str,
+    devices: int,
+    devices_per_node: int | None,
+    op: str,
+    size: str | None,
+    sweep: str | None,
+    algorithm: str,
+    as_json: bool,
+) -> None:
     """Cost of one collective on idle links: time, algbw and busbw, like nccl-tests.
 
     \b
@@ -307,8 +372,13 @@ def collective(hardware: str, devices: int, devices_per_node: int | None, op: st
     for col in ("size", "algorithm", "time", "algbw (GB/s)", "busbw (GB/s)"):
         t.add_column(col, justify="right")
     for c in costs:
-        t.add_row(fmt_bytes(c.bytes), c.algorithm, fmt_time(c.time_s),
-                  f"{c.algbw_bytes_per_s / 1e9:.2f}", f"{c.busbw_bytes_per_s / 1e9:.2f}")
+        t.add_row(
+            fmt_bytes(c.bytes),
+            c.algorithm,
+            fmt_time(c.time_s),
+            f"{c.algbw_bytes_per_s / 1e9:.2f}",
+            f"{c.busbw_bytes_per_s / 1e9:.2f}",
+        )
     out.print(t)
 
 
@@ -318,34 +388,78 @@ def scenario_options(fn: Callable) -> Callable:
         click.option("--hardware", required=True, help=HARDWARE_HELP),
         click.option("--workload", required=True, help=WORKLOAD_HELP),
         click.option("--devices", type=int, required=True, help="Number of data-parallel ranks."),
-        click.option("--global-batch", type=int, default=None,
-                     help="Global batch (strong scaling); must divide by --devices."),
-        click.option("--batch-per-device", type=int, default=None,
-                     help="Per-device batch (weak scaling). Give this or --global-batch."),
-        click.option("--dtype", type=click.Choice(["fp32", "tf32", "fp16", "bf16", "fp8"]),
-                     default="fp32", show_default=True,
-                     help="Compute and gradient dtype (the profile must give its peak)."),
-        click.option("--iterations", type=int, default=20, show_default=True,
-                     help="Iterations to simulate; steady state skips the first 1+d."),
-        click.option("--nic-gbps", type=float, default=None,
-                     help="What-if: every NIC at this many Gb/s instead of the profile's."),
-        click.option("--devices-per-node", type=int, default=None,
-                     help="Ranks per node (default: the profile's ranks_per_node)."),
-        click.option("--ranks", type=click.Choice(["representative", "explicit"]),
-                     default="representative", show_default=True,
-                     help="Simulate one rank per symmetry class, or every rank."),
-        click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adam"]),
-                     default="momentum", show_default=True,
-                     help="Sets optimizer state memory and update cost."),
-        click.option("--jitter", type=float, default=0.0, show_default=True,
-                     help="Explicit mode: lognormal spread of per-task compute times."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed for --jitter."),
-        click.option("--apply", type=click.Choice(["wait-all", "in-order", "as-ready"]),
-                     default="wait-all", show_default=True,
-                     help="layerwise: when to apply each layer's reduced gradient."),
-        click.option("--per-tensor", is_flag=True,
-                     help="layerwise: one reduction per parameter tensor, not per layer."),
+        click.option(
+            "--global-batch",
+            type=int,
+            default=None,
+            help="Global batch (strong scaling); must divide by --devices.",
+        ),
+        click.option(
+            "--batch-per-device",
+            type=int,
+            default=None,
+            help="Per-device batch (weak scaling). Give this or --global-batch.",
+        ),
+        click.option(
+            "--dtype",
+            type=click.Choice(["fp32", "tf32", "fp16", "bf16", "fp8"]),
+            default="fp32",
+            show_default=True,
+            help="Compute and gradient dtype (the profile must give its peak).",
+        ),
+        click.option(
+            "--iterations",
+            type=int,
+            default=20,
+            show_default=True,
+            help="Iterations to simulate; steady state skips the first 1+d.",
+        ),
+        click.option(
+            "--nic-gbps",
+            type=float,
+            default=None,
+            help="What-if: every NIC at this many Gb/s instead of the profile's.",
+        ),
+        click.option(
+            "--devices-per-node",
+            type=int,
+            default=None,
+            help="Ranks per node (default: the profile's ranks_per_node).",
+        ),
+        click.option(
+            "--ranks",
+            type=click.Choice(["representative", "explicit"]),
+            default="representative",
+            show_default=True,
+            help="Simulate one rank per symmetry class, or every rank.",
+        ),
+        click.option(
+            "--optimizer",
+            type=click.Choice(["sgd", "momentum", "adam"]),
+            default="momentum",
+            show_default=True,
+            help="Sets optimizer state memory and update cost.",
+        ),
+        click.option(
+            "--jitter",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="Explicit mode: lognormal spread of per-task compute times.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for --jitter."),
+        click.option(
+            "--apply",
+            type=click.Choice(["wait-all", "in-order", "as-ready"]),
+            default="wait-all",
+            show_default=True,
+            help="layerwise: when to apply each layer's reduced gradient.",
+        ),
+        click.option(
+            "--per-tensor",
+            is_flag=True,
+            help="layerwise: one reduction per parameter tensor, not per layer.",
+        ),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -364,9 +478,13 @@ def _strategy_options(kw: dict) -> dict:
 
 @main.command()
 @scenario_options
-@click.option("--strategies", default="all", show_default=True,
-              help="Comma-separated strategies, or all: sync, layerwise, bucketed[:MB], "
-                   "horovod[:MB[:MS]], delayed:d, async-layerwise:d, priority[:MB], ps[:S].")
+@click.option(
+    "--strategies",
+    default="all",
+    show_default=True,
+    help="Comma-separated strategies, or all: sync, layerwise, bucketed[:MB], "
+    "horovod[:MB[:MS]], delayed:d, async-layerwise:d, priority[:MB], ps[:S].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @handles_input_errors
 def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
@@ -399,9 +517,13 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
 
             rows = run_whatif(scenario, chosen, progress=step)
     if as_json:
-        _emit_json({"scenario": scenario.summary(),
-                    "results": [{k: r[k] for k in RESULT_KEYS} for r in rows],
-                    "recommendation": recommend(rows, scenario)})
+        _emit_json(
+            {
+                "scenario": scenario.summary(),
+                "results": [{k: r[k] for k in RESULT_KEYS} for r in rows],
+                "recommendation": recommend(rows, scenario),
+            }
+        )
         return
     sc = scenario.summary()
     out.print(
@@ -411,23 +533,41 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
         f"gradients {fmt_bytes(sc['gradient_bytes'])}"
     )
     t = Table()
-    for col in ("strategy", "iteration", "samples/s", "vs sync", "efficiency", "comm",
-                "exposed", "overlap", "peak memory"):
+    for col in (
+        "strategy",
+        "iteration",
+        "samples/s",
+        "vs sync",
+        "efficiency",
+        "comm",
+        "exposed",
+        "overlap",
+        "peak memory",
+    ):
         t.add_column(col, justify="left" if col == "strategy" else "right")
     for r in rows:
         mem = fmt_bytes(r["peak_memory_bytes"])
         if r["memory_exceeds_device"]:
             mem = f"[red]{mem} > device[/]"
-        t.add_row(r["strategy"], fmt_time(r["iteration_time_s"]),
-                  f"{r['throughput_samples_per_s']:,.0f}", f"{r['speedup_vs_sync']:.2f}x",
-                  f"{r['parallel_efficiency']:.0%}", fmt_time(r["comm_s"]),
-                  fmt_time(r["exposed_comm_s"]), f"{r['overlap_fraction']:.0%}", mem)
+        t.add_row(
+            r["strategy"],
+            fmt_time(r["iteration_time_s"]),
+            f"{r['throughput_samples_per_s']:,.0f}",
+            f"{r['speedup_vs_sync']:.2f}x",
+            f"{r['parallel_efficiency']:.0%}",
+            fmt_time(r["comm_s"]),
+            fmt_time(r["exposed_comm_s"]),
+            f"{r['overlap_fraction']:.0%}",
+            mem,
+        )
     out.print(t)
     for r in rows:
         if r["memory_exceeds_device"]:
-            err.print(f"[yellow]warning:[/] {r['strategy']} needs "
-                      f"{fmt_bytes(r['peak_memory_bytes'])} per device; the device has "
-                      f"{fmt_bytes(scenario.hardware.device.memory_bytes)}")
+            err.print(
+                f"[yellow]warning:[/] {r['strategy']} needs "
+                f"{fmt_bytes(r['peak_memory_bytes'])} per device; the device has "
+                f"{fmt_bytes(scenario.hardware.device.memory_bytes)}"
+            )
     out.print(recommend(rows, scenario))
 
 
@@ -435,12 +575,17 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
 @scenario_options
 @click.option("--strategy", default="sync", show_default=True, help="One strategy spec.")
 @click.option("--csv", "csv_path", default=None, help="Write the Trace's spans as CSV.")
-@click.option("--chrome-trace", "chrome_path", default=None,
-              help="Write a Chrome trace JSON (open it in https://ui.perfetto.dev).")
+@click.option(
+    "--chrome-trace",
+    "chrome_path",
+    default=None,
+    help="Write a Chrome trace JSON (open it in https://ui.perfetto.dev).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON document.")
 @handles_input_errors
-def run(strategy: str, csv_path: str | None, chrome_path: str | None, as_json: bool,
-        **kw: Any) -> None:
+def run(
+    strategy: str, csv_path: str | None, chrome_path: str | None, as_json: bool, **kw: Any
+) -> None:
     """Simulate one strategy and write its timeline (Trace) as CSV or Chrome trace.
 
     \b
@@ -462,15 +607,22 @@ def run(strategy: str, csv_path: str | None, chrome_path: str | None, as_json: b
         write_csv(trace, csv_path)
     if chrome_path:
         write_chrome_trace(trace, chrome_path)
-    doc = {"scenario": scenario.summary(), "strategy": chosen.name, **m.as_dict(),
-           "spans": len(trace), "events": stats.events}
+    doc = {
+        "scenario": scenario.summary(),
+        "strategy": chosen.name,
+        **m.as_dict(),
+        "spans": len(trace),
+        "events": stats.events,
+    }
     if as_json:
         _emit_json(doc)
         return
-    out.print(f"{chosen.name}: iteration {fmt_time(m.iteration_time_s)}, "
-              f"{m.throughput_samples_per_s:,.0f} samples/s, comm {fmt_time(m.comm_s)}, "
-              f"exposed {fmt_time(m.exposed_comm_s)} (overlap {m.overlap_fraction:.0%}), "
-              f"peak memory {fmt_bytes(m.peak_memory_bytes)}; {len(trace)} spans")
+    out.print(
+        f"{chosen.name}: iteration {fmt_time(m.iteration_time_s)}, "
+        f"{m.throughput_samples_per_s:,.0f} samples/s, comm {fmt_time(m.comm_s)}, "
+        f"exposed {fmt_time(m.exposed_comm_s)} (overlap {m.overlap_fraction:.0%}), "
+        f"peak memory {fmt_bytes(m.peak_memory_bytes)}; {len(trace)} spans"
+    )
     for path, what in ((csv_path, "CSV"), (chrome_path, "Chrome trace")):
         if path:
             out.print(f"wrote {what}: {path}")

@@ -119,8 +119,10 @@ class CostModel:
 
     def _inter(self, g: GroupLinks) -> _Level:
         p = self.profile.collective["network"]
-        alpha = p.alpha_s + self.profile.nics.latency_s + g.inter_hops * (
-            self.profile.fabric.switch_latency_s
+        alpha = (
+            p.alpha_s
+            + self.profile.nics.latency_s
+            + g.inter_hops * (self.profile.fabric.switch_latency_s)
         )
         return _Level(alpha, g.inter_bandwidth_bytes_per_s * p.efficiency, "network")
 
@@ -188,16 +190,25 @@ class CostModel:
         shard = n / gp
         lat = bw = 0.0
         if op == "allreduce":
-            parts = [("reduce-scatter", n, gp, intra), ("allreduce", shard, nodes, share),
-                     ("allgather", n, gp, intra)]
+            parts = [
+                ("reduce-scatter", n, gp, intra),
+                ("allreduce", shard, nodes, share),
+                ("allgather", n, gp, intra),
+            ]
         elif op == "reduce-scatter":
             parts = [("reduce-scatter", n, gp, intra), ("reduce-scatter", shard, nodes, share)]
         elif op == "allgather":
             parts = [("allgather", shard, nodes, share), ("allgather", n, gp, intra)]
         else:  # broadcast: across nodes, then within each node
-            parts = [("broadcast", n, nodes, _Level(inter.alpha_s, inter.bandwidth_bytes_per_s,
-                                                    "network")),
-                     ("broadcast", n, gp, intra)]
+            parts = [
+                (
+                    "broadcast",
+                    n,
+                    nodes,
+                    _Level(inter.alpha_s, inter.bandwidth_bytes_per_s, "network"),
+                ),
+                ("broadcast", n, gp, intra),
+            ]
         for sub_op, size, count, level in parts:
             if count > 1:
                 a, b = _flat_terms(sub_op, "ring", size, count, level)
@@ -206,9 +217,7 @@ class CostModel:
         links = (intra.link, "network") if gp > 1 else ("network",)
         return CollectiveCost(op, "hierarchical", n, g.ranks, lat, bw, links)
 
-    def parameter_server(
-        self, nbytes: float, workers: int, servers: int
-    ) -> CollectiveCost:
+    def parameter_server(self, nbytes: float, workers: int, servers: int) -> CollectiveCost:
         """Push n bytes to S servers and pull n back (each server holds n/S).
 
         Servers are dedicated hosts with one NIC each. A server carries p·n/S in and

@@ -27,6 +27,7 @@ import simpy
 from sim.graph import COMPUTE, NO_RESOURCE, TaskGraph
 from sim.trace import MemorySample, Span
 
+
 class _Activity:
     """Work in progress: compute on one rank (``links is None``), or a collective.
 
@@ -235,8 +236,16 @@ class Engine:
         task = self.tasks[tid]
         now = self.env.now
         self._spans.append(
-            Span(rank, task.resource or "timer", task.kind, task.iteration, task.label,
-                 self._start[gid], now, task.bytes)
+            Span(
+                rank,
+                task.resource or "timer",
+                task.kind,
+                task.iteration,
+                task.label,
+                self._start[gid],
+                now,
+                task.bytes,
+            )
         )
         if task.memory_bytes:
             self._mem[rank] += task.memory_bytes

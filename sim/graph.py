@@ -72,8 +72,20 @@ class TaskGraph:
         if clean and clean[-1] >= tid:
             raise ValueError(f"task {tid} depends on a later task {clean[-1]}")
         self.tasks.append(
-            Task(tid, kind, resource, iteration, label, work_s, clean, priority,
-                 latency_s, links, nbytes, memory_bytes)
+            Task(
+                tid,
+                kind,
+                resource,
+                iteration,
+                label,
+                work_s,
+                clean,
+                priority,
+                latency_s,
+                links,
+                nbytes,
+                memory_bytes,
+            )
         )
         return tid
 

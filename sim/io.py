@@ -51,21 +51,42 @@ def chrome_trace(trace: Trace) -> dict:
     for rank, res in resources:
         tid = len([r for r in tids if r[0] == rank])
         tids[(rank, res)] = tid
-        events.append({"ph": "M", "name": "thread_name", "pid": rank, "tid": tid,
-                       "args": {"name": res}})
+        events.append(
+            {"ph": "M", "name": "thread_name", "pid": rank, "tid": tid, "args": {"name": res}}
+        )
     for rank in sorted({r for r, _ in resources}):
-        events.append({"ph": "M", "name": "process_name", "pid": rank, "tid": 0,
-                       "args": {"name": f"rank {rank}"}})
+        events.append(
+            {
+                "ph": "M",
+                "name": "process_name",
+                "pid": rank,
+                "tid": 0,
+                "args": {"name": f"rank {rank}"},
+            }
+        )
     for s in trace.spans:
-        events.append({
-            "ph": "X", "name": f"{s.kind} {s.label}", "cat": s.kind, "pid": s.rank,
-            "tid": tids[(s.rank, s.resource)], "ts": s.start_s * 1e6,
-            "dur": (s.end_s - s.start_s) * 1e6,
-            "args": {"iteration": s.iteration, "label": s.label, "bytes": s.bytes},
-        })
+        events.append(
+            {
+                "ph": "X",
+                "name": f"{s.kind} {s.label}",
+                "cat": s.kind,
+                "pid": s.rank,
+                "tid": tids[(s.rank, s.resource)],
+                "ts": s.start_s * 1e6,
+                "dur": (s.end_s - s.start_s) * 1e6,
+                "args": {"iteration": s.iteration, "label": s.label, "bytes": s.bytes},
+            }
+        )
     for m in trace.memory:
-        events.append({"ph": "C", "name": "memory", "pid": m.rank, "ts": m.time_s * 1e6,
-                       "args": {"bytes_in_use": m.bytes_in_use}})
+        events.append(
+            {
+                "ph": "C",
+                "name": "memory",
+                "pid": m.rank,
+                "ts": m.time_s * 1e6,
+                "args": {"bytes_in_use": m.bytes_in_use},
+            }
+        )
     meta = {k: v for k, v in trace.meta.items() if isinstance(v, (str, int, float))}
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": meta}
 

@@ -109,8 +109,9 @@ def make_scenario(
             f"--batch-per-device must be >= 1, got {batch_per_device}", key="batch-per-device"
         )
     if dtype not in DTYPE_BYTES:
-        raise InputError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPE_BYTES)}",
-                         key="dtype")
+        raise InputError(
+            f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPE_BYTES)}", key="dtype"
+        )
     if dtype not in hardware.device.peak_flops:
         raise InputError(
             f"'{hardware.name}' gives no peak for {dtype}; it has "
@@ -120,8 +121,9 @@ def make_scenario(
     if iterations <= 0:
         raise InputError(f"--iterations must be >= 1, got {iterations}", key="iterations")
     if ranks not in RANK_MODES:
-        raise InputError(f"--ranks must be one of {', '.join(RANK_MODES)}, got '{ranks}'",
-                         key="ranks")
+        raise InputError(
+            f"--ranks must be one of {', '.join(RANK_MODES)}, got '{ranks}'", key="ranks"
+        )
     if ranks == "explicit" and devices > 4096:
         raise InputError(
             f"explicit mode simulates every rank; {devices} is too many (at most 4096). "

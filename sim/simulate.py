@@ -49,9 +49,7 @@ def build_context(scenario: Scenario) -> BuildContext:
         update_s=tuple(update_cost_s(layer.params, dev, size, state) for layer in layers),
         grad_bytes=tuple(float(layer.params * size) for layer in layers),
         tensor_bytes=tuple(tuple(float(t * size) for t in layer.param_tensors) for layer in layers),
-        activation_bytes=tuple(
-            layer.activation_elements_per_sample * b * size for layer in layers
-        ),
+        activation_bytes=tuple(layer.activation_elements_per_sample * b * size for layer in layers),
         allreduce=allreduce,
         push_pull=push_pull,
         iterations=scenario.iterations,

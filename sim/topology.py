@@ -172,9 +172,7 @@ def hamiltonian_ring_packing(
         if all(cap.get(pair, 0) > 0 for pair in pairs):
             cycles.append((ring, pairs))
     best: list[tuple[int, ...]] = []
-    max_rings = min(
-        sum(n for pair, n in cap.items() if d in pair) for d in devices
-    ) // 2
+    max_rings = min(sum(n for pair, n in cap.items() if d in pair) for d in devices) // 2
 
     def search(start: int, chosen: list[tuple[int, ...]], left: dict) -> bool:
         nonlocal best
@@ -394,7 +392,7 @@ class Topology:
         g = self.graph
         klass = self.group(tuple(order) if ranks is None else ranks).intra_class
         out: list[tuple[str, str, str]] = []
-        for a, b in zip(order, order[1:] + order[:1]):
+        for a, b in zip(order, order[1:] + order[:1], strict=True):
             if a == b:
                 continue
             u, v = self.rank_vertex(a), self.rank_vertex(b)
@@ -407,7 +405,7 @@ class Topology:
                 path = nx.shortest_path(sub, u, v) if sub.has_node(u) else nx.shortest_path(g, u, v)
             else:
                 path = nx.shortest_path(g, u, v)
-            for x, y in zip(path, path[1:]):
+            for x, y in zip(path, path[1:], strict=False):
                 out.append((x, y, g.edges[x, y]["link_class"]))
             if len(order) == 2:
                 break

@@ -13,8 +13,14 @@ from sim.strategies.base import Strategy
 from sim.topology import make_placement
 
 RESULT_KEYS = (
-    "strategy", "iteration_time_s", "throughput_samples_per_s", "speedup_vs_sync",
-    "parallel_efficiency", "comm_s", "exposed_comm_s", "overlap_fraction",
+    "strategy",
+    "iteration_time_s",
+    "throughput_samples_per_s",
+    "speedup_vs_sync",
+    "parallel_efficiency",
+    "comm_s",
+    "exposed_comm_s",
+    "overlap_fraction",
     "peak_memory_bytes",
 )
 
@@ -22,7 +28,9 @@ RESULT_KEYS = (
 def single_device_time_s(scenario: Scenario) -> float:
     """Iteration time of one device on the same per-device batch: no communication."""
     one = dataclasses.replace(
-        scenario, devices=1, placement=make_placement(scenario.hardware, 1, 1),
+        scenario,
+        devices=1,
+        placement=make_placement(scenario.hardware, 1, 1),
         ranks="representative",
     )
     trace, _ = simulate(one, parse_strategy("sync"))
@@ -54,20 +62,22 @@ def run_whatif(
     rows = []
     for strategy, m in runs:
         it = m.iteration_time_s
-        rows.append({
-            "strategy": strategy.name,
-            "iteration_time_s": it,
-            "throughput_samples_per_s": m.throughput_samples_per_s,
-            "speedup_vs_sync": sync_time / it if it > 0 else 0.0,
-            # Time per sample on one device / (time per sample on N devices x N).
-            "parallel_efficiency": t1 / it if it > 0 else 0.0,
-            "comm_s": m.comm_s,
-            "exposed_comm_s": m.exposed_comm_s,
-            "overlap_fraction": m.overlap_fraction,
-            "peak_memory_bytes": m.peak_memory_bytes,
-            "compute_s": m.compute_s,
-            "memory_exceeds_device": m.memory_exceeds_device,
-        })
+        rows.append(
+            {
+                "strategy": strategy.name,
+                "iteration_time_s": it,
+                "throughput_samples_per_s": m.throughput_samples_per_s,
+                "speedup_vs_sync": sync_time / it if it > 0 else 0.0,
+                # Time per sample on one device / (time per sample on N devices x N).
+                "parallel_efficiency": t1 / it if it > 0 else 0.0,
+                "comm_s": m.comm_s,
+                "exposed_comm_s": m.exposed_comm_s,
+                "overlap_fraction": m.overlap_fraction,
+                "peak_memory_bytes": m.peak_memory_bytes,
+                "compute_s": m.compute_s,
+                "memory_exceeds_device": m.memory_exceeds_device,
+            }
+        )
     rows.sort(key=lambda r: (r["iteration_time_s"], r["strategy"]))
     return rows
 
@@ -76,22 +86,31 @@ def recommend(rows: list[dict], scenario: Scenario) -> str:
     """One line: the fastest strategy that fits in memory, and why."""
     fitting = [r for r in rows if not r["memory_exceeds_device"]]
     if not fitting:
-        return ("No strategy fits in device memory at this batch; lower the per-device batch "
-                "or use a larger device.")
+        return (
+            "No strategy fits in device memory at this batch; lower the per-device batch "
+            "or use a larger device."
+        )
     best = fitting[0]
     sync = next((r for r in rows if r["strategy"] == "sync"), None)
-    why = (f"{best['iteration_time_s'] * 1e3:.2f} ms per iteration, "
-           f"{best['overlap_fraction']:.0%} of its {best['comm_s'] * 1e3:.2f} ms communication "
-           f"hidden, parallel efficiency {best['parallel_efficiency']:.0%}")
+    why = (
+        f"{best['iteration_time_s'] * 1e3:.2f} ms per iteration, "
+        f"{best['overlap_fraction']:.0%} of its {best['comm_s'] * 1e3:.2f} ms communication "
+        f"hidden, parallel efficiency {best['parallel_efficiency']:.0%}"
+    )
     if sync is not None and best["strategy"] != "sync":
         why += f", {best['speedup_vs_sync']:.2f}x sync"
     note = ""
     name = best["strategy"]
     if name.startswith(("delayed", "async-layerwise")) and not name.endswith(":0"):
-        note = ("; it applies stale gradients, so check that convergence holds "
-                "(time-to-accuracy, not only time per iteration)")
-    close = [r["strategy"] for r in fitting[1:]
-             if r["iteration_time_s"] <= best["iteration_time_s"] * 1.01]
+        note = (
+            "; it applies stale gradients, so check that convergence holds "
+            "(time-to-accuracy, not only time per iteration)"
+        )
+    close = [
+        r["strategy"]
+        for r in fitting[1:]
+        if r["iteration_time_s"] <= best["iteration_time_s"] * 1.01
+    ]
     if close:
         note += f"; within 1%: {', '.join(close)}"
     return f"Use {name}: {why}{note}."
@@ -108,7 +127,9 @@ def scenario_from_options(**kw) -> Scenario:
         hw = with_nic_bandwidth(hw, kw["nic_gbps"])
     wl = load_workload(kw["workload"])
     return make_scenario(
-        wl, hw, kw["devices"],
+        wl,
+        hw,
+        kw["devices"],
         global_batch=kw.get("global_batch"),
         batch_per_device=kw.get("batch_per_device"),
         devices_per_node=kw.get("devices_per_node"),

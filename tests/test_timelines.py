@@ -77,7 +77,7 @@ def _timeline(trace: Trace, resource: str, iterations: tuple[int, ...] = (0,)):
 
 def _assert_timeline(actual, expected):
     assert len(actual) == len(expected), actual
-    for (s, e, kind, label), (xs, xe, xkind, xlabel) in zip(actual, expected):
+    for (s, e, kind, label), (xs, xe, xkind, xlabel) in zip(actual, expected, strict=True):
         assert (kind, label) == (xkind, xlabel), actual
         assert s == pytest.approx(xs, abs=1e-12), (kind, label, s, xs)
         assert e == pytest.approx(xe, abs=1e-12), (kind, label, e, xe)

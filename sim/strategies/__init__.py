@@ -34,8 +34,15 @@ REGISTRY: dict[str, Callable[..., Strategy]] = {
 
 # What `--strategies all` runs.
 ALL = (
-    "sync", "layerwise", "bucketed", "horovod", "delayed:1", "delayed:2",
-    "async-layerwise:1", "priority", "ps",
+    "sync",
+    "layerwise",
+    "bucketed",
+    "horovod",
+    "delayed:1",
+    "delayed:2",
+    "async-layerwise:1",
+    "priority",
+    "ps",
 )
 
 

@@ -27,9 +27,7 @@ def float_param(spec: str, text: str | None, *, default: float, meaning: str) ->
     except ValueError:
         value = None
     if value is None or not value > 0 or value != value or value == float("inf"):
-        raise InputError(
-            f"'{spec}': {meaning} must be a number > 0, got '{text}'", key="strategy"
-        )
+        raise InputError(f"'{spec}': {meaning} must be a number > 0, got '{text}'", key="strategy")
     return value
 
 

@@ -27,8 +27,12 @@ class AsyncLayerwise:
 
     def build(self, ctx: BuildContext) -> TaskGraph:
         return build_data_parallel(
-            ctx, layer_buckets(ctx), delay=self.delay, channels=self.channels,
-            updates="as-ready", per_layer_gating=True,
+            ctx,
+            layer_buckets(ctx),
+            delay=self.delay,
+            channels=self.channels,
+            updates="as-ready",
+            per_layer_gating=True,
         )
 
     def extra_buffer_bytes(self, ctx: BuildContext) -> float:

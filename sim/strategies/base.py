@@ -75,10 +75,7 @@ class Strategy(Protocol):
 
 def layer_buckets(ctx: BuildContext) -> list[Bucket]:
     """One bucket per layer with parameters, in backward order."""
-    return [
-        Bucket(ctx.names[i], (i,), ctx.grad_bytes[i], i)
-        for i in reversed(ctx.param_layers)
-    ]
+    return [Bucket(ctx.names[i], (i,), ctx.grad_bytes[i], i) for i in reversed(ctx.param_layers)]
 
 
 def tensor_buckets(ctx: BuildContext) -> list[Bucket]:
@@ -193,15 +190,29 @@ def build_data_parallel(
                 elif layer == 0:
                     deps.extend(source.all_updates)
             ids.forward.append(
-                g.add("forward", COMPUTE, t, ctx.names[layer], ctx.forward_s[layer], deps,
-                      (t, 0, layer), memory_bytes=ctx.activation_bytes[layer])
+                g.add(
+                    "forward",
+                    COMPUTE,
+                    t,
+                    ctx.names[layer],
+                    ctx.forward_s[layer],
+                    deps,
+                    (t, 0, layer),
+                    memory_bytes=ctx.activation_bytes[layer],
+                )
             )
         backward = [0] * L
         for k, layer in enumerate(reversed(range(L))):
             dep = ids.forward[-1] if k == 0 else backward[layer + 1]
             backward[layer] = g.add(
-                "backward", COMPUTE, t, ctx.names[layer], ctx.backward_s[layer], [dep],
-                (t, 1, k), memory_bytes=-ctx.activation_bytes[layer],
+                "backward",
+                COMPUTE,
+                t,
+                ctx.names[layer],
+                ctx.backward_s[layer],
+                [dep],
+                (t, 1, k),
+                memory_bytes=-ctx.activation_bytes[layer],
             )
         ids.backward = backward
         prev_tail = backward[0]
@@ -209,14 +220,33 @@ def build_data_parallel(
 
         comm_ids = []
         res = channel(t % channels)
-        for bi, (b, cost) in enumerate(zip(buckets, costs)):
+        for bi, (b, cost) in enumerate(zip(buckets, costs, strict=True)):
             deps = [backward[b.ready_layer]]
             if release_after_s is not None:
-                deps.append(g.add("wait", NO_RESOURCE, t, f"cycle:{b.label}",
-                                  release_after_s[bi], [backward_start], (t, 3, bi)))
+                deps.append(
+                    g.add(
+                        "wait",
+                        NO_RESOURCE,
+                        t,
+                        f"cycle:{b.label}",
+                        release_after_s[bi],
+                        [backward_start],
+                        (t, 3, bi),
+                    )
+                )
             prio = (t, min(b.layers), bi) if front_first else (t, bi)
-            cid = g.add("comm", res, t, b.label, cost.bandwidth_s, deps, prio,
-                        latency_s=cost.latency_s, links=cost.links, nbytes=b.bytes)
+            cid = g.add(
+                "comm",
+                res,
+                t,
+                b.label,
+                cost.bandwidth_s,
+                deps,
+                prio,
+                latency_s=cost.latency_s,
+                links=cost.links,
+                nbytes=b.bytes,
+            )
             comm_ids.append(cid)
             for layer in b.layers:
                 ids.comm_of_layer.setdefault(layer, []).append(cid)
@@ -238,8 +268,9 @@ def build_data_parallel(
                     deps.append(previous_in_order)
                 if prev is not None and layer in prev.updates:
                     deps.append(prev.updates[layer])
-                uid = g.add("update", COMPUTE, t, ctx.names[layer], ctx.update_s[layer], deps,
-                            (t, 2, k))
+                uid = g.add(
+                    "update", COMPUTE, t, ctx.names[layer], ctx.update_s[layer], deps, (t, 2, k)
+                )
                 ids.updates[layer] = uid
                 ids.all_updates.append(uid)
                 previous_in_order = uid

@@ -37,5 +37,8 @@ class Bucketed:
 
 def parse(spec: str, param: str | None, **_options) -> Bucketed:
     cap = float_param(spec, param, default=25.0, meaning="the bucket cap in MiB")
-    return Bucketed(cap_mib=cap, first_cap_mib=min(1.0, cap),
-                    name="bucketed" if param in (None, "") else f"bucketed:{param}")
+    return Bucketed(
+        cap_mib=cap,
+        first_cap_mib=min(1.0, cap),
+        name="bucketed" if param in (None, "") else f"bucketed:{param}",
+    )

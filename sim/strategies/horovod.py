@@ -52,15 +52,17 @@ class Horovod:
             size = 0.0
             for layer in by_tick[tick]:
                 if group and size + ctx.grad_bytes[layer] > cap:
-                    buckets.append(Bucket(f"fused{len(buckets)}", tuple(sorted(group)), size,
-                                          min(group)))
+                    buckets.append(
+                        Bucket(f"fused{len(buckets)}", tuple(sorted(group)), size, min(group))
+                    )
                     release.append(tick * cycle)
                     group, size = [], 0.0
                 group.append(layer)
                 size += ctx.grad_bytes[layer]
             if group:
-                buckets.append(Bucket(f"fused{len(buckets)}", tuple(sorted(group)), size,
-                                      min(group)))
+                buckets.append(
+                    Bucket(f"fused{len(buckets)}", tuple(sorted(group)), size, min(group))
+                )
                 release.append(tick * cycle)
         return buckets, release
 
@@ -76,5 +78,6 @@ def parse(spec: str, param: str | None, **_options) -> Horovod:
     fusion_text, _, cycle_text = (param or "").partition(":")
     fusion = float_param(spec, fusion_text, default=128.0, meaning="the fusion threshold in MiB")
     cycle = float_param(spec, cycle_text, default=1.0, meaning="the cycle time in ms")
-    return Horovod(fusion_mib=fusion, cycle_ms=cycle,
-                   name="horovod" if not param else f"horovod:{param}")
+    return Horovod(
+        fusion_mib=fusion, cycle_ms=cycle, name="horovod" if not param else f"horovod:{param}"
+    )

@@ -36,10 +36,10 @@ class Layerwise:
         return 0.0
 
 
-def parse(spec: str, param: str | None, *, apply: str = "wait-all", per_tensor: bool = False,
-          **_options) -> Layerwise:
+def parse(
+    spec: str, param: str | None, *, apply: str = "wait-all", per_tensor: bool = False, **_options
+) -> Layerwise:
     no_param(spec, param)
     if apply not in APPLY:
-        raise InputError(f"--apply must be one of {', '.join(APPLY)}, got '{apply}'",
-                         key="apply")
+        raise InputError(f"--apply must be one of {', '.join(APPLY)}, got '{apply}'", key="apply")
     return Layerwise(apply=apply, per_tensor=per_tensor)

@@ -38,7 +38,10 @@ class Priority:
 
     def build(self, ctx: BuildContext) -> TaskGraph:
         return build_data_parallel(
-            ctx, self.partitions(ctx), updates="as-ready", per_layer_gating=True,
+            ctx,
+            self.partitions(ctx),
+            updates="as-ready",
+            per_layer_gating=True,
             front_first=True,
         )
 

@@ -25,7 +25,10 @@ class ParameterServer:
 
     def build(self, ctx: BuildContext) -> TaskGraph:
         return build_data_parallel(
-            ctx, layer_buckets(ctx), updates="none", per_layer_gating=True,
+            ctx,
+            layer_buckets(ctx),
+            updates="none",
+            per_layer_gating=True,
             push_pull_servers=self.server_count(ctx),
         )
 

@@ -1,0 +1,54 @@
+"""The README's commands run as written (STYLE: documentation examples run as tests)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _dtsim_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    commands = []
+    for block in blocks:
+        for line in block.splitlines():
+            # The install one-liners end with a dtsim command or with pytest.
+            for part in line.split("&&"):
+                part = part.split("#")[0].strip()
+                if part.startswith("dtsim "):
+                    commands.append(part)
+    return commands
+
+
+def test_readme_has_the_two_commands():
+    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    install_and_run = [b for b in blocks if "pip install ." in b and "dtsim whatif" in b]
+    install_and_test = [b for b in blocks if "pip install -e '.[dev]'" in b and "pytest" in b]
+    assert install_and_run and install_and_test
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_line = next(b for b in re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+                     if "pytest" in b).strip()
+    tail = test_line.split("&&", 1)[1].strip()  # after creating the venv
+    assert tail in ci
+
+
+@pytest.mark.parametrize("command", _dtsim_commands())
+def test_readme_command_runs(command, tmp_path):
+    args = shlex.split(command)[1:]
+    proc = subprocess.run(
+        [sys.executable, "-m", "sim.cli", *args], cwd=tmp_path, capture_output=True,
+        text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+    assert "Traceback" not in proc.stderr
