@@ -354,7 +354,7 @@ def collective(
 
     if (size is None) == (sweep is None):
         raise InputError("give exactly one of --bytes SIZE or --sweep MIN:MAX", key="bytes")
-    sizes = [parse_bytes(size)] if size is not None else size_sweep(sweep)
+    sizes = [parse_bytes(size)] if size is not None else size_sweep(str(sweep))
     p = load_profile(hardware)
     topo = Topology(p, make_placement(p, devices, devices_per_node))
     model = CostModel(topo)
@@ -495,8 +495,14 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
     \b
     Example:
       dtsim whatif --hardware dgx1-p100 --workload alexnet --devices 8 --global-batch 256
-      dtsim whatif --hardware dgx-a100 --workload resnet50 --devices 256 \
-                   --batch-per-device 64 --nic-gbps 100 --strategies sync,bucketed,delayed:1
+      dtsim whatif --hardware dgx-a100 --workload resnet50 --devices 256
+        --batch-per-device 64 --nic-gbps 100 --strategies sync,bucketed,delayed:1
+
+    Strong scaling gives --global-batch (split over the devices, as in the study);
+    weak scaling gives --batch-per-device. Steady state is the median iteration after
+    the first 1+d (the pipeline a delay of d builds). Efficiency compares with one
+    device on the same per-device batch; "exposed" is the time the compute stream
+    waits on communication.
     """
     from rich.progress import Progress
 
@@ -590,8 +596,8 @@ def run(
 
     \b
     Example:
-      dtsim run --hardware dgx1-p100 --workload alexnet --devices 8 --global-batch 256 \
-                --strategy delayed:1 --chrome-trace alexnet.json --csv alexnet.csv
+      dtsim run --hardware dgx1-p100 --workload alexnet --devices 8 --global-batch 256
+        --strategy delayed:1 --chrome-trace alexnet.json --csv alexnet.csv
     """
     from sim.io import write_chrome_trace, write_csv
     from sim.metrics import metrics
@@ -628,5 +634,22 @@ def run(
             out.print(f"wrote {what}: {path}")
 
 
+def cli_entry() -> None:
+    """The ``dtsim`` console script: click's usage errors become one line and exit 2."""
+    try:
+        code = main.main(standalone_mode=False)
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "dtsim"
+        err.print(f"[bold red]error:[/] {e.format_message()} (see '{where} --help')")
+        raise SystemExit(2) from None
+    except click.ClickException as e:
+        e.show()
+        raise SystemExit(e.exit_code) from None
+    except click.Abort:
+        err.print("aborted")
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":
-    main()
+    cli_entry()

@@ -224,12 +224,13 @@ class Engine:
 
         if task.latency_s > 0:
             ev = self.env.timeout(task.latency_s)
-            ev.callbacks.append(lambda _e: (self._count(), flow()))
+            def after_latency(_e: object) -> None:
+                self.events += 1
+                flow()
+
+            ev.callbacks.append(after_latency)
         else:
             flow()
-
-    def _count(self) -> None:
-        self.events += 1
 
     def _finish(self, gid: int) -> None:
         rank, tid = divmod(gid, self.n)

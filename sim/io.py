@@ -47,7 +47,7 @@ def chrome_trace(trace: Trace) -> dict:
     """
     events: list[dict] = []
     resources = sorted({(s.rank, s.resource) for s in trace.spans})
-    tids = {}
+    tids: dict[tuple[int, str], int] = {}
     for rank, res in resources:
         tid = len([r for r in tids if r[0] == rank])
         tids[(rank, res)] = tid

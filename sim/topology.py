@@ -373,14 +373,13 @@ class Topology:
             ranks = tuple(range(self.placement.devices))
         g = self.group(ranks)
         local = sorted({self.placement.local_of(r) for r in ranks})
-        if g.intra_class == "nvlink":
-            local = list(
-                hamiltonian_ring_packing(tuple(local), self.profile.intra_node.nvlink.edges)[0]
-            )
+        mesh = self.profile.intra_node.nvlink
+        if g.intra_class == "nvlink" and mesh is not None:
+            local = list(hamiltonian_ring_packing(tuple(local), mesh.edges)[0])
         by_node: dict[int, list[int]] = {}
         for r in ranks:
             by_node.setdefault(self.placement.node_of(r), []).append(r)
-        order = []
+        order: list[int] = []
         for node in sorted(by_node):
             base = node * self.placement.devices_per_node
             order.extend(base + i for i in local)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 SPAN_FIELDS = ("rank", "resource", "kind", "iteration", "label", "start_s", "end_s", "bytes")
 
@@ -55,7 +55,7 @@ class Trace:
 
     spans: tuple[Span, ...]
     memory: tuple[MemorySample, ...] = ()
-    meta: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    meta: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def __iter__(self) -> Iterator[Span]:
         return iter(self.spans)

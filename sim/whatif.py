@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from sim.metrics import metrics
+from sim.metrics import Metrics, metrics
 from sim.scenario import Scenario, make_scenario
 from sim.simulate import build_context, simulate
 from sim.strategies import parse_strategy
@@ -45,7 +45,7 @@ def run_whatif(
     """Results sorted by iteration time; each row has :data:`RESULT_KEYS` and more."""
     ctx = build_context(scenario)
     baseline = parse_strategy("sync")
-    runs: list[tuple[Strategy, object]] = []
+    runs: list[tuple[Strategy, Metrics]] = []
     sync_time = None
     for strategy in strategies:
         if progress:

@@ -63,8 +63,11 @@ class BuildContext:
 class Strategy(Protocol):
     """A gradient-synchronisation strategy: a name and a graph builder."""
 
-    name: str
-    channels: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def channels(self) -> int: ...
 
     def build(self, ctx: BuildContext) -> TaskGraph: ...
 
