@@ -421,6 +421,13 @@ def scenario_options(fn: Callable) -> Callable:
             help="What-if: every NIC at this many Gb/s instead of the profile's.",
         ),
         click.option(
+            "--interference",
+            type=float,
+            default=None,
+            help="What-if: compute slows by this fraction while communication runs "
+            "(0.05 = 5%) instead of the profile's.",
+        ),
+        click.option(
             "--devices-per-node",
             type=int,
             default=None,

@@ -73,6 +73,13 @@ def with_nic_bandwidth(profile: HardwareProfile, gbit_per_s: float) -> HardwareP
     return dataclasses.replace(profile, nics=nics)
 
 
+def with_interference(profile: HardwareProfile, factor: float) -> HardwareProfile:
+    """The profile with another compute/communication interference factor (a what-if)."""
+    if not factor >= 0:
+        raise InputError(f"--interference must be >= 0, got {factor:g}", key="interference")
+    return dataclasses.replace(profile, interference_factor=factor)
+
+
 def make_scenario(
     workload: Workload,
     hardware: HardwareProfile,

@@ -119,12 +119,14 @@ def recommend(rows: list[dict], scenario: Scenario) -> str:
 def scenario_from_options(**kw) -> Scenario:
     """Build a scenario from CLI-style options (names as in ``dtsim whatif --help``)."""
     from hardware_profiles import load_profile
-    from sim.scenario import with_nic_bandwidth
+    from sim.scenario import with_interference, with_nic_bandwidth
     from workloads import load_workload
 
     hw = load_profile(kw["hardware"])
     if kw.get("nic_gbps") is not None:
         hw = with_nic_bandwidth(hw, kw["nic_gbps"])
+    if kw.get("interference") is not None:
+        hw = with_interference(hw, kw["interference"])
     wl = load_workload(kw["workload"])
     return make_scenario(
         wl,

@@ -242,11 +242,12 @@ def test_explicit_collective_starts_when_last_member_arrives():
 
 def test_parameter_server_gates_forward_on_each_pull():
     t = _run("ps:1", iterations=2)
-    # Push-pull of a layer takes 2 s per MiB: L2 [5, 11], L1 [11, 15], L0 [15, 17].
-    # No worker update; forward(1, L0) waits for L0's pull (17), L1's for 15, L2's 11.
+    # Push-pull of a layer takes 2 s per MiB plus the one server's update of it
+    # (0.5 s): L2 [5, 5 + 0.5 + 6 = 11.5], L1 [11.5, 16], L0 [16, 18.5].
+    # No worker update; forward(1, L0) waits for L0's pull (18.5).
     _assert_timeline(
         _timeline(t, "comm0"),
-        [(5, 11, "comm", "L2"), (11, 15, "comm", "L1"), (15, 17, "comm", "L0")],
+        [(5, 11.5, "comm", "L2"), (11.5, 16, "comm", "L1"), (16, 18.5, "comm", "L0")],
     )
     fwd1 = [s for s in _timeline(t, COMPUTE, (1,)) if s[2] == "forward"]
-    assert [s[:2] for s in fwd1] == [(17, 18), (18, 19), (19, 20)]
+    assert [s[:2] for s in fwd1] == [(18.5, 19.5), (19.5, 20.5), (20.5, 21.5)]

@@ -169,6 +169,14 @@ def build_data_parallel(
         ctx.push_pull(b.bytes, push_pull_servers) if push_pull_servers else ctx.allreduce(b.bytes)
         for b in buckets
     ]
+    # Parameter servers apply the update to their 1/S shard between push and pull; the
+    # worker waits for it (costed like the worker's own update, split over S servers).
+    server_apply_s = [
+        sum(ctx.update_s[layer] for layer in b.layers) / push_pull_servers
+        if push_pull_servers
+        else 0.0
+        for b in buckets
+    ]
     prev_tail: int | None = None
     for t in range(ctx.iterations):
         ids = _Ids()
@@ -223,7 +231,7 @@ def build_data_parallel(
 
         comm_ids = []
         res = channel(t % channels)
-        for bi, (b, cost) in enumerate(zip(buckets, costs, strict=True)):
+        for bi, (b, cost, apply_s) in enumerate(zip(buckets, costs, server_apply_s, strict=True)):
             deps = [backward[b.ready_layer]]
             if release_after_s is not None:
                 deps.append(
@@ -246,7 +254,7 @@ def build_data_parallel(
                 cost.bandwidth_s,
                 deps,
                 prio,
-                latency_s=cost.latency_s,
+                latency_s=cost.latency_s + apply_s,
                 links=cost.links,
                 nbytes=b.bytes,
             )

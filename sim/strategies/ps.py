@@ -1,8 +1,9 @@
 """``ps[:S]``: parameter servers. Each layer's gradient is pushed to S dedicated servers
-as soon as its backward ends; the servers apply the update and the worker pulls the
-new parameters; forward(t+1, l) waits for layer l's pull. Servers hold n/S each and
-carry p·n/S in and out, so their NICs bound the time (Li et al., OSDI'14). S defaults
-to the number of worker nodes.
+as soon as its backward ends; each server applies the update to its 1/S shard (costed
+like a worker's update, over S) and the worker pulls the new parameters;
+forward(t+1, l) waits for layer l's pull. Servers hold n/S each and carry p·n/S in and
+out, so their NICs bound the time (Li et al., OSDI'14). S defaults to the number of
+worker nodes.
 """
 
 from __future__ import annotations
