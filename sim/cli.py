@@ -506,7 +506,7 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
         --batch-per-device 64 --nic-gbps 100 --strategies sync,bucketed,delayed:1
 
     Strong scaling gives --global-batch (split over the devices, as in the study);
-    weak scaling gives --batch-per-device. Steady state is the median iteration after
+    weak scaling gives --batch-per-device. Steady state is the mean iteration after
     the first 1+d (the pipeline a delay of d builds). Efficiency compares with one
     device on the same per-device batch; "exposed" is the time the compute stream
     waits on communication.
@@ -581,7 +581,7 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
                 f"{fmt_bytes(r['peak_memory_bytes'])} per device; the device has "
                 f"{fmt_bytes(scenario.hardware.device.memory_bytes)}"
             )
-    out.print(recommend(rows, scenario))
+    out.print(recommend(rows, scenario), soft_wrap=True)
 
 
 @main.command()

@@ -9,8 +9,9 @@ progresses at ``1 / (1 + interference_factor)``.
 
 Ranks: in representative mode ``ranks=1`` and the one rank stands for all (every
 collective was costed for the whole group). In explicit mode every rank runs its own
-copy of the graph, and a collective starts when its last member arrives on its channel;
-it then loads the links of every member.
+copy of the graph, and a collective starts when its last member arrives (has its input
+ready) and its channel is free; it then loads the links of every member. A channel is
+one queue shared by all ranks, so they agree on the order of collectives.
 
 The engine is deterministic: SimPy orders simultaneous events by insertion, and every
 choice here (heaps keyed by priority then task id) is a pure function of the graph.
@@ -174,7 +175,21 @@ class Engine:
             ev.callbacks.append(lambda _e: self._finish(gid))
             self.events += 1
             return
-        q = rank * self.n_res + res
+        if task.resource == COMPUTE:
+            q = rank * self.n_res + res
+        else:
+            # A collective is ready once every member rank has produced its input. All
+            # ranks take part in every collective and issue them on the same channels,
+            # so a channel is one queue shared by the ranks: they agree on the order
+            # (as NCCL requires, and as Horovod's and ByteScheduler's coordinators
+            # ensure), and the best globally ready collective goes first.
+            count = self._arrived.get(tid, 0) + 1
+            if count < self.ranks:
+                self._arrived[tid] = count
+                return
+            self._arrived.pop(tid, None)
+            q = res
+            gid = tid
         heapq.heappush(self._queues[q], (task.priority, tid, gid))
         if not self._busy[q]:
             self._dispatch(q)
@@ -193,14 +208,9 @@ class Engine:
             work = task.work_s if self.scale is None else task.work_s * self.scale[rank, tid]
             self._start_compute(rank, work, lambda: self._finish(gid))
             return
-        # A communication channel: wait here until every member has arrived.
-        count = self._arrived.get(tid, 0) + 1
-        self._arrived[tid] = count
-        if count == self.ranks:
-            del self._arrived[tid]
-            self._start_collective(tid)
+        self._start_collective(tid, q)
 
-    def _start_collective(self, tid: int) -> None:
+    def _start_collective(self, tid: int, q: int) -> None:
         task = self.graph.tasks[tid]
         members = [r * self.n + tid for r in range(self.ranks)]
         now = self.env.now
@@ -215,6 +225,8 @@ class Engine:
             self._set_comm_active(everyone, -1)
             for gid in members:
                 self._finish(gid)
+            self._busy[q] = False
+            self._dispatch(q)
 
         def flow() -> None:
             if task.work_s <= 0:
@@ -224,6 +236,7 @@ class Engine:
 
         if task.latency_s > 0:
             ev = self.env.timeout(task.latency_s)
+
             def after_latency(_e: object) -> None:
                 self.events += 1
                 flow()
@@ -261,7 +274,7 @@ class Engine:
             if deps_left[g] == 0:
                 self._ready(g)
         res = self.task_res[tid]
-        if res >= 0:
+        if res >= 0 and task.resource == COMPUTE:
             q = rank * self.n_res + res
             self._busy[q] = False
             self._dispatch(q)

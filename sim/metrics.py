@@ -1,10 +1,15 @@
 """Metrics: pure functions of a Trace.
 
 Iteration t spans from the start of forward(t, first layer) to the start of
-forward(t+1, first layer) on rank 0. Steady state drops ``warmup_iterations`` and takes
-the median. Exposed communication is the time the compute stream sits idle inside an
-iteration (it only ever waits on communication or on the timers that gate it);
-overlap fraction = 1 - exposed / communication.
+forward(t+1, first layer) on rank 0. Steady state drops ``warmup_iterations`` and
+averages over a whole number of ``period`` iterations: with d channels (``delayed:d``)
+the collectives of d iterations share the links and finish in bursts, so consecutive
+windows alternate (long, short, ...) and neither a median nor a partial period is the
+throughput; the mean over whole periods is.
+
+Exposed communication is the time the compute stream sits idle inside an iteration
+(it only ever waits on communication or on the timers that gate it); overlap
+fraction = 1 - exposed / communication.
 """
 
 from __future__ import annotations
@@ -52,16 +57,19 @@ def iteration_windows(trace: Trace, rank: int = 0) -> list[tuple[int, float, flo
 def steady_windows(trace: Trace, rank: int = 0) -> list[tuple[int, float, float]]:
     windows = iteration_windows(trace, rank)
     warm = int(trace.meta.get("warmup_iterations", 1))
+    period = max(1, int(trace.meta.get("period", 1)))
     steady = [w for w in windows if w[0] >= warm]
+    if len(steady) >= period:
+        steady = steady[len(steady) % period :]
     return steady or windows
 
 
 def iteration_time_s(trace: Trace, rank: int = 0) -> float:
-    """Median steady-state iteration time; with one iteration, the whole run."""
+    """Mean steady-state iteration time; with one iteration, the whole run."""
     windows = steady_windows(trace, rank)
     if not windows:
         return makespan_s(trace)
-    return statistics.median(end - start for _, start, end in windows)
+    return (windows[-1][2] - windows[0][1]) / len(windows)
 
 
 def makespan_s(trace: Trace) -> float:
@@ -76,16 +84,37 @@ def _per_iteration(trace: Trace, rank: int, kinds: tuple[str, ...]) -> dict[int,
     return out
 
 
+def _union_in(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
+    """Length of the union of sorted ``intervals`` clipped to [lo, hi]."""
+    total = 0.0
+    cur_start = cur_end = -1.0
+    for b, e in intervals:
+        b, e = max(b, lo), min(e, hi)
+        if e <= b:
+            continue
+        if b > cur_end:
+            total += cur_end - cur_start
+            cur_start, cur_end = b, e
+        elif e > cur_end:
+            cur_end = e
+    return total + (cur_end - cur_start)
+
+
 def comm_time_s(trace: Trace, rank: int = 0) -> float:
-    """Median over steady iterations of the summed duration of that iteration's comm."""
-    per = _per_iteration(trace, rank, ("comm",))
-    its = [t for t, _, _ in steady_windows(trace, rank)] or sorted(per)
-    values = [per.get(t, 0.0) for t in its]
-    return statistics.median(values) if values else 0.0
+    """Mean over steady iterations of the time some collective is in progress.
+
+    Concurrent collectives (d channels) count once: their spans are merged, so this is
+    the communication the iteration has to hide, whichever iteration it belongs to.
+    """
+    windows = steady_windows(trace, rank)
+    comm = sorted((s.start_s, s.end_s) for s in trace.spans if s.rank == rank and s.kind == "comm")
+    if not windows:
+        return _union_in(comm, 0.0, makespan_s(trace))
+    return statistics.fmean(_union_in(comm, lo, hi) for _, lo, hi in windows)
 
 
 def exposed_comm_s(trace: Trace, rank: int = 0) -> float:
-    """Median over steady iterations of the compute stream's idle time in the window."""
+    """Mean over steady iterations of the compute stream's idle time in the window."""
     windows = steady_windows(trace, rank)
     if not windows:
         busy = sum(s.duration_s for s in trace.spans if s.kind in COMPUTE_KINDS)
@@ -97,14 +126,14 @@ def exposed_comm_s(trace: Trace, rank: int = 0) -> float:
     for _, lo, hi in windows:
         busy = sum(min(e, hi) - max(b, lo) for b, e in compute if e > lo and b < hi)
         idle.append(max(0.0, (hi - lo) - busy))
-    return statistics.median(idle)
+    return statistics.fmean(idle)
 
 
 def compute_time_s(trace: Trace, rank: int = 0) -> float:
     per = _per_iteration(trace, rank, COMPUTE_KINDS)
     its = [t for t, _, _ in steady_windows(trace, rank)] or sorted(per)
     values = [per.get(t, 0.0) for t in its]
-    return statistics.median(values) if values else 0.0
+    return statistics.fmean(values) if values else 0.0
 
 
 def peak_memory_bytes(trace: Trace) -> float:

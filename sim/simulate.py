@@ -69,9 +69,11 @@ def static_memory_bytes(ctx: BuildContext, strategy: Strategy) -> dict[str, floa
 
 
 def warmup_iterations(scenario: Scenario, strategy: Strategy) -> int:
-    """Iterations to skip before steady state: the pipeline a delay builds must fill."""
+    """Iterations to skip before steady state: the pipeline a delay builds must fill
+    (1 + d), and per-layer gating takes a few iterations to settle (a quarter of the
+    run). Never more than leaves one measured window."""
     delay = getattr(strategy, "delay", 0)
-    return min(max(scenario.iterations - 2, 0), 1 + delay)
+    return min(max(scenario.iterations - 2, 0), max(1 + delay, scenario.iterations // 4))
 
 
 def simulate(
@@ -99,6 +101,7 @@ def simulate(
         "devices": scenario.devices,
         "iterations": scenario.iterations,
         "warmup_iterations": warmup_iterations(scenario, strategy),
+        "period": strategy.channels,
         "device_memory_bytes": scenario.hardware.device.memory_bytes,
         "static_memory_bytes": dict(memory),
     }

@@ -76,6 +76,7 @@ def run_whatif(
                 "peak_memory_bytes": m.peak_memory_bytes,
                 "compute_s": m.compute_s,
                 "memory_exceeds_device": m.memory_exceeds_device,
+                "staleness": getattr(strategy, "delay", 0),
             }
         )
     rows.sort(key=lambda r: (r["iteration_time_s"], r["strategy"]))
@@ -83,14 +84,21 @@ def run_whatif(
 
 
 def recommend(rows: list[dict], scenario: Scenario) -> str:
-    """One line: the fastest strategy that fits in memory, and why."""
+    """One line: the strategy to use, and why.
+
+    Among the strategies that fit in device memory and are within 1% of the fastest,
+    the one with the least gradient staleness, then the least memory: a delay that
+    buys nothing measurable is not worth its convergence risk.
+    """
     fitting = [r for r in rows if not r["memory_exceeds_device"]]
     if not fitting:
         return (
             "No strategy fits in device memory at this batch; lower the per-device batch "
             "or use a larger device."
         )
-    best = fitting[0]
+    fastest = fitting[0]["iteration_time_s"]
+    near = [r for r in fitting if r["iteration_time_s"] <= fastest * 1.01]
+    best = min(near, key=lambda r: (r["staleness"], r["peak_memory_bytes"], r["iteration_time_s"]))
     sync = next((r for r in rows if r["strategy"] == "sync"), None)
     why = (
         f"{best['iteration_time_s'] * 1e3:.2f} ms per iteration, "
@@ -101,16 +109,12 @@ def recommend(rows: list[dict], scenario: Scenario) -> str:
         why += f", {best['speedup_vs_sync']:.2f}x sync"
     note = ""
     name = best["strategy"]
-    if name.startswith(("delayed", "async-layerwise")) and not name.endswith(":0"):
+    if best["staleness"] > 0:
         note = (
             "; it applies stale gradients, so check that convergence holds "
             "(time-to-accuracy, not only time per iteration)"
         )
-    close = [
-        r["strategy"]
-        for r in fitting[1:]
-        if r["iteration_time_s"] <= best["iteration_time_s"] * 1.01
-    ]
+    close = [r["strategy"] for r in near if r is not best]
     if close:
         note += f"; within 1%: {', '.join(close)}"
     return f"Use {name}: {why}{note}."

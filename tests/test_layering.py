@@ -8,8 +8,17 @@ import subprocess
 import sys
 
 CORE = [
-    "sim.engine", "sim.graph", "sim.trace", "sim.metrics", "sim.collectives", "sim.topology",
-    "sim.strategies", "sim.simulate", "sim.costs", "sim.scenario", "sim.hardware",
+    "sim.engine",
+    "sim.graph",
+    "sim.trace",
+    "sim.metrics",
+    "sim.collectives",
+    "sim.topology",
+    "sim.strategies",
+    "sim.simulate",
+    "sim.costs",
+    "sim.scenario",
+    "sim.hardware",
     "workloads.model",
 ]
 FORBIDDEN = ["yaml", "pydantic", "plotly", "pandas", "torch", "mpi4py", "click", "rich"]

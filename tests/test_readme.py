@@ -36,8 +36,9 @@ def test_readme_has_the_two_commands():
 
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
-    test_line = next(b for b in re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-                     if "pytest" in b).strip()
+    test_line = next(
+        b for b in re.findall(r"```bash\n(.*?)```", README, flags=re.S) if "pytest" in b
+    ).strip()
     tail = test_line.split("&&", 1)[1].strip()  # after creating the venv
     assert tail in ci
 
@@ -46,8 +47,11 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_command_runs(command, tmp_path):
     args = shlex.split(command)[1:]
     proc = subprocess.run(
-        [sys.executable, "-m", "sim.cli", *args], cwd=tmp_path, capture_output=True,
-        text=True, timeout=120,
+        [sys.executable, "-m", "sim.cli", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()

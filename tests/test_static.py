@@ -21,6 +21,5 @@ def test_ruff_clean():
 
 @pytest.mark.slow
 def test_mypy_clean_on_sim():
-    proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True,
-                          text=True)
+    proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

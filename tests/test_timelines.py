@@ -36,8 +36,14 @@ def _toy_context(iterations: int = 3, latency_s: float = 0.0) -> BuildContext:
         for i in range(3)
     )
     workload = Workload("toy", "three layers", layers)
-    scenario = make_scenario(workload, load_profile("dgx-a100"), 8, batch_per_device=1,
-                             iterations=iterations, optimizer="sgd")
+    scenario = make_scenario(
+        workload,
+        load_profile("dgx-a100"),
+        8,
+        batch_per_device=1,
+        iterations=iterations,
+        optimizer="sgd",
+    )
 
     def allreduce(nbytes: float) -> CollectiveCost:
         return CollectiveCost("allreduce", "toy", nbytes, 8, latency_s, nbytes / MIB, ("net",))
@@ -85,8 +91,12 @@ def _assert_timeline(actual, expected):
 
 FWD_BWD_IT0 = [
     # forward 0..2, one second each; backward 2..0, two seconds each
-    (0, 1, "forward", "L0"), (1, 2, "forward", "L1"), (2, 3, "forward", "L2"),
-    (3, 5, "backward", "L2"), (5, 7, "backward", "L1"), (7, 9, "backward", "L0"),
+    (0, 1, "forward", "L0"),
+    (1, 2, "forward", "L1"),
+    (2, 3, "forward", "L2"),
+    (3, 5, "backward", "L2"),
+    (5, 7, "backward", "L1"),
+    (7, 9, "backward", "L0"),
 ]
 
 
@@ -122,8 +132,8 @@ def test_layerwise_in_order_applies_layer_by_layer():
     # L1's ends at 10 -> [10, 10.5]; L0's at 11 -> [11, 11.5]. Next forward at 11.5.
     _assert_timeline(
         _timeline(t, COMPUTE),
-        FWD_BWD_IT0 + [(9, 9.5, "update", "L2"), (10, 10.5, "update", "L1"),
-                       (11, 11.5, "update", "L0")],
+        FWD_BWD_IT0
+        + [(9, 9.5, "update", "L2"), (10, 10.5, "update", "L1"), (11, 11.5, "update", "L0")],
     )
     assert iteration_time_s(t) == pytest.approx(11.5, abs=1e-12)
 
@@ -149,17 +159,23 @@ def test_delayed_1_timeline():
     # the update of iteration 0 only). Steady iteration: 9 + 1.5 = 10.5 s.
     _assert_timeline(
         _timeline(t, COMPUTE, (0, 1)),
-        FWD_BWD_IT0 + [
-            (9, 10, "forward", "L0"), (10, 11, "forward", "L1"), (11, 12, "forward", "L2"),
-            (12, 14, "backward", "L2"), (14, 16, "backward", "L1"), (16, 17.5, "update", "all"),
+        FWD_BWD_IT0
+        + [
+            (9, 10, "forward", "L0"),
+            (10, 11, "forward", "L1"),
+            (11, 12, "forward", "L2"),
+            (12, 14, "backward", "L2"),
+            (14, 16, "backward", "L1"),
+            (16, 17.5, "update", "all"),
             (17.5, 19.5, "backward", "L0"),
             # iteration 1's all-reduce ends at 25.5, inside iteration 2's backward
             # (forward [19.5, 22.5], L2 [22.5, 24.5], L1 [24.5, 26.5]): [26.5, 28].
             (26.5, 28, "update", "all"),
         ],
     )
-    _assert_timeline(_timeline(t, "comm0", (0, 1)),
-                     [(9, 15, "comm", "all"), (19.5, 25.5, "comm", "all")])
+    _assert_timeline(
+        _timeline(t, "comm0", (0, 1)), [(9, 15, "comm", "all"), (19.5, 25.5, "comm", "all")]
+    )
     assert iteration_time_s(t) == pytest.approx(10.5, abs=1e-12)
     assert exposed_comm_s(t) == pytest.approx(0.0, abs=1e-12)
 
@@ -177,8 +193,12 @@ def test_interference_slows_compute_while_communication_runs():
     end_b0 = 10 + 2 / 3
     _assert_timeline(
         _timeline(t, COMPUTE),
-        FWD_BWD_IT0[:4] + [(5, 8, "backward", "L1"), (8, end_b0, "backward", "L0"),
-                           (end_b0 + 1, end_b0 + 2.5, "update", "all")],
+        FWD_BWD_IT0[:4]
+        + [
+            (5, 8, "backward", "L1"),
+            (8, end_b0, "backward", "L0"),
+            (end_b0 + 1, end_b0 + 2.5, "update", "all"),
+        ],
     )
     _assert_timeline(
         _timeline(t, "comm0"),
@@ -202,8 +222,11 @@ def test_priority_sends_front_layers_first_and_gates_per_layer():
     # L2 at 9 (stream busy with backward until 9) [9, 9.5], L1 [10, 10.5], L0 [11, 11.5].
     # forward(1, L0) waits only for L0's update: [11.5, 12.5].
     comp = _timeline(t, COMPUTE, (0, 1))
-    assert comp[6:9] == [(9, 9.5, "update", "L2"), (10, 10.5, "update", "L1"),
-                         (11, 11.5, "update", "L0")]
+    assert comp[6:9] == [
+        (9, 9.5, "update", "L2"),
+        (10, 10.5, "update", "L1"),
+        (11, 11.5, "update", "L0"),
+    ]
     assert comp[9][:3] == (11.5, 12.5, "forward")
 
 

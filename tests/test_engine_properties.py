@@ -1,0 +1,545 @@
+"""Properties of the engine, the strategies' graphs and the metrics (hypothesis).
+
+Small random workloads (2-8 layers, some without parameters, random FLOPs) on the
+built-in profiles with 1-16 devices and 2-6 iterations, under every strategy. Each
+property is something the physics or the contract guarantees, so a failure is a bug:
+
+- an exclusive resource (compute stream, comm channel) runs one task at a time;
+- a task starts only after all its dependencies have ended, and never runs faster than
+  its cost alone;
+- a steady iteration is never shorter than its compute, nor than the work its
+  collectives put on any one link class (a link delivers at most 1 s of work per s);
+- ``delayed:d`` is never slower than ``sync``; ``delayed:0`` *is* ``sync``;
+- the same inputs give the same Trace; representative and explicit ranks agree on a
+  homogeneous cluster;
+- memory and metric bookkeeping add up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import statistics
+from collections import Counter, defaultdict
+from itertools import pairwise
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hardware_profiles import load_profile
+from sim import metrics as M
+from sim.graph import NO_RESOURCE, TaskGraph
+from sim.scenario import OPTIMIZER_STATE_COPIES, Scenario, make_scenario, with_nic_bandwidth
+from sim.simulate import build_context, simulate
+from sim.strategies import ALL, parse_strategy
+from sim.trace import Span, Trace
+from workloads.model import Layer, Workload
+
+SLACK_S = 1e-12  # float slack when comparing two instants
+PROFILES = ("dgx-a100", "dgx-h100", "dgx1-p100", "dgx1-v100", "sandybridge-fdr")
+DEVICES = (1, 2, 4, 8, 16)
+COMPUTE_KINDS = ("forward", "backward", "update")
+
+# Every strategy the CLI offers, plus the corner cases of their parameters.
+SPECS: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = (
+    *((s, ()) for s in ALL),
+    ("delayed:0", ()),
+    ("delayed:3", ()),
+    ("async-layerwise:0", ()),
+    ("bucketed:1", ()),
+    ("priority:1", ()),
+    ("ps:2", ()),
+    ("layerwise", (("apply", "in-order"),)),
+    ("layerwise", (("apply", "as-ready"),)),
+    ("layerwise", (("per_tensor", True),)),
+    ("layerwise", (("apply", "as-ready"), ("per_tensor", True))),
+)
+
+# Strategies whose reported steady iteration is known to undercut the work it must do
+# in short runs; see the xfail test below. Remove them from here when it passes.
+#  - async-layerwise:1: its pipeline fills over several iterations (per-layer gating),
+#    more than a short run's warm-up leaves.
+UNDERCUT_STEADY_STATE = {"async-layerwise:1"}
+# Strategies that deadlocked in explicit mode with jitter (fixed: channels are one
+# queue shared by the ranks, so they agree on the order of collectives).
+JITTER_DEADLOCK: set[str] = set()
+
+PROPERTY = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@functools.cache
+def _profile(name: str):
+    return load_profile(name)
+
+
+def _strategy(spec: str, options=()):
+    return parse_strategy(spec, **dict(options))
+
+
+def _delay(strategy) -> int:
+    return int(getattr(strategy, "delay", 0))
+
+
+# -- generators ------------------------------------------------------------------------
+@st.composite
+def layer_lists(draw) -> tuple[Layer, ...]:
+    n = draw(st.integers(2, 8))
+    layers = []
+    for i in range(n):
+        params = draw(st.one_of(st.just(0), st.integers(1, 2**24)))
+        if params == 0:
+            tensors: tuple[int, ...] = ()
+        elif params > 1 and draw(st.booleans()):
+            weight = draw(st.integers(1, params - 1))
+            tensors = (weight, params - weight)  # weight and bias
+        else:
+            tensors = (params,)
+        # Log-uniform FLOPs so that some runs are compute-bound and some comm-bound.
+        fwd = 10 ** draw(st.floats(3.0, 10.0))
+        bwd = fwd * draw(st.sampled_from((1.0, 2.0, 3.0)))
+        layers.append(
+            Layer(
+                name=f"l{i}",
+                kind=draw(st.sampled_from(("conv", "linear", "attention", "other"))),
+                params=params,
+                fwd_flops_per_sample=fwd,
+                bwd_flops_per_sample=bwd,
+                # Whole elements, so that memory sums are exact in floating point.
+                activation_elements_per_sample=draw(st.integers(0, 10**6)),
+                io_elements_per_sample=draw(st.integers(1, 10**6)),
+                param_tensors=tensors,
+            )
+        )
+    return tuple(layers)
+
+
+@st.composite
+def scenarios(
+    draw, devices=DEVICES, iterations=(2, 6), ranks="representative", jitter=0.0, with_params=False
+) -> Scenario:
+    layers = layer_lists()
+    if with_params:
+        layers = layers.filter(lambda ls: any(x.params for x in ls))
+    workload = Workload("random", "generated by hypothesis", draw(layers))
+    name = draw(st.sampled_from(PROFILES))
+    hw = _profile(name)
+    if draw(st.booleans()):
+        hw = with_nic_bandwidth(hw, 10 ** draw(st.floats(-0.5, 2.5)))  # 0.3-300 Gb/s
+    dtypes = ("fp32",) if name == "sandybridge-fdr" else ("fp32", "fp16")
+    return make_scenario(
+        workload,
+        hw,
+        draw(st.sampled_from(devices)),
+        batch_per_device=draw(st.integers(1, 64)),
+        dtype=draw(st.sampled_from(dtypes)),
+        iterations=draw(st.integers(*iterations)),
+        optimizer=draw(st.sampled_from(tuple(OPTIMIZER_STATE_COPIES))),
+        ranks=ranks,
+        jitter=jitter,
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+specs = st.sampled_from(SPECS)
+jitter_safe_specs = st.sampled_from([s for s in SPECS if s[0] not in JITTER_DEADLOCK])
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _key(kind: str, resource: str, iteration: int, label: str) -> tuple:
+    return (kind, resource or "timer", iteration, label)
+
+
+def _spans_by_task(graph: TaskGraph, trace: Trace, rank: int) -> list[Span]:
+    """The span of every task of ``graph`` on ``rank``, in task-id order."""
+    keys = [_key(t.kind, t.resource, t.iteration, t.label) for t in graph.tasks]
+    duplicated = [k for k, n in Counter(keys).items() if n > 1]
+    assert not duplicated, f"(kind, resource, iteration, label) not unique: {duplicated[:3]}"
+    spans = {_key(s.kind, s.resource, s.iteration, s.label): s for s in trace.for_rank(rank)}
+    assert len(spans) == len(trace.for_rank(rank)) == len(keys)
+    return [spans[k] for k in keys]
+
+
+def _assert_exclusive(trace: Trace) -> None:
+    by_resource: dict[tuple[int, str], list[Span]] = defaultdict(list)
+    for s in trace.spans:
+        if s.resource == "compute" or s.resource.startswith("comm"):
+            by_resource[(s.rank, s.resource)].append(s)
+    assert by_resource
+    for (rank, resource), spans in by_resource.items():
+        spans.sort(key=lambda s: (s.start_s, s.end_s))
+        for a, b in pairwise(spans):
+            assert b.start_s >= a.end_s - SLACK_S, f"rank {rank} {resource}: {a} overlaps {b}"
+
+
+def _per_iteration_work(graph: TaskGraph, iteration: int) -> tuple[float, dict[str, float]]:
+    """(compute work, bandwidth work per link class) of one iteration, alone on idle links."""
+    compute = 0.0
+    links: dict[str, float] = defaultdict(float)
+    for t in graph.tasks:
+        if t.iteration != iteration:
+            continue
+        if t.kind in COMPUTE_KINDS:
+            compute += t.work_s
+        elif t.kind == "comm":
+            for link in t.links:
+                links[link] += t.work_s
+    return compute, dict(links)
+
+
+def _steady_scenario_iterations(strategy) -> tuple[int, int]:
+    """Iterations that leave at least one window after warm-up (1 + d), at most 6."""
+    return (3 + _delay(strategy), 6)
+
+
+# -- exclusive resources and dependencies ----------------------------------------------
+@PROPERTY
+@given(data=st.data(), spec=specs)
+def test_no_two_spans_overlap_on_an_exclusive_resource(data, spec):
+    sc = data.draw(scenarios())
+    trace, _ = simulate(sc, _strategy(*spec))
+    _assert_exclusive(trace)
+
+
+@PROPERTY
+@given(data=st.data(), spec=jitter_safe_specs)
+def test_no_two_spans_overlap_with_explicit_ranks_and_jitter(data, spec):
+    sc = data.draw(scenarios(devices=(2, 4, 8, 16), ranks="explicit", jitter=0.2))
+    trace, _ = simulate(sc, _strategy(*spec))
+    assert trace.ranks == tuple(range(sc.devices))
+    _assert_exclusive(trace)
+
+
+@pytest.mark.parametrize("spec", ["priority", "priority:1"])
+def test_priority_runs_with_explicit_ranks_and_jitter(spec):
+    from workloads import load_workload
+
+    sc = make_scenario(
+        load_workload("alexnet"),
+        _profile("dgx-a100"),
+        2,
+        batch_per_device=8,
+        iterations=3,
+        ranks="explicit",
+        jitter=0.05,
+        seed=0,
+    )
+    trace, _ = simulate(sc, _strategy(spec))
+    assert trace.ranks == (0, 1)
+    _assert_exclusive(trace)
+
+
+@PROPERTY
+@given(data=st.data(), explicit=st.booleans())
+def test_every_task_starts_after_its_dependencies_end(data, explicit):
+    spec = data.draw(jitter_safe_specs if explicit else specs)
+    jitter = data.draw(st.sampled_from((0.0, 0.3))) if explicit else 0.0
+    ranks = "explicit" if explicit else "representative"
+    sc = data.draw(
+        scenarios(devices=(1, 2, 4, 8) if explicit else DEVICES, ranks=ranks, jitter=jitter)
+    )
+    strategy = _strategy(*spec)
+    ctx = build_context(sc)
+    graph = strategy.build(ctx)
+    trace, _ = simulate(sc, strategy, ctx)
+    assert len(trace) == len(graph) * (sc.devices if explicit else 1)
+    per_rank = {rank: _spans_by_task(graph, trace, rank) for rank in trace.ranks}
+    for spans in per_rank.values():
+        for task, span in zip(graph.tasks, spans, strict=True):
+            for d in task.deps:
+                assert span.start_s >= spans[d].end_s - SLACK_S, (task, graph.tasks[d])
+            if jitter == 0:
+                # Interference and link sharing only ever slow a task down.
+                alone = task.work_s + task.latency_s
+                assert span.duration_s >= alone * (1 - 1e-9) - SLACK_S, (task, span)
+            if task.resource == NO_RESOURCE:
+                assert span.duration_s == pytest.approx(task.work_s, rel=1e-9, abs=SLACK_S)
+    # A collective is one event: it starts when its last member arrives, for everyone.
+    for task in graph.tasks:
+        if task.kind == "comm":
+            times = {(spans[task.id].start_s, spans[task.id].end_s) for spans in per_rank.values()}
+            assert len(times) == 1, (task, times)
+
+
+# -- iteration time bounds -------------------------------------------------------------
+@PROPERTY
+@given(data=st.data(), spec=specs)
+def test_every_window_holds_its_iterations_forward_and_backward(data, spec):
+    # forward(t+1, first) waits for backward(t, first), so window t holds all of
+    # forward(t) and backward(t) on the exclusive compute stream, whatever the strategy.
+    sc = data.draw(scenarios())
+    strategy = _strategy(*spec)
+    ctx = build_context(sc)
+    graph = strategy.build(ctx)
+    trace, _ = simulate(sc, strategy, ctx)
+    windows = M.iteration_windows(trace)
+    assert len(windows) == sc.iterations - 1
+    for t, start, end in windows:
+        fb = sum(
+            x.work_s for x in graph.tasks if x.iteration == t and x.kind in ("forward", "backward")
+        )
+        assert end - start >= fb * (1 - 1e-9)
+
+
+@PROPERTY
+@given(
+    data=st.data(), spec=st.sampled_from([s for s in SPECS if s[0] not in UNDERCUT_STEADY_STATE])
+)
+def test_steady_iteration_is_never_shorter_than_its_compute_or_its_comm(data, spec):
+    strategy = _strategy(*spec)
+    sc = data.draw(scenarios(iterations=_steady_scenario_iterations(strategy)))
+    ctx = build_context(sc)
+    graph = strategy.build(ctx)
+    trace, _ = simulate(sc, strategy, ctx)
+    # With a delay, iteration t's comm and update run in later windows; but every
+    # iteration carries the same work, so one iteration's totals bound the mean.
+    compute, links = _per_iteration_work(graph, 0)
+    for t in range(1, sc.iterations):
+        c, ls = _per_iteration_work(graph, t)
+        assert c == pytest.approx(compute, rel=1e-12)
+        assert ls.keys() == links.keys()
+    steady = M.steady_windows(trace)
+    assert steady and all(t >= trace.meta["warmup_iterations"] for t, _, _ in steady)
+    it = M.iteration_time_s(trace)
+    # The mean over the steady windows (whole periods of the channel count).
+    assert it == pytest.approx(statistics.fmean(end - start for _, start, end in steady), rel=1e-12)
+    assert it >= compute * (1 - 1e-9), "shorter than its compute"
+    for link, work in links.items():
+        assert it >= work * (1 - 1e-9), f"shorter than the work on {link}"
+
+
+@PROPERTY
+@given(data=st.data())
+def test_delayed_is_never_slower_than_sync_in_steady_state(data):
+    d = data.draw(st.integers(1, 3))
+    sc = data.draw(scenarios(iterations=(3 + d, 6)))
+    ctx = build_context(sc)
+    sync, _ = simulate(sc, _strategy("sync"), ctx)
+    delayed, _ = simulate(sc, _strategy(f"delayed:{d}"), ctx)
+    assert M.iteration_time_s(delayed) <= M.iteration_time_s(sync) * (1 + 1e-9)
+
+
+def test_delayed_3_is_not_slower_than_sync_on_a_tiny_model():
+    layers = (
+        Layer("l0", "conv", 461042, 1e3, 1e3, 0, 1, (461042,)),
+        Layer("l1", "conv", 0, 1e3, 1e3, 0, 1, ()),
+    )
+    sc = make_scenario(
+        Workload("tiny", "two layers", layers),
+        _profile("dgx-a100"),
+        2,
+        batch_per_device=1,
+        iterations=30,
+        optimizer="adam",
+    )
+    ctx = build_context(sc)
+    sync, _ = simulate(sc, _strategy("sync"), ctx)
+    delayed, _ = simulate(sc, _strategy("delayed:3"), ctx)
+    assert M.iteration_time_s(sync) == pytest.approx(20.53e-6, rel=1e-3)
+    assert M.iteration_time_s(delayed) <= M.iteration_time_s(sync) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("spec", ["delayed:2", "delayed:3"])
+def test_comm_bound_delayed_is_not_faster_than_its_link_allows(spec):
+    from workloads import load_workload
+
+    hw = with_nic_bandwidth(_profile("dgx-a100"), 10)  # 10 Gb/s per NIC: comm-bound
+    sc = make_scenario(load_workload("alexnet"), hw, 16, global_batch=256, iterations=21)
+    strategy = _strategy(spec)
+    ctx = build_context(sc)
+    trace, _ = simulate(sc, strategy, ctx)
+    _, links = _per_iteration_work(strategy.build(ctx), 0)
+    # 233 MiB of gradients; the network class carries 27.24 ms of work per iteration.
+    assert links["network"] == pytest.approx(0.02724, rel=1e-3)
+    assert M.iteration_time_s(trace) >= links["network"] * (1 - 1e-9)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "warmup_iterations = 1 + d is too short for async-layerwise:1: alexnet on 16 dgx1-p100 "
+        "GPUs at 8 per device has windows 7.23, 8.02, 8.50, 9.36, 10.12, 10.12, ... ms, so "
+        "with 5 iterations the steady windows 2-3 report 8.93 ms, under the 9.62 ms of work "
+        "per iteration on each link class (and 10.12 ms steady)"
+    ),
+)
+def test_async_layerwise_short_run_is_not_faster_than_its_link_allows():
+    from workloads import load_workload
+
+    sc = make_scenario(
+        load_workload("alexnet"), _profile("dgx1-p100"), 16, batch_per_device=8, iterations=5
+    )
+    strategy = _strategy("async-layerwise:1")
+    ctx = build_context(sc)
+    trace, _ = simulate(sc, strategy, ctx)
+    _, links = _per_iteration_work(strategy.build(ctx), 0)
+    assert max(links.values()) == pytest.approx(9.6157e-3, rel=1e-4)
+    long_run, _ = simulate(dataclasses.replace(sc, iterations=20), strategy)
+    assert M.iteration_time_s(long_run) >= max(links.values())  # the real steady state
+    assert M.iteration_time_s(trace) >= max(links.values()) * (1 - 1e-9)
+
+
+# -- equalities --------------------------------------------------------------------------
+@PROPERTY
+@given(sc=scenarios())
+def test_delayed_0_is_exactly_sync(sc):
+    ctx = build_context(sc)
+    sync, _ = simulate(sc, _strategy("sync"), ctx)
+    d0, _ = simulate(sc, _strategy("delayed:0"), ctx)
+    assert d0.spans == sync.spans
+    assert d0.memory == sync.memory
+
+
+@PROPERTY
+@given(data=st.data(), spec=jitter_safe_specs, explicit=st.booleans())
+def test_same_inputs_give_the_same_trace(data, spec, explicit):
+    ranks = "explicit" if explicit else "representative"
+    jitter = data.draw(st.floats(0.01, 0.5)) if explicit else 0.0
+    sc = data.draw(scenarios(devices=(1, 2, 4, 8), ranks=ranks, jitter=jitter))
+    first, _ = simulate(sc, _strategy(*spec))
+    again, _ = simulate(sc, _strategy(*spec))  # fresh context, fresh engine
+    assert again.spans == first.spans
+    assert again.memory == first.memory
+    if explicit:
+        # The jitter is really applied (else this would compare two plain runs).
+        plain, _ = simulate(dataclasses.replace(sc, jitter=0.0), _strategy(*spec))
+        assert plain.spans != first.spans
+
+
+@PROPERTY
+@given(data=st.data(), spec=specs)
+def test_representative_and_explicit_ranks_agree_on_a_homogeneous_cluster(data, spec):
+    # A model with parameters: see the xfail test below for one without.
+    sc = data.draw(scenarios(devices=(2, 4, 8, 16), with_params=True))
+    ctx = build_context(sc)
+    rep, _ = simulate(sc, _strategy(*spec), ctx)
+    exp, _ = simulate(dataclasses.replace(sc, ranks="explicit"), _strategy(*spec), ctx)
+    assert rep.ranks == (0,)
+    assert exp.ranks == tuple(range(sc.devices))
+    tol = 1e-9 * M.makespan_s(rep)
+
+    def by_key(spans):
+        return sorted(spans, key=lambda s: (s.kind, s.resource, s.iteration, s.label))
+
+    want = by_key(rep.for_rank(0))
+    for rank in exp.ranks:
+        got = by_key(exp.for_rank(rank))
+        assert [s[1:5] for s in got] == [s[1:5] for s in want]
+        for g, w in zip(got, want, strict=True):
+            assert g.start_s == pytest.approx(w.start_s, rel=1e-9, abs=tol), (rank, g, w)
+            assert g.end_s == pytest.approx(w.end_s, rel=1e-9, abs=tol), (rank, g, w)
+            assert g.bytes == w.bytes
+    assert M.iteration_time_s(exp) == pytest.approx(M.iteration_time_s(rep), rel=1e-9)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "a model without parameters has zero-time collectives; in explicit mode rank 0's "
+        "forward(1) takes the compute stream before rank 1 arrives and the all-reduce ends, "
+        "so under delayed:1 rank 0 runs its (empty) update(0) after forward(1, l0) at "
+        "0.718 us while rank 1 and the representative rank run it at 0.615 us"
+    ),
+)
+def test_explicit_ranks_agree_on_a_model_without_parameters():
+    layers = tuple(Layer(f"l{i}", "conv", 0, 1e6, 2e6, 0, 10, ()) for i in range(2))
+    sc = make_scenario(
+        Workload("no-params", "two layers", layers),
+        _profile("dgx-a100"),
+        2,
+        batch_per_device=1,
+        iterations=3,
+        optimizer="sgd",
+    )
+    rep, _ = simulate(sc, _strategy("delayed:1"))
+    exp, _ = simulate(dataclasses.replace(sc, ranks="explicit"), _strategy("delayed:1"))
+    want = sorted(s[1:] for s in rep.spans)
+    assert sorted(s[1:] for s in exp.for_rank(1)) == want
+    assert sorted(s[1:] for s in exp.for_rank(0)) == want
+
+
+# -- memory and metrics ------------------------------------------------------------------
+@PROPERTY
+@given(sc=scenarios(), d=st.integers(1, 3))
+def test_peak_memory_holds_the_model_state_and_delay_adds_d_gradient_buffers(sc, d):
+    ctx = build_context(sc)
+    sync, _ = simulate(sc, _strategy("sync"), ctx)
+    delayed, _ = simulate(sc, _strategy(f"delayed:{d}"), ctx)
+    weights = sc.workload.total_params * sc.dtype_bytes
+    state = weights * OPTIMIZER_STATE_COPIES[sc.optimizer]
+    assert sc.gradient_bytes == weights
+    assert M.peak_memory_bytes(sync) >= weights + sc.gradient_bytes + state
+    # Whole bytes throughout, so the difference is exact.
+    assert M.peak_memory_bytes(delayed) - M.peak_memory_bytes(sync) == d * sc.gradient_bytes
+
+
+@PROPERTY
+@given(data=st.data(), spec=specs)
+def test_metrics_are_consistent(data, spec):
+    sc = data.draw(scenarios())
+    trace, _ = simulate(sc, _strategy(*spec))
+    m = M.metrics(trace)
+    assert 0.0 <= m.overlap_fraction <= 1.0
+    assert 0.0 <= m.exposed_comm_s <= m.iteration_time_s
+    assert m.comm_s >= 0.0
+    assert m.throughput_samples_per_s == pytest.approx(sc.global_batch / m.iteration_time_s)
+
+
+@PROPERTY
+@given(sc=scenarios(devices=(2, 4, 8, 16)))
+def test_sync_hides_no_communication(sc):
+    m = M.metrics(simulate(sc, _strategy("sync"))[0])
+    if sc.gradient_bytes > 0:
+        assert m.comm_s > 0
+    if m.comm_s > 0:
+        # The compute stream idles for exactly the all-reduce (float noise of the window).
+        noise = 1e-9 * m.iteration_time_s
+        assert m.exposed_comm_s == pytest.approx(m.comm_s, abs=noise)
+        assert m.overlap_fraction <= noise / m.comm_s
+
+
+# -- one device --------------------------------------------------------------------------
+ONE_DEVICE_SPECS = [s for s in SPECS if not s[0].startswith("ps")]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("workload", ["alexnet", "resnet50", "random"])
+def test_one_device_needs_no_communication(profile, workload):
+    from workloads import load_workload
+
+    if workload == "random":
+        layers = tuple(
+            Layer(
+                f"l{i}",
+                "conv",
+                p,
+                3e8 * (i + 1),
+                6e8 * (i + 1),
+                5000,
+                9000,
+                (p - 7, 7) if p else (),
+            )
+            for i, p in enumerate([0, 20_000, 0, 1_000_000, 300_000])
+        )
+        wl = Workload("random", "five layers", layers)
+    else:
+        wl = load_workload(workload)
+    sc = make_scenario(wl, _profile(profile), 1, batch_per_device=16, iterations=6)
+    ctx = build_context(sc)
+    sync = M.metrics(simulate(sc, _strategy("sync"), ctx)[0])
+    for spec in ONE_DEVICE_SPECS:
+        m = M.metrics(simulate(sc, _strategy(*spec), ctx)[0])
+        assert m.comm_s == 0.0, spec
+        if spec[0] == "horovod":
+            # Horovod's background loop hands a fused buffer over at the next cycle tick
+            # (1 ms by default), even on one rank; that is the only difference.
+            assert sync.iteration_time_s * (1 - 1e-12) <= m.iteration_time_s
+            assert m.iteration_time_s <= sync.iteration_time_s + 1e-3
+        else:
+            assert m.iteration_time_s == pytest.approx(sync.iteration_time_s, rel=1e-12), spec
+    for spec in ("ps", "ps:2"):
+        assert M.metrics(simulate(sc, _strategy(spec), ctx)[0]).comm_s > 0
