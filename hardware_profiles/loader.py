@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Literal
 
 import networkx as nx
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim.errors import InputError
@@ -26,6 +25,7 @@ from sim.hardware import (
     Nics,
     NvlinkMesh,
 )
+from sim.io import read_yaml_mapping, validation_problem
 
 GB = 1e9
 Positive = Field(gt=0)
@@ -120,32 +120,6 @@ class ProfileSpec(_Strict):
     sources: list[str] = Field(min_length=1)
 
 
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.startswith("function-after") or part in ("tuple[int, int, int]",):
-            continue
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _first_error(err: ValidationError) -> tuple[str, str]:
-    e = err.errors()[0]
-    key = _loc(e["loc"])
-    kind = e["type"]
-    if kind == "missing":
-        return key, "required key is missing"
-    if kind == "extra_forbidden":
-        return key, "unknown key (see hardware_profiles/SCHEMA.md for the allowed keys)"
-    msg = e["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    return key, f"{msg} (got {e.get('input')!r})" if kind != "value_error" else msg
-
-
 def parse_profile(data: object, origin: str) -> HardwareProfile:
     """Validate a parsed YAML document and build the SI profile."""
     if not isinstance(data, dict):
@@ -153,7 +127,7 @@ def parse_profile(data: object, origin: str) -> HardwareProfile:
     try:
         spec = ProfileSpec.model_validate(data)
     except ValidationError as err:
-        key, reason = _first_error(err)
+        key, reason = validation_problem(err, ProfileSpec)
         raise InputError(reason, file=origin, key=key) from None
     profile = _build(spec, origin)
     _check_topology(profile, origin)
@@ -317,18 +291,4 @@ def _check_topology(profile: HardwareProfile, origin: str) -> None:
 
 
 def load_profile_file(path: str | Path) -> HardwareProfile:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError("file not found", file=str(path)) from None
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror}", file=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise InputError(f"malformed YAML{where}: {problem}", file=str(path)) from None
-    return parse_profile(data, str(path))
+    return parse_profile(read_yaml_mapping(path), str(path))

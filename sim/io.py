@@ -97,3 +97,96 @@ def write_csv(trace: Trace, path: str | Path) -> None:
 
 def write_chrome_trace(trace: Trace, path: str | Path) -> None:
     write_atomic(path, json.dumps(chrome_trace(trace)))
+
+
+# -- YAML input, validated by pydantic models: the one reader for every loader -----------
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict:
+    """Safely load a YAML file whose top level must be a mapping; InputError otherwise."""
+    import yaml
+
+    file = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise InputError("file not found", file=file) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, not a YAML file", file=file) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read file: {err}", file=file) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InputError(f"malformed YAML{where}: {problem}", file=file) from None
+    if data is None:
+        raise InputError("the file is empty", file=file)
+    if not isinstance(data, dict):
+        raise InputError("the top level must be a mapping of keys to values", file=file)
+    return data
+
+
+def _submodel(root: type, loc: tuple) -> type | None:
+    """The pydantic model that holds the key at ``loc`` (for 'did you mean')."""
+    import typing
+
+    from pydantic import BaseModel
+
+    def models_in(annotation: object) -> list[type]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
+
+    model: type | None = root
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str):
+            continue
+        field = model.model_fields.get(part)  # type: ignore[attr-defined]
+        if field is None:
+            continue
+        found = models_in(field.annotation)
+        model = found[0] if found else None
+    return model
+
+
+def validation_problem(err: object, root: type) -> tuple[str, str]:
+    """(key, reason) for the first problem of a pydantic ValidationError on ``root``.
+
+    A misspelt key shows up both as unknown and as missing: it is reported as unknown,
+    with the closest allowed key.
+    """
+    import difflib
+
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # type: ignore[attr-defined]
+    first = errors[0]
+    loc = tuple(
+        p
+        for p in first["loc"]
+        if isinstance(p, int) or not (str(p).startswith("function-") or "[" in str(p))
+    )
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        model = _submodel(root, loc)
+        allowed = list(model.model_fields) if model is not None else []  # type: ignore[attr-defined]
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        reason = f"unknown key '{loc[-1]}'" + (f"; did you mean '{close[0]}'?" if close else "")
+        if allowed:
+            reason += f" (allowed here: {', '.join(allowed)})"
+    elif kind == "missing":
+        reason = f"missing required key '{loc[-1]}'"
+    elif kind in ("model_type", "dict_type"):
+        reason = "expected a mapping of keys to values"
+    elif kind == "too_short":
+        reason = "must not be empty"
+    elif kind == "value_error":
+        reason = first["msg"].removeprefix("Value error, ")
+    else:
+        reason = f"{first['msg']} (got {first.get('input')!r})"
+    if len(errors) > 1:
+        more = len(errors) - 1
+        reason += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return key, reason

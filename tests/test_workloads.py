@@ -592,7 +592,7 @@ GOOD_LAYER = "  - {name: a, kind: linear, params: 10, fwd_flops_per_sample: 20, 
 @pytest.mark.parametrize(
     "text, key, reason",
     [
-        ("layers: [\n  - {name: a\n", None, "invalid YAML at line"),
+        ("layers: [\n  - {name: a\n", None, "malformed YAML at line"),
         ("", None, "file is empty"),
         ("- 1\n- 2\n", None, "top level must be a mapping"),
         ("name: x\n", "layers", "missing required key 'layers'"),

@@ -8,17 +8,16 @@ the key (e.g. ``layers[3].params``) and the reason.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from sim.errors import InputError
+from sim.io import read_yaml_mapping, validation_problem
 from workloads.model import Layer, MeasuredTime, Workload
 
 
@@ -79,24 +78,11 @@ class WorkloadSpec(_Strict):
 def load_yaml(path: str | os.PathLike[str]) -> Workload:
     """Read, validate and convert one workload file; raise InputError on any problem."""
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("file not found", file=file) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read file: {exc}", file=file) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(_yaml_reason(exc), file=file) from None
-    if data is None:
-        raise InputError("file is empty", file=file)
-    if not isinstance(data, dict):
-        raise InputError("the top level must be a mapping of keys to values", file=file)
+    data = read_yaml_mapping(path)
     try:
         spec = WorkloadSpec.model_validate(data)
     except ValidationError as exc:
-        key, reason = _first_problem(exc)
+        key, reason = validation_problem(exc, WorkloadSpec)
         raise InputError(reason, file=file, key=key) from None
     return _to_workload(spec, default_name=Path(path).stem, file=file)
 
@@ -175,55 +161,3 @@ def _to_layer(layer: LayerSpec, dtype_bytes: int, *, file: str, where: str) -> L
         param_tensors=tensors,
         measured=MappingProxyType(measured),
     )
-
-
-def _yaml_reason(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    if mark is not None:
-        return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    return f"invalid YAML: {problem}"
-
-
-def _format_key(loc: tuple[int | str, ...]) -> str:
-    key = ""
-    for part in loc:
-        if isinstance(part, int):
-            key += f"[{part}]"
-        else:
-            key += f".{part}" if key else str(part)
-    return key
-
-
-def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
-    """Field names of the model that holds the key at ``loc`` (for suggestions)."""
-    parents = [p for p in loc[:-1] if isinstance(p, str)]
-    model: type[BaseModel] = WorkloadSpec
-    if parents[:1] == ["layers"]:
-        model = MeasuredPointSpec if "measured" in parents else LayerSpec
-    return list(model.model_fields)
-
-
-def _first_problem(exc: ValidationError) -> tuple[str, str]:
-    # A misspelt key shows up both as unknown and as missing: report it as unknown,
-    # where a suggestion can be made.
-    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    first = errors[0]
-    loc = tuple(first["loc"])
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        unknown = str(loc[-1])
-        close = difflib.get_close_matches(unknown, _allowed_keys(loc), n=1)
-        reason = f"unknown key {unknown!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-    elif kind == "missing":
-        reason = f"missing required key {loc[-1]!r}"
-    elif kind in ("model_type", "dict_type"):
-        reason = "expected a mapping of keys to values"
-    elif kind == "too_short":
-        reason = "must not be empty"
-    else:
-        reason = first["msg"].removeprefix("Value error, ")
-    if len(errors) > 1:
-        more = len(errors) - 1
-        reason += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return _format_key(loc), reason
