@@ -43,6 +43,7 @@ class DeviceSpec(_Strict):
     memory_gib: float = Positive
     memory_bandwidth_gb_per_s: float = Positive
     efficiency: dict[str, float]
+    efficiency_by_dtype: dict[str, dict[str, float]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> DeviceSpec:
@@ -56,6 +57,16 @@ class DeviceSpec(_Strict):
         for kind, v in self.efficiency.items():
             if not 0 < v <= 1:
                 raise ValueError(f"efficiency.{kind} must be in (0, 1], got {v}")
+        for dtype, table in self.efficiency_by_dtype.items():
+            if dtype not in self.peak_tflops:
+                raise ValueError(
+                    f"efficiency_by_dtype.{dtype}: no peak_tflops.{dtype} to apply it to"
+                )
+            for kind, v in table.items():
+                if not 0 < v <= 1:
+                    raise ValueError(
+                        f"efficiency_by_dtype.{dtype}.{kind} must be in (0, 1], got {v}"
+                    )
         return self
 
 
@@ -145,6 +156,7 @@ def _build(spec: ProfileSpec, origin: str) -> HardwareProfile:
         memory_bytes=d.memory_gib * 2**30,
         memory_bandwidth_bytes_per_s=d.memory_bandwidth_gb_per_s * GB,
         efficiency=dict(d.efficiency),
+        efficiency_by_dtype={k: dict(v) for k, v in d.efficiency_by_dtype.items()},
     )
     intra = spec.intra_node
     nvlink = None

@@ -30,7 +30,7 @@ def layer_cost(layer: Layer, device: Device, batch: int, dtype: str, dtype_bytes
         m = min(measured, key=lambda x: (abs(x.batch - batch), x.batch))
         scale = batch / m.batch
         return LayerCost(m.forward_s * scale, m.backward_s * scale, "measured")
-    peak = device.peak_flops[dtype] * device.efficiency_for(layer.kind)
+    peak = device.peak_flops[dtype] * device.efficiency_for(layer.kind, dtype)
     bw = device.memory_bandwidth_bytes_per_s
     weights = layer.params * dtype_bytes
     io = layer.io_elements_per_sample * batch * dtype_bytes

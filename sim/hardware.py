@@ -22,8 +22,16 @@ class Device:
     memory_bytes: float
     memory_bandwidth_bytes_per_s: float
     efficiency: Mapping[str, float]  # layer kind -> achievable fraction of peak; "default"
+    # dtype -> layer kind -> fraction, overriding ``efficiency`` for that dtype: tensor-core
+    # dtypes reach a smaller fraction of their (much higher) peak than fp32 does.
+    efficiency_by_dtype: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
-    def efficiency_for(self, layer_kind: str) -> float:
+    def efficiency_for(self, layer_kind: str, dtype: str | None = None) -> float:
+        table = self.efficiency_by_dtype.get(dtype) if dtype else None
+        if table:
+            value = table.get(layer_kind, table.get("default"))
+            if value is not None:
+                return value
         return self.efficiency.get(layer_kind, self.efficiency["default"])
 
 

@@ -56,3 +56,20 @@ def test_readme_command_runs(command, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_validation_command_prints_every_figure():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "validate_published.py"), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = __import__("json").loads(proc.stdout)
+    assert {r["kind"] for r in rows} == {"fit", "held out"}
+    for r in rows:
+        assert r["published"] > 0 and r["predicted"] > 0 and r["source"]
+        assert r["error"] == pytest.approx(r["predicted"] / r["published"] - 1)
