@@ -286,7 +286,9 @@ def _check_topology(profile: HardwareProfile, origin: str) -> None:
     rpn = profile.ranks_per_node
     try:
         Topology(profile, Placement(rpn, rpn)).intra_rings(tuple(range(rpn)))
-    except InputError:
+    except InputError as err:
+        if err.key == "intra_node.nvlink":
+            raise  # the ring search's own limit: its message says what to do
         raise InputError(
             f"no ring runs through devices 0..{rpn - 1} over one intra-node link class; "
             "add pcie, an nvswitch, or nvlink edges that form a cycle through all of them",

@@ -141,6 +141,10 @@ def cluster_graph(profile: HardwareProfile, nodes: int) -> nx.Graph:
     return g
 
 
+# Exhaustive ring search over (p-1)!/2 orderings: 10 devices is 181,440, about a second.
+MAX_RING_SEARCH_DEVICES = 10
+
+
 def hamiltonian_ring_packing(
     devices: tuple[int, ...], edges: tuple[tuple[int, int, int], ...]
 ) -> list[tuple[int, ...]]:
@@ -296,6 +300,15 @@ class Topology:
         if intra.nvswitch_bytes_per_s_per_device is not None:
             return "nvswitch", intra.nvswitch_bytes_per_s_per_device, 1
         if intra.nvlink is not None:
+            if len(local) > MAX_RING_SEARCH_DEVICES:
+                raise InputError(
+                    f"'{self.profile.name}': the NVLink ring search tries every ordering of "
+                    f"a node's devices and supports at most {MAX_RING_SEARCH_DEVICES}; "
+                    f"{len(local)} devices per node with point-to-point NVLinks only is not "
+                    "supported (describe the node's nvswitch instead)",
+                    file=self.profile.origin,
+                    key="intra_node.nvlink",
+                )
             rings = hamiltonian_ring_packing(local, intra.nvlink.edges)
             if rings:
                 directed = len(rings) if len(local) == 2 else 2 * len(rings)

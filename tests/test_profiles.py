@@ -446,3 +446,16 @@ def test_placement_rank_mapping() -> None:
         (1, 0),
         (3, 3),
     ]
+
+
+def test_nvlink_ring_search_refuses_nodes_too_large_to_search(tmp_path: Path) -> None:
+    # 16 GPUs joined only by point-to-point NVLinks in a ring: the exhaustive search
+    # would try 15!/2 orderings. It is refused at load time with what to do instead.
+    def sixteen(doc: dict) -> None:
+        doc["device"]["count_per_node"] = 16
+        doc["ranks_per_node"] = 16
+        doc["intra_node"]["nvlink"]["edges"] = [[i, (i + 1) % 16, 1] for i in range(16)]
+        doc["nics"]["devices"] = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
+
+    err = load_error(mutated(tmp_path, "dgx1-p100", sixteen), "intra_node.nvlink")
+    assert "at most 10" in err.reason and "nvswitch" in err.reason
