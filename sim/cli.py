@@ -514,7 +514,7 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
     from rich.progress import Progress
 
     from sim.strategies import parse_strategies
-    from sim.whatif import RESULT_KEYS, recommend, run_whatif
+    from sim.whatif import RESULT_KEYS, recommend, run_notes, run_whatif
 
     opts = _strategy_options(kw)
     chosen = parse_strategies(strategies, **opts)
@@ -535,6 +535,7 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
                 "scenario": scenario.summary(),
                 "results": [{k: r[k] for k in RESULT_KEYS} for r in rows],
                 "recommendation": recommend(rows, scenario),
+                "notes": run_notes(rows, scenario),
             }
         )
         return
@@ -581,6 +582,8 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
                 f"{fmt_bytes(r['peak_memory_bytes'])} per device; the device has "
                 f"{fmt_bytes(scenario.hardware.device.memory_bytes)}"
             )
+    for note in run_notes(rows, scenario):
+        err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     out.print(recommend(rows, scenario), soft_wrap=True)
 
 
@@ -620,6 +623,13 @@ def run(
         write_csv(trace, csv_path)
     if chrome_path:
         write_chrome_trace(trace, chrome_path)
+    if not m.steady:
+        err.print(
+            f"[yellow]warning:[/] {chosen.name} has not settled in {scenario.iterations} "
+            "iterations (the last periods' iteration times still differ); the figures are "
+            "estimates: raise --iterations",
+            soft_wrap=True,
+        )
     doc = {
         "scenario": scenario.summary(),
         "strategy": chosen.name,

@@ -42,6 +42,11 @@ def layer_cost(layer: Layer, device: Device, batch: int, dtype: str, dtype_bytes
 
 
 def update_cost_s(params: int, device: Device, dtype_bytes: int, state_copies: int) -> float:
-    """Optimizer step: read weights, gradients and state; write weights and state."""
-    traffic = params * dtype_bytes * (3 + 2 * state_copies)
+    """Optimizer step, memory-bound: read the fp32 weights, the gradients and the fp32
+    state; write the fp32 weights and state. In mixed precision (dtype below 4 bytes) the
+    fp32 master weights are updated and the low-precision copy rewritten."""
+    fp32 = 4
+    traffic = params * (fp32 * (2 + 2 * state_copies) + dtype_bytes)
+    if dtype_bytes < fp32:
+        traffic += params * dtype_bytes  # write the low-precision weights
     return traffic / device.memory_bandwidth_bytes_per_s

@@ -20,6 +20,11 @@ from dataclasses import asdict, dataclass
 from sim.trace import Trace
 
 COMPUTE_KINDS = ("forward", "backward", "update")
+# Kinds that count as communication: collectives, and the timers that hold gradients
+# back before a collective (Horovod's cycle).
+COMM_KINDS = ("comm", "wait")
+STEADY_TOLERANCE = 0.01  # relative agreement of period means that counts as settled
+JITTER_STEADY_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class Metrics:
     compute_s: float
     peak_memory_bytes: float
     memory_exceeds_device: bool
+    steady: bool  # whether the run settled (see is_steady); if not, run more iterations
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -54,14 +60,51 @@ def iteration_windows(trace: Trace, rank: int = 0) -> list[tuple[int, float, flo
     return [(t, starts[t], starts[t + 1]) for t in its if t + 1 in starts]
 
 
-def steady_windows(trace: Trace, rank: int = 0) -> list[tuple[int, float, float]]:
+def _steady_blocks(trace: Trace, rank: int) -> list[list[tuple[int, float, float]]]:
+    """Trailing blocks of ``period`` windows after warm-up whose mean agrees with the
+    last block's (within ``STEADY_TOLERANCE``, wider with jitter)."""
     windows = iteration_windows(trace, rank)
     warm = int(trace.meta.get("warmup_iterations", 1))
     period = max(1, int(trace.meta.get("period", 1)))
-    steady = [w for w in windows if w[0] >= warm]
-    if len(steady) >= period:
-        steady = steady[len(steady) % period :]
-    return steady or windows
+    after = [w for w in windows if w[0] >= warm]
+    full = len(after) - len(after) % period
+    blocks = [
+        after[len(after) - full + i : len(after) - full + i + period]
+        for i in range(0, full, period)
+    ]
+    if not blocks:
+        return []
+    tol = STEADY_TOLERANCE if not trace.meta.get("jitter") else JITTER_STEADY_TOLERANCE
+
+    def mean(block: list[tuple[int, float, float]]) -> float:
+        return (block[-1][2] - block[0][1]) / len(block)
+
+    last = mean(blocks[-1])
+    kept = [blocks[-1]]
+    for block in reversed(blocks[:-1]):
+        if abs(mean(block) - last) > tol * last:
+            break
+        kept.insert(0, block)
+    return kept
+
+
+def is_steady(trace: Trace, rank: int = 0) -> bool:
+    """Whether at least two whole periods after warm-up agree: the run has settled.
+
+    A delay's pipeline (and, when communication outlasts compute, its backlog) takes
+    longer than 1 + d iterations to fill; until it does, windows are too short.
+    """
+    return len(_steady_blocks(trace, rank)) >= 2
+
+
+def steady_windows(trace: Trace, rank: int = 0) -> list[tuple[int, float, float]]:
+    """The settled windows (see :func:`is_steady`); if none, whatever windows there are."""
+    blocks = _steady_blocks(trace, rank)
+    if blocks:
+        return [w for block in blocks for w in block]
+    windows = iteration_windows(trace, rank)
+    warm = int(trace.meta.get("warmup_iterations", 1))
+    return [w for w in windows if w[0] >= warm] or windows
 
 
 def iteration_time_s(trace: Trace, rank: int = 0) -> float:
@@ -107,7 +150,9 @@ def comm_time_s(trace: Trace, rank: int = 0) -> float:
     the communication the iteration has to hide, whichever iteration it belongs to.
     """
     windows = steady_windows(trace, rank)
-    comm = sorted((s.start_s, s.end_s) for s in trace.spans if s.rank == rank and s.kind == "comm")
+    comm = sorted(
+        (s.start_s, s.end_s) for s in trace.spans if s.rank == rank and s.kind in COMM_KINDS
+    )
     if not windows:
         return _union_in(comm, 0.0, makespan_s(trace))
     return statistics.fmean(_union_in(comm, lo, hi) for _, lo, hi in windows)
@@ -156,4 +201,5 @@ def metrics(trace: Trace) -> Metrics:
         compute_s=compute_time_s(trace),
         peak_memory_bytes=peak,
         memory_exceeds_device=peak > float(trace.meta.get("device_memory_bytes", float("inf"))),
+        steady=is_steady(trace),
     )

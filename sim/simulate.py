@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import MappingProxyType
 
 from sim.collectives import CollectiveCost, CostModel
@@ -11,6 +12,8 @@ from sim.scenario import OPTIMIZER_STATE_COPIES, Scenario
 from sim.strategies.base import BuildContext, Strategy
 from sim.topology import Topology
 from sim.trace import Trace
+
+FP32_BYTES = 4
 
 
 def build_context(scenario: Scenario) -> BuildContext:
@@ -57,13 +60,24 @@ def build_context(scenario: Scenario) -> BuildContext:
 
 
 def static_memory_bytes(ctx: BuildContext, strategy: Strategy) -> dict[str, float]:
-    """Weights, gradients, optimizer state and the strategy's extra buffers, per device."""
+    """Weights, gradients, optimizer state and the strategy's extra buffers, per device.
+
+    Below 4 bytes per value the run is mixed precision (Micikevicius et al., ICLR 2018):
+    the optimizer keeps an fp32 master copy of the weights and its state in fp32. A
+    parameter server's workers keep no optimizer state (the servers do).
+    """
     sc = ctx.scenario
-    weights = sc.workload.total_params * sc.dtype_bytes
+    params = sc.workload.total_params
+    weights = float(params * sc.dtype_bytes)
+    master = params * FP32_BYTES if sc.dtype_bytes < FP32_BYTES else 0.0
+    state = float(params * FP32_BYTES * OPTIMIZER_STATE_COPIES[sc.optimizer])
+    if not getattr(strategy, "workers_hold_optimizer_state", True):
+        master = state = 0.0
     return {
         "weights": weights,
         "gradients": weights,
-        "optimizer_state": weights * OPTIMIZER_STATE_COPIES[sc.optimizer],
+        "master_weights": master,
+        "optimizer_state": state,
         "strategy_buffers": strategy.extra_buffer_bytes(ctx),
     }
 
@@ -102,7 +116,39 @@ def simulate(
         "iterations": scenario.iterations,
         "warmup_iterations": warmup_iterations(scenario, strategy),
         "period": strategy.channels,
+        "jitter": scenario.jitter,
         "device_memory_bytes": scenario.hardware.device.memory_bytes,
         "static_memory_bytes": dict(memory),
     }
     return Trace(tuple(spans), tuple(samples), MappingProxyType(meta)), stats
+
+
+# Longest run the what-if will extend to while waiting for steady state.
+MAX_STEADY_ITERATIONS = 640
+
+
+def simulate_steady(
+    scenario: Scenario, strategy: Strategy, ctx: BuildContext | None = None
+) -> tuple[Trace, EngineStats, int]:
+    """Simulate, doubling the iterations until the run settles (``metrics.is_steady``) or
+    reaches :data:`MAX_STEADY_ITERATIONS`. Returns the Trace, stats and iterations run.
+
+    A delay of d needs more than 1 + d iterations to settle when communication outlasts
+    compute: its backlog grows until the d buffers are full.
+    """
+    from sim.metrics import is_steady
+
+    iterations = scenario.iterations
+    while True:
+        sc = (
+            scenario
+            if iterations == scenario.iterations
+            else dataclasses.replace(scenario, iterations=iterations)
+        )
+        run_ctx = ctx
+        if ctx is not None and iterations != ctx.iterations:
+            run_ctx = dataclasses.replace(ctx, scenario=sc, iterations=iterations)
+        trace, stats = simulate(sc, strategy, run_ctx)
+        if is_steady(trace) or iterations >= MAX_STEADY_ITERATIONS:
+            return trace, stats, iterations
+        iterations = min(MAX_STEADY_ITERATIONS, max(iterations * 2, 8))

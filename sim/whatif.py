@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from sim.metrics import Metrics, metrics
 from sim.scenario import Scenario, make_scenario
-from sim.simulate import build_context, simulate
+from sim.simulate import build_context, simulate_steady
 from sim.strategies import parse_strategy
 from sim.strategies.base import Strategy
 from sim.topology import make_placement
@@ -32,8 +32,9 @@ def single_device_time_s(scenario: Scenario) -> float:
         devices=1,
         placement=make_placement(scenario.hardware, 1, 1),
         ranks="representative",
+        jitter=0.0,
     )
-    trace, _ = simulate(one, parse_strategy("sync"))
+    trace, _, _ = simulate_steady(one, parse_strategy("sync"))
     return metrics(trace).iteration_time_s
 
 
@@ -45,22 +46,22 @@ def run_whatif(
     """Results sorted by iteration time; each row has :data:`RESULT_KEYS` and more."""
     ctx = build_context(scenario)
     baseline = parse_strategy("sync")
-    runs: list[tuple[Strategy, Metrics]] = []
+    runs: list[tuple[Strategy, Metrics, int]] = []
     sync_time = None
     for strategy in strategies:
         if progress:
             progress(strategy.name)
-        trace, _ = simulate(scenario, strategy, ctx)
+        trace, _, iterations = simulate_steady(scenario, strategy, ctx)
         m = metrics(trace)
-        runs.append((strategy, m))
+        runs.append((strategy, m, iterations))
         if strategy.name == "sync":
             sync_time = m.iteration_time_s
     if sync_time is None:
-        trace, _ = simulate(scenario, baseline, ctx)
+        trace, _, _ = simulate_steady(scenario, baseline, ctx)
         sync_time = metrics(trace).iteration_time_s
     t1 = single_device_time_s(scenario)
     rows = []
-    for strategy, m in runs:
+    for strategy, m, iterations in runs:
         it = m.iteration_time_s
         rows.append(
             {
@@ -77,6 +78,8 @@ def run_whatif(
                 "compute_s": m.compute_s,
                 "memory_exceeds_device": m.memory_exceeds_device,
                 "staleness": getattr(strategy, "delay", 0),
+                "iterations_simulated": iterations,
+                "steady": m.steady,
             }
         )
     rows.sort(key=lambda r: (r["iteration_time_s"], r["strategy"]))
@@ -100,10 +103,14 @@ def recommend(rows: list[dict], scenario: Scenario) -> str:
     near = [r for r in fitting if r["iteration_time_s"] <= fastest * 1.01]
     best = min(near, key=lambda r: (r["staleness"], r["peak_memory_bytes"], r["iteration_time_s"]))
     sync = next((r for r in rows if r["strategy"] == "sync"), None)
+    hidden = (
+        f"{best['overlap_fraction']:.0%} of its {best['comm_s'] * 1e3:.2f} ms communication hidden"
+        if best["comm_s"] > 0
+        else "no communication"
+    )
     why = (
-        f"{best['iteration_time_s'] * 1e3:.2f} ms per iteration, "
-        f"{best['overlap_fraction']:.0%} of its {best['comm_s'] * 1e3:.2f} ms communication "
-        f"hidden, parallel efficiency {best['parallel_efficiency']:.0%}"
+        f"{best['iteration_time_s'] * 1e3:.2f} ms per iteration, {hidden}, "
+        f"parallel efficiency {best['parallel_efficiency']:.0%}"
     )
     if sync is not None and best["strategy"] != "sync":
         why += f", {best['speedup_vs_sync']:.2f}x sync"
@@ -146,3 +153,25 @@ def scenario_from_options(**kw) -> Scenario:
         jitter=kw.get("jitter", 0.0),
         seed=kw.get("seed", 0),
     )
+
+
+def run_notes(rows: list[dict], scenario: Scenario) -> list[str]:
+    """What the reader should know about how the numbers were obtained."""
+    notes = []
+    longer = [
+        f"{r['strategy']} ({r['iterations_simulated']})"
+        for r in rows
+        if r["iterations_simulated"] > scenario.iterations and r["steady"]
+    ]
+    if longer:
+        notes.append(
+            f"ran more than --iterations {scenario.iterations} to reach steady state: "
+            + ", ".join(longer)
+        )
+    unsettled = [r["strategy"] for r in rows if not r["steady"]]
+    if unsettled:
+        notes.append(
+            "not settled even after extending the run (iteration times still drift); "
+            "treat these as estimates: " + ", ".join(unsettled)
+        )
+    return notes

@@ -211,6 +211,11 @@ def test_horovod_cycle_fuses_gradients_ready_in_one_cycle():
     # Cycle 5 s from the start of backward (3). Ready after backward start: L2 at 2,
     # L1 at 4 -> both in tick 1 (released at 3 + 5 = 8) as one 5 MiB buffer: [8, 13];
     # L0 at 6 -> tick 2 (3 + 10 = 13): [13, 14]. Update [14, 15.5].
+    # The gradients wait for their tick on a timer, from their last gradient's
+    # readiness: fused0 from 3 + 4 = 7 to 8; fused1 from 3 + 6 = 9 to 13.
+    _assert_timeline(
+        _timeline(t, "timer"), [(7, 8, "wait", "cycle:fused0"), (9, 13, "wait", "cycle:fused1")]
+    )
     _assert_timeline(_timeline(t, "comm0"), [(8, 13, "comm", "fused0"), (13, 14, "comm", "fused1")])
     _assert_timeline(_timeline(t, COMPUTE), FWD_BWD_IT0 + [(14, 15.5, "update", "all")])
 

@@ -140,7 +140,7 @@ def build_data_parallel(
     updates: str = "single",
     per_layer_gating: bool = False,
     front_first: bool = False,
-    release_after_s: Sequence[float] | None = None,
+    hold_s: Sequence[float] | None = None,
     push_pull_servers: int = 0,
 ) -> TaskGraph:
     """The one builder behind every strategy.
@@ -154,8 +154,9 @@ def build_data_parallel(
       0) waits for all of them).
     front_first: a channel sends the ready bucket of the frontmost layer first
       (ByteScheduler/P3) instead of in the order gradients became ready.
-    release_after_s: per bucket, the earliest start after the backward pass begins
-      (Horovod's cycle); modelled as a timer task.
+    hold_s: per bucket, how long its gradients wait after the last one is ready before
+      the collective may start (Horovod's cycle): a timer task, counted as
+      communication, since the gradients are in the communication pipeline.
     push_pull_servers: >0 means comm is a parameter-server push and pull.
     """
     g = TaskGraph(channels=channels)
@@ -227,24 +228,23 @@ def build_data_parallel(
             )
         ids.backward = backward
         prev_tail = backward[0]
-        backward_start = ids.forward[-1]
 
         comm_ids = []
         res = channel(t % channels)
         for bi, (b, cost, apply_s) in enumerate(zip(buckets, costs, server_apply_s, strict=True)):
             deps = [backward[b.ready_layer]]
-            if release_after_s is not None:
-                deps.append(
+            if hold_s is not None:
+                deps = [
                     g.add(
                         "wait",
                         NO_RESOURCE,
                         t,
                         f"cycle:{b.label}",
-                        release_after_s[bi],
-                        [backward_start],
+                        hold_s[bi],
+                        deps,
                         (t, 3, bi),
                     )
-                )
+                ]
             prio = (t, min(b.layers), bi) if front_first else (t, bi)
             cid = g.add(
                 "comm",

@@ -9,8 +9,9 @@ CHANGELOG v0.21.0: "Changed default cycle time from 5ms to 1ms and fusion thresh
 Model: cycle ticks are counted from the start of each iteration's backward pass.
 Which gradients share a cycle is decided from the backward timeline alone (compute
 times from the context, without the slow-down communication may cause); each fused
-all-reduce is released at the first tick after its last gradient is ready, through a
-timer task, and then queues on the one channel behind earlier fused buffers.
+all-reduce waits, from its last gradient's readiness, for the first tick after it (a
+timer task, counted as communication), then queues on the one channel behind earlier
+fused buffers.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class Horovod:
     channels: int = 1
 
     def fused(self, ctx: BuildContext) -> tuple[list[Bucket], list[float]]:
-        """Fused buffers in send order, and each one's release time after backward starts."""
+        """Fused buffers in send order, and how long each waits, once its last gradient is
+        ready, for the cycle tick that picks it up."""
         cycle = self.cycle_ms * 1e-3
         cap = self.fusion_mib * MIB
         ready_at: dict[int, float] = {}
@@ -55,7 +57,7 @@ class Horovod:
                     buckets.append(
                         Bucket(f"fused{len(buckets)}", tuple(sorted(group)), size, min(group))
                     )
-                    release.append(tick * cycle)
+                    release.append(max(0.0, tick * cycle - ready_at[min(group)]))
                     group, size = [], 0.0
                 group.append(layer)
                 size += ctx.grad_bytes[layer]
@@ -63,12 +65,12 @@ class Horovod:
                 buckets.append(
                     Bucket(f"fused{len(buckets)}", tuple(sorted(group)), size, min(group))
                 )
-                release.append(tick * cycle)
+                release.append(max(0.0, tick * cycle - ready_at[min(group)]))
         return buckets, release
 
     def build(self, ctx: BuildContext) -> TaskGraph:
         buckets, release = self.fused(ctx)
-        return build_data_parallel(ctx, buckets, release_after_s=release)
+        return build_data_parallel(ctx, buckets, hold_s=release)
 
     def extra_buffer_bytes(self, ctx: BuildContext) -> float:
         return min(self.fusion_mib * MIB, sum(ctx.grad_bytes))

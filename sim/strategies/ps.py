@@ -20,6 +20,7 @@ class ParameterServer:
     servers: int | None = None
     name: str = "ps"
     channels: int = 1
+    workers_hold_optimizer_state: bool = False  # the servers keep it
 
     def server_count(self, ctx: BuildContext) -> int:
         return self.servers or ctx.scenario.placement.nodes
