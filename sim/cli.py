@@ -609,7 +609,7 @@ def run(
       dtsim run --hardware dgx1-p100 --workload alexnet --devices 8 --global-batch 256
         --strategy delayed:1 --chrome-trace alexnet.json --csv alexnet.csv
     """
-    from sim.io import write_chrome_trace, write_csv
+    from sim.io import check_writable, write_chrome_trace, write_csv
     from sim.metrics import metrics
     from sim.simulate import simulate
     from sim.strategies import parse_strategy
@@ -617,6 +617,9 @@ def run(
     opts = _strategy_options(kw)
     chosen = parse_strategy(strategy, **opts)
     scenario = _scenario(kw)
+    for path in (csv_path, chrome_path):
+        if path:
+            check_writable(path)
     trace, stats = simulate(scenario, chosen)
     m = metrics(trace)
     if csv_path:

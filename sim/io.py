@@ -14,16 +14,34 @@ from sim.errors import InputError
 from sim.trace import SPAN_FIELDS, Trace
 
 
-def write_atomic(path: str | Path, text: str) -> None:
+def check_writable(path: str | Path) -> Path:
+    """Fail early, before any work, if ``path`` cannot be written as a file."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError("the folder to write into does not exist", file=str(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise InputError("is a folder; give a file name to write", file=str(path))
+    if not os.access(folder, os.W_OK):
+        raise InputError("the folder is not writable", file=str(path))
+    return folder
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    folder = check_writable(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise InputError(f"cannot write here: {err.strerror}", file=str(path)) from None
     try:
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise InputError(f"cannot write: {err.strerror or err}", file=str(path)) from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -6,6 +6,7 @@ Frozen and validated once; every bad value raises :class:`InputError`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from sim.errors import InputError
@@ -67,16 +68,20 @@ class Scenario:
 
 def with_nic_bandwidth(profile: HardwareProfile, gbit_per_s: float) -> HardwareProfile:
     """The profile with every NIC at ``gbit_per_s`` (a what-if override)."""
-    if gbit_per_s <= 0:
-        raise InputError(f"--nic-gbps must be > 0, got {gbit_per_s:g}", key="nic-gbps")
+    if not (math.isfinite(gbit_per_s) and gbit_per_s > 0):
+        raise InputError(
+            f"--nic-gbps must be a finite number > 0, got {gbit_per_s:g}", key="nic-gbps"
+        )
     nics = dataclasses.replace(profile.nics, bandwidth_bytes_per_s=gbit_per_s * 1e9 / 8)
     return dataclasses.replace(profile, nics=nics)
 
 
 def with_interference(profile: HardwareProfile, factor: float) -> HardwareProfile:
     """The profile with another compute/communication interference factor (a what-if)."""
-    if not factor >= 0:
-        raise InputError(f"--interference must be >= 0, got {factor:g}", key="interference")
+    if not (math.isfinite(factor) and factor >= 0):
+        raise InputError(
+            f"--interference must be a finite number >= 0, got {factor:g}", key="interference"
+        )
     return dataclasses.replace(profile, interference_factor=factor)
 
 
@@ -142,8 +147,14 @@ def make_scenario(
             f"unknown optimizer '{optimizer}'; choose one of {', '.join(OPTIMIZER_STATE_COPIES)}",
             key="optimizer",
         )
-    if jitter < 0:
-        raise InputError(f"--jitter must be >= 0, got {jitter}", key="jitter")
+    if not (math.isfinite(jitter) and jitter >= 0):
+        raise InputError(f"--jitter must be a finite number >= 0, got {jitter:g}", key="jitter")
+    if jitter > 0 and ranks != "explicit":
+        raise InputError(
+            "--jitter needs --ranks explicit: it makes ranks differ, and representative mode "
+            "simulates one rank for all of them",
+            key="jitter",
+        )
     return Scenario(
         workload=workload,
         hardware=hardware,

@@ -218,7 +218,9 @@ GB256 = ("--global-batch", "256")
         ),
         pytest.param((), "exactly one of --global-batch or --batch-per-device", id="no-batch"),
         pytest.param(("--dtype", "bf16", *GB256), "bf16", id="bf16-on-p100"),
-        pytest.param(("--nic-gbps", "0", *GB256), "--nic-gbps must be > 0", id="nic-0"),
+        pytest.param(
+            ("--nic-gbps", "0", *GB256), "--nic-gbps must be a finite number > 0", id="nic-0"
+        ),
     ],
 )
 def test_whatif_rejects_bad_input(args, says):
@@ -260,3 +262,60 @@ def test_run_rejects_a_csv_in_a_missing_folder(tmp_path):
     line = bad("run", *SMALL, *GB256, "--csv", target)
     assert str(target) in line and "does not exist" in line
     assert not target.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (("--nic-gbps", "nan"), "--nic-gbps must be a finite number"),
+        (("--interference", "inf"), "--interference must be a finite number"),
+        (("--jitter", "inf", "--ranks", "explicit"), "--jitter must be a finite number"),
+        (("--jitter", "0.3"), "--jitter needs --ranks explicit"),
+        (("--strategies", "priority:0.0001"), "collectives per iteration"),
+    ],
+)
+def test_whatif_rejects_non_finite_and_unrunnable_input(extra, expected):
+    args = (
+        "whatif",
+        "--hardware",
+        "dgx1-p100",
+        "--workload",
+        "alexnet",
+        "--devices",
+        "8",
+        "--global-batch",
+        "256",
+        "--iterations",
+        "4",
+        "--json",
+        *extra,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_run_refuses_an_unwritable_output_before_simulating(tmp_path):
+    args = (
+        "run",
+        "--hardware",
+        "dgx1-p100",
+        "--workload",
+        "alexnet",
+        "--devices",
+        "8",
+        "--global-batch",
+        "256",
+        "--iterations",
+        "4",
+        "--csv",
+        str(tmp_path),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert "is a folder" in proc.stderr and "Traceback" not in proc.stderr

@@ -185,7 +185,7 @@ def test_write_atomic_cleans_up_when_the_rename_fails(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(InputError, match="cannot write: disk full"):
         write_atomic(target, "new\n")
     assert target.read_text() == "old\n"  # untouched
     assert os.listdir(tmp_path) == ["out.txt"]

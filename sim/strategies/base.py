@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sim.collectives import CollectiveCost
+from sim.errors import InputError
 from sim.graph import COMPUTE, NO_RESOURCE, TaskGraph, channel
 from sim.scenario import Scenario
+
+# A guard against specs like priority:0.001 on GPT-2 XL (hundreds of thousands of
+# partitions per iteration): minutes of simulation for a configuration nobody runs.
+MAX_COLLECTIVES_PER_ITERATION = 20_000
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,14 @@ def build_data_parallel(
       communication, since the gradients are in the communication pipeline.
     push_pull_servers: >0 means comm is a parameter-server push and pull.
     """
+    if len(buckets) > MAX_COLLECTIVES_PER_ITERATION:
+        raise InputError(
+            f"this strategy would issue {len(buckets):,} collectives per iteration (more than "
+            f"{MAX_COLLECTIVES_PER_ITERATION:,}); the simulation would take minutes and no "
+            "real system sends gradients in pieces that small: use a larger bucket or "
+            "partition size",
+            key="strategy",
+        )
     g = TaskGraph(channels=channels)
     L = ctx.layers
     history: list[_Ids] = []
