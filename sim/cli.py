@@ -438,7 +438,8 @@ def scenario_options(fn: Callable) -> Callable:
             type=click.Choice(["representative", "explicit"]),
             default="representative",
             show_default=True,
-            help="Simulate one rank per symmetry class, or every rank.",
+            help="Simulate one rank per symmetry class, or every rank (explicit: time "
+            "grows with the ranks; use it for jitter and stragglers on small clusters).",
         ),
         click.option(
             "--optimizer",
@@ -508,8 +509,10 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
     Strong scaling gives --global-batch (split over the devices, as in the study);
     weak scaling gives --batch-per-device. Steady state is the mean iteration after
     the first 1+d (the pipeline a delay of d builds). Efficiency compares with one
-    device on the same per-device batch; "exposed" is the time the compute stream
-    waits on communication.
+    device on the same per-device batch (it can pass 100% only for ps, whose servers
+    take the optimizer update off the workers); "exposed" is the time the compute
+    stream waits on communication. A run that has not settled in --iterations is
+    extended (doubling, up to 640) and says so.
     """
     from rich.progress import Progress
 
