@@ -42,4 +42,7 @@ def parse(
     no_param(spec, param)
     if apply not in APPLY:
         raise InputError(f"--apply must be one of {', '.join(APPLY)}, got '{apply}'", key="apply")
-    return Layerwise(apply=apply, per_tensor=per_tensor)
+    # The name shows a non-default variant, so tables and traces say which one ran.
+    variant = [v for v in (apply if apply != "wait-all" else "", "per-tensor" * per_tensor) if v]
+    name = f"layerwise({','.join(variant)})" if variant else "layerwise"
+    return Layerwise(apply=apply, per_tensor=per_tensor, name=name)
