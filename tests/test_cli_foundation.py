@@ -6,45 +6,15 @@ exactly one line on stderr, nothing on stdout, and never a Python traceback.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import bad, dtsim, ok_json
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "pcie-4gpu-25gbe.yaml"
 BUILTINS = ["dgx-a100", "dgx-h100", "dgx1-p100", "dgx1-v100", "sandybridge-fdr"]
 GiB = 2**30
-
-
-def dtsim(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sim.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
-
-
-def ok_json(*args: str | Path) -> object:
-    result = dtsim(*args, "--json")
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    return json.loads(result.stdout)
-
-
-def bad(*args: str | Path, timeout: float = 60) -> str:
-    """Run, expect exit 2 with one error line on stderr; return that line."""
-    result = dtsim(*args, timeout=timeout)
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 # -- good input -----------------------------------------------------------------------------
