@@ -245,38 +245,8 @@ def test_run_rejects_a_csv_in_a_missing_folder(tmp_path):
     ],
 )
 def test_whatif_rejects_non_finite_and_unrunnable_input(extra, expected):
-    line = bad(
-        "whatif",
-        "--hardware",
-        "dgx1-p100",
-        "--workload",
-        "alexnet",
-        "--devices",
-        "8",
-        "--global-batch",
-        "256",
-        "--iterations",
-        "4",
-        "--json",
-        *extra,
-    )
-    assert expected in line
+    assert expected in bad("whatif", *SMALL, *GB256, "--json", *extra)
 
 
 def test_run_refuses_an_unwritable_output_before_simulating(tmp_path):
-    line = bad(
-        "run",
-        "--hardware",
-        "dgx1-p100",
-        "--workload",
-        "alexnet",
-        "--devices",
-        "8",
-        "--global-batch",
-        "256",
-        "--iterations",
-        "4",
-        "--csv",
-        str(tmp_path),
-    )
-    assert "is a folder" in line
+    assert "is a folder" in bad("run", *SMALL, *GB256, "--csv", str(tmp_path))
