@@ -233,6 +233,49 @@ def resnet101() -> Workload:
     return _resnet("resnet101", (3, 4, 23, 3), "ResNet-101, torchvision form (44.5M params)")
 
 
+# ---------------------------------------------------------------------------- small models
+
+CIFAR = "Krizhevsky, 'Learning Multiple Layers of Features from Tiny Images', 2009 (CIFAR-10)"
+
+
+def small_cnn() -> Workload:
+    """A small CIFAR-size CNN whose parameters sit mostly in dense layers, as AlexNet's do.
+
+    Two 5x5 conv + pool stages (32 and 64 channels) on a 32x32 RGB image, then
+    4096 -> 512 -> 10 fully connected: 2.16M params, 97% of them in fc1. Small enough
+    to calibrate and to train for real on a CPU in seconds, dense enough that its
+    gradient exchange is a large share of an iteration (the case the study is about).
+    """
+    b = Builder((3, 32, 32))
+    b.conv("conv1", 32, kernel=5, padding=2)
+    b.pool("pool1", kernel=2, stride=2)
+    b.conv("conv2", 64, kernel=5, padding=2)
+    b.pool("pool2", kernel=2, stride=2)
+    b.flatten()
+    b.linear("fc1", 512)
+    b.linear("fc2", 10)
+    return b.build(
+        "small-cnn",
+        "Small CNN for 32x32 images: 2 conv + 2 FC, 2.16M params (97% in fc1)",
+        "32x32 RGB image",
+        (CIFAR,),
+    )
+
+
+def mlp() -> Workload:
+    """A multi-layer perceptron on flattened 28x28 images: 784 -> 1024 -> 1024 -> 10."""
+    b = Builder((784,))
+    b.linear("fc1", 1024)
+    b.linear("fc2", 1024)
+    b.linear("fc3", 10)
+    return b.build(
+        "mlp",
+        "MLP 784 -> 1024 -> 1024 -> 10 (1.86M params)",
+        "28x28 greyscale image",
+        ("LeCun et al., 'Gradient-Based Learning Applied to Document Recognition', 1998",),
+    )
+
+
 # ---------------------------------------------------------------------------- BERT
 
 BERT_LARGE_MAX_POSITIONS = 512
@@ -341,6 +384,8 @@ BUILTIN: dict[str, Callable[..., Workload]] = {
     "vgg16": vgg16,
     "resnet50": resnet50,
     "resnet101": resnet101,
+    "small-cnn": small_cnn,
+    "mlp": mlp,
     "bert-large": bert_large,
     "gpt2-small": gpt2_small,
     "gpt2-medium": gpt2_medium,
