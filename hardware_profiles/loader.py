@@ -22,6 +22,7 @@ from sim.hardware import (
     HardwareProfile,
     IntraNode,
     LinkClassParams,
+    MeasuredCollective,
     Nics,
     NvlinkMesh,
 )
@@ -118,6 +119,28 @@ class CollectiveSpec(_Strict):
     network: LinkClassSpec
 
 
+class MeasuredCollectiveSpec(_Strict):
+    op: Literal["allreduce", "reduce-scatter", "allgather", "broadcast"]
+    ranks: int = Field(ge=2)
+    nodes: int = Field(default=1, gt=0)
+    backend: str
+    alpha_us: float = Field(ge=0)
+    bandwidth_gb_per_s: float = Positive
+    fit_worst_error: float = Field(ge=0)
+    points: list[tuple[float, float]] = Field(min_length=2)  # [bytes, microseconds]
+
+    @model_validator(mode="after")
+    def _check(self) -> MeasuredCollectiveSpec:
+        sizes = [b for b, _ in self.points]
+        if any(b <= 0 for b in sizes) or any(t <= 0 for _, t in self.points):
+            raise ValueError("points: every [bytes, microseconds] must be > 0")
+        if any(b2 <= b1 for b1, b2 in zip(sizes, sizes[1:], strict=False)):
+            raise ValueError("points: sizes must be strictly increasing")
+        if self.nodes > self.ranks:
+            raise ValueError(f"nodes ({self.nodes}) cannot exceed ranks ({self.ranks})")
+        return self
+
+
 class ProfileSpec(_Strict):
     name: str
     description: str
@@ -129,6 +152,8 @@ class ProfileSpec(_Strict):
     collective: CollectiveSpec
     interference_factor: float = Field(ge=0)
     sources: list[str] = Field(min_length=1)
+    measured_collectives: list[MeasuredCollectiveSpec] = Field(default_factory=list)
+    provenance: dict[str, str | int | float] = Field(default_factory=dict)
 
 
 def parse_profile(data: object, origin: str) -> HardwareProfile:
@@ -250,6 +275,31 @@ def _build(spec: ProfileSpec, origin: str) -> HardwareProfile:
             file=origin,
             key="ranks_per_node",
         )
+    measured = []
+    seen: dict[tuple[str, int, int], int] = {}
+    for i, m in enumerate(spec.measured_collectives):
+        where = (m.op, m.ranks, m.nodes)
+        if where in seen:
+            raise InputError(
+                f"a second {m.op} over {m.ranks} ranks on {m.nodes} node(s) "
+                f"(first at measured_collectives[{seen[where]}])",
+                file=origin,
+                key=f"measured_collectives[{i}]",
+            )
+        seen[where] = i
+        measured.append(
+            MeasuredCollective(
+                op=m.op,
+                ranks=m.ranks,
+                nodes=m.nodes,
+                backend=m.backend,
+                alpha_s=m.alpha_us * 1e-6,
+                bandwidth_bytes_per_s=m.bandwidth_gb_per_s * GB,
+                fit_worst_error=m.fit_worst_error,
+                sizes_bytes=tuple(b for b, _ in m.points),
+                times_s=tuple(t * 1e-6 for _, t in m.points),
+            )
+        )
     return HardwareProfile(
         name=spec.name,
         description=spec.description,
@@ -262,6 +312,8 @@ def _build(spec: ProfileSpec, origin: str) -> HardwareProfile:
         ranks_per_node=ranks_per_node,
         sources=tuple(spec.sources),
         origin=origin,
+        measured_collectives=tuple(measured),
+        provenance={k: str(v) for k, v in spec.provenance.items()},
     )
 
 

@@ -324,10 +324,12 @@ def workloads_show(name: str, as_json: bool) -> None:
 @click.option("--sweep", default=None, help="Size range MIN:MAX, doubling (like nccl-tests -f 2).")
 @click.option(
     "--algorithm",
-    type=click.Choice(["auto", "ring", "tree", "hierarchical", "halving-doubling"]),
+    type=click.Choice(["auto", "ring", "tree", "hierarchical", "halving-doubling", "measured"]),
     default="auto",
     show_default=True,
-    help="auto picks the fastest, as NCCL's tuner would (MPI's set on CPUs).",
+    help="auto uses the profile's measured table when calibration wrote one for this op "
+    "and group (the fitted α-β model outside its size range), else the fastest closed "
+    "form, as NCCL's tuner would (MPI's set on CPUs). measured insists on the table.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @handles_input_errors

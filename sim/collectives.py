@@ -26,10 +26,12 @@ algbw·(p-1)/p, broadcast algbw.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
 from sim.errors import InputError
+from sim.hardware import MeasuredCollective
 from sim.topology import GroupLinks, Topology
 
 OPS = ("allreduce", "reduce-scatter", "allgather", "broadcast")
@@ -155,6 +157,16 @@ class CostModel:
         if nbytes < 0:
             raise InputError(f"bytes must be >= 0, got {nbytes}", key="bytes")
         g = self.topology.group(ranks)
+        if algorithm in ("auto", "measured") and g.ranks > 1 and nbytes > 0:
+            measured = self.profile.measured(op, g.ranks, g.nodes)
+            if measured is not None:
+                return self._measured(measured, nbytes, g)
+        if algorithm == "measured":
+            raise InputError(
+                f"the profile has no measured {op} over {g.ranks} ranks on {g.nodes} node(s) "
+                "(dtsim calibrate comm writes them); use auto or a closed form",
+                key="algorithm",
+            )
         if algorithm == "auto":
             options = [self.cost(op, nbytes, ranks, a) for a in self.algorithms(op)]
             return min(options, key=lambda c: (c.time_s, ALGORITHMS.index(c.algorithm)))
@@ -172,6 +184,22 @@ class CostModel:
         level, links = self._flat(g)
         lat, bw = _flat_terms(op, algorithm, nbytes, p, level)
         return CollectiveCost(op, algorithm, nbytes, p, lat, bw, links)
+
+    def _measured(self, m: MeasuredCollective, n: float, g: GroupLinks) -> CollectiveCost:
+        """Inside the measured range: the table, interpolated linearly in log(bytes) and
+        log(time). Outside it: the fitted ring model. The latency part is the fit's α
+        term (capped at the total), so concurrent collectives share the rest."""
+        lat_coef, bw_coef = _flat_terms(m.op, "ring", 1.0, m.ranks, _Level(1.0, 1.0, "fit"))
+        alpha_part = lat_coef * m.alpha_s
+        if m.sizes_bytes[0] <= n <= m.sizes_bytes[-1]:
+            total = _loglog_interp(n, m.sizes_bytes, m.times_s)
+            algorithm = f"measured:{m.backend}"
+        else:
+            total = alpha_part + bw_coef * n / m.bandwidth_bytes_per_s
+            algorithm = f"fitted:{m.backend}"
+        latency = min(alpha_part, total)
+        _, links = self._flat(g)
+        return CollectiveCost(m.op, algorithm, n, g.ranks, latency, total - latency, links)
 
     def _hierarchical(self, op: str, n: float, g: GroupLinks) -> CollectiveCost:
         """Intra-node reduce-scatter, inter-node op on n/g per device, intra all-gather.
@@ -246,6 +274,16 @@ class CostModel:
         return CollectiveCost(
             "push-pull", f"ps:{servers}", nbytes, workers, 2 * alpha, 2 * phase, ("network",)
         )
+
+
+def _loglog_interp(x: float, xs: tuple[float, ...], ys: tuple[float, ...]) -> float:
+    """Piecewise-linear interpolation of log(y) against log(x); xs increasing, x inside."""
+    i = bisect.bisect_left(xs, x)
+    if xs[i] == x:
+        return ys[i]
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    t = math.log(x / x0) / math.log(x1 / x0)
+    return math.exp(math.log(y0) + t * math.log(y1 / y0))
 
 
 def _flat_terms(op: str, algorithm: str, n: float, p: int, level: _Level) -> tuple[float, float]:

@@ -77,6 +77,26 @@ class LinkClassParams:
 
 
 @dataclass(frozen=True, slots=True)
+class MeasuredCollective:
+    """One collective measured by calibration on ``ranks`` ranks over ``nodes`` nodes.
+
+    ``sizes_bytes``/``times_s``: the measured table, sizes strictly increasing (total
+    bytes as nccl-tests counts them). ``alpha_s``/``bandwidth_bytes_per_s``: the
+    least-squares fit of the ring model, used outside the table's range.
+    """
+
+    op: str
+    ranks: int
+    nodes: int
+    backend: str
+    alpha_s: float
+    bandwidth_bytes_per_s: float
+    fit_worst_error: float
+    sizes_bytes: tuple[float, ...]
+    times_s: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class HardwareProfile:
     name: str
     description: str
@@ -89,6 +109,14 @@ class HardwareProfile:
     ranks_per_node: int
     sources: tuple[str, ...] = ()
     origin: str = field(default="builtin")  # file path or "builtin"
+    measured_collectives: tuple[MeasuredCollective, ...] = ()
+    provenance: Mapping[str, str] = field(default_factory=dict)  # calibration: host, date...
+
+    def measured(self, op: str, ranks: int, nodes: int) -> MeasuredCollective | None:
+        for m in self.measured_collectives:
+            if m.op == op and m.ranks == ranks and m.nodes == nodes:
+                return m
+        return None
 
     @property
     def max_devices(self) -> int:

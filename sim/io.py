@@ -199,7 +199,8 @@ def validation_problem(err: object, root: type) -> tuple[str, str]:
     elif kind in ("model_type", "dict_type"):
         reason = "expected a mapping of keys to values"
     elif kind == "too_short":
-        reason = "must not be empty"
+        least = (first.get("ctx") or {}).get("min_length", 1)
+        reason = "must not be empty" if least <= 1 else f"needs at least {least} entries"
     elif kind == "value_error":
         reason = first["msg"].removeprefix("Value error, ")
     else:
