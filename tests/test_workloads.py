@@ -77,6 +77,13 @@ PUBLISHED = {
     "gpt2-medium": (355 * M, None, "REFERENCES.md"),
     "gpt2-large": (774 * M, None, "REFERENCES.md"),
     "gpt2-xl": (1.56 * G, None, "REFERENCES.md"),
+    # dtsim's own small models, by hand. small-cnn: conv1 32*3*25+32 = 2,432;
+    # conv2 64*32*25+64 = 51,264; fc1 4096*512+512 = 2,097,664; fc2 512*10+10 = 5,130
+    # -> 2,156,490. MACs: 32*32*32*75 + 16*16*64*800 + 4096*512 + 512*10 = 17,667,072.
+    "small-cnn": (2_156_490, 17_667_072, "by hand"),
+    # mlp: 784*1024+1024 + 1024*1024+1024 + 1024*10+10 = 1,863,690 params;
+    # MACs 802,816 + 1,048,576 + 10,240 = 1,861,632.
+    "mlp": (1_863_690, 1_861_632, "by hand"),
 }
 
 

@@ -47,6 +47,9 @@ class MeasuredPointSpec(_Strict):
     batch: PositiveCount
     forward_ms: Amount
     backward_ms: Amount
+    forward_iqr_ms: Amount = 0.0
+    backward_iqr_ms: Amount = 0.0
+    repeats: Count = 0
 
 
 class LayerSpec(_Strict):
@@ -72,6 +75,7 @@ class WorkloadSpec(_Strict):
     sample: Text = "sample"
     sources: list[Text] = []
     activation_dtype_bytes: PositiveCount = 4
+    provenance: dict[Text, str | int | float] = {}
     layers: Annotated[list[LayerSpec], Field(min_length=1)]
 
 
@@ -106,7 +110,56 @@ def _to_workload(spec: WorkloadSpec, *, default_name: str, file: str) -> Workloa
         layers=tuple(layers),
         sample=spec.sample,
         sources=tuple(spec.sources),
+        provenance=MappingProxyType({k: str(v) for k, v in spec.provenance.items()}),
     )
+
+
+def to_document(workload: Workload) -> dict[str, Any]:
+    """The workload as a YAML-ready mapping that :func:`load_yaml` reads back unchanged
+    (measured times included, in milliseconds). Used by calibration to write a built-in
+    workload with the times it measured."""
+
+    def number(x: float) -> float | int:
+        return int(x) if float(x).is_integer() else float(x)
+
+    layers = []
+    for layer in workload.layers:
+        item: dict[str, Any] = {
+            "name": layer.name,
+            "kind": layer.kind,
+            "params": layer.params,
+            "fwd_flops_per_sample": number(layer.fwd_flops_per_sample),
+            "bwd_flops_per_sample": number(layer.bwd_flops_per_sample),
+            "activation_elements_per_sample": number(layer.activation_elements_per_sample),
+            "io_elements_per_sample": number(layer.io_elements_per_sample),
+            "param_tensors": list(layer.param_tensors),
+        }
+        if layer.measured:
+            item["measured"] = {
+                device: [
+                    {
+                        "batch": m.batch,
+                        "forward_ms": m.forward_s * 1e3,
+                        "backward_ms": m.backward_s * 1e3,
+                        "forward_iqr_ms": m.forward_iqr_s * 1e3,
+                        "backward_iqr_ms": m.backward_iqr_s * 1e3,
+                        "repeats": m.repeats,
+                    }
+                    for m in points
+                ]
+                for device, points in layer.measured.items()
+            }
+        layers.append(item)
+    doc: dict[str, Any] = {
+        "name": workload.name,
+        "description": workload.description,
+        "sample": workload.sample,
+        "sources": list(workload.sources),
+    }
+    if workload.provenance:
+        doc["provenance"] = dict(workload.provenance)
+    doc["layers"] = layers
+    return doc
 
 
 def _to_layer(layer: LayerSpec, dtype_bytes: int, *, file: str, where: str) -> Layer:
@@ -143,7 +196,14 @@ def _to_layer(layer: LayerSpec, dtype_bytes: int, *, file: str, where: str) -> L
                 key=f"{where}.measured.{device}",
             )
         measured[device] = tuple(
-            MeasuredTime(p.batch, p.forward_ms / 1e3, p.backward_ms / 1e3)
+            MeasuredTime(
+                p.batch,
+                p.forward_ms / 1e3,
+                p.backward_ms / 1e3,
+                p.forward_iqr_ms / 1e3,
+                p.backward_iqr_ms / 1e3,
+                p.repeats,
+            )
             for p in sorted(points, key=lambda p: p.batch)
         )
 

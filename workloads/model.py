@@ -19,6 +19,10 @@ class MeasuredTime:
     batch: int
     forward_s: float
     backward_s: float
+    # Spread of the repeats behind the medians above (interquartile range), if known.
+    forward_iqr_s: float = 0.0
+    backward_iqr_s: float = 0.0
+    repeats: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ class Workload:
     layers: tuple[Layer, ...]
     sample: str = "image"  # what one sample is: "image", "sequence of 512 tokens", ...
     sources: tuple[str, ...] = ()
+    provenance: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def total_params(self) -> int:
