@@ -524,6 +524,12 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
     opts = _strategy_options(kw)
     chosen = parse_strategies(strategies, **opts)
     scenario = _scenario(kw)
+    skipped = []
+    if strategies.strip() == "all" and scenario.hardware.nics.count_per_node == 0:
+        # A one-node profile (e.g. from `dtsim calibrate all`) has no NICs to reach a
+        # parameter server over.
+        skipped = [s.name for s in chosen if s.name.split(":")[0] == "ps"]
+        chosen = [s for s in chosen if s.name not in skipped]
     if as_json:
         rows = run_whatif(scenario, chosen)
     else:
@@ -540,7 +546,7 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
                 "scenario": scenario.summary(),
                 "results": [{k: r[k] for k in RESULT_KEYS} for r in rows],
                 "recommendation": recommend(rows, scenario),
-                "notes": run_notes(rows, scenario),
+                "notes": run_notes(rows, scenario) + _skipped_note(skipped),
             }
         )
         return
@@ -587,7 +593,7 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
                 f"{fmt_bytes(r['peak_memory_bytes'])} per device; the device has "
                 f"{fmt_bytes(scenario.hardware.device.memory_bytes)}"
             )
-    for note in run_notes(rows, scenario):
+    for note in run_notes(rows, scenario) + _skipped_note(skipped):
         err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     out.print(recommend(rows, scenario), soft_wrap=True)
 
@@ -657,6 +663,21 @@ def run(
     for path, what in ((csv_path, "CSV"), (chrome_path, "Chrome trace")):
         if path:
             out.print(f"wrote {what}: {path}")
+
+
+def _skipped_note(skipped: list[str]) -> list[str]:
+    if not skipped:
+        return []
+    return [f"skipped {', '.join(skipped)}: the profile has no NICs to reach a server over"]
+
+
+def _add_calibrate() -> None:
+    from calibrate.cli import calibrate
+
+    main.add_command(calibrate)
+
+
+_add_calibrate()
 
 
 def cli_entry() -> None:

@@ -254,6 +254,12 @@ class CostModel:
         """
         if servers <= 0:
             raise InputError(f"parameter servers must be >= 1, got {servers}", key="servers")
+        if self.profile.nics.count_per_node == 0:
+            raise InputError(
+                f"a parameter server is a host reached over NICs, and profile "
+                f"'{self.profile.name}' has none (one node); pick another strategy",
+                key="strategies",
+            )
         if workers <= 0 or nbytes == 0:
             return CollectiveCost("push-pull", f"ps:{servers}", nbytes, workers, 0.0, 0.0, ())
         net = self.profile.collective["network"]

@@ -1,0 +1,867 @@
+"""``dtsim calibrate``: measure this machine and write profiles the simulator reads.
+
+torch and mpi4py are imported only inside the commands, so ``dtsim --help`` and the
+simulator work without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from calibrate.errors import CalibrationError
+from sim.errors import InputError
+from sim.units import fmt_bytes, fmt_time, parse_bytes, size_sweep
+
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 130)
+
+OP_ALIASES = {
+    "allreduce": "allreduce",
+    "all_reduce": "allreduce",
+    "reducescatter": "reduce-scatter",
+    "reduce-scatter": "reduce-scatter",
+    "reduce_scatter": "reduce-scatter",
+    "allgather": "allgather",
+    "all_gather": "allgather",
+    "bcast": "broadcast",
+    "broadcast": "broadcast",
+}
+DEFAULT_OPS = "allreduce,allgather,reducescatter,bcast"
+TARGET_FIT_ERROR = 0.15  # the fitted α-β model should reproduce every point within this
+
+
+def _guarded(fn: Callable) -> Callable:
+    """InputError -> exit 2; CalibrationError (a rank died or hung) -> exit 1; one line."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            err.print(f"[bold red]error:[/] {e.message}", markup=True, soft_wrap=True)
+            raise SystemExit(2) from None
+        except CalibrationError as e:
+            err.print(f"[bold red]calibration failed:[/] {e}", markup=True, soft_wrap=True)
+            raise SystemExit(1) from None
+
+    return wrapper
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise InputError(
+            "calibration needs torch: pip install torch (CPU wheels: "
+            "pip install torch --index-url https://download.pytorch.org/whl/cpu)"
+        ) from None
+
+
+def _parse_ops(text: str) -> list[str]:
+    ops = []
+    for raw in text.split(","):
+        name = raw.strip().lower()
+        if not name:
+            continue
+        if name not in OP_ALIASES:
+            raise InputError(
+                f"unknown op {raw.strip()!r}; choose from allreduce, allgather, reducescatter, "
+                "bcast",
+                key="ops",
+            )
+        ops.append(OP_ALIASES[name])
+    if not ops:
+        raise InputError("--ops is empty", key="ops")
+    return list(dict.fromkeys(ops))
+
+
+def _parse_sizes(text: str) -> list[int]:
+    if ":" in text:
+        sizes = size_sweep(text)
+    else:
+        sizes = [parse_bytes(x.strip(), "sizes") for x in text.split(",") if x.strip()]
+    if not sizes or any(s < 1 for s in sizes):
+        raise InputError(
+            f"cannot use {text!r} as sizes: give MIN:MAX (e.g. 4KiB:64MiB) or a list of sizes "
+            "of at least 1 byte",
+            key="sizes",
+        )
+    return [int(s) for s in sizes]
+
+
+def _parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise InputError(f"--input-shape must be positive integers like 3,32,32; got {text!r}")
+    return shape
+
+
+def _write_yaml(path: Path, doc: dict, header: str) -> None:
+    import yaml
+
+    from sim.io import check_writable, write_atomic
+
+    check_writable(str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(str(path), header + yaml.safe_dump(doc, sort_keys=False, width=100))
+
+
+def _bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal and os.environ.get("DTSIM_PROGRESS") != "1",
+    )
+
+
+@click.group()
+def calibrate() -> None:
+    """Measure this machine: per-layer compute, collectives, interference; write profiles.
+
+    \b
+    The whole job, one command (CPU, 2 ranks, small CNN, 4 KiB..64 MiB sweep):
+      dtsim calibrate all --out hardware_profiles/measured/my-box.yaml
+      dtsim whatif --hardware hardware_profiles/measured/my-box.yaml \\
+        --workload hardware_profiles/measured/my-box.small-cnn.yaml --devices 2 \\
+        --batch-per-device 32
+    \b
+    Or piece by piece:
+      dtsim calibrate compute --workload resnet50 --batch-per-device 8 --out rn50.yaml
+      dtsim calibrate comm --np 2 --sizes 4KiB:64MiB --out comm.yaml
+      dtsim calibrate comm --from-nccl-tests all_reduce_perf.txt --out nccl.yaml
+      dtsim calibrate interference --np 2
+    """
+
+
+# -- compute --------------------------------------------------------------------------------
+def _compute_options(fn: Callable) -> Callable:
+    for decorator in reversed(
+        [
+            click.option(
+                "--device",
+                type=click.Choice(["cpu", "cuda"]),
+                default="cpu",
+                show_default=True,
+                help="cuda times kernels with CUDA events; cpu with perf_counter.",
+            ),
+            click.option(
+                "--batch-per-device",
+                "batch",
+                type=int,
+                default=32,
+                show_default=True,
+                help="Samples per pass (the per-device batch the times are for).",
+            ),
+            click.option(
+                "--threads",
+                type=int,
+                default=None,
+                help="torch threads on a CPU (default: all cores for compute; cores / np "
+                "for all).",
+            ),
+            click.option("--repeats", type=int, default=10, show_default=True),
+            click.option("--warmup", type=int, default=2, show_default=True),
+        ]
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+def _compute_table(result: Any) -> Table:
+    t = Table(title=f"{result.workload.name} on {result.device.model}, batch {result.batch}")
+    for col in ("layer", "kind", "forward", "± IQR", "backward", "± IQR"):
+        t.add_column(col, justify="left" if col in ("layer", "kind") else "right")
+    for lt in result.layers:
+        t.add_row(
+            lt.name,
+            lt.kind,
+            fmt_time(lt.forward_s),
+            fmt_time(lt.forward_iqr_s),
+            fmt_time(lt.backward_s),
+            fmt_time(lt.backward_iqr_s),
+        )
+    return t
+
+
+def _compute_summary(result: Any) -> dict:
+    return {
+        "workload": result.workload.name,
+        "device": result.device.model,
+        "batch": result.batch,
+        "repeats": result.repeats,
+        "layer_sum_s": result.layer_sum_s,
+        "whole_model_s": result.whole_model_s,
+        "whole_model_iqr_s": result.whole_model_iqr_s,
+        "gap_fraction": result.gap,
+        "layers": [
+            {
+                "name": lt.name,
+                "kind": lt.kind,
+                "forward_s": lt.forward_s,
+                "backward_s": lt.backward_s,
+                "forward_iqr_s": lt.forward_iqr_s,
+                "backward_iqr_s": lt.backward_iqr_s,
+            }
+            for lt in result.layers
+        ],
+    }
+
+
+def _gap_line(result: Any) -> str:
+    ok = abs(result.gap) <= 0.15
+    colour = "green" if ok else "yellow"
+    return (
+        f"per-layer sum {fmt_time(result.layer_sum_s)} vs whole model "
+        f"{fmt_time(result.whole_model_s)} (no hooks): gap [{colour}]{result.gap:+.1%}[/] "
+        f"(target within ±15%)"
+    )
+
+
+def _run_compute(
+    *,
+    workload: str | None,
+    torch_model: str | None,
+    input_shape: tuple[int, ...] | None,
+    device: str,
+    batch: int,
+    threads: int | None,
+    repeats: int,
+    warmup: int,
+    csv_path: Path | None,
+    resume: bool,
+    bar: Progress | None,
+) -> Any:
+    from calibrate.compute import calibrate_compute
+
+    task = bar.add_task("compute", total=warmup + 2 * repeats) if bar else None
+
+    def step(done: int, total: int) -> None:
+        if bar is not None and task is not None:
+            bar.update(task, completed=done, total=total)
+
+    return calibrate_compute(
+        workload,
+        device=device,
+        batch=batch,
+        threads=threads,
+        warmup=warmup,
+        repeats=repeats,
+        torch_model=torch_model,
+        input_shape=input_shape,
+        csv_path=csv_path,
+        resume=resume,
+        progress=step,
+    )
+
+
+@calibrate.command("compute")
+@click.option("--workload", default=None, help="Built-in workload (or a workload YAML).")
+@click.option(
+    "--torch-model",
+    default=None,
+    help="Your own model: package.module:factory, a function returning a torch.nn.Module "
+    "(the workload is derived from its modules).",
+)
+@click.option(
+    "--input-shape",
+    default=None,
+    help="Per-sample input shape for --torch-model, e.g. 3,32,32 (else the model's "
+    "dtsim_input_shape attribute).",
+)
+@_compute_options
+@click.option("--out", default=None, help="Write the workload with its measured times (YAML).")
+@click.option("--csv", "csv_path", default=None, help="Raw samples, appended as measured.")
+@click.option("--resume", is_flag=True, help="Keep the repeats already in --csv.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_guarded
+def compute_cmd(
+    workload: str | None,
+    torch_model: str | None,
+    input_shape: str | None,
+    device: str,
+    batch: int,
+    threads: int | None,
+    repeats: int,
+    warmup: int,
+    out: str | None,
+    csv_path: str | None,
+    resume: bool,
+    as_json: bool,
+) -> None:
+    """Time each layer's forward and backward in a real torch model (module hooks).
+
+    Warm-up passes, then --repeats timed passes; each layer keeps its median and
+    interquartile range. The per-layer sum is checked against whole-model passes run
+    without hooks. The written workload carries the times under the device's model
+    name, so `dtsim whatif --workload FILE` uses them on a profile whose device.model
+    matches (what `dtsim calibrate all` writes).
+
+    \b
+    Examples:
+      dtsim calibrate compute --workload resnet50 --batch-per-device 8 --out rn50.yaml
+      dtsim calibrate compute --workload gpt2-small:128 --device cuda --out g.yaml
+      dtsim calibrate compute --torch-model mypkg.models:build --input-shape 3,64,64
+    """
+    _need_torch()
+    if workload is None and torch_model is None:
+        raise InputError("give --workload NAME or --torch-model package.module:factory")
+    if resume and not csv_path:
+        raise InputError("--resume needs --csv (the file of raw samples to resume from)")
+    if out:
+        from sim.io import check_writable
+
+        check_writable(out)
+    with _bar() as bar:
+        result = _run_compute(
+            workload=workload,
+            torch_model=torch_model,
+            input_shape=_parse_shape(input_shape),
+            device=device,
+            batch=batch,
+            threads=threads,
+            repeats=repeats,
+            warmup=warmup,
+            csv_path=Path(csv_path) if csv_path else None,
+            resume=resume,
+            bar=None if as_json else bar,
+        )
+    if out:
+        from workloads.loader import to_document
+
+        _write_yaml(
+            Path(out),
+            to_document(result.workload),
+            "# Written by `dtsim calibrate compute`; format: workloads/README.md\n",
+        )
+    if as_json:
+        sys.stdout.write(json.dumps(_compute_summary(result), indent=2) + "\n")
+        return
+    out_console = globals()["out"]
+    out_console.print(_compute_table(result))
+    out_console.print(_gap_line(result))
+    if out:
+        out_console.print(f"wrote workload with measured times: {out}")
+    else:
+        out_console.print("add --out FILE to write the workload with these times")
+
+
+# -- comm -----------------------------------------------------------------------------------
+def _fit_table(section: list[dict], title: str) -> Table:
+    t = Table(title=title)
+    for col in ("op", "ranks", "backend", "α", "bandwidth", "fit worst error", "points"):
+        t.add_column(col, justify="left" if col in ("op", "backend") else "right")
+    for m in section:
+        worst = m["fit_worst_error"]
+        colour = "green" if worst <= TARGET_FIT_ERROR else "yellow"
+        t.add_row(
+            m["op"],
+            str(m["ranks"]),
+            m["backend"],
+            f"{m['alpha_us']:.2f} µs",
+            f"{m['bandwidth_gb_per_s']:.3f} GB/s",
+            f"[{colour}]{worst:.1%}[/]",
+            f"{len(m['points'])} ({fmt_bytes(m['points'][0][0])}..{fmt_bytes(m['points'][-1][0])})",
+        )
+    return t
+
+
+def _fit_note(section: list[dict]) -> str:
+    bad = [m for m in section if m["fit_worst_error"] > TARGET_FIT_ERROR]
+    if not bad:
+        return f"the fitted α-β model reproduces every measured point within {TARGET_FIT_ERROR:.0%}"
+    names = ", ".join(f"{m['op']} ({m['fit_worst_error']:.0%})" for m in bad)
+    return (
+        f"the α-β fit misses some points by more than {TARGET_FIT_ERROR:.0%} for {names}: the "
+        "simulator uses the measured table inside its size range and the fit only outside it"
+    )
+
+
+def _comm_section(samples: list, nodes: int = 1) -> list[dict]:
+    from calibrate.profile import fit_all, measured_collectives_section, medians
+
+    tables = medians(samples)
+    return measured_collectives_section(tables, fit_all(tables), nodes=nodes)
+
+
+def _run_comm(
+    *,
+    backend: str,
+    np: int,
+    sizes: list[int],
+    ops: list[str],
+    csv_path: Path,
+    repeats: int,
+    timeout_s: float,
+    hostfile: str | None,
+    resume: bool,
+    bar: Progress | None,
+) -> list:
+    from calibrate.comm import run_comm_sweep
+
+    task = bar.add_task(f"comm ({backend}, np={np})", total=len(sizes) * len(ops)) if bar else None
+
+    def step(done: int, total: int) -> None:
+        if bar is not None and task is not None:
+            bar.update(task, completed=done, total=total)
+
+    return run_comm_sweep(
+        backend=backend,
+        np=np,
+        sizes=sizes,
+        ops=ops,
+        csv_path=csv_path,
+        repeats=repeats,
+        timeout_s=timeout_s,
+        hostfile=hostfile,
+        resume=resume,
+        progress=step,
+    )
+
+
+def _comm_options(fn: Callable, repeats_flag: str = "--repeats") -> Callable:
+    for decorator in reversed(
+        [
+            click.option(
+                "--backend",
+                type=click.Choice(["mpi", "gloo", "nccl"]),
+                default="mpi",
+                show_default=True,
+                help="mpi: mpi4py over Open MPI; gloo/nccl: torch.distributed.",
+            ),
+            click.option("--np", "np_", type=int, default=2, show_default=True, help="Ranks."),
+            click.option(
+                "--sizes",
+                default="4KiB:64MiB",
+                show_default=True,
+                help="MIN:MAX (doubling) or a list: 4KiB,1MiB,64MiB. Total bytes, as "
+                "nccl-tests counts them.",
+            ),
+            click.option(
+                "--ops",
+                default=DEFAULT_OPS,
+                show_default=True,
+                help="Collectives to measure.",
+            ),
+            click.option(
+                repeats_flag,
+                "comm_repeats",
+                type=int,
+                default=5,
+                show_default=True,
+                help="Timed calls per collective and size.",
+            ),
+            click.option(
+                "--hostfile", default=None, help="Passed to mpirun: ranks on several hosts."
+            ),
+            click.option(
+                "--timeout",
+                "timeout_s",
+                type=float,
+                default=120,
+                show_default=True,
+                help="Seconds without progress before a hung rank is declared.",
+            ),
+        ]
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+@calibrate.command("comm")
+@_comm_options
+@click.option(
+    "--from-nccl-tests",
+    "nccl_files",
+    multiple=True,
+    help="Import nccl-tests output (all_reduce_perf ... stdout) instead of measuring; "
+    "repeat for several ops.",
+)
+@click.option("--out", default=None, help="Write the measured_collectives section (YAML).")
+@click.option("--csv", "csv_path", default=None, help="Raw samples, appended as measured.")
+@click.option("--resume", is_flag=True, help="Skip the points already in --csv.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_guarded
+def comm_cmd(
+    backend: str,
+    np_: int,
+    sizes: str,
+    ops: str,
+    comm_repeats: int,
+    hostfile: str | None,
+    timeout_s: float,
+    nccl_files: tuple[str, ...],
+    out: str | None,
+    csv_path: str | None,
+    resume: bool,
+    as_json: bool,
+) -> None:
+    """Time real collectives across real processes and fit α and bandwidth per op.
+
+    Launches `mpirun -np N` itself (or runs inside an existing mpirun). Each point
+    is the slowest rank's time of one call, median over --repeats. The fit is the
+    simulator's ring model, least squares on relative error; its worst relative error
+    is printed. The written section (paste it into a profile, or let `calibrate all`
+    do it) keeps the measured table, which the simulator interpolates inside the
+    measured range.
+
+    \b
+    Examples:
+      dtsim calibrate comm --np 2 --sizes 4KiB:64MiB --out comm.yaml
+      dtsim calibrate comm --backend gloo --np 4 --ops allreduce
+      dtsim calibrate comm --from-nccl-tests all_reduce_perf.txt --out nccl.yaml
+    """
+    if nccl_files:
+        section = _from_nccl_tests(nccl_files)
+        title = "fitted from nccl-tests"
+    else:
+        if resume and not csv_path:
+            raise InputError("--resume needs --csv (the file of raw samples to resume from)")
+        if out:
+            from sim.io import check_writable
+
+            check_writable(out)
+        path = Path(csv_path) if csv_path else Path(tempfile.mkstemp(suffix=".comm.csv")[1])
+        with _bar() as bar:
+            samples = _run_comm(
+                backend=backend,
+                np=np_,
+                sizes=_parse_sizes(sizes),
+                ops=_parse_ops(ops),
+                csv_path=path,
+                repeats=comm_repeats,
+                timeout_s=timeout_s,
+                hostfile=hostfile,
+                resume=resume,
+                bar=None if as_json else bar,
+            )
+        section = _comm_section(samples)
+        title = f"{backend}, {np_} ranks (raw samples: {path})"
+    if out:
+        _write_yaml(
+            Path(out),
+            {"measured_collectives": section},
+            "# Written by `dtsim calibrate comm`: the measured_collectives section of a "
+            "hardware profile (hardware_profiles/SCHEMA.md)\n",
+        )
+    if as_json:
+        sys.stdout.write(json.dumps({"measured_collectives": section}, indent=2) + "\n")
+        return
+    globals()["out"].print(_fit_table(section, title))
+    globals()["out"].print(_fit_note(section))
+    if out:
+        globals()["out"].print(f"wrote {out}")
+
+
+def _from_nccl_tests(files: tuple[str, ...]) -> list[dict]:
+    from calibrate.fit import fit_alpha_beta
+    from calibrate.nccl_tests import parse_nccl_tests
+    from calibrate.profile import measured_collectives_section
+
+    tables, fits, nodes = {}, {}, set()
+    for file in files:
+        result = parse_nccl_tests(file)
+        key = ("nccl", result.op, result.ranks)
+        if key in tables:
+            raise InputError(f"a second {result.op} over {result.ranks} ranks", file=file)
+        rows = sorted(dict(result.rows).items())
+        if len(rows) < 2:
+            raise InputError("needs at least 2 distinct sizes to fit", file=file)
+        tables[key] = rows
+        fits[key] = fit_alpha_beta(result.op, result.ranks, [n for n, _ in rows], [t for _, t in rows])
+        nodes.add(max(1, len(result.hosts)))
+    if len(nodes) > 1:
+        raise InputError("the files come from runs on different numbers of hosts")
+    return measured_collectives_section(tables, fits, nodes=nodes.pop())
+
+
+# -- interference ---------------------------------------------------------------------------
+@calibrate.command("interference")
+@click.option("--np", "np_", type=int, default=2, show_default=True, help="Ranks.")
+@click.option("--threads", type=int, default=None, help="torch threads per rank (cores / np).")
+@click.option("--seconds", type=float, default=2.0, show_default=True, help="Per phase.")
+@click.option("--bytes", "size", default="16MiB", show_default=True, help="All-reduce size.")
+@click.option("--timeout", "timeout_s", type=float, default=120, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_guarded
+def interference_cmd(
+    np_: int, threads: int | None, seconds: float, size: str, timeout_s: float, as_json: bool
+) -> None:
+    """How much compute slows while a collective runs on the same rank.
+
+    Each rank times a matmul loop alone, then while it all-reduces --bytes in a loop
+    with the other ranks. factor = slowed / alone − 1: the profile's
+    interference_factor (compute runs at 1/(1+factor) during communication).
+    """
+    _need_torch()
+    result = _run_interference(np_, threads, seconds, int(parse_bytes(size)), timeout_s)
+    doc = _interference_doc(result)
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    globals()["out"].print(
+        f"interference factor {result.factor:.3f}: compute {fmt_time(result.compute_alone_s)} "
+        f"alone, {fmt_time(result.compute_with_comm_s)} while all-reducing "
+        f"{fmt_bytes(result.bytes)} ({np_} ranks, {result.threads} thread(s) each); per rank: "
+        + ", ".join(f"{s.rank}: {s.factor:.3f}" for s in result.samples)
+    )
+
+
+def _threads_per_rank(np_: int, threads: int | None) -> int:
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be >= 1, got {threads}")
+        return threads
+    return max(1, (os.cpu_count() or 1) // max(1, np_))
+
+
+def _run_interference(
+    np_: int, threads: int | None, seconds: float, nbytes: int, timeout_s: float
+) -> Any:
+    from calibrate.comm import measure_interference
+
+    if seconds <= 0:
+        raise InputError(f"--seconds must be > 0, got {seconds}")
+    return measure_interference(
+        np=np_,
+        threads=_threads_per_rank(np_, threads),
+        seconds=seconds,
+        bytes=nbytes,
+        timeout_s=timeout_s,
+    )
+
+
+def _interference_doc(result: Any) -> dict:
+    return {
+        "factor": result.factor,
+        "compute_alone_s": result.compute_alone_s,
+        "compute_with_comm_s": result.compute_with_comm_s,
+        "threads": result.threads,
+        "bytes": result.bytes,
+        "ranks": [
+            {"rank": s.rank, "host": s.host, "factor": s.factor} for s in result.samples
+        ],
+    }
+
+
+# -- all ------------------------------------------------------------------------------------
+@calibrate.command("all")
+@click.option(
+    "--out",
+    required=True,
+    help="The hardware profile to write, e.g. hardware_profiles/measured/my-box.yaml. "
+    "Beside it: <stem>.<workload>.yaml (measured per-layer times) and the raw samples "
+    "<stem>.compute.csv and <stem>.comm.csv.",
+)
+@click.option("--name", default=None, help="Profile name (default: the --out file's stem).")
+@click.option(
+    "--workload",
+    default="small-cnn",
+    show_default=True,
+    help="Workload whose layers are timed (built-in with a torch model).",
+)
+@_compute_options
+@lambda fn: _comm_options(fn, repeats_flag="--comm-repeats")
+@click.option("--resume", is_flag=True, help="Keep what the raw-sample CSVs already hold.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_guarded
+def all_cmd(
+    out: str,
+    name: str | None,
+    workload: str,
+    device: str,
+    batch: int,
+    threads: int | None,
+    repeats: int,
+    warmup: int,
+    backend: str,
+    np_: int,
+    sizes: str,
+    ops: str,
+    comm_repeats: int,
+    hostfile: str | None,
+    timeout_s: float,
+    resume: bool,
+    as_json: bool,
+) -> None:
+    """Calibrate everything and write a complete profile that `dtsim whatif` loads.
+
+    Measures, in order: per-layer compute of --workload (with cores / np threads, the
+    share each rank gets), sustained GEMM FLOP/s and copy bandwidth, the collectives
+    on --np ranks, and interference. Then writes the profile (device, link, measured
+    collective tables, interference) atomically, and the workload with its times.
+    Raw samples stream to CSV; --resume continues an interrupted run.
+
+    \b
+    Example (this is what CI runs):
+      dtsim calibrate all --out hardware_profiles/measured/ci-box.yaml --np 2
+      dtsim whatif --hardware hardware_profiles/measured/ci-box.yaml \\
+        --workload hardware_profiles/measured/ci-box.small-cnn.yaml --devices 2 \\
+        --batch-per-device 32
+    """
+    _need_torch()
+    from calibrate.device import gemm_flops, memory_bandwidth, provenance, resolve_device
+    from calibrate.fit import Fit
+    from calibrate.profile import hardware_document
+    from sim.io import check_writable
+
+    started = time.perf_counter()
+    path = Path(out)
+    if path.suffix not in (".yaml", ".yml"):
+        raise InputError(f"--out must end in .yaml or .yml, got {out!r}")
+    stem = path.with_suffix("")
+    base = workload.split(":")[0] if not workload.endswith((".yaml", ".yml")) else "workload"
+    workload_path = Path(f"{stem}.{base}.yaml")
+    compute_csv, comm_csv = Path(f"{stem}.compute.csv"), Path(f"{stem}.comm.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for p in (path, workload_path, compute_csv, comm_csv):
+        check_writable(str(p))
+    op_list, size_list = _parse_ops(ops), _parse_sizes(sizes)
+    if "allreduce" not in op_list:
+        raise InputError("calibrate all needs allreduce in --ops (it sets the link)", key="ops")
+    rank_threads = _threads_per_rank(np_, threads) if device == "cpu" else None
+    timings: dict[str, float] = {}
+    with _bar() as bar:
+        live = None if as_json else bar
+        t0 = time.perf_counter()
+        result = _run_compute(
+            workload=workload,
+            torch_model=None,
+            input_shape=None,
+            device=device,
+            batch=batch,
+            threads=rank_threads,
+            repeats=repeats,
+            warmup=warmup,
+            csv_path=compute_csv,
+            resume=resume,
+            bar=live,
+        )
+        info = result.device
+        # The roofline's ceiling: the GEMM's rate, or what a layer kind reached if more
+        # (a convolution's kernel can beat a square GEMM), so efficiencies stay <= 1.
+        from calibrate.compute import achieved_flops
+
+        gemm = max(gemm_flops(info), achieved_flops(result))
+        membw = memory_bandwidth(info)
+        timings["compute_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        samples = _run_comm(
+            backend=backend,
+            np=np_,
+            sizes=size_list,
+            ops=op_list,
+            csv_path=comm_csv,
+            repeats=comm_repeats,
+            timeout_s=timeout_s,
+            hostfile=hostfile,
+            resume=resume,
+            bar=live,
+        )
+        timings["comm_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if live is not None:
+            live.add_task("interference", total=None)
+        interference = _run_interference(np_, rank_threads, 1.0, 16 << 20, timeout_s)
+        timings["interference_s"] = time.perf_counter() - t0
+    from calibrate.compute import fitted_efficiency
+
+    section = _comm_section(samples)
+    link = next(m for m in section if m["op"] == "allreduce")
+    link_fit = Fit(
+        "allreduce",
+        link["ranks"],
+        link["alpha_us"] * 1e-6,
+        link["bandwidth_gb_per_s"] * 1e9,
+        link["fit_worst_error"],
+        (),
+    )
+    prov = provenance(
+        info,
+        ranks=np_,
+        backend=backend,
+        workload=result.workload.name,
+        batch=batch,
+        command="dtsim calibrate all",
+    )
+    doc = hardware_document(
+        name=name or path.stem,
+        device_kind=info.kind,
+        device_model=info.model,
+        ranks=np_,
+        memory_bytes_per_rank=info.memory_bytes / (np_ if info.kind == "cpu" else 1),
+        gemm_flops=gemm,
+        memory_bandwidth=membw,
+        efficiency=fitted_efficiency(result, gemm),
+        link_fit=link_fit,
+        collectives=section,
+        interference=interference.factor,
+        provenance=prov,
+    )
+    from hardware_profiles.loader import parse_profile
+    from workloads.loader import to_document
+
+    parse_profile(doc, str(path))  # what is written must load: fail before writing
+    _write_yaml(
+        workload_path,
+        to_document(result.workload),
+        "# Written by `dtsim calibrate all`; format: workloads/README.md\n",
+    )
+    _write_yaml(path, doc, "# Written by `dtsim calibrate all`; format: hardware_profiles/SCHEMA.md\n")
+    timings["total_s"] = time.perf_counter() - started
+    summary = {
+        "profile": str(path),
+        "workload": str(workload_path),
+        "samples": [str(compute_csv), str(comm_csv)],
+        "device": info.model,
+        "gemm_flops": gemm,
+        "memory_bandwidth_bytes_per_s": membw,
+        "efficiency": doc["device"]["efficiency"],
+        "compute": _compute_summary(result),
+        "measured_collectives": section,
+        "interference": _interference_doc(interference),
+        "timings_s": timings,
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    o = globals()["out"]
+    o.print(_compute_table(result))
+    o.print(_gap_line(result))
+    o.print(
+        f"device: {info.model}: GEMM {gemm / 1e9:.1f} GFLOP/s, copy {membw / 1e9:.1f} GB/s; "
+        f"efficiency {doc['device']['efficiency']}"
+    )
+    o.print(_fit_table(section, f"{backend}, {np_} ranks"))
+    o.print(_fit_note(section))
+    o.print(f"interference factor {interference.factor:.3f}")
+    o.print(
+        f"took {timings['total_s']:.1f} s (compute {timings['compute_s']:.1f} s, comm "
+        f"{timings['comm_s']:.1f} s, interference {timings['interference_s']:.1f} s)"
+    )
+    o.print(f"wrote {path} and {workload_path}")
+    o.print(
+        f"try: dtsim whatif --hardware {path} --workload {workload_path} --devices {np_} "
+        f"--batch-per-device {batch}"
+    )

@@ -1,0 +1,228 @@
+"""``dtsim calibrate`` as a user runs it: real torch timings, real mpirun ranks.
+
+The end-to-end test runs ``calibrate all`` with np=2 on a short sweep, then drives
+``dtsim whatif`` with the profile and workload it wrote: the issue's "done when".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli_helpers import bad, dtsim, ok, ok_json
+
+torch = pytest.importorskip("torch")
+
+HAVE_MPI = shutil.which("mpirun") is not None
+needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="needs Open MPI's mpirun")
+
+
+def test_compute_writes_a_workload_that_the_simulator_uses(tmp_path):
+    out = tmp_path / "cnn.yaml"
+    raw = tmp_path / "raw.csv"
+    doc = ok_json(
+        "calibrate",
+        "compute",
+        "--workload",
+        "small-cnn",
+        "--batch-per-device",
+        "4",
+        "--threads",
+        "1",
+        "--repeats",
+        "3",
+        "--warmup",
+        "1",
+        "--out",
+        out,
+        "--csv",
+        raw,
+    )
+    names = [layer["name"] for layer in doc["layers"]]
+    assert names == ["conv1", "pool1", "conv2", "pool2", "fc1", "fc2"]
+    assert all(layer["forward_s"] > 0 and layer["backward_s"] >= 0 for layer in doc["layers"])
+    assert doc["layer_sum_s"] == pytest.approx(
+        sum(x["forward_s"] + x["backward_s"] for x in doc["layers"])
+    )
+    assert doc["whole_model_s"] > 0
+    written = yaml.safe_load(out.read_text())
+    device = doc["device"]
+    assert device.endswith("(1 thread)")
+    assert written["provenance"]["threads"] == 1 and written["provenance"]["batch"] == 4
+    fc1 = next(x for x in written["layers"] if x["name"] == "fc1")
+    (point,) = fc1["measured"][device]
+    assert point["batch"] == 4 and point["repeats"] == 3
+    # Every timed repeat is in the raw CSV: one whole-model row + fwd/bwd per layer.
+    rows = raw.read_text().splitlines()
+    assert len(rows) == 1 + 3 * (1 + 2 * 6)
+    # The file loads as a workload and shows its measured times.
+    shown = ok_json("workloads", "show", out)
+    assert shown["total_params"] == 2_156_490
+
+
+def test_compute_resume_keeps_finished_repeats(tmp_path):
+    raw = tmp_path / "raw.csv"
+    args = (
+        "calibrate",
+        "compute",
+        "--workload",
+        "mlp",
+        "--batch-per-device",
+        "2",
+        "--threads",
+        "1",
+        "--warmup",
+        "0",
+        "--csv",
+        raw,
+    )
+    ok(*args, "--repeats", "2")
+    before = raw.read_text().splitlines()
+    ok(*args, "--repeats", "3", "--resume")
+    after = raw.read_text().splitlines()
+    assert after[: len(before)] == before  # kept, not re-measured
+    assert len(after) == 1 + 3 * (1 + 2 * 3)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--workload", "resnet5"), "did you mean: resnet50"),
+        (("--workload", "small-cnn", "--device", "cuda"), "no GPU"),
+        (("--workload", "small-cnn", "--batch-per-device", "0"), "batch-per-device"),
+        (("--torch-model", "no_such_module:make"), "no_such_module"),
+        (("--workload", "small-cnn", "--resume"), "--resume needs --csv"),
+        ((), "give --workload"),
+    ],
+)
+def test_compute_bad_input(args, message):
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert message in bad("calibrate", "compute", *args)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--sizes", "64MiB:4KiB"), "0 < MIN <= MAX"),
+        (("--sizes", "lots"), "cannot read 'lots' as a size"),
+        (("--ops", "alltoall"), "unknown op 'alltoall'"),
+        (("--backend", "nccl"), "GPU"),
+    ],
+)
+def test_comm_bad_input(args, message):
+    if "nccl" in args and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert message in bad("calibrate", "comm", "--np", "2", *args)
+
+
+def test_comm_without_mpirun_says_how_to_install(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path)}  # no mpirun here
+    import subprocess
+    import sys
+
+    from cli_helpers import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sim.cli", "calibrate", "comm", "--np", "2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "mpirun not found" in result.stderr and "apt-get install" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_comm_imports_nccl_tests_output(tmp_path):
+    sample = Path(__file__).parent / "data" / "nccl_tests_allreduce_8xh100.txt"
+    out = tmp_path / "nccl.yaml"
+    doc = ok_json("calibrate", "comm", "--from-nccl-tests", sample, "--out", out)
+    (entry,) = doc["measured_collectives"]
+    assert entry["op"] == "allreduce" and entry["ranks"] == 8 and entry["backend"] == "nccl"
+    assert entry["bandwidth_gb_per_s"] > 0 and len(entry["points"]) >= 2
+    assert yaml.safe_load(out.read_text()) == doc
+
+
+@needs_mpi
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_calibrate_all_writes_a_profile_that_drives_whatif(tmp_path):
+    out = tmp_path / "measured" / "box.yaml"
+    result = dtsim(
+        "calibrate",
+        "all",
+        "--out",
+        out,
+        "--np",
+        "2",
+        "--batch-per-device",
+        "8",
+        "--repeats",
+        "3",
+        "--warmup",
+        "1",
+        "--sizes",
+        "4KiB:1MiB",
+        "--ops",
+        "allreduce,bcast",
+        "--comm-repeats",
+        "2",
+        "--json",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert {m["op"] for m in summary["measured_collectives"]} == {"allreduce", "broadcast"}
+    assert all(len(m["points"]) == 9 for m in summary["measured_collectives"])
+    assert summary["interference"]["factor"] > -1
+    workload = Path(summary["workload"])
+    assert workload.name == "box.small-cnn.yaml"
+    for csv_file in summary["samples"]:
+        assert Path(csv_file).stat().st_size > 0
+    profile = ok_json("profiles", "show", out)
+    assert profile["device_model"] == summary["device"]
+    # The profile and the workload drive a what-if: per-layer times are the measured ones.
+    doc = ok_json(
+        "whatif",
+        "--hardware",
+        out,
+        "--workload",
+        workload,
+        "--devices",
+        "2",
+        "--batch-per-device",
+        "8",
+        "--strategies",
+        "sync,layerwise,delayed:1",
+    )
+    assert [r["strategy"] for r in doc["results"]] and all(
+        r["iteration_time_s"] > 0 for r in doc["results"]
+    )
+    measured = sum(x["forward_s"] + x["backward_s"] for x in summary["compute"]["layers"])
+    run = ok_json(
+        "run",
+        "--hardware",
+        out,
+        "--workload",
+        workload,
+        "--devices",
+        "2",
+        "--batch-per-device",
+        "8",
+        "--strategy",
+        "sync",
+    )
+    # Compute per iteration = the measured forward + backward times + the update.
+    assert measured <= run["compute_s"] <= measured * 1.5
+    assert run["iteration_time_s"] >= run["compute_s"]
+    # The collective cost comes from the measured table.
+    coll = ok_json("collective", "--hardware", out, "--devices", "2", "--bytes", "64KiB")
+    assert coll["algorithm"] == "measured:mpi"
