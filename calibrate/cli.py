@@ -178,8 +178,7 @@ def _compute_options(fn: Callable) -> Callable:
                 "--threads",
                 type=int,
                 default=None,
-                help="torch threads on a CPU (default: all cores for compute; cores / np "
-                "for all).",
+                help="torch threads on a CPU (default: all cores for compute; cores / np for all).",
             ),
             click.option("--repeats", type=int, default=10, show_default=True),
             click.option("--warmup", type=int, default=2, show_default=True),
@@ -589,7 +588,9 @@ def _from_nccl_tests(files: tuple[str, ...]) -> list[dict]:
         if len(rows) < 2:
             raise InputError("needs at least 2 distinct sizes to fit", file=file)
         tables[key] = rows
-        fits[key] = fit_alpha_beta(result.op, result.ranks, [n for n, _ in rows], [t for _, t in rows])
+        fits[key] = fit_alpha_beta(
+            result.op, result.ranks, [n for n, _ in rows], [t for _, t in rows]
+        )
         nodes.add(max(1, len(result.hosts)))
     if len(nodes) > 1:
         raise InputError("the files come from runs on different numbers of hosts")
@@ -659,9 +660,7 @@ def _interference_doc(result: Any) -> dict:
         "compute_with_comm_s": result.compute_with_comm_s,
         "threads": result.threads,
         "bytes": result.bytes,
-        "ranks": [
-            {"rank": s.rank, "host": s.host, "factor": s.factor} for s in result.samples
-        ],
+        "ranks": [{"rank": s.rank, "host": s.host, "factor": s.factor} for s in result.samples],
     }
 
 
@@ -721,7 +720,7 @@ def all_cmd(
         --batch-per-device 32
     """
     _need_torch()
-    from calibrate.device import gemm_flops, memory_bandwidth, provenance, resolve_device
+    from calibrate.device import gemm_flops, memory_bandwidth, provenance
     from calibrate.fit import Fit
     from calibrate.profile import hardware_document
     from sim.io import check_writable
@@ -828,7 +827,9 @@ def all_cmd(
         to_document(result.workload),
         "# Written by `dtsim calibrate all`; format: workloads/README.md\n",
     )
-    _write_yaml(path, doc, "# Written by `dtsim calibrate all`; format: hardware_profiles/SCHEMA.md\n")
+    _write_yaml(
+        path, doc, "# Written by `dtsim calibrate all`; format: hardware_profiles/SCHEMA.md\n"
+    )
     timings["total_s"] = time.perf_counter() - started
     summary = {
         "profile": str(path),

@@ -359,7 +359,10 @@ def _with_measurements(
     prov = provenance(info, batch=batch, repeats=repeats)
     sources = (*wl.sources, f"per-layer times measured by dtsim calibrate compute on {info.model}")
     return dataclasses.replace(
-        wl, layers=tuple(layers), sources=sources, provenance=MappingProxyType(prov)
+        wl,
+        layers=tuple(layers),
+        sources=sources,
+        provenance=MappingProxyType({k: str(v) for k, v in prov.items()}),
     )
 
 

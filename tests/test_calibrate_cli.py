@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cli_helpers import bad, dtsim, ok, ok_json
 
 torch = pytest.importorskip("torch")
