@@ -1,0 +1,523 @@
+"""The per-rank side of a calibration run: ``mpirun -np N python -m calibrate.worker ...``.
+
+Subcommands (``--spec`` is a JSON object, or the path of a file holding one; written by
+:mod:`calibrate.comm`):
+
+- ``comm``: time collectives. For each (op, bytes) point: a barrier, one warm-up call,
+  then ``repeats`` timed calls, each preceded by a barrier. A sample is the *maximum over
+  ranks* of that call's wall time (``time.perf_counter`` around the call; for nccl the
+  call is followed by ``torch.cuda.synchronize()``), gathered to rank 0.
+- ``interference``: time a fixed compute kernel alone and while this rank's MPI
+  all-reduces run concurrently (see :func:`interference_loop`).
+
+Rank 0 reports on stdout, one line each, prefixed ``DTSIM-``; every rank also writes
+heartbeats there (stdout reaches the launching process through ``mpirun`` from any
+host, where a file in a temp dir would not)::
+
+    DTSIM-HB rank pid host point step op bytes    (every rank, before each step)
+    DTSIM-SAMPLE {json}                           (rank 0, as soon as measured)
+    DTSIM-PROGRESS done total                     (rank 0, after each point)
+    DTSIM-RESULT {json}                           (rank 0, interference only)
+    DTSIM-ERROR rank message                      (any rank that raised; it then exits 1)
+
+``step`` is 0 at the start of a point, 1 before the warm-up and 2 + k before repeat k,
+so the rank with the smallest (point, step) is the one that stopped first.
+
+Test hook: ``DTSIM_FAULT=rank:kind:after_points`` makes ``rank`` fail when it reaches
+point index ``after_points`` (after that point's first barrier, so every sample of the
+earlier points has been reported): kind ``die`` is ``os._exit(3)``, ``hang`` sleeps
+forever. It exists for the fault tests and does nothing unless set.
+
+Imports stay light: numpy and mpi4py for the mpi backend, torch only for gloo/nccl and
+interference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PREFIX = "DTSIM-"
+FAULT_ENV = "DTSIM_FAULT"
+
+
+def world() -> tuple[int, int]:
+    """(rank, size) from Open MPI's environment; (0, 1) outside mpirun."""
+    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMIX_RANK", "0")))
+    size = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))
+    return rank, size
+
+
+class Sink:
+    """Where a rank reports. This one prints the ``DTSIM-`` protocol lines on stdout."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+
+    def _emit(self, text: str) -> None:
+        sys.stdout.write(PREFIX + text + "\n")
+        sys.stdout.flush()
+
+    def heartbeat(self, point: int, step: int, op: str, nbytes: int) -> None:
+        self._emit(f"HB {self.rank} {self.pid} {self.host} {point} {step} {op} {nbytes}")
+
+    def sample(self, row: dict[str, Any]) -> None:
+        self._emit("SAMPLE " + json.dumps(row))
+
+    def progress(self, done: int, total: int) -> None:
+        self._emit(f"PROGRESS {done} {total}")
+
+    def result(self, payload: dict[str, Any]) -> None:
+        self._emit("RESULT " + json.dumps(payload))
+
+    def error(self, message: str) -> None:
+        self._emit(f"ERROR {self.rank} " + " ".join(message.split()))
+
+
+# -- the test hook ----------------------------------------------------------------------
+class Fault:
+    """``DTSIM_FAULT=rank:kind:after_points`` (a test hook; see the module docstring)."""
+
+    def __init__(self, spec: str | None):
+        self.rank = -1
+        self.kind = ""
+        self.after = -1
+        if not spec:
+            return
+        try:
+            rank, kind, after = spec.split(":")
+            self.rank, self.kind, self.after = int(rank), kind, int(after)
+        except ValueError:
+            raise ValueError(f"{FAULT_ENV}={spec!r}: expected rank:die|hang:after_points") from None
+        if kind not in ("die", "hang"):
+            raise ValueError(f"{FAULT_ENV}={spec!r}: kind must be die or hang")
+
+    def check(self, rank: int, point: int) -> None:
+        if rank != self.rank or point != self.after:
+            return
+        if self.kind == "die":
+            sys.stdout.flush()
+            os._exit(3)
+        while True:  # hang
+            time.sleep(3600)
+
+
+# -- backends ---------------------------------------------------------------------------
+class MpiBackend:
+    """mpi4py on numpy float32 buffers."""
+
+    name = "mpi"
+
+    def __init__(self) -> None:
+        import numpy as np
+        from mpi4py import MPI
+
+        self.np = np
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def gather_times(self, seconds: float) -> list[float] | None:
+        return self.comm.gather(seconds, root=0)
+
+    def hosts(self) -> list[str]:
+        return self.comm.allgather(socket.gethostname())
+
+    def prepare(self, op: str, nbytes: int) -> Callable[[], None]:
+        """Buffers for one point and the call that runs the collective once.
+
+        allreduce: n bytes in, n out. reduce-scatter: Reduce_scatter_block, n in, n/p
+        out. allgather: n/p in, n out. broadcast: Bcast of n bytes from rank 0.
+        """
+        np, comm, p = self.np, self.comm, self.size
+        count = nbytes // 4
+        if op == "allreduce":
+            send = np.ones(count, np.float32)
+            recv = np.empty(count, np.float32)
+            return lambda: comm.Allreduce(send, recv, op=self.MPI.SUM)
+        if op == "reduce-scatter":
+            send = np.ones(count, np.float32)
+            recv = np.empty(count // p, np.float32)
+            return lambda: comm.Reduce_scatter_block(send, recv, op=self.MPI.SUM)
+        if op == "allgather":
+            send = np.ones(count // p, np.float32)
+            recv = np.empty(count, np.float32)
+            return lambda: comm.Allgather(send, recv)
+        if op == "broadcast":
+            buf = np.ones(count, np.float32)
+            return lambda: comm.Bcast(buf, root=0)
+        raise ValueError(f"unknown op {op!r}")
+
+    def close(self) -> None:
+        pass
+
+
+class TorchBackend:
+    """torch.distributed with gloo (CPU tensors) or nccl (CUDA tensors)."""
+
+    def __init__(self, name: str, master_addr: str, master_port: int):
+        import torch
+        import torch.distributed as dist
+
+        warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
+        self.torch = torch
+        self.dist = dist
+        self.name = name
+        self.rank, self.size = world()
+        self.device = torch.device("cpu")
+        if name == "nccl":
+            if not torch.cuda.is_available():
+                raise RuntimeError(
+                    f"nccl needs a GPU: torch.cuda.is_available() is false on "
+                    f"{socket.gethostname()}; use the gloo or mpi backend on CPUs"
+                )
+            local = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", "0"))
+            self.device = torch.device("cuda", local % torch.cuda.device_count())
+            torch.cuda.set_device(self.device)
+        os.environ["MASTER_ADDR"] = master_addr
+        os.environ["MASTER_PORT"] = str(master_port)
+        dist.init_process_group(name, rank=self.rank, world_size=self.size)
+        self._time = torch.zeros(1, dtype=torch.float64, device=self.device)
+        self._times = [
+            torch.zeros(1, dtype=torch.float64, device=self.device) for _ in range(self.size)
+        ]
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+
+    def barrier(self) -> None:
+        if self.device.type == "cuda":
+            self.dist.barrier(device_ids=[self.device.index])
+        else:
+            self.dist.barrier()
+        self._sync()
+
+    def gather_times(self, seconds: float) -> list[float] | None:
+        self._time.fill_(seconds)
+        self.dist.all_gather(self._times, self._time)
+        return [float(t.item()) for t in self._times] if self.rank == 0 else None
+
+    def hosts(self) -> list[str]:
+        out: list[Any] = [None] * self.size
+        self.dist.all_gather_object(out, socket.gethostname())
+        return [str(h) for h in out]
+
+    def prepare(self, op: str, nbytes: int) -> Callable[[], None]:
+        """Tensors for one point and the call (+ CUDA sync) that runs it once.
+
+        Buffers are zeros, so repeated in-place sums stay finite. reduce-scatter uses
+        reduce_scatter_single/_tensor (n in, n/p out), falling back to the list form;
+        allgather all_gather_single/_into_tensor (n/p in, n out), same fallback.
+        """
+        torch, dist, p = self.torch, self.dist, self.size
+        count = nbytes // 4
+
+        def zeros(k: int) -> Any:
+            return torch.zeros(k, dtype=torch.float32, device=self.device)
+
+        if op == "allreduce":
+            buf = zeros(count)
+            call = lambda: dist.all_reduce(buf)  # noqa: E731
+        elif op == "reduce-scatter":
+            inp, out = zeros(count), zeros(count // p)
+            single = getattr(dist, "reduce_scatter_single", None) or getattr(
+                dist, "reduce_scatter_tensor", None
+            )
+            call = self._with_fallback(
+                single and (lambda: single(out, inp)),
+                lambda: dist.reduce_scatter(out, list(inp.chunk(p))),
+            )
+        elif op == "allgather":
+            inp, out = zeros(count // p), zeros(count)
+            single = getattr(dist, "all_gather_single", None) or getattr(
+                dist, "all_gather_into_tensor", None
+            )
+            call = self._with_fallback(
+                single and (lambda: single(out, inp)),
+                lambda: dist.all_gather(list(out.chunk(p)), inp),
+            )
+        elif op == "broadcast":
+            buf = zeros(count)
+            call = lambda: dist.broadcast(buf, src=0)  # noqa: E731
+        else:
+            raise ValueError(f"unknown op {op!r}")
+
+        def run() -> None:
+            call()
+            self._sync()
+
+        return run
+
+    @staticmethod
+    def _with_fallback(
+        first: Callable[[], Any] | None, second: Callable[[], Any]
+    ) -> Callable[[], Any]:
+        """``first`` unless the backend rejects it (raised locally, before any traffic)."""
+        chosen: list[Callable[[], Any]] = [first or second]
+
+        def call() -> Any:
+            try:
+                return chosen[0]()
+            except (RuntimeError, NotImplementedError, ValueError):
+                if chosen[0] is second:
+                    raise
+                chosen[0] = second
+                return second()
+
+        return call
+
+    def close(self) -> None:
+        self.dist.destroy_process_group()
+
+
+def make_backend(spec: dict[str, Any]) -> MpiBackend | TorchBackend:
+    name = spec["backend"]
+    if name == "mpi":
+        return MpiBackend()
+    if name in ("gloo", "nccl"):
+        return TorchBackend(name, spec.get("master_addr", "127.0.0.1"), spec["master_port"])
+    raise ValueError(f"unknown backend {name!r}")
+
+
+# -- comm -------------------------------------------------------------------------------
+def comm_loop(spec: dict[str, Any], sink: Sink) -> None:
+    """Measure every (op, bytes) point in ``spec["points"]``; rank 0 reports samples.
+
+    Spec keys: backend, points ([[op, bytes], ...], bytes a multiple of 4·ranks),
+    repeats, done/total (progress offset when resuming), master_addr/master_port (torch).
+    """
+    fault = Fault(os.environ.get(FAULT_ENV))
+    backend = make_backend(spec)
+    rank, p = backend.rank, backend.size
+    repeats = int(spec["repeats"])
+    done0 = int(spec.get("done", 0))
+    total = int(spec.get("total", done0 + len(spec["points"])))
+    hosts = backend.hosts()
+    for i, (op, nbytes) in enumerate(spec["points"]):
+        nbytes = int(nbytes)
+        sink.heartbeat(i, 0, op, nbytes)
+        backend.barrier()
+        fault.check(rank, i)
+        call = backend.prepare(op, nbytes)
+        sink.heartbeat(i, 1, op, nbytes)
+        call()  # warm-up: connections, first-touch of the buffers
+        for k in range(repeats):
+            sink.heartbeat(i, 2 + k, op, nbytes)
+            backend.barrier()
+            t0 = time.perf_counter()
+            call()
+            seconds = time.perf_counter() - t0
+            times = backend.gather_times(seconds)
+            if times is not None:
+                slowest = max(range(p), key=lambda r: times[r])
+                sink.sample(
+                    {
+                        "backend": backend.name,
+                        "op": op,
+                        "bytes": nbytes,
+                        "ranks": p,
+                        "repeat": k,
+                        "seconds": times[slowest],
+                        "host": hosts[slowest],
+                    }
+                )
+        del call
+        if rank == 0:
+            sink.progress(done0 + i + 1, total)
+    backend.barrier()
+    backend.close()
+
+
+# -- interference ---------------------------------------------------------------------------
+def interference_loop(spec: dict[str, Any], sink: Sink) -> None:
+    """Compute slowed by communication on the same rank.
+
+    Each rank runs torch with ``torch.set_num_threads(threads)``. The kernel is a loop of
+    512×512 float32 matmuls, sized on rank 0 so one rep takes ``seconds``/``reps``; all
+    ranks use rank 0's count.
+
+    1. compute alone: ``reps`` reps on the main thread after a barrier; median rep time.
+    2. comm alone: ``reps`` MPI all-reduces of ``bytes`` (float32); median.
+    3. compute with comm: after a barrier, the same ``reps`` reps on a helper thread while
+       the main thread loops MPI all-reduces of ``bytes`` with the other ranks. After each
+       all-reduce a one-int MIN all-reduce asks "has every rank's compute finished?", so
+       communication covers the whole of every rank's compute. Median rep time.
+
+    MPI is called from the main thread only (so MPI_THREAD_FUNNELED suffices; mpi4py
+    is asked for "multiple"); matmul and mpi4py's blocking calls release the GIL, so the
+    two really run at once and compete for the rank's cores and memory bandwidth.
+    factor = with_comm / alone − 1 per rank; rank 0 reports every rank's values.
+    """
+    import mpi4py
+
+    mpi4py.rc.thread_level = "multiple"
+    import numpy as np
+    import torch
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    if MPI.Query_thread() < MPI.THREAD_FUNNELED:
+        raise RuntimeError("MPI provides less than MPI_THREAD_FUNNELED; cannot overlap")
+    threads = int(spec["threads"])
+    seconds = float(spec["seconds"])
+    nbytes = int(spec["bytes"])
+    reps = int(spec.get("reps", 5))
+    torch.set_num_threads(threads)
+    a = torch.rand(512, 512)
+    b = torch.rand(512, 512)
+
+    def kernel(k: int) -> None:
+        for _ in range(k):
+            torch.mm(a, b)
+
+    # Size the rep on rank 0 (after a warm-up), broadcast the matmul count.
+    sink.heartbeat(0, 0, "compute", 0)
+    probe: list[float] = []
+
+    def size_kernel() -> None:
+        torch.set_num_threads(threads)
+        kernel(3)
+        t0 = time.perf_counter()
+        kernel(5)
+        probe.append((time.perf_counter() - t0) / 5)
+
+    sizer = threading.Thread(target=size_kernel, name="dtsim-size")
+    sizer.start()
+    sizer.join()
+    per_mm = probe[0] if probe else 1e-3
+    mm_per_rep = max(1, int(seconds / reps / max(per_mm, 1e-9)))
+    mm_per_rep = comm.bcast(mm_per_rep, root=0)
+
+    def timed_reps(out: list[float]) -> None:
+        torch.set_num_threads(threads)  # per thread in torch's OpenMP pool
+        for _ in range(reps):
+            t = time.perf_counter()
+            kernel(mm_per_rep)
+            out.append(time.perf_counter() - t)
+
+    def start_compute(out: list[float]) -> tuple[threading.Thread, threading.Event, list]:
+        finished = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                timed_reps(out)
+            except BaseException as err:  # re-raised by the main thread
+                errors.append(err)
+            finally:
+                finished.set()
+
+        thread = threading.Thread(target=run, name="dtsim-compute", daemon=True)
+        thread.start()
+        return thread, finished, errors
+
+    # 1. compute alone (on a helper thread, as in phase 3, the main thread idle in join)
+    comm.Barrier()
+    alone: list[float] = []
+    thread, _, errors = start_compute(alone)
+    thread.join()
+    if errors:
+        raise errors[0]
+    if rank == 0:
+        sink.progress(1, 3)
+
+    # 2. comm alone
+    sink.heartbeat(1, 0, "allreduce", nbytes)
+    send = np.ones(nbytes // 4, np.float32)
+    recv = np.empty_like(send)
+    comm.Allreduce(send, recv)  # warm-up
+    comm_alone: list[float] = []
+    for _ in range(reps):
+        comm.Barrier()
+        t = time.perf_counter()
+        comm.Allreduce(send, recv)
+        comm_alone.append(time.perf_counter() - t)
+    if rank == 0:
+        sink.progress(2, 3)
+
+    # 3. compute with comm
+    sink.heartbeat(2, 0, "compute+allreduce", nbytes)
+    with_comm: list[float] = []
+    comm.Barrier()
+    t_start = time.perf_counter()
+    thread, finished, errors = start_compute(with_comm)
+    comm_iters = 0
+    while True:
+        comm.Allreduce(send, recv)
+        comm_iters += 1
+        if comm.allreduce(1 if finished.is_set() else 0, op=MPI.MIN):
+            break
+    comm_elapsed = time.perf_counter() - t_start
+    thread.join()
+    if errors:
+        raise errors[0]
+
+    mine = {
+        "rank": rank,
+        "host": socket.gethostname(),
+        "compute_alone_s": statistics.median(alone),
+        "compute_with_comm_s": statistics.median(with_comm),
+        "comm_alone_s": statistics.median(comm_alone),
+        "comm_with_compute_s": comm_elapsed / comm_iters,
+        "comm_iterations": comm_iters,
+        "matmuls_per_rep": mm_per_rep,
+        "threads": threads,
+    }
+    mine["factor"] = mine["compute_with_comm_s"] / mine["compute_alone_s"] - 1.0
+    everyone = comm.gather(mine, root=0)
+    if rank == 0:
+        sink.result({"ranks": everyone, "bytes": nbytes, "reps": reps})
+        sink.progress(3, 3)
+    comm.Barrier()
+
+
+# -- entry ------------------------------------------------------------------------------
+def load_spec(text: str) -> dict[str, Any]:
+    """``--spec``: a JSON object, or the path of a file holding one."""
+    if text.lstrip().startswith("{"):
+        return json.loads(text)
+    return json.loads(Path(text).read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m calibrate.worker")
+    parser.add_argument("command", choices=("comm", "interference"))
+    parser.add_argument("--spec", required=True, help="JSON object or a file holding one")
+    args = parser.parse_args(argv)
+    rank, _ = world()
+    sink = Sink(rank)
+    try:
+        spec = load_spec(args.spec)
+        if args.command == "comm":
+            comm_loop(spec, sink)
+        else:
+            interference_loop(spec, sink)
+    except BaseException as err:  # noqa: BLE001 - report, then leave without MPI_Finalize
+        sink.error(f"{type(err).__name__}: {err}")
+        sys.stderr.flush()
+        # MPI_Finalize would wait for peers blocked in a collective: leave at once and
+        # let mpirun tear the job down.
+        os._exit(1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""calibrate.comm: real collectives over real processes (Open MPI's mpirun, np=2).
+
+Tests marked ``mpi`` start real jobs and are skipped without mpirun or mpi4py. The fault
+tests use the worker's test hook ``DTSIM_FAULT=rank:kind:after_points``.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from calibrate import comm
+from calibrate.comm import (
+    CSV_FIELDS,
+    CommSample,
+    measure_interference,
+    plan_points,
+    prepare_csv,
+    read_samples,
+    round_size,
+    run_comm_sweep,
+)
+from calibrate.errors import CalibrationError
+from sim.errors import InputError
+
+HAVE_MPI = shutil.which("mpirun") is not None and importlib.util.find_spec("mpi4py") is not None
+needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="needs Open MPI's mpirun and mpi4py")
+SMALL = [4096, 65536, 1 << 20]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for name in ("DTSIM_FAULT", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def worker_pids() -> set[int]:
+    """Live processes running calibrate.worker (what pgrep -f calibrate.worker finds)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if b"calibrate.worker" in cmdline and state != "Z":
+            out.add(int(entry))
+    return out
+
+
+# -- no MPI needed ----------------------------------------------------------------------
+def test_sizes_round_down_to_whole_floats_per_rank():
+    assert round_size(1000, 2) == 1000
+    assert round_size(1001, 2) == 1000
+    assert round_size(3, 4) == 16  # at least 4·np
+    assert plan_points(["allreduce", "broadcast"], [1001, 1000, 8], 2) == [
+        ("allreduce", 1000),
+        ("allreduce", 8),
+        ("broadcast", 1000),
+        ("broadcast", 8),
+    ]
+    with pytest.raises(InputError, match="unknown op 'alltoall'"):
+        plan_points(["alltoall"], [8], 2)
+    with pytest.raises(InputError, match="sizes must be > 0"):
+        plan_points(["allreduce"], [0], 2)
+
+
+def test_prepare_csv_resume_keeps_complete_points_only(tmp_path):
+    path = tmp_path / "s.csv"
+    old = [
+        CommSample("mpi", "allreduce", 8, 2, 0, 1e-5, "h"),
+        CommSample("mpi", "allreduce", 8, 2, 1, 2e-5, "h"),  # complete (2 repeats)
+        CommSample("mpi", "allreduce", 64, 2, 0, 3e-5, "h"),  # partial: re-measured
+        CommSample("gloo", "allreduce", 8, 2, 0, 4e-5, "h"),  # another backend: kept
+    ]
+    path.write_text(comm._csv_text(old))
+    points = [("allreduce", 8), ("allreduce", 64), ("allreduce", 128)]
+    todo, kept = prepare_csv(path, backend="mpi", ranks=2, points=points, repeats=2, resume=True)
+    assert todo == [("allreduce", 64), ("allreduce", 128)]
+    assert kept == [old[0], old[1], old[3]]
+    assert read_samples(path) == kept
+    todo, kept = prepare_csv(path, backend="mpi", ranks=2, points=points, repeats=2, resume=False)
+    assert todo == points and kept == []
+    assert path.read_text() == ",".join(CSV_FIELDS) + "\n"
+
+
+def test_read_samples_rejects_other_files(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="line 1: expected the header"):
+        read_samples(path)
+    path.write_text(",".join(CSV_FIELDS) + "\nmpi,allreduce,eight,2,0,1e-5,h\n")
+    with pytest.raises(InputError, match="line 2: not a sample row") as err:
+        read_samples(path)
+    assert err.value.file == str(path)
+
+
+def test_mpirun_missing_gives_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(InputError, match="apt-get install openmpi-bin libopenmpi-dev"):
+        run_comm_sweep(
+            backend="mpi", np=2, sizes=[4096], ops=["allreduce"], csv_path=tmp_path / "s.csv"
+        )
+    with pytest.raises(InputError, match="mpirun not found"):
+        measure_interference(np=2, threads=1)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(InputError, match="unknown backend 'tcp'"):
+        run_comm_sweep(backend="tcp", np=2, sizes=[8], ops=["allreduce"], csv_path=tmp_path / "s")
+    with pytest.raises(InputError, match="repeats must be >= 1"):
+        run_comm_sweep(
+            backend="mpi", np=2, sizes=[8], ops=["allreduce"], csv_path=tmp_path / "s", repeats=0
+        )
+
+
+def test_nccl_without_gpu_is_input_error(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU")
+    with pytest.raises(InputError, match="nccl needs a GPU"):
+        run_comm_sweep(
+            backend="nccl", np=2, sizes=[4096], ops=["allreduce"], csv_path=tmp_path / "s.csv"
+        )
+
+
+def test_exit_message_reads_open_mpi_signal_report():
+    watch = comm._Watch(np=2, points=[("allreduce", 4096)])
+    watch.tail.append(
+        "mpirun noticed that process rank 1 with PID 4242 on node vm exited on signal 9 (Killed)."
+    )
+    msg = comm._exit_message(watch, 137, Path("out.csv"))
+    assert "rank 1 was killed by Killed" in msg
+    assert "kept in out.csv" in msg
+
+
+# -- real runs --------------------------------------------------------------------------
+@pytest.mark.mpi
+@needs_mpi
+def test_mpi_sweep_streams_rows(tmp_path):
+    path = tmp_path / "sweep.csv"
+    seen: list[tuple[int, int]] = []
+    samples = run_comm_sweep(
+        backend="mpi",
+        np=2,
+        sizes=SMALL,
+        ops=["allreduce", "reduce-scatter"],
+        csv_path=path,
+        repeats=2,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert seen == [(i, 6) for i in range(1, 7)]
+    got = rows(path)
+    assert len(got) == len(samples) == 12
+    assert list(got[0]) == list(CSV_FIELDS)
+    assert {(r["op"], int(r["bytes"])) for r in got} == {
+        (op, n) for op in ("allreduce", "reduce-scatter") for n in SMALL
+    }
+    for s in samples:
+        assert s.backend == "mpi" and s.ranks == 2 and s.repeat in (0, 1)
+        assert 0 < s.seconds < 5
+        assert s.host
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_gloo_sweep(tmp_path):
+    pytest.importorskip("torch")
+    samples = run_comm_sweep(
+        backend="gloo",
+        np=2,
+        sizes=[4096, 1 << 18],
+        ops=["allgather"],
+        csv_path=tmp_path / "g.csv",
+        repeats=2,
+    )
+    assert [(s.op, s.bytes, s.repeat) for s in samples] == [
+        ("allgather", 4096, 0),
+        ("allgather", 4096, 1),
+        ("allgather", 1 << 18, 0),
+        ("allgather", 1 << 18, 1),
+    ]
+    assert all(s.backend == "gloo" and 0 < s.seconds < 5 for s in samples)
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_resume_skips_finished_points(tmp_path):
+    path = tmp_path / "r.csv"
+    first = run_comm_sweep(
+        backend="mpi", np=2, sizes=SMALL[:2], ops=["allreduce"], csv_path=path, repeats=2
+    )
+    seen: list[tuple[int, int]] = []
+    second = run_comm_sweep(
+        backend="mpi",
+        np=2,
+        sizes=SMALL,
+        ops=["allreduce"],
+        csv_path=path,
+        repeats=2,
+        resume=True,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert seen == [(3, 3)]  # only the new size ran
+    assert second[:4] == first  # the old rows, untouched
+    assert [s.bytes for s in second[4:]] == [SMALL[2], SMALL[2]]
+    assert len(rows(path)) == 6
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_dying_rank_names_it_and_keeps_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("DTSIM_FAULT", "1:die:1")
+    path = tmp_path / "d.csv"
+    with pytest.raises(CalibrationError) as err:
+        run_comm_sweep(
+            backend="mpi", np=2, sizes=SMALL, ops=["allreduce"], csv_path=path, repeats=2
+        )
+    msg = str(err.value)
+    assert "rank 1" in msg and "exited with code 3" in msg
+    assert f"allreduce {SMALL[1]} B" in msg
+    assert str(path) in msg
+    got = rows(path)
+    assert [(int(r["bytes"]), int(r["repeat"])) for r in got] == [(SMALL[0], 0), (SMALL[0], 1)]
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_hanging_rank_times_out_without_orphans(tmp_path, monkeypatch):
+    monkeypatch.setenv("DTSIM_FAULT", "1:hang:1")
+    before = worker_pids()
+    path = tmp_path / "h.csv"
+    t0 = time.monotonic()
+    with pytest.raises(CalibrationError) as err:
+        run_comm_sweep(
+            backend="mpi",
+            np=2,
+            sizes=SMALL,
+            ops=["allreduce"],
+            csv_path=path,
+            repeats=2,
+            timeout_s=10,
+        )
+    assert time.monotonic() - t0 < 30
+    msg = str(err.value)
+    assert "no progress for 10 s" in msg
+    assert "rank 1" in msg and f"allreduce {SMALL[1]} B" in msg
+    assert str(path) in msg
+    assert len(rows(path)) == 2
+    deadline = time.monotonic() + 5
+    while worker_pids() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not worker_pids() - before
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_interference_factor(tmp_path):
+    pytest.importorskip("torch")
+    r = measure_interference(np=2, threads=1, seconds=0.5, bytes=4 << 20)
+    assert math.isfinite(r.factor) and r.factor >= -0.5
+    assert [s.rank for s in r.samples] == [0, 1]
+    for s in r.samples:
+        assert s.compute_alone_s > 0 and s.compute_with_comm_s > 0
+        assert s.comm_iterations >= 1
+        assert s.factor == pytest.approx(s.compute_with_comm_s / s.compute_alone_s - 1)
