@@ -181,7 +181,7 @@ def _compute_options(fn: Callable) -> Callable:
                 help="torch threads on a CPU (default: all cores for compute; cores / np for all).",
             ),
             click.option("--repeats", type=int, default=10, show_default=True),
-            click.option("--warmup", type=int, default=2, show_default=True),
+            click.option("--warmup", type=int, default=3, show_default=True),
         ]
     ):
         fn = decorator(fn)

@@ -216,7 +216,7 @@ def calibrate_compute(
     device: str = "cpu",
     batch: int = 32,
     threads: int | None = None,
-    warmup: int = 2,
+    warmup: int = 3,
     repeats: int = 10,
     torch_model: str | None = None,
     input_shape: tuple[int, ...] | None = None,
@@ -268,49 +268,49 @@ def calibrate_compute(
             step += 1
             if progress:
                 progress(step, total)
-        # Whole-model passes without hooks first, then the hooked ones.
+        # Passes without hooks (the whole-model time) alternate with hooked passes (the
+        # per-layer times), so that both see the same machine: a shared box drifts.
         whole: list[float] = []
         per_layer: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
         for r in range(repeats):
             if r in complete:
-                whole.append(complete[r][("<whole>", "step")])
-            else:
+                rows = complete[r]
+                whole.append(rows[("<whole>", "step")])
+                for n in names:
+                    per_layer[n].append((rows[(n, "forward")], rows[(n, "backward")]))
+                step += 2
+                if progress:
+                    progress(step, total)
+                continue
+            clock.reset()
+            clock.stamp()
+            _one_pass(tm, x, y)
+            end = clock.stamp()
+            whole.append(clock.seconds()[end])
+            step += 1
+            if progress:
+                progress(step, total)
+            hooks = _Hooks(tm, clock)
+            try:
                 clock.reset()
                 clock.stamp()
                 _one_pass(tm, x, y)
                 end = clock.stamp()
-                whole.append(clock.seconds()[end])
+                got = hooks.durations(end)
+            finally:
+                hooks.remove()
+            for n in names:
+                per_layer[n].append(got[n])
+            if writer is not None:
+                base = [wl.name, info.model, batch, info.threads, r]
+                writer.writerow([*base, "<whole>", "step", repr(whole[r])])
+                for n in names:
+                    writer.writerow([*base, n, "forward", repr(got[n][0])])
+                    writer.writerow([*base, n, "backward", repr(got[n][1])])
+                f.flush()
             step += 1
             if progress:
                 progress(step, total)
-        hooks = _Hooks(tm, clock)
-        try:
-            for r in range(repeats):
-                if r in complete:
-                    rows = complete[r]
-                    for n in names:
-                        per_layer[n].append((rows[(n, "forward")], rows[(n, "backward")]))
-                else:
-                    clock.reset()
-                    hooks.events.clear()
-                    clock.stamp()
-                    _one_pass(tm, x, y)
-                    end = clock.stamp()
-                    got = hooks.durations(end)
-                    for n in names:
-                        per_layer[n].append(got[n])
-                    if writer is not None:
-                        base = [wl.name, info.model, batch, info.threads, r]
-                        writer.writerow([*base, "<whole>", "step", repr(whole[r])])
-                        for n in names:
-                            writer.writerow([*base, n, "forward", repr(got[n][0])])
-                            writer.writerow([*base, n, "backward", repr(got[n][1])])
-                        f.flush()
-                step += 1
-                if progress:
-                    progress(step, total)
-        finally:
-            hooks.remove()
     finally:
         if writer is not None:
             f.close()

@@ -10,25 +10,24 @@
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable
 from typing import Any
 
-from calibrate.fit import Fit, fit_alpha_beta
+from calibrate.fit import Fit, fit_alpha_beta, median_points
 
 GB = 1e9
 
 
 def medians(samples: Iterable[Any]) -> dict[tuple[str, str, int], list[tuple[int, float]]]:
     """(backend, op, ranks) -> [(bytes, median seconds over repeats)], sizes increasing."""
-    groups: dict[tuple[str, str, int], dict[int, list[float]]] = {}
+    groups: dict[tuple[str, str, int], tuple[list[float], list[float]]] = {}
     for s in samples:
-        groups.setdefault((s.backend, s.op, s.ranks), {}).setdefault(int(s.bytes), []).append(
-            float(s.seconds)
-        )
+        sizes, times = groups.setdefault((s.backend, s.op, s.ranks), ([], []))
+        sizes.append(float(s.bytes))
+        times.append(float(s.seconds))
     return {
-        key: sorted((n, statistics.median(ts)) for n, ts in by_size.items())
-        for key, by_size in groups.items()
+        key: [(int(n), t) for n, t in median_points(sizes, times)]
+        for key, (sizes, times) in groups.items()
     }
 
 

@@ -52,7 +52,7 @@ def test_compute_writes_a_workload_that_the_simulator_uses(tmp_path):
     written = yaml.safe_load(out.read_text())
     device = doc["device"]
     assert device.endswith("(1 thread)")
-    assert written["provenance"]["threads"] == 1 and written["provenance"]["batch"] == 4
+    assert written["provenance"]["threads"] == "1" and written["provenance"]["batch"] == "4"
     fc1 = next(x for x in written["layers"] if x["name"] == "fc1")
     (point,) = fc1["measured"][device]
     assert point["batch"] == 4 and point["repeats"] == 3
