@@ -4,9 +4,10 @@ Subcommands (``--spec`` is a JSON object, or the path of a file holding one; wri
 :mod:`calibrate.comm`):
 
 - ``comm``: time collectives. For each (op, bytes) point: a barrier, one warm-up call,
-  then ``repeats`` timed calls, each preceded by a barrier. A sample is the *maximum over
-  ranks* of that call's wall time (``time.perf_counter`` around the call; for nccl the
-  call is followed by ``torch.cuda.synchronize()``), gathered to rank 0.
+  then ``repeats`` samples, each preceded by a barrier. A sample is the mean time of
+  :func:`calls_per_sample` back-to-back calls (``time.perf_counter`` around them; for
+  nccl each call is followed by ``torch.cuda.synchronize()``), and the *maximum over
+  ranks* of that, gathered to rank 0.
 - ``interference``: time a fixed compute kernel alone and while this rank's MPI
   all-reduces run concurrently (see :func:`interference_loop`).
 
@@ -297,6 +298,19 @@ def make_backend(spec: dict[str, Any]) -> MpiBackend | TorchBackend:
 
 
 # -- comm -------------------------------------------------------------------------------
+BATCH_BYTES = 1 << 20  # back-to-back calls per sample until they move about this much
+MAX_CALLS = 256
+
+
+def calls_per_sample(nbytes: int) -> int:
+    """Calls timed together in one sample, as nccl-tests' ``-n`` iterations are: small
+    collectives take microseconds, less than the skew with which ranks leave the barrier
+    before them, so one sample is the mean of enough back-to-back calls to move ~1 MiB
+    (256 calls at 4 KiB, one call from 1 MiB up). The same on every rank: no agreement
+    needed."""
+    return max(1, min(MAX_CALLS, BATCH_BYTES // max(1, int(nbytes))))
+
+
 def comm_loop(spec: dict[str, Any], sink: Sink) -> None:
     """Measure every (op, bytes) point in ``spec["points"]``; rank 0 reports samples.
 
@@ -318,12 +332,14 @@ def comm_loop(spec: dict[str, Any], sink: Sink) -> None:
         call = backend.prepare(op, nbytes)
         sink.heartbeat(i, 1, op, nbytes)
         call()  # warm-up: connections, first-touch of the buffers
+        calls = calls_per_sample(nbytes)
         for k in range(repeats):
             sink.heartbeat(i, 2 + k, op, nbytes)
             backend.barrier()
             t0 = time.perf_counter()
-            call()
-            seconds = time.perf_counter() - t0
+            for _ in range(calls):
+                call()
+            seconds = (time.perf_counter() - t0) / calls
             times = backend.gather_times(seconds)
             if times is not None:
                 slowest = max(range(p), key=lambda r: times[r])
