@@ -665,27 +665,8 @@ def _interference_doc(result: Any) -> dict:
 
 
 # -- all ------------------------------------------------------------------------------------
-@calibrate.command("all")
-@click.option(
-    "--out",
-    required=True,
-    help="The hardware profile to write, e.g. hardware_profiles/measured/my-box.yaml. "
-    "Beside it: <stem>.<workload>.yaml (measured per-layer times) and the raw samples "
-    "<stem>.compute.csv and <stem>.comm.csv.",
-)
-@click.option("--name", default=None, help="Profile name (default: the --out file's stem).")
-@click.option(
-    "--workload",
-    default="small-cnn",
-    show_default=True,
-    help="Workload whose layers are timed (built-in with a torch model).",
-)
-@_compute_options
-@lambda fn: _comm_options(fn, repeats_flag="--comm-repeats")
-@click.option("--resume", is_flag=True, help="Keep what the raw-sample CSVs already hold.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@_guarded
-def all_cmd(
+def calibrate_all(
+    *,
     out: str,
     name: str | None,
     workload: str,
@@ -702,24 +683,10 @@ def all_cmd(
     hostfile: str | None,
     timeout_s: float,
     resume: bool,
-    as_json: bool,
-) -> None:
-    """Calibrate everything and write a complete profile that `dtsim whatif` loads.
-
-    Measures, in order: per-layer compute of --workload (with cores / np threads, the
-    share each rank gets), sustained GEMM FLOP/s and copy bandwidth, the collectives
-    on --np ranks, and interference. Then writes the profile (device, link, measured
-    collective tables, interference) atomically, and the workload with its times.
-    Raw samples stream to CSV; --resume continues an interrupted run.
-
-    \b
-    Example (this is what CI runs):
-      dtsim calibrate all --out hardware_profiles/measured/ci-box.yaml --np 2
-      dtsim whatif --hardware hardware_profiles/measured/ci-box.yaml \\
-        --workload hardware_profiles/measured/ci-box.small-cnn.yaml --devices 2 \\
-        --batch-per-device 32
-    """
-    _need_torch()
+    quiet: bool,
+) -> tuple[dict, Any, list[dict], Any]:
+    """The whole calibration (see `dtsim calibrate all --help`); writes the profile and the
+    workload, returns (summary, compute result, measured_collectives, interference)."""
     from calibrate.device import gemm_flops, memory_bandwidth, provenance
     from calibrate.fit import Fit
     from calibrate.profile import hardware_document
@@ -742,7 +709,7 @@ def all_cmd(
     rank_threads = _threads_per_rank(np_, threads) if device == "cpu" else None
     timings: dict[str, float] = {}
     with _bar() as bar:
-        live = None if as_json else bar
+        live = None if quiet else bar
         t0 = time.perf_counter()
         result = _run_compute(
             workload=workload,
@@ -844,6 +811,90 @@ def all_cmd(
         "interference": _interference_doc(interference),
         "timings_s": timings,
     }
+    return summary, result, section, interference
+
+
+@calibrate.command("all")
+@click.option(
+    "--out",
+    required=True,
+    help="The hardware profile to write, e.g. hardware_profiles/measured/my-box.yaml. "
+    "Beside it: <stem>.<workload>.yaml (measured per-layer times) and the raw samples "
+    "<stem>.compute.csv and <stem>.comm.csv.",
+)
+@click.option("--name", default=None, help="Profile name (default: the --out file's stem).")
+@click.option(
+    "--workload",
+    default="small-cnn",
+    show_default=True,
+    help="Workload whose layers are timed (built-in with a torch model).",
+)
+@_compute_options
+@lambda fn: _comm_options(fn, repeats_flag="--comm-repeats")
+@click.option("--resume", is_flag=True, help="Keep what the raw-sample CSVs already hold.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_guarded
+def all_cmd(
+    out: str,
+    name: str | None,
+    workload: str,
+    device: str,
+    batch: int,
+    threads: int | None,
+    repeats: int,
+    warmup: int,
+    backend: str,
+    np_: int,
+    sizes: str,
+    ops: str,
+    comm_repeats: int,
+    hostfile: str | None,
+    timeout_s: float,
+    resume: bool,
+    as_json: bool,
+) -> None:
+    """Calibrate everything and write a complete profile that `dtsim whatif` loads.
+
+    Measures, in order: per-layer compute of --workload (with cores / np threads, the
+    share each rank gets), sustained GEMM FLOP/s and copy bandwidth, the collectives
+    on --np ranks, and interference. Then writes the profile (device, link, measured
+    collective tables, interference) atomically, and the workload with its times.
+    Raw samples stream to CSV; --resume continues an interrupted run.
+
+    \b
+    Example (this is what CI runs):
+      dtsim calibrate all --out hardware_profiles/measured/ci-box.yaml --np 2
+      dtsim whatif --hardware hardware_profiles/measured/ci-box.yaml \\
+        --workload hardware_profiles/measured/ci-box.small-cnn.yaml --devices 2 \\
+        --batch-per-device 32
+    """
+    _need_torch()
+    summary, result, section, interference = calibrate_all(
+        out=out,
+        name=name,
+        workload=workload,
+        device=device,
+        batch=batch,
+        threads=threads,
+        repeats=repeats,
+        warmup=warmup,
+        backend=backend,
+        np_=np_,
+        sizes=sizes,
+        ops=ops,
+        comm_repeats=comm_repeats,
+        hostfile=hostfile,
+        timeout_s=timeout_s,
+        resume=resume,
+        quiet=as_json,
+    )
+    path, workload_path, info = Path(out), summary["workload"], result.device
+    gemm, membw, timings = (
+        summary["gemm_flops"],
+        summary["memory_bandwidth_bytes_per_s"],
+        summary["timings_s"],
+    )
+    doc = {"device": {"efficiency": summary["efficiency"]}}
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
