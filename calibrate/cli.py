@@ -711,26 +711,43 @@ def calibrate_all(
     with _bar() as bar:
         live = None if quiet else bar
         t0 = time.perf_counter()
-        result = _run_compute(
-            workload=workload,
-            torch_model=None,
-            input_shape=None,
-            device=device,
-            batch=batch,
-            threads=rank_threads,
-            repeats=repeats,
-            warmup=warmup,
-            csv_path=compute_csv,
-            resume=resume,
-            bar=live,
-        )
+        from calibrate.compute import achieved_flops, calibrate_compute_ranks
+
+        if device == "cpu" and np_ > 1 and hostfile is None:
+            # The ranks of a real run compute at once and share the host: measure so.
+            if live is not None:
+                live.add_task(f"compute on {np_} ranks at once", total=None)
+            result, gemm, membw = calibrate_compute_ranks(
+                np_,
+                workload,
+                device=device,
+                batch=batch,
+                threads=rank_threads,
+                warmup=warmup,
+                repeats=repeats,
+                csv_path=compute_csv,
+                resume=resume,
+                timeout_s=timeout_s,
+            )
+        else:
+            result = _run_compute(
+                workload=workload,
+                torch_model=None,
+                input_shape=None,
+                device=device,
+                batch=batch,
+                threads=rank_threads,
+                repeats=repeats,
+                warmup=warmup,
+                csv_path=compute_csv,
+                resume=resume,
+                bar=live,
+            )
+            gemm, membw = gemm_flops(result.device), memory_bandwidth(result.device)
         info = result.device
         # The roofline's ceiling: the GEMM's rate, or what a layer kind reached if more
         # (a convolution's kernel can beat a square GEMM), so efficiencies stay <= 1.
-        from calibrate.compute import achieved_flops
-
-        gemm = max(gemm_flops(info), achieved_flops(result))
-        membw = memory_bandwidth(info)
+        gemm = max(gemm, achieved_flops(result))
         timings["compute_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         samples = _run_comm(
@@ -916,4 +933,230 @@ def all_cmd(
     o.print(
         f"try: dtsim whatif --hardware {path} --workload {workload_path} --devices {np_} "
         f"--batch-per-device {batch}"
+    )
+
+
+# -- validate -------------------------------------------------------------------------------
+DEFAULT_VALIDATE_STRATEGIES = "sync,layerwise,bucketed,delayed:1,delayed:2"
+
+
+@click.command("validate")
+@click.option("--np", "np_", type=int, default=2, show_default=True, help="MPI ranks.")
+@click.option(
+    "--workload",
+    default="small-cnn",
+    show_default=True,
+    help="Model trained for real (small-cnn, mlp, or any built-in with a torch model).",
+)
+@click.option(
+    "--strategies",
+    default=DEFAULT_VALIDATE_STRATEGIES,
+    show_default=True,
+    help="Strategies implemented for real: sync, layerwise, bucketed[:MB], delayed:d.",
+)
+@click.option("--iterations", type=int, default=20, show_default=True, help="Per run.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Runs per strategy.")
+@click.option("--batch-per-device", "batch", type=int, default=32, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch threads per rank (cores / np).")
+@click.option("--hostfile", default=None, help="Passed to mpirun: validate a real cluster.")
+@click.option(
+    "--hardware",
+    default=None,
+    help="Predict with this profile instead of calibrating this machine first.",
+)
+@click.option(
+    "--workload-profile",
+    default=None,
+    help="With --hardware: the workload YAML with measured per-layer times to predict with.",
+)
+@click.option("--out", "out_dir", default="dtsim-validate", show_default=True)
+@click.option("--timeout", "timeout_s", type=float, default=300, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document.")
+@_guarded
+def validate(
+    np_: int,
+    workload: str,
+    strategies: str,
+    iterations: int,
+    repeats: int,
+    batch: int,
+    threads: int | None,
+    hostfile: str | None,
+    hardware: str | None,
+    workload_profile: str | None,
+    out_dir: str,
+    timeout_s: float,
+    as_json: bool,
+) -> None:
+    """Train for real under each strategy and compare with dtsim's prediction.
+
+    \b
+    1. Calibrate this machine (`calibrate all` into --out), unless --hardware is given.
+    2. Train --workload on --np mpirun ranks under each strategy, --repeats times,
+       recording every rank's forward/backward/comm/wait/update spans (Trace schema).
+       The study's semantics: sync = one blocking all-reduce after backward;
+       layerwise = a non-blocking all-reduce per layer started from backward hooks;
+       bucketed = DDP's buckets; delayed:d = iteration t's gradient applied at t+d.
+       Weights are checked identical on every rank.
+    3. Simulate the same scenario with the calibrated profile, and print measured vs
+       predicted iteration time (median and IQR over repeats), speedup and overlap.
+    Writes report.json, the measured traces and the predicted traces in --out.
+
+    \b
+    Example:
+      dtsim validate --np 2 --iterations 20 --repeats 3
+      dtsim validate --hardware my-box.yaml --workload-profile my-box.small-cnn.yaml
+    """
+    _need_torch()
+    from calibrate.realrun import run_real, write_trace
+    from calibrate.validate import RESULT_KEYS, compare, measured_stats, predict, same_ranking
+    from hardware_profiles import load_profile
+    from workloads import load_workload
+
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    if not names:
+        raise InputError("--strategies is empty", key="strategies")
+    if iterations < 4:
+        raise InputError(f"--iterations must be >= 4 (warm-up needs 1 + d), got {iterations}")
+    if workload_profile and not hardware:
+        raise InputError("--workload-profile goes with --hardware")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rank_threads = _threads_per_rank(np_, threads)
+    started = time.perf_counter()
+    with _bar() as bar:
+        live = None if as_json else bar
+        if hardware is None:
+            summary, _, _, _ = calibrate_all(
+                out=str(out / "profile.yaml"),
+                name="validate",
+                workload=workload,
+                device="cpu",
+                batch=batch,
+                threads=rank_threads,
+                repeats=10,
+                warmup=3,
+                backend="mpi",
+                np_=np_,
+                sizes="4KiB:64MiB",
+                ops="allreduce",
+                comm_repeats=5,
+                hostfile=hostfile,
+                timeout_s=timeout_s,
+                resume=False,
+                quiet=as_json,
+            )
+            hardware, workload_profile = str(out / "profile.yaml"), summary["workload"]
+        profile = load_profile(hardware)
+        wl = load_workload(workload_profile or workload)
+        tasks: dict[str, Any] = {}
+
+        def step(strategy: str, done: int, total: int) -> None:
+            if live is None:
+                return
+            if strategy not in tasks:
+                tasks[strategy] = live.add_task(f"real run {strategy}", total=total)
+            live.update(tasks[strategy], completed=done, total=total)
+
+        real = run_real(
+            workload=workload,
+            strategies=names,
+            np=np_,
+            iterations=iterations,
+            batch_per_rank=batch,
+            threads=rank_threads,
+            repeats=repeats,
+            hostfile=hostfile,
+            timeout_s=timeout_s,
+            out_dir=out,
+            progress=step,
+        )
+        if live is not None:
+            live.add_task("simulating", total=None)
+        predicted = predict(
+            profile,
+            wl,
+            ranks=np_,
+            batch_per_rank=batch,
+            strategies=names,
+            iterations=iterations,
+        )
+    measured: dict[str, list] = {name: [] for name in names}
+    identical = True
+    for r in real:
+        measured[r.strategy].append(measured_stats(r.trace))
+        identical &= r.weights_identical
+    rows = compare(measured, predicted)
+    predicted_paths = {}
+    for name, (_, trace) in predicted.items():
+        path = out / f"predicted_{name.replace(':', '-')}.trace.json"
+        write_trace(trace, path)
+        predicted_paths[name] = str(path)
+    scenario = {
+        "workload": wl.name,
+        "ranks": np_,
+        "batch_per_device": batch,
+        "threads_per_rank": rank_threads,
+        "iterations": iterations,
+        "repeats": repeats,
+        "hardware": hardware,
+        "workload_profile": workload_profile,
+        "device": profile.device.model,
+        "hostfile": hostfile,
+    }
+    report = {
+        "scenario": scenario,
+        "results": [{k: row[k] for k in RESULT_KEYS} for row in rows],
+        "details": rows,
+        "weights_identical": identical,
+        "same_ranking": same_ranking(rows),
+        "measured_traces": [str(r.trace_path) for r in real],
+        "predicted_traces": predicted_paths,
+        "wall_s": time.perf_counter() - started,
+    }
+    from sim.io import write_atomic
+
+    write_atomic(str(out / "report.json"), json.dumps(report, indent=2) + "\n")
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"scenario": scenario, "results": report["results"]}, indent=2) + "\n"
+        )
+        return
+    o = globals()["out"]
+    t = Table(
+        title=f"{wl.name}, {np_} ranks x batch {batch}, {rank_threads} thread(s) each, "
+        f"{iterations} iterations x {repeats} repeats"
+    )
+    for col in (
+        "strategy",
+        "measured",
+        "IQR",
+        "predicted",
+        "error",
+        "speedup meas.",
+        "speedup pred.",
+        "overlap meas.",
+        "overlap pred.",
+    ):
+        t.add_column(col, justify="left" if col == "strategy" else "right")
+    for row in rows:
+        err_pct = row["error_fraction"]
+        colour = "green" if abs(err_pct) <= 0.05 else ("yellow" if abs(err_pct) <= 0.10 else "red")
+        t.add_row(
+            row["strategy"],
+            fmt_time(row["measured_iteration_time_s"]),
+            fmt_time(row["measured_iqr_s"]),
+            fmt_time(row["predicted_iteration_time_s"]),
+            f"[{colour}]{err_pct:+.1%}[/]",
+            f"{row['measured_speedup_vs_sync']:.2f}x" if row["measured_speedup_vs_sync"] else "-",
+            f"{row['predicted_speedup_vs_sync']:.2f}x" if row["predicted_speedup_vs_sync"] else "-",
+            f"{row['measured_overlap_fraction']:.0%}",
+            f"{row['predicted_overlap_fraction']:.0%}",
+        )
+    o.print(t)
+    worst = max(abs(r["error_fraction"]) for r in rows)
+    o.print(
+        f"worst |error| {worst:.1%} (target 10%, aim 5%); ranking measured vs predicted: "
+        f"{'same' if report['same_ranking'] else 'DIFFERENT'}; weights identical on every "
+        f"rank: {'yes' if identical else 'NO'}; wrote {out / 'report.json'} and the traces"
     )

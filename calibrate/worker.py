@@ -10,6 +10,8 @@ Subcommands (``--spec`` is a JSON object, or the path of a file holding one; wri
   ranks* of that, gathered to rank 0.
 - ``interference``: time a fixed compute kernel alone and while this rank's MPI
   all-reduces run concurrently (see :func:`interference_loop`).
+- ``compute``: every rank calibrates the same model at once, as the ranks of a real run
+  compute at once on a shared host (:func:`calibrate.compute.compute_loop`).
 
 Rank 0 reports on stdout, one line each, prefixed ``DTSIM-``; every rank also writes
 heartbeats there (stdout reaches the launching process through ``mpirun`` from any
@@ -515,7 +517,7 @@ def load_spec(text: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m calibrate.worker")
-    parser.add_argument("command", choices=("comm", "interference"))
+    parser.add_argument("command", choices=("comm", "interference", "compute"))
     parser.add_argument("--spec", required=True, help="JSON object or a file holding one")
     args = parser.parse_args(argv)
     rank, _ = world()
@@ -524,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.spec)
         if args.command == "comm":
             comm_loop(spec, sink)
+        elif args.command == "compute":
+            from calibrate.compute import compute_loop
+
+            compute_loop(spec, sink)
         else:
             interference_loop(spec, sink)
     except BaseException as err:  # noqa: BLE001 - report, then leave without MPI_Finalize

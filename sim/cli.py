@@ -672,9 +672,10 @@ def _skipped_note(skipped: list[str]) -> list[str]:
 
 
 def _add_calibrate() -> None:
-    from calibrate.cli import calibrate
+    from calibrate.cli import calibrate, validate
 
     main.add_command(calibrate)
+    main.add_command(validate)
 
 
 _add_calibrate()
