@@ -1,0 +1,82 @@
+"""The comparison behind ``dtsim validate``, on hand-made Traces with exact times."""
+
+from __future__ import annotations
+
+import pytest
+
+from calibrate.validate import Measured, compare, measured_stats, same_ranking
+from sim.metrics import Metrics
+from sim.trace import Span, Trace
+
+
+def _trace(iterations: int, period: float, comm: float, wait: float, warmup: int = 1) -> Trace:
+    """Rank 0: forward at k*period, a comm span from 0.5*period lasting ``comm``, and a
+    wait span at the end of the window lasting ``wait``. Rank 1 is noise to be ignored."""
+    spans = []
+    for t in range(iterations):
+        t0 = t * period
+        spans.append(Span(0, "compute", "forward", t, "l0", t0, t0 + 0.2 * period))
+        spans.append(
+            Span(0, "comm0", "comm", t, "all", t0 + 0.5 * period, t0 + 0.5 * period + comm, 8)
+        )
+        spans.append(Span(0, "compute", "wait", t, "all", t0 + period - wait, t0 + period))
+        spans.append(Span(1, "compute", "forward", t, "l0", t0 + 0.01, t0 + 0.9 * period))
+    return Trace(tuple(spans), meta={"warmup_iterations": warmup, "global_batch": 4})
+
+
+def test_measured_stats_reads_windows_after_warmup():
+    m = measured_stats(_trace(6, period=0.010, comm=0.004, wait=0.001))
+    assert m.iteration_s == pytest.approx(0.010)
+    assert m.comm_s == pytest.approx(0.004)
+    assert m.exposed_s == pytest.approx(0.001)
+    assert m.overlap == pytest.approx(0.75)
+
+
+def test_warmup_windows_are_dropped():
+    trace = _trace(6, period=0.010, comm=0.004, wait=0.0)
+    spans = list(trace.spans)
+    # A slow first iteration: everything of iteration >= 1 moves 0.05 s later.
+    shifted = [
+        s if s.iteration == 0 else s._replace(start_s=s.start_s + 0.05, end_s=s.end_s + 0.05)
+        for s in spans
+    ]
+    m = measured_stats(Trace(tuple(shifted), meta=trace.meta))
+    assert m.iteration_s == pytest.approx(0.010)
+
+
+def test_no_comm_means_full_overlap():
+    assert Measured(0.01, 0.0, 0.0).overlap == 1.0
+
+
+def _metrics(it: float, overlap: float) -> Metrics:
+    return Metrics("x", it, 4 / it, 0.004, (1 - overlap) * 0.004, overlap, it, 0.0, False, True)
+
+
+def test_compare_rows_and_errors():
+    measured = {
+        "sync": [
+            Measured(0.010, 0.004, 0.004),
+            Measured(0.012, 0.004, 0.004),
+            Measured(0.011, 0.004, 0.004),
+        ],
+        "delayed:1": [Measured(0.008, 0.004, 0.0)] * 3,
+    }
+    predicted = {"sync": (_metrics(0.0121, 0.0), None), "delayed:1": (_metrics(0.0076, 1.0), None)}
+    rows = {r["strategy"]: r for r in compare(measured, predicted)}
+    sync, delayed = rows["sync"], rows["delayed:1"]
+    assert sync["measured_iteration_time_s"] == pytest.approx(0.011)
+    assert sync["measured_iqr_s"] == pytest.approx(0.001)  # quartiles 0.0105 and 0.0115
+    assert sync["error_fraction"] == pytest.approx(0.0121 / 0.011 - 1)
+    assert delayed["measured_speedup_vs_sync"] == pytest.approx(0.011 / 0.008)
+    assert delayed["predicted_speedup_vs_sync"] == pytest.approx(0.0121 / 0.0076)
+    assert delayed["measured_overlap_fraction"] == 1.0 and sync["measured_overlap_fraction"] == 0.0
+    assert same_ranking(list(rows.values()))
+
+
+def test_ranking_flags_a_swap_but_not_a_tie():
+    rows = [
+        {"measured_iteration_time_s": 0.010, "predicted_iteration_time_s": 0.008},
+        {"measured_iteration_time_s": 0.009, "predicted_iteration_time_s": 0.009},
+    ]
+    assert not same_ranking(rows)
+    assert same_ranking(rows, tolerance=0.15)
