@@ -214,6 +214,7 @@ def _compute_summary(result: Any) -> dict:
         "whole_model_s": result.whole_model_s,
         "whole_model_iqr_s": result.whole_model_iqr_s,
         "gap_fraction": result.gap,
+        "outside_layers_s": result.outside_s,
         "layers": [
             {
                 "name": lt.name,
@@ -234,7 +235,8 @@ def _gap_line(result: Any) -> str:
     return (
         f"per-layer sum {fmt_time(result.layer_sum_s)} vs whole model "
         f"{fmt_time(result.whole_model_s)} (no hooks): gap [{colour}]{result.gap:+.1%}[/] "
-        f"(target within ±15%)"
+        f"(target within ±15%); {fmt_time(result.outside_s)} per pass outside every layer "
+        "(loss, bookkeeping) is folded into the last layer's forward"
     )
 
 
@@ -1008,7 +1010,7 @@ def validate(
       dtsim validate --hardware my-box.yaml --workload-profile my-box.small-cnn.yaml
     """
     _need_torch()
-    from calibrate.realrun import run_real, write_trace
+    from calibrate.realrun import RealRunError, run_real, write_trace
     from calibrate.validate import RESULT_KEYS, compare, measured_stats, predict, same_ranking
     from hardware_profiles import load_profile
     from workloads import load_workload
@@ -1058,19 +1060,27 @@ def validate(
                 tasks[strategy] = live.add_task(f"real run {strategy}", total=total)
             live.update(tasks[strategy], completed=done, total=total)
 
-        real = run_real(
-            workload=workload,
-            strategies=names,
-            np=np_,
-            iterations=iterations,
-            batch_per_rank=batch,
-            threads=rank_threads,
-            repeats=repeats,
-            hostfile=hostfile,
-            timeout_s=timeout_s,
-            out_dir=out,
-            progress=step,
-        )
+        failure: CalibrationError | None = None
+        try:
+            real = run_real(
+                workload=workload,
+                strategies=names,
+                np=np_,
+                iterations=iterations,
+                batch_per_rank=batch,
+                threads=rank_threads,
+                repeats=repeats,
+                hostfile=hostfile,
+                timeout_s=timeout_s,
+                out_dir=out,
+                progress=step,
+            )
+        except RealRunError as e:
+            # Keep what finished: report the strategies whose runs all completed.
+            failure, real = e, list(e.partial)
+            done = {r.strategy for r in real}
+            names = [n for n in names if n in done]
+            real = [r for r in real if r.strategy in names]
         if live is not None:
             live.add_task("simulating", total=None)
         predicted = predict(
@@ -1116,7 +1126,14 @@ def validate(
     }
     from sim.io import write_atomic
 
+    if failure is not None:
+        report["error"] = str(failure)
     write_atomic(str(out / "report.json"), json.dumps(report, indent=2) + "\n")
+    if failure is not None:
+        kept = ", ".join(names) if names else "none"
+        raise CalibrationError(
+            f"{failure} (finished strategies kept in {out / 'report.json'}: {kept})"
+        )
     if as_json:
         sys.stdout.write(
             json.dumps({"scenario": scenario, "results": report["results"]}, indent=2) + "\n"

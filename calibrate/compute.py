@@ -62,6 +62,7 @@ class ComputeResult:
     layers: tuple[LayerTime, ...]
     whole_model_s: float  # median forward + backward without hooks
     whole_model_iqr_s: float
+    outside_s: float = 0.0  # median hooked-pass time outside every layer (loss, bookkeeping)
 
     @property
     def layer_sum_s(self) -> float:
@@ -272,11 +273,13 @@ def calibrate_compute(
         # Passes without hooks (the whole-model time) alternate with hooked passes (the
         # per-layer times), so that both see the same machine: a shared box drifts.
         whole: list[float] = []
+        outside: list[float] = []  # hooked pass time not inside any layer: loss, bookkeeping
         per_layer: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
         for r in range(repeats):
             if r in complete:
                 rows = complete[r]
                 whole.append(rows[("<whole>", "step")])
+                outside.append(rows.get(("<outside>", "step"), 0.0))
                 for n in names:
                     per_layer[n].append((rows[(n, "forward")], rows[(n, "backward")]))
                 step += 2
@@ -298,13 +301,16 @@ def calibrate_compute(
                 _one_pass(tm, x, y)
                 end = clock.stamp()
                 got = hooks.durations(end)
+                hooked = clock.seconds()[end]
             finally:
                 hooks.remove()
             for n in names:
                 per_layer[n].append(got[n])
+            outside.append(max(0.0, hooked - sum(a + b for a, b in got.values())))
             if writer is not None:
                 base = [wl.name, info.model, batch, info.threads, r]
                 writer.writerow([*base, "<whole>", "step", repr(whole[r])])
+                writer.writerow([*base, "<outside>", "step", repr(outside[-1])])
                 for n in names:
                     writer.writerow([*base, n, "forward", repr(got[n][0])])
                     writer.writerow([*base, n, "backward", repr(got[n][1])])
@@ -331,7 +337,8 @@ def calibrate_compute(
                 _iqr(bwd),
             )
         )
-    measured_wl = _with_measurements(wl, info, batch, repeats, times)
+    outside_s = statistics.median(outside)
+    measured_wl = _with_measurements(wl, info, batch, repeats, times, outside_s)
     return ComputeResult(
         measured_wl,
         info,
@@ -340,24 +347,37 @@ def calibrate_compute(
         tuple(times),
         statistics.median(whole),
         _iqr(whole),
+        outside_s,
     )
 
 
 def _with_measurements(
-    wl: Workload, info: DeviceInfo, batch: int, repeats: int, times: list[LayerTime]
+    wl: Workload,
+    info: DeviceInfo,
+    batch: int,
+    repeats: int,
+    times: list[LayerTime],
+    outside_s: float = 0.0,
 ) -> Workload:
+    """The workload with these times under ``info.model``. The time a pass spends outside
+    every layer (the loss, autograd's start, bookkeeping) is folded into the last
+    layer's forward, as the workload model folds cheap ops into a neighbouring layer."""
     by_name = {t.name: t for t in times}
+    last = wl.layers[-1].name
     layers: list[Layer] = []
     for layer in wl.layers:
         t = by_name[layer.name]
+        extra = outside_s if layer.name == last else 0.0
         point = MeasuredTime(
-            batch, t.forward_s, t.backward_s, t.forward_iqr_s, t.backward_iqr_s, repeats
+            batch, t.forward_s + extra, t.backward_s, t.forward_iqr_s, t.backward_iqr_s, repeats
         )
         others = {k: v for k, v in layer.measured.items() if k != info.model}
         kept = tuple(m for m in layer.measured.get(info.model, ()) if m.batch != batch)
         others[info.model] = tuple(sorted((*kept, point), key=lambda m: m.batch))
         layers.append(dataclasses.replace(layer, measured=MappingProxyType(others)))
-    prov = provenance(info, batch=batch, repeats=repeats)
+    prov = provenance(
+        info, batch=batch, repeats=repeats, outside_layers_ms_in_last_forward=outside_s * 1e3
+    )
     sources = (*wl.sources, f"per-layer times measured by dtsim calibrate compute on {info.model}")
     return dataclasses.replace(
         wl,
@@ -438,6 +458,7 @@ def compute_loop(spec: dict, sink: Any) -> None:
                 "layers": [dataclasses.asdict(t) for t in result.layers],
                 "whole_model_s": result.whole_model_s,
                 "whole_model_iqr_s": result.whole_model_iqr_s,
+                "outside_s": result.outside_s,
                 "gemm_flops": gemm,
                 "memory_bandwidth": membw,
                 "ranks": comm.size,
@@ -517,5 +538,6 @@ def calibrate_compute_ranks(
         tuple(LayerTime(**t) for t in r["layers"]),
         float(r["whole_model_s"]),
         float(r["whole_model_iqr_s"]),
+        float(r.get("outside_s", 0.0)),
     )
     return result, float(r["gemm_flops"]), float(r["memory_bandwidth"])

@@ -898,7 +898,7 @@ def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
             )
         trainer.checks = 0
         offset, rtt = _clock_offset(ctl, hosts, spec.get("clock_sync", "auto"))
-        clocks = ctl.gather((offset, rtt), root=0)
+        clocks = ctl.gather((offset, rtt), root=0) or []  # None on ranks other than 0
         data.Allreduce(MPI.IN_PLACE, np.zeros(1, np.float32))  # connections up
         ctl.Barrier()
         base = ctl.bcast(time.perf_counter() if rank == 0 else None, root=0)

@@ -94,6 +94,22 @@ def _iqr(values: Sequence[float]) -> float:
     return q[2] - q[0]
 
 
+def measured_jitter(workload: Workload, device_model: str) -> float:
+    """Per-task noise for the simulator (σ of its lognormal jitter) from the spread the
+    calibration measured: each layer's interquartile range over its median, / 1.349 (the
+    IQR of a normal distribution in σ), weighted by the layers' times. Ranks whose
+    layers take noisy times arrive at a blocking collective at different moments; with
+    jitter the simulated ranks do too."""
+    weighted = total = 0.0
+    for layer in workload.layers:
+        for m in layer.measured.get(device_model, ()):
+            t = m.forward_s + m.backward_s
+            if t > 0:
+                weighted += (m.forward_iqr_s + m.backward_iqr_s) / 1.349
+                total += t
+    return weighted / total if total else 0.0
+
+
 def predict(
     hardware: HardwareProfile,
     workload: Workload,
@@ -116,6 +132,8 @@ def predict(
         iterations=max(iterations, 8),
         optimizer="sgd",
         ranks="explicit",
+        jitter=measured_jitter(workload, hardware.device.model),
+        seed=0,
     )
     out = {}
     for name in strategies:
@@ -160,12 +178,14 @@ def compare(
 def same_ranking(rows: list[dict[str, Any]], tolerance: float = 0.0) -> bool:
     """Whether measured and predicted iteration times order the strategies alike.
 
-    Pairs whose measured times differ by less than ``tolerance`` (relative) are ties
-    and may come in either order."""
+    Pairs whose measured times differ by no more than ``tolerance`` (relative) or than
+    the larger of their interquartile ranges over repeats are ties: the measurement
+    cannot order them, so the prediction may too come in either order."""
     for a in rows:
         for b in rows:
             ma, mb = a["measured_iteration_time_s"], b["measured_iteration_time_s"]
-            if abs(ma - mb) <= tolerance * max(ma, mb):
+            noise = max(a.get("measured_iqr_s", 0.0), b.get("measured_iqr_s", 0.0))
+            if abs(ma - mb) <= max(tolerance * max(ma, mb), noise):
                 continue
             pa, pb = a["predicted_iteration_time_s"], b["predicted_iteration_time_s"]
             if (ma < mb) != (pa < pb):

@@ -58,7 +58,7 @@ def test_compute_writes_a_workload_that_the_simulator_uses(tmp_path):
     assert point["batch"] == 4 and point["repeats"] == 3
     # Every timed repeat is in the raw CSV: one whole-model row + fwd/bwd per layer.
     rows = raw.read_text().splitlines()
-    assert len(rows) == 1 + 3 * (1 + 2 * 6)
+    assert len(rows) == 1 + 3 * (2 + 2 * 6)  # whole, outside, and fwd/bwd per layer
     # The file loads as a workload and shows its measured times.
     shown = ok_json("workloads", "show", out)
     assert shown["total_params"] == 2_156_490
@@ -85,7 +85,7 @@ def test_compute_resume_keeps_finished_repeats(tmp_path):
     ok(*args, "--repeats", "3", "--resume")
     after = raw.read_text().splitlines()
     assert after[: len(before)] == before  # kept, not re-measured
-    assert len(after) == 1 + 3 * (1 + 2 * 3)
+    assert len(after) == 1 + 3 * (2 + 2 * 3)
 
 
 @pytest.mark.parametrize(
