@@ -1010,7 +1010,7 @@ def validate(
       dtsim validate --hardware my-box.yaml --workload-profile my-box.small-cnn.yaml
     """
     _need_torch()
-    from calibrate.realrun import RealRunError, run_real, write_trace
+    from calibrate.realrun import RealRunError, plan_strategy, run_real, write_trace
     from calibrate.validate import RESULT_KEYS, compare, measured_stats, predict, same_ranking
     from hardware_profiles import load_profile
     from workloads import load_workload
@@ -1018,6 +1018,7 @@ def validate(
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     if not names:
         raise InputError("--strategies is empty", key="strategies")
+    names = [plan_strategy(n).name for n in names]  # refuse what cannot run for real, now
     if iterations < 4:
         raise InputError(f"--iterations must be >= 4 (warm-up needs 1 + d), got {iterations}")
     if workload_profile and not hardware:

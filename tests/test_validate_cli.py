@@ -1,0 +1,130 @@
+"""``dtsim validate`` end to end: calibrate, train for real on 2 mpirun ranks, predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_helpers import ROOT, bad
+
+pytest.importorskip("torch")
+pytest.importorskip("mpi4py")
+pytestmark = [
+    pytest.mark.mpi,
+    pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Open MPI's mpirun"),
+]
+
+MEASURED = ROOT / "hardware_profiles" / "measured" / "epyc-2core-vm.yaml"
+KEYS = [
+    "strategy",
+    "measured_iteration_time_s",
+    "measured_iqr_s",
+    "predicted_iteration_time_s",
+    "error_fraction",
+    "measured_speedup_vs_sync",
+    "predicted_speedup_vs_sync",
+    "measured_overlap_fraction",
+    "predicted_overlap_fraction",
+]
+
+
+def _validate(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sim.cli", "validate", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env=env,
+    )
+
+
+@pytest.mark.slow
+def test_validate_calibrates_trains_and_compares(tmp_path):
+    proc = _validate(
+        "--np",
+        "2",
+        "--workload",
+        "mlp",
+        "--strategies",
+        "sync,layerwise,delayed:1",
+        "--iterations",
+        "6",
+        "--repeats",
+        "2",
+        "--batch-per-device",
+        "8",
+        "--out",
+        tmp_path,
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)  # exactly one JSON document
+    assert set(doc) == {"scenario", "results"}
+    assert [r["strategy"] for r in doc["results"]] == ["sync", "layerwise", "delayed:1"]
+    for row in doc["results"]:
+        assert list(row) == KEYS
+        assert row["measured_iteration_time_s"] > 0 and row["predicted_iteration_time_s"] > 0
+        assert row["error_fraction"] == pytest.approx(
+            row["predicted_iteration_time_s"] / row["measured_iteration_time_s"] - 1
+        )
+        assert 0 <= row["measured_overlap_fraction"] <= 1
+    sync = doc["results"][0]
+    assert sync["measured_speedup_vs_sync"] == 1.0 and sync["measured_overlap_fraction"] == 0.0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["weights_identical"] is True
+    assert len(report["measured_traces"]) == 3 * 2
+    for path in [*report["measured_traces"], *report["predicted_traces"].values()]:
+        assert Path(path).is_file()
+    assert (tmp_path / "profile.yaml").is_file()
+
+
+def test_a_dying_rank_names_itself_and_keeps_finished_strategies(tmp_path):
+    env = {**os.environ, "DTSIM_FAULT": "1:die:2:layerwise"}
+    proc = _validate(
+        "--np",
+        "2",
+        "--workload",
+        "mlp",
+        "--strategies",
+        "sync,layerwise",
+        "--iterations",
+        "4",
+        "--repeats",
+        "1",
+        "--batch-per-device",
+        "4",
+        "--hardware",
+        MEASURED,
+        "--out",
+        tmp_path,
+        "--timeout",
+        "60",
+        env=env,
+    )
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert "rank 1" in proc.stderr and "layerwise" in proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [r["strategy"] for r in report["results"]] == ["sync"]
+    assert "error" in report
+    leftover = subprocess.run(["pgrep", "-f", "calibrate.realrun"], capture_output=True)
+    assert leftover.stdout == b""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--strategies", "ps"), "no real implementation"),
+        (("--iterations", "3"), "--iterations must be >= 4"),
+        (("--workload-profile", "x.yaml"), "goes with --hardware"),
+        (("--strategies", ","), "--strategies is empty"),
+    ],
+)
+def test_bad_input(args, message, tmp_path):
+    assert message in bad("validate", "--out", tmp_path, *args)
