@@ -40,6 +40,12 @@ OP_ALIASES = {
     "broadcast": "broadcast",
 }
 DEFAULT_OPS = "allreduce,allgather,reducescatter,bcast"
+PROGRESS_HELP = (
+    "How collectives progress while a rank computes: thread = a communication thread "
+    "(NCCL, gloo, Horovod, MPI progress threads); test = only inside Test calls made by "
+    "the computing thread between layers (plain MPI non-blocking collectives, as dtsim "
+    "validate's real runs do), where the reduction work cannot overlap compute."
+)
 TARGET_FIT_ERROR = 0.15  # the fitted α-β model should reproduce every point within this
 
 
@@ -606,10 +612,23 @@ def _from_nccl_tests(files: tuple[str, ...]) -> list[dict]:
 @click.option("--seconds", type=float, default=2.0, show_default=True, help="Per phase.")
 @click.option("--bytes", "size", default="16MiB", show_default=True, help="All-reduce size.")
 @click.option("--timeout", "timeout_s", type=float, default=120, show_default=True)
+@click.option(
+    "--progress",
+    type=click.Choice(["thread", "test"]),
+    default="thread",
+    show_default=True,
+    help=PROGRESS_HELP,
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @_guarded
 def interference_cmd(
-    np_: int, threads: int | None, seconds: float, size: str, timeout_s: float, as_json: bool
+    np_: int,
+    threads: int | None,
+    seconds: float,
+    size: str,
+    timeout_s: float,
+    progress: str,
+    as_json: bool,
 ) -> None:
     """How much compute slows while a collective runs on the same rank.
 
@@ -618,7 +637,7 @@ def interference_cmd(
     interference_factor (compute runs at 1/(1+factor) during communication).
     """
     _need_torch()
-    result = _run_interference(np_, threads, seconds, int(parse_bytes(size)), timeout_s)
+    result = _run_interference(np_, threads, seconds, int(parse_bytes(size)), timeout_s, progress)
     doc = _interference_doc(result)
     if as_json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
@@ -640,7 +659,12 @@ def _threads_per_rank(np_: int, threads: int | None) -> int:
 
 
 def _run_interference(
-    np_: int, threads: int | None, seconds: float, nbytes: int, timeout_s: float
+    np_: int,
+    threads: int | None,
+    seconds: float,
+    nbytes: int,
+    timeout_s: float,
+    progress: str = "thread",
 ) -> Any:
     from calibrate.comm import measure_interference
 
@@ -652,6 +676,7 @@ def _run_interference(
         seconds=seconds,
         bytes=nbytes,
         timeout_s=timeout_s,
+        progress=progress,
     )
 
 
@@ -686,6 +711,7 @@ def calibrate_all(
     timeout_s: float,
     resume: bool,
     quiet: bool,
+    progress: str = "thread",
 ) -> tuple[dict, Any, list[dict], Any]:
     """The whole calibration (see `dtsim calibrate all --help`); writes the profile and the
     workload, returns (summary, compute result, measured_collectives, interference)."""
@@ -768,7 +794,7 @@ def calibrate_all(
         t0 = time.perf_counter()
         if live is not None:
             live.add_task("interference", total=None)
-        interference = _run_interference(np_, rank_threads, 1.0, 16 << 20, timeout_s)
+        interference = _run_interference(np_, rank_threads, 1.0, 16 << 20, timeout_s, progress)
         timings["interference_s"] = time.perf_counter() - t0
     from calibrate.compute import fitted_efficiency
 
@@ -789,6 +815,7 @@ def calibrate_all(
         workload=result.workload.name,
         batch=batch,
         command="dtsim calibrate all",
+        interference_progress=progress,
     )
     doc = hardware_document(
         name=name or path.stem,
@@ -851,6 +878,13 @@ def calibrate_all(
 @_compute_options
 @lambda fn: _comm_options(fn, repeats_flag="--comm-repeats")
 @click.option("--resume", is_flag=True, help="Keep what the raw-sample CSVs already hold.")
+@click.option(
+    "--progress",
+    type=click.Choice(["thread", "test"]),
+    default="thread",
+    show_default=True,
+    help=PROGRESS_HELP,
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @_guarded
 def all_cmd(
@@ -870,6 +904,7 @@ def all_cmd(
     hostfile: str | None,
     timeout_s: float,
     resume: bool,
+    progress: str,
     as_json: bool,
 ) -> None:
     """Calibrate everything and write a complete profile that `dtsim whatif` loads.
@@ -906,6 +941,7 @@ def all_cmd(
         timeout_s=timeout_s,
         resume=resume,
         quiet=as_json,
+        progress=progress,
     )
     path, workload_path, info = Path(out), summary["workload"], result.device
     gemm, membw, timings = (
@@ -1048,6 +1084,9 @@ def validate(
                 timeout_s=timeout_s,
                 resume=False,
                 quiet=as_json,
+                # The real runs progress MPI's non-blocking collectives by Test calls from
+                # the training thread: calibrate interference the same way.
+                progress="test",
             )
             hardware, workload_profile = str(out / "profile.yaml"), summary["workload"]
         profile = load_profile(hardware)

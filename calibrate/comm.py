@@ -306,8 +306,12 @@ def measure_interference(
     bytes: int = 16 * MiB,
     timeout_s: float = 120,
     hostfile: str | None = None,
+    progress: str = "thread",
 ) -> InterferenceResult:
     """How much concurrent communication slows compute on the same rank.
+
+    ``progress``: "thread" (below) or "test": collectives progressed only by ``Test``
+    calls from the computing thread (:func:`calibrate.worker._interference_by_testing`).
 
     Runs ``mpirun -np N python -m calibrate.worker interference`` (see
     :func:`calibrate.worker.interference_loop`): each rank times 512×512 matmul reps
@@ -329,7 +333,15 @@ def measure_interference(
         _find_mpirun()
     if importlib.util.find_spec("mpi4py") is None:
         raise InputError(MPI4PY_HINT)
-    spec = {"threads": threads, "seconds": seconds, "bytes": nbytes, "reps": 5}
+    if progress not in ("thread", "test"):
+        raise InputError(f"progress must be thread or test, got {progress!r}", key="progress")
+    spec = {
+        "threads": threads,
+        "seconds": seconds,
+        "bytes": nbytes,
+        "reps": 5,
+        "progress": progress,
+    }
     results: list[dict[str, Any]] = []
     if inside:
         sink = _InsideSink(on_result=results.append)

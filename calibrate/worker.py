@@ -471,6 +471,10 @@ def interference_loop(spec: dict[str, Any], sink: Sink) -> None:
     if rank == 0:
         sink.progress(2, 3)
 
+    if spec.get("progress", "thread") == "test":
+        _interference_by_testing(comm, sink, spec, kernel, mm_per_rep, alone, comm_alone, send)
+        return
+
     # 3. compute with comm
     sink.heartbeat(2, 0, "compute+allreduce", nbytes)
     with_comm: list[float] = []
@@ -505,6 +509,94 @@ def interference_loop(spec: dict[str, Any], sink: Sink) -> None:
         sink.result({"ranks": everyone, "bytes": nbytes, "reps": reps})
         sink.progress(3, 3)
     comm.Barrier()
+
+
+def _interference_by_testing(
+    comm: Any,
+    sink: Sink,
+    spec: dict[str, Any],
+    kernel: Callable[[int], None],
+    mm_per_rep: int,
+    alone: list[float],
+    comm_alone: list[float],
+    send: Any,
+) -> None:
+    """Phase 3 when collectives progress only inside ``Test`` calls made by the computing
+    thread (no progress thread: how ``dtsim validate``'s real runs and frameworks without
+    a communication thread progress MPI's non-blocking collectives).
+
+    One ``Iallreduce`` of ``bytes`` is kept in flight; the rank computes the same reps,
+    one matmul at a time, and calls ``Test`` after each (as a training loop's layer hooks
+    would). The reduction work then runs on the computing thread, so it cannot overlap
+    compute: the extra time per completed collective, E, is compared with the blocking
+    all-reduce time D. The simulator slows compute by 1/(1 + f) while a collective runs
+    for D, so f = E / (D - E) loses E per collective; when E >= D (compute and
+    communication serialised), f is capped at ``SERIALISED_FACTOR``.
+    """
+    import numpy as np
+    from mpi4py import MPI
+
+    rank = comm.Get_rank()
+    reps = len(alone)
+    nbytes = int(spec["bytes"])
+    recv = np.empty_like(send)
+    ctl = comm.Dup()
+    sink.heartbeat(2, 0, "compute+iallreduce", nbytes)
+    comm.Barrier()
+    started = 0
+    completed = 0
+    req = comm.Iallreduce(send, recv)
+    started += 1
+    with_comm: list[float] = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(mm_per_rep):
+            kernel(1)
+            if req.Test():
+                completed += 1
+                req = comm.Iallreduce(send, recv)
+                started += 1
+        with_comm.append(time.perf_counter() - t)
+    # Every rank must start the same collectives: agree on the count on a separate
+    # communicator (a blocking collective on ``comm`` would interleave with the other
+    # ranks' Iallreduces and break MPI's ordering rule), catch up, then wait for all.
+    most = ctl.allreduce(started, op=MPI.MAX)
+    pending = [req]
+    while started < most:
+        pending.append(comm.Iallreduce(send, recv))
+        started += 1
+    MPI.Request.Waitall(pending)
+    ctl.Free()
+    extra = max(0.0, sum(with_comm) - statistics.median(alone) * reps)
+    per_collective = extra / max(1, completed)
+    blocking = statistics.median(comm_alone)
+    if per_collective < 0.95 * blocking:
+        factor = per_collective / (blocking - per_collective)
+    else:
+        factor = SERIALISED_FACTOR
+    mine = {
+        "rank": rank,
+        "host": socket.gethostname(),
+        "compute_alone_s": statistics.median(alone),
+        "compute_with_comm_s": statistics.median(with_comm),
+        "comm_alone_s": blocking,
+        "comm_with_compute_s": per_collective,
+        "comm_iterations": completed,
+        "matmuls_per_rep": mm_per_rep,
+        "threads": int(spec["threads"]),
+        "factor": factor,
+        "progress": "test",
+    }
+    everyone = comm.gather(mine, root=0)
+    if rank == 0:
+        sink.result({"ranks": everyone, "bytes": nbytes, "reps": reps})
+        sink.progress(3, 3)
+    comm.Barrier()
+
+
+# Compute and communication serialised on one thread: compute runs at 1/(1 + 20) of its
+# speed while a collective is in flight, i.e. effectively waits for it.
+SERIALISED_FACTOR = 20.0
 
 
 # -- entry ------------------------------------------------------------------------------
