@@ -1217,3 +1217,155 @@ def validate(
         f"{'same' if report['same_ranking'] else 'DIFFERENT'}; weights identical on every "
         f"rank: {'yes' if identical else 'NO'}; wrote {out / 'report.json'} and the traces"
     )
+
+
+# -- convergence ----------------------------------------------------------------------------
+@click.command("convergence")
+@click.option(
+    "--dataset",
+    default="digits",
+    show_default=True,
+    help="digits (scikit-learn's bundled 8x8 digits) or synthetic-D (Gaussian classes, "
+    "difficulty D in [0, 1]). Nothing is downloaded.",
+)
+@click.option(
+    "--model",
+    type=click.Choice(["mlp", "small-cnn", "logreg"]),
+    default="mlp",
+    show_default=True,
+    help="logreg is convex; small-cnn needs an image dataset (digits).",
+)
+@click.option("--workers", type=int, default=4, show_default=True, help="Emulated workers.")
+@click.option("--global-batch", type=int, default=64, show_default=True)
+@click.option(
+    "--strategies",
+    default="sync,delayed:1,delayed:2,delayed:3,async-layerwise:1",
+    show_default=True,
+    help="Any dtsim strategy; each trains under its exact update rule.",
+)
+@click.option("--target-accuracy", type=float, default=0.9, show_default=True)
+@click.option("--seeds", type=int, default=5, show_default=True)
+@click.option("--iterations", type=int, default=300, show_default=True)
+@click.option(
+    "--eval-every",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Evaluate every N iterations (coarser hides the cost of delay).",
+)
+@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--momentum", type=float, default=0.0, show_default=True)
+@click.option("--out", default=None, help="Write the curves: .json (for whatif) or .csv.")
+@click.option("--html", default=None, help="Plot the curves with bands over seeds (HTML).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_guarded
+def convergence(
+    dataset: str,
+    model: str,
+    workers: int,
+    global_batch: int,
+    strategies: str,
+    target_accuracy: float,
+    seeds: int,
+    iterations: int,
+    eval_every: int,
+    lr: float,
+    momentum: float,
+    out: str | None,
+    html: str | None,
+    as_json: bool,
+) -> None:
+    """Measure convergence under each strategy's exact update semantics (real training).
+
+    Emulates N data-parallel workers in one process, exactly: the averaged gradient of
+    N equal shards; delayed:d applies iteration t's gradient at t+d; async-layerwise:d
+    has the per-layer staleness the simulator's gating allows. Records training loss
+    and held-out accuracy per evaluation for every strategy and seed, and the
+    iterations to --target-accuracy (median and spread over seeds, seeds that never
+    reach it). Feed the JSON to `dtsim whatif --convergence` for time to accuracy.
+
+    \b
+    Example:
+      dtsim convergence --strategies sync,delayed:1,delayed:2,delayed:3 --seeds 5 \\
+        --out conv.json --html conv.html
+      dtsim whatif --hardware dgx1-p100 --workload alexnet --devices 8 \\
+        --global-batch 256 --strategies sync,delayed:1,delayed:2 --convergence conv.json
+    """
+    _need_torch()
+    from calibrate.convergence import plot_html, run_convergence, summarise, write_csv, write_json
+    from sim.io import check_writable
+
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    if not names:
+        raise InputError("--strategies is empty", key="strategies")
+    for path in (out, html):
+        if path:
+            check_writable(path)
+    if out and not out.endswith((".json", ".csv")):
+        raise InputError(f"--out must end in .json or .csv, got {out!r}")
+    if html and not html.endswith((".html", ".htm")):
+        raise InputError(f"--html must end in .html, got {html!r}")
+    with _bar() as bar:
+        task = None if as_json else bar.add_task("training", total=len(names) * seeds)
+
+        def step(done: int, total: int) -> None:
+            if task is not None:
+                bar.update(task, completed=done, total=total)
+
+        result = run_convergence(
+            dataset=dataset,
+            model=model,
+            workers=workers,
+            global_batch=global_batch,
+            strategies=names,
+            target_accuracy=target_accuracy,
+            seeds=seeds,
+            iterations=iterations,
+            eval_every=eval_every,
+            lr=lr,
+            momentum=momentum,
+            progress=step,
+        )
+    if out:
+        (write_json if out.endswith(".json") else write_csv)(result, out)
+    if html:
+        plot_html(result, html)
+    rows = summarise(result)
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"settings": result.settings, "summary": rows}, indent=2) + "\n"
+        )
+        return
+    o = globals()["out"]
+    t = Table(
+        title=f"{model} on {dataset}, {workers} workers x {global_batch // workers}, lr {lr:g}"
+        f"{f', momentum {momentum:g}' if momentum else ''}: iterations to accuracy "
+        f"{target_accuracy:g}"
+    )
+    for col in ("strategy", "median", "q1..q3", "min..max", "reached", "final accuracy", "wall"):
+        t.add_column(col, justify="left" if col == "strategy" else "right")
+
+    def num(x: Any) -> str:
+        return "never" if x is None else f"{x:g}"
+
+    sync = next((r for r in rows if r["strategy"] == "sync"), None)
+    for r in rows:
+        t.add_row(
+            r["strategy"],
+            num(r["iterations_to_target_median"]),
+            f"{num(r['iterations_to_target_q1'])}..{num(r['iterations_to_target_q3'])}",
+            f"{num(r['iterations_to_target_min'])}..{num(r['iterations_to_target_max'])}",
+            f"{r['seeds_reached']}/{r['seeds_total']}",
+            f"{r['final_accuracy_median']:.3f}",
+            f"{r['wall_s']:.1f} s" if r.get("wall_s") is not None else "-",
+        )
+    o.print(t)
+    if sync and sync["iterations_to_target_mean"]:
+        for r in rows:
+            if r is sync or r["iterations_to_target_mean"] is None:
+                continue
+            penalty = r["iterations_to_target_mean"] / sync["iterations_to_target_mean"] - 1
+            o.print(f"{r['strategy']}: {penalty:+.1%} iterations vs sync (mean over seeds)")
+    for path in (out, html):
+        if path:
+            o.print(f"wrote {path}")

@@ -495,9 +495,16 @@ def _strategy_options(kw: dict) -> dict:
     help="Comma-separated strategies, or all: sync, layerwise, bucketed[:MB], "
     "horovod[:MB[:MS]], delayed:d, async-layerwise:d, priority[:MB], ps[:S].",
 )
+@click.option(
+    "--convergence",
+    "convergence_file",
+    default=None,
+    help="A `dtsim convergence` JSON: adds iterations and time to the target accuracy per "
+    "strategy, and recommends by time to accuracy.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @handles_input_errors
-def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
+def whatif(strategies: str, as_json: bool, convergence_file: str | None, **kw: Any) -> None:
     """Compare sync strategies on a cluster you may not have.
 
     Prints a table sorted by iteration time, then one line recommending a strategy.
@@ -515,11 +522,27 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
     take the optimizer update off the workers); "exposed" is the time the compute
     stream waits on communication. A run that has not settled in --iterations is
     extended (doubling, up to 640) and says so.
+
+    \b
+    Time to accuracy: iterations to the target accuracy come from a real convergence
+    run (`dtsim convergence --out conv.json`), under each strategy's exact update
+    rule; time to target = those iterations x the predicted iteration time:
+      dtsim whatif ... --strategies sync,delayed:1,delayed:2 --convergence conv.json
     """
     from rich.progress import Progress
 
     from sim.strategies import parse_strategies
-    from sim.whatif import RESULT_KEYS, recommend, run_notes, run_whatif
+    from sim.whatif import (
+        RESULT_KEYS,
+        TTA_KEYS,
+        add_time_to_accuracy,
+        recommend,
+        recommend_time_to_accuracy,
+        run_notes,
+        run_whatif,
+    )
+
+    convergence = _read_convergence(convergence_file) if convergence_file else None
 
     opts = _strategy_options(kw)
     chosen = parse_strategies(strategies, **opts)
@@ -540,13 +563,21 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
                 bar.update(task, description=f"simulating {name}", advance=1)
 
             rows = run_whatif(scenario, chosen, progress=step)
+    keys: tuple[str, ...] = RESULT_KEYS
+    advice = recommend(rows, scenario)
+    tta_notes: list[str] = []
+    if convergence is not None:
+        iterations, target, tta_notes = convergence
+        rows = add_time_to_accuracy(rows, iterations)
+        keys = RESULT_KEYS + TTA_KEYS
+        advice = recommend_time_to_accuracy(rows, target)
     if as_json:
         _emit_json(
             {
                 "scenario": scenario.summary(),
-                "results": [{k: r[k] for k in RESULT_KEYS} for r in rows],
-                "recommendation": recommend(rows, scenario),
-                "notes": run_notes(rows, scenario) + _skipped_note(skipped),
+                "results": [{k: r[k] for k in keys} for r in rows],
+                "recommendation": advice,
+                "notes": run_notes(rows, scenario) + _skipped_note(skipped) + tta_notes,
             }
         )
         return
@@ -568,12 +599,25 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
         "exposed",
         "overlap",
         "peak memory",
+        *(("to target", "time to target", "vs sync") if convergence is not None else ()),
     ):
         t.add_column(col, justify="left" if col == "strategy" else "right")
     for r in rows:
         mem = fmt_bytes(r["peak_memory_bytes"])
         if r["memory_exceeds_device"]:
             mem = f"[red]{mem} > device[/]"
+        extra: tuple[str, ...] = ()
+        if convergence is not None:
+            its, tta, up = (
+                r["iterations_to_target"],
+                r["time_to_target_s"],
+                r["speedup_to_target_vs_sync"],
+            )
+            extra = (
+                f"{its:g} it" if its is not None else "-",
+                fmt_time(tta) if tta is not None else "-",
+                f"{up:.2f}x" if up is not None else "-",
+            )
         t.add_row(
             r["strategy"],
             fmt_time(r["iteration_time_s"]),
@@ -584,6 +628,7 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
             fmt_time(r["exposed_comm_s"]),
             f"{r['overlap_fraction']:.0%}",
             mem,
+            *extra,
         )
     out.print(t)
     for r in rows:
@@ -593,9 +638,9 @@ def whatif(strategies: str, as_json: bool, **kw: Any) -> None:
                 f"{fmt_bytes(r['peak_memory_bytes'])} per device; the device has "
                 f"{fmt_bytes(scenario.hardware.device.memory_bytes)}"
             )
-    for note in run_notes(rows, scenario) + _skipped_note(skipped):
+    for note in run_notes(rows, scenario) + _skipped_note(skipped) + tta_notes:
         err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
-    out.print(recommend(rows, scenario), soft_wrap=True)
+    out.print(advice, soft_wrap=True)
 
 
 @main.command()
@@ -665,6 +710,32 @@ def run(
             out.print(f"wrote {what}: {path}")
 
 
+def _read_convergence(path: str) -> tuple[dict[str, float | None], float | None, list[str]]:
+    """(median iterations to target per strategy, the target, notes) from a
+    `dtsim convergence` JSON."""
+    from calibrate.convergence import read_json, summarise
+
+    result = read_json(path)
+    iterations: dict[str, float | None] = {}
+    notes = []
+    for row in summarise(result):
+        iterations[row["strategy"]] = row["iterations_to_target_median"]
+        if row["seeds_reached"] < row["seeds_total"]:
+            notes.append(
+                f"{row['strategy']} reached the target in {row['seeds_reached']} of "
+                f"{row['seeds_total']} convergence seeds"
+            )
+    s = result.settings
+    seeds = s.get("seeds")
+    count = len(seeds) if isinstance(seeds, list) else seeds
+    notes.append(
+        f"iterations to accuracy {s.get('target_accuracy')} measured on {s.get('dataset')} "
+        f"with {s.get('model')} ({count} seeds, median); the simulated workload's own "
+        "convergence may differ"
+    )
+    return iterations, s.get("target_accuracy"), notes
+
+
 def _skipped_note(skipped: list[str]) -> list[str]:
     if not skipped:
         return []
@@ -672,10 +743,11 @@ def _skipped_note(skipped: list[str]) -> list[str]:
 
 
 def _add_calibrate() -> None:
-    from calibrate.cli import calibrate, validate
+    from calibrate.cli import calibrate, convergence, validate
 
     main.add_command(calibrate)
     main.add_command(validate)
+    main.add_command(convergence)
 
 
 _add_calibrate()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from sim.metrics import Metrics, metrics
 from sim.scenario import Scenario, make_scenario
@@ -175,3 +176,60 @@ def run_notes(rows: list[dict], scenario: Scenario) -> list[str]:
             "treat these as estimates: " + ", ".join(unsettled)
         )
     return notes
+
+
+# -- time to accuracy -------------------------------------------------------------------------
+TTA_KEYS = ("iterations_to_target", "time_to_target_s", "speedup_to_target_vs_sync")
+
+
+def convergence_entry(strategy: str, staleness: int, table: Mapping[str, Any]) -> Any:
+    """The convergence figures that apply to ``strategy``: its own entry, else the entry
+    of a strategy with the same update arithmetic. Strategies that wait for iteration t's
+    updates before forward(t+1) (layerwise, bucketed, horovod, priority, ps) do sync's
+    arithmetic; async-layerwise:d does delayed:d's (calibrate/convergence.py shows why)."""
+    if strategy in table:
+        return table[strategy]
+    names = ("sync", "delayed:0") if staleness == 0 else (f"delayed:{staleness}",)
+    return next((table[n] for n in names if n in table), None)
+
+
+def add_time_to_accuracy(rows: list[dict], iterations: Mapping[str, float | None]) -> list[dict]:
+    """Rows with :data:`TTA_KEYS` added: iterations to the target accuracy (median over
+    seeds, from a convergence run; None if it was not reached or not measured), time to
+    target = iterations x predicted iteration time, and speedup in time to target vs
+    sync. Sorted by time to target (unknown last)."""
+    out = []
+    for r in rows:
+        its = convergence_entry(r["strategy"], r["staleness"], iterations)
+        tta = its * r["iteration_time_s"] if its is not None else None
+        out.append({**r, "iterations_to_target": its, "time_to_target_s": tta})
+    sync = next((r for r in out if r["strategy"] == "sync"), None)
+    base = sync["time_to_target_s"] if sync else None
+    for r in out:
+        t = r["time_to_target_s"]
+        r["speedup_to_target_vs_sync"] = base / t if (base and t) else None
+    return sorted(out, key=lambda r: (r["time_to_target_s"] is None, r["time_to_target_s"] or 0))
+
+
+def recommend_time_to_accuracy(rows: list[dict], target: float | None = None) -> str:
+    """The strategy that reaches the target accuracy soonest (among those that fit in
+    memory and reached it), with its margin; rows from :func:`add_time_to_accuracy`."""
+    ok = [
+        r for r in rows if r["time_to_target_s"] is not None and not r["memory_exceeds_device"]
+    ]
+    goal = f"accuracy {target:g}" if target is not None else "the target accuracy"
+    if not ok:
+        return f"No strategy reached {goal} in the convergence runs; run them longer."
+    best = min(ok, key=lambda r: (r["time_to_target_s"], r["staleness"]))
+    why = (
+        f"reaches {goal} in {best['time_to_target_s']:.3g} s "
+        f"({best['iterations_to_target']:g} iterations x {best['iteration_time_s'] * 1e3:.2f} ms)"
+    )
+    if best["speedup_to_target_vs_sync"] and best["strategy"] != "sync":
+        why += f", {best['speedup_to_target_vs_sync']:.2f}x sync"
+    others = [r for r in ok if r is not best]
+    if others:
+        nxt = min(others, key=lambda r: r["time_to_target_s"])
+        margin = nxt["time_to_target_s"] / best["time_to_target_s"] - 1
+        why += f"; next: {nxt['strategy']} ({margin:+.1%} slower)"
+    return f"Use {best['strategy']} (optimising time to accuracy, not time per iteration): {why}."
