@@ -16,6 +16,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from sim.cli_scale import scenario_from_cli, straggler_options
+from sim.cli_viz import html_option, sweep_devices_option
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_count, fmt_time, parse_bytes, size_sweep
 
@@ -473,13 +475,11 @@ def scenario_options(fn: Callable) -> Callable:
     ]
     for opt in reversed(opts):
         fn = opt(fn)
-    return fn
+    return straggler_options(fn)
 
 
 def _scenario(kw: dict):
-    from sim.whatif import scenario_from_options
-
-    return scenario_from_options(**kw)
+    return scenario_from_cli(kw)
 
 
 def _strategy_options(kw: dict) -> dict:
@@ -502,9 +502,18 @@ def _strategy_options(kw: dict) -> dict:
     help="A `dtsim convergence` JSON: adds iterations and time to the target accuracy per "
     "strategy, and recommends by time to accuracy.",
 )
+@html_option
+@sweep_devices_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @handles_input_errors
-def whatif(strategies: str, as_json: bool, convergence_file: str | None, **kw: Any) -> None:
+def whatif(
+    strategies: str,
+    as_json: bool,
+    convergence_file: str | None,
+    html_path: str | None,
+    sweep: str | None,
+    **kw: Any,
+) -> None:
     """Compare sync strategies on a cluster you may not have.
 
     Prints a table sorted by iteration time, then one line recommending a strategy.
@@ -553,6 +562,19 @@ def whatif(strategies: str, as_json: bool, convergence_file: str | None, **kw: A
         # parameter server over.
         skipped = [s.name for s in chosen if s.name.split(":")[0] == "ps"]
         chosen = [s for s in chosen if s.name not in skipped]
+    from sim.sweep import parse_device_counts, sweep_devices
+
+    counts = parse_device_counts(sweep) if sweep else None
+    if counts and not (html_path or as_json):
+        raise InputError(
+            "--sweep-devices draws speedup and efficiency against devices: add --html FILE "
+            "(or --json for the rows)",
+            key="sweep-devices",
+        )
+    if html_path:
+        from sim.io import check_writable
+
+        check_writable(html_path)
     if as_json:
         rows = run_whatif(scenario, chosen)
     else:
@@ -563,6 +585,11 @@ def whatif(strategies: str, as_json: bool, convergence_file: str | None, **kw: A
                 bar.update(task, description=f"simulating {name}", advance=1)
 
             rows = run_whatif(scenario, chosen, progress=step)
+    sweep_rows = sweep_devices(kw, chosen, counts) if counts else None
+    if html_path:
+        from sim.cli_viz import write_whatif_html
+
+        write_whatif_html(html_path, scenario, chosen, rows, sweep_rows)
     keys: tuple[str, ...] = RESULT_KEYS
     advice = recommend(rows, scenario)
     tta_notes: list[str] = []
@@ -578,6 +605,11 @@ def whatif(strategies: str, as_json: bool, convergence_file: str | None, **kw: A
                 "results": [{k: r[k] for k in keys} for r in rows],
                 "recommendation": advice,
                 "notes": run_notes(rows, scenario) + _skipped_note(skipped) + tta_notes,
+                **(
+                    {"sweep": [{k: r[k] for k in ("devices", *RESULT_KEYS)} for r in sweep_rows]}
+                    if sweep_rows
+                    else {}
+                ),
             }
         )
         return
@@ -641,6 +673,8 @@ def whatif(strategies: str, as_json: bool, convergence_file: str | None, **kw: A
     for note in run_notes(rows, scenario) + _skipped_note(skipped) + tta_notes:
         err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     out.print(advice, soft_wrap=True)
+    if html_path:
+        out.print(f"wrote timeline: {html_path}")
 
 
 @main.command()
@@ -653,10 +687,16 @@ def whatif(strategies: str, as_json: bool, convergence_file: str | None, **kw: A
     default=None,
     help="Write a Chrome trace JSON (open it in https://ui.perfetto.dev).",
 )
+@html_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON document.")
 @handles_input_errors
 def run(
-    strategy: str, csv_path: str | None, chrome_path: str | None, as_json: bool, **kw: Any
+    strategy: str,
+    csv_path: str | None,
+    chrome_path: str | None,
+    html_path: str | None,
+    as_json: bool,
+    **kw: Any,
 ) -> None:
     """Simulate one strategy and write its timeline (Trace) as CSV or Chrome trace.
 
@@ -673,7 +713,7 @@ def run(
     opts = _strategy_options(kw)
     chosen = parse_strategy(strategy, **opts)
     scenario = _scenario(kw)
-    for path in (csv_path, chrome_path):
+    for path in (csv_path, chrome_path, html_path):
         if path:
             check_writable(path)
     trace, stats = simulate(scenario, chosen)
@@ -682,6 +722,10 @@ def run(
         write_csv(trace, csv_path)
     if chrome_path:
         write_chrome_trace(trace, chrome_path)
+    if html_path:
+        from sim.cli_viz import write_run_html
+
+        write_run_html(trace, html_path)
     if not m.steady:
         err.print(
             f"[yellow]warning:[/] {chosen.name} has not settled in {scenario.iterations} "
@@ -705,7 +749,7 @@ def run(
         f"exposed {fmt_time(m.exposed_comm_s)} (overlap {m.overlap_fraction:.0%}), "
         f"peak memory {fmt_bytes(m.peak_memory_bytes)}; {len(trace)} spans"
     )
-    for path, what in ((csv_path, "CSV"), (chrome_path, "Chrome trace")):
+    for path, what in ((csv_path, "CSV"), (chrome_path, "Chrome trace"), (html_path, "timeline")):
         if path:
             out.print(f"wrote {what}: {path}")
 
@@ -749,8 +793,22 @@ def _add_calibrate() -> None:
     main.add_command(validate)
     main.add_command(convergence)
 
+    from sim.cli_viz import timeline
+
+    main.add_command(timeline)
+
 
 _add_calibrate()
+
+
+def _add_scale() -> None:
+    from sim.cli_scale import sweep, tune
+
+    main.add_command(sweep)
+    main.add_command(tune)
+
+
+_add_scale()
 
 
 def cli_entry() -> None:

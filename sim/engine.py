@@ -12,6 +12,9 @@ collective was costed for the whole group). In explicit mode every rank runs its
 copy of the graph, and a collective starts when its last member arrives (has its input
 ready) and its channel is free; it then loads the links of every member. A channel is
 one queue shared by all ranks, so they agree on the order of collectives.
+Stragglers exist only in explicit mode: a compute task's work on rank r is multiplied
+by its jitter draw for (r, task) and by 1 / (rank r's speed); a slow NIC is in the
+collective costs the strategy was built with (:mod:`sim.stragglers`), not here.
 
 The engine is deterministic: SimPy orders simultaneous events by insertion, and every
 choice here (heaps keyed by priority then task id) is a pure function of the graph.
@@ -20,6 +23,7 @@ choice here (heaps keyed by priority then task id) is a pure function of the gra
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +70,12 @@ class Engine:
         base_memory_bytes: float = 0.0,
         jitter: float = 0.0,
         seed: int = 0,
+        jitter_mu: float = 0.0,
+        rank_speeds: Sequence[float] | None = None,
     ):
+        """``jitter``, ``jitter_mu``: σ and μ of the log of a per-(rank, task) compute-time
+        multiplier (σ = 0: none). ``rank_speeds``: each rank's compute speed as a fraction
+        of full speed (its compute tasks take 1/speed as long)."""
         self.graph = graph
         self.ranks = ranks
         self.slow = 1.0 / (1.0 + interference_factor)
@@ -89,7 +98,14 @@ class Engine:
         if jitter > 0:
             rng = np.random.default_rng(seed)
             # Per (rank, task) compute-time multipliers, lognormal with the given spread.
-            self.scale = rng.lognormal(0.0, jitter, size=(ranks, n))
+            self.scale = rng.lognormal(jitter_mu, jitter, size=(ranks, n))
+        self.rank_factor: list[float] | None = None
+        if rank_speeds is not None:
+            if len(rank_speeds) != ranks:
+                raise ValueError(f"{len(rank_speeds)} rank speeds for {ranks} ranks")
+            if any(not s > 0 for s in rank_speeds):
+                raise ValueError("rank speeds must be > 0")
+            self.rank_factor = [1.0 / s for s in rank_speeds]
         self.events = 0
 
     # -- fluid system -------------------------------------------------------------------
@@ -205,7 +221,11 @@ class Engine:
             rank = q // self.n_res
             self._start[gid] = self.env.now
             self.events += 1
-            work = task.work_s if self.scale is None else task.work_s * self.scale[rank, tid]
+            work = task.work_s
+            if self.scale is not None:
+                work *= self.scale[rank, tid]
+            if self.rank_factor is not None:
+                work *= self.rank_factor[rank]
             self._start_compute(rank, work, lambda: self._finish(gid))
             return
         self._start_collective(tid, q)

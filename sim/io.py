@@ -58,55 +58,13 @@ def trace_csv(trace: Trace) -> str:
 
 
 def chrome_trace(trace: Trace) -> dict:
-    """Chrome trace event format ("X" complete events, microseconds).
+    """Chrome trace event format ("X" complete events, microseconds): see
+    :func:`sim.trace_format.chrome_trace`, which puts overlapping spans of one resource
+    (non-blocking collectives in flight together in a measured run) on extra threads so
+    that events on one thread nest, as the format requires."""
+    from sim.trace_format import chrome_trace as _chrome_trace
 
-    One process per rank, one thread per resource (compute stream, channels, timers),
-    and a "memory" counter track. Perfetto and chrome://tracing open it.
-    """
-    events: list[dict] = []
-    resources = sorted({(s.rank, s.resource) for s in trace.spans})
-    tids: dict[tuple[int, str], int] = {}
-    for rank, res in resources:
-        tid = len([r for r in tids if r[0] == rank])
-        tids[(rank, res)] = tid
-        events.append(
-            {"ph": "M", "name": "thread_name", "pid": rank, "tid": tid, "args": {"name": res}}
-        )
-    for rank in sorted({r for r, _ in resources}):
-        events.append(
-            {
-                "ph": "M",
-                "name": "process_name",
-                "pid": rank,
-                "tid": 0,
-                "args": {"name": f"rank {rank}"},
-            }
-        )
-    for s in trace.spans:
-        events.append(
-            {
-                "ph": "X",
-                "name": f"{s.kind} {s.label}",
-                "cat": s.kind,
-                "pid": s.rank,
-                "tid": tids[(s.rank, s.resource)],
-                "ts": s.start_s * 1e6,
-                "dur": (s.end_s - s.start_s) * 1e6,
-                "args": {"iteration": s.iteration, "label": s.label, "bytes": s.bytes},
-            }
-        )
-    for m in trace.memory:
-        events.append(
-            {
-                "ph": "C",
-                "name": "memory",
-                "pid": m.rank,
-                "ts": m.time_s * 1e6,
-                "args": {"bytes_in_use": m.bytes_in_use},
-            }
-        )
-    meta = {k: v for k, v in trace.meta.items() if isinstance(v, (str, int, float))}
-    return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": meta}
+    return _chrome_trace(trace)
 
 
 def write_csv(trace: Trace, path: str | Path) -> None:

@@ -9,6 +9,7 @@ from sim.collectives import CollectiveCost, CostModel
 from sim.costs import layer_cost, update_cost_s
 from sim.engine import Engine, EngineStats
 from sim.scenario import OPTIMIZER_STATE_COPIES, Scenario
+from sim.stragglers import SlowNicTopology
 from sim.strategies.base import BuildContext, Strategy
 from sim.topology import Topology
 from sim.trace import Trace
@@ -25,7 +26,12 @@ def build_context(scenario: Scenario) -> BuildContext:
     layers = scenario.workload.layers
     costs = [layer_cost(layer, dev, b, scenario.dtype, size) for layer in layers]
     state = OPTIMIZER_STATE_COPIES[scenario.optimizer]
-    model = CostModel(Topology(hw, scenario.placement))
+    topology = (
+        SlowNicTopology(hw, scenario.placement, dict(scenario.slow_nics))
+        if scenario.slow_nics
+        else Topology(hw, scenario.placement)
+    )
+    model = CostModel(topology)
     allreduce_cache: dict[float, CollectiveCost] = {}
     ps_cache: dict[tuple[float, int], CollectiveCost] = {}
 
@@ -98,12 +104,17 @@ def simulate(
     graph = strategy.build(ctx)
     memory = static_memory_bytes(ctx, strategy)
     explicit = scenario.ranks == "explicit"
+    # Jitter and slow ranks exist only in explicit mode (make_scenario refuses them
+    # otherwise; a representative copy such as what-if's one-device baseline ignores them).
+    mu, sigma = scenario.jitter_lognormal() if explicit else (0.0, 0.0)
     engine = Engine(
         graph,
         ranks=scenario.devices if explicit else 1,
         interference_factor=scenario.hardware.interference_factor,
         base_memory_bytes=sum(memory.values()),
-        jitter=scenario.jitter,
+        jitter=sigma,
+        jitter_mu=mu,
+        rank_speeds=scenario.rank_speeds() if explicit and scenario.slow_ranks else None,
         seed=scenario.seed,
     )
     spans, samples, stats = engine.run()
@@ -116,9 +127,10 @@ def simulate(
         "iterations": scenario.iterations,
         "warmup_iterations": warmup_iterations(scenario, strategy),
         "period": strategy.channels,
-        "jitter": scenario.jitter,
+        "jitter": sigma,
         "device_memory_bytes": scenario.hardware.device.memory_bytes,
         "static_memory_bytes": dict(memory),
+        **({"stragglers": scenario.straggler_summary()} if scenario.has_stragglers else {}),
     }
     return Trace(tuple(spans), tuple(samples), MappingProxyType(meta)), stats
 
