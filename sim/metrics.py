@@ -25,6 +25,7 @@ COMPUTE_KINDS = ("forward", "backward", "update")
 COMM_KINDS = ("comm", "wait")
 STEADY_TOLERANCE = 0.01  # relative agreement of period means that counts as settled
 JITTER_STEADY_TOLERANCE = 0.05
+JITTER_BLOCK_PERIODS = 5  # with jitter, a block is this many periods
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ def _steady_blocks(trace: Trace, rank: int) -> list[list[tuple[int, float, float
     windows = iteration_windows(trace, rank)
     warm = int(trace.meta.get("warmup_iterations", 1))
     period = max(1, int(trace.meta.get("period", 1)))
+    if trace.meta.get("jitter"):
+        # With per-task noise one window is a noisy sample: compare means over blocks of
+        # several periods, else the trailing "agreeing" blocks are a biased few.
+        period *= JITTER_BLOCK_PERIODS
     after = [w for w in windows if w[0] >= warm]
     full = len(after) - len(after) % period
     blocks = [
