@@ -204,3 +204,15 @@ def test_write_csv_and_chrome_trace_write_what_the_functions_return(tmp_path, si
     assert (tmp_path / "t.csv").read_text() == trace_csv(simulated)
     assert json.loads((tmp_path / "t.json").read_text()) == chrome_trace(simulated)
     assert sorted(os.listdir(tmp_path)) == ["t.csv", "t.json"]
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from sim.io import write_atomic
+
+    path = tmp_path / "out.txt"
+    write_atomic(path, "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)

@@ -37,6 +37,8 @@ def block_dirs(tmp_path_factory):
     def get(block: int) -> Path:
         if block not in dirs:
             dirs[block] = tmp_path_factory.mktemp(f"readme-block{block}")
+            # Commands name files under examples/ as a user in the repository would.
+            shutil.copytree(ROOT / "examples", dirs[block] / "examples")
         return dirs[block]
 
     return get
