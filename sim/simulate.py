@@ -131,6 +131,8 @@ def simulate(
         "device_memory_bytes": scenario.hardware.device.memory_bytes,
         "static_memory_bytes": dict(memory),
         **({"stragglers": scenario.straggler_summary()} if scenario.has_stragglers else {}),
+        # Which link classes each collective loads (the timeline's link rows).
+        "comm_links": {t.label: list(t.links) for t in graph.tasks if t.kind == "comm" and t.links},
     }
     return Trace(tuple(spans), tuple(samples), MappingProxyType(meta)), stats
 

@@ -23,8 +23,11 @@ rounding of a start time stays under 1 µs below ~8 s): 100,000 spans make a 13.
 4.8 MB of it plotly.js. Beyond ``max_spans`` the timeline shows a window of whole
 iterations (then of ranks) and says so on the page.
 
-There are no link rows: a Trace records what each rank's streams and channels did, not
-which links carried it, and a row drawn from a guess would look like a measurement.
+Link rows (``link:nvlink``, ``link:network`` = the NIC, ...) show, for simulated traces,
+the collectives that load each link class, from the simulator's own map of the classes
+each collective crosses (``meta["comm_links"]``). Measured traces carry no such map (MPI
+does not say which links carried a collective), so they get no link rows rather than
+rows drawn from a guess.
 """
 
 from __future__ import annotations
@@ -101,6 +104,24 @@ RENDERED_MARK_JS = (
 
 
 # -- rows --------------------------------------------------------------------------------
+def link_spans(trace: Trace, spans: Sequence[Span]) -> list[Span]:
+    """``spans`` plus, for a simulated trace, one row per rank and link class (NVLink,
+    NVSwitch, PCIe, socket, network = the NIC) showing the collectives that load it: the
+    engine shares each link class among the collectives crossing it, and
+    ``meta["comm_links"]`` says which classes each collective's label crosses. Measured
+    traces carry no such map and get no link rows."""
+    links = trace.meta.get("comm_links") or {}
+    if not links:
+        return list(spans)
+    extra = [
+        s._replace(resource=f"link:{cls}")
+        for s in spans
+        if s.kind == "comm"
+        for cls in links.get(s.label, ())
+    ]
+    return [*spans, *extra]
+
+
 def rank_label(trace: Trace, rank: int) -> str:
     """``rank 0``, or ``rank 0 (representative of N)`` when one rank stands for N."""
     if trace.meta.get("ranks_mode") == "representative":
@@ -467,6 +488,14 @@ def timeline_figure(
     if max_spans < 1:
         raise InputError("must be at least 1", key="max_spans")
     selection = select_spans(traces, max_spans)
+    spans_drawn = sum(len(s) for s in selection.spans)  # the traces' own, not link bars
+    selection = dataclasses.replace(
+        selection,
+        spans=[
+            tuple(link_spans(t, spans))
+            for (_, t), spans in zip(traces, selection.spans, strict=True)
+        ],
+    )
     layouts = [_rows(t, spans) for (_, t), spans in zip(traces, selection.spans, strict=True)]
     n_rows = [max(1, len(r.keys)) for r in layouts]
     table_px = TABLE_ROW_PX * (len(traces) + 1) + 30
@@ -612,7 +641,7 @@ def timeline_figure(
         meta={
             "dtsim_note": selection.note,
             "dtsim_spans": sum(len(t) for _, t in traces),
-            "dtsim_spans_drawn": sum(len(s) for s in selection.spans),
+            "dtsim_spans_drawn": spans_drawn,
         }
     )
     if selection.note:

@@ -198,13 +198,17 @@ def test_timeline_traces_rows_and_labels(three):
     assert all(t.legendgroup == t.name for t in gl)
     # Every span is drawn: 3 points (start, end, gap) per span.
     drawn = sum(len(t.x) // 3 for t in gl if t.mode == "lines")
-    assert drawn == sum(len(t) for _, t in three)
+    # ...and every collective once more on the row of each link class it loads (one
+    # DGX-1 node: NVLink only).
+    comm = sum(1 for _, t in three for s in t.spans if s.kind == "comm")
+    assert drawn == sum(len(t) for _, t in three) + comm
     ticks = [list(fig.layout[f"yaxis{i}"].ticktext) for i in ("", "2", "3")]
     assert ticks[0] == [
         "rank 0 (representative of 8) · compute",
         "rank 0 (representative of 8) · comm0",
+        "rank 0 (representative of 8) · link:nvlink",
     ]
-    assert ticks[2][-1] == "rank 0 (representative of 8) · comm1"  # delayed:2's channel
+    assert "rank 0 (representative of 8) · comm1" in ticks[2]  # delayed:2's channel
     assert fig.layout.meta["dtsim_note"] is None
     assert not fig.layout.annotations or all(
         a.name != "aggregation-note" for a in fig.layout.annotations
@@ -264,7 +268,9 @@ def test_aggregation_keeps_whole_iterations_and_says_so(three):
     (ann,) = [a for a in fig.layout.annotations if a.name == "aggregation-note"]
     assert "Showing" in ann.text
     drawn = sum(len(t.x) // 3 for t in fig.data if t.type == "scattergl" and t.mode == "lines")
-    assert drawn == meta["dtsim_spans_drawn"]
+    # The traces' own spans, and their collectives again on the link rows.
+    shown = viz.select_spans(three, 200).spans
+    assert drawn == meta["dtsim_spans_drawn"] + sum(s.kind == "comm" for sp in shown for s in sp)
 
 
 def test_aggregation_falls_back_to_ranks_then_earliest_spans():

@@ -78,7 +78,8 @@ def test_timeline_draws_every_trace_and_span(browser, timeline_page, traces):
     assert browser.evaluate(f"{gd}.data.length") == len(fig.data)
     full = browser.evaluate(f"{gd}._fullData.map(t => [t.type, t.mode || '', t._length || 0])")
     bars = [n for kind, mode, n in full if kind == "scattergl" and mode == "lines"]
-    assert sum(bars) // 3 == sum(len(t) for _, t in traces)
+    links = sum(len(viz.link_spans(t, t.spans)) - len(t) for _, t in traces)
+    assert sum(bars) // 3 == sum(len(t) for _, t in traces) + links
     ticks = browser.evaluate(
         "Array.from(document.querySelectorAll('.yaxislayer-above text')).map(e => e.textContent)"
     )
