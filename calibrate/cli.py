@@ -12,21 +12,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from calibrate.errors import CalibrationError
+from sim.cli_common import err, handles_errors
+from sim.cli_common import out as console
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_time, parse_bytes, size_sweep
-
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 130)
 
 OP_ALIASES = {
     "allreduce": "allreduce",
@@ -49,21 +46,8 @@ PROGRESS_HELP = (
 TARGET_FIT_ERROR = 0.15  # the fitted α-β model should reproduce every point within this
 
 
-def _guarded(fn: Callable) -> Callable:
-    """InputError -> exit 2; CalibrationError (a rank died or hung) -> exit 1; one line."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as e:
-            err.print(f"[bold red]error:[/] {e.message}", markup=True, soft_wrap=True)
-            raise SystemExit(2) from None
-        except CalibrationError as e:
-            err.print(f"[bold red]calibration failed:[/] {e}", markup=True, soft_wrap=True)
-            raise SystemExit(1) from None
-
-    return wrapper
+# InputError -> exit 2; CalibrationError (a rank died or hung) -> exit 1; one line.
+_guarded = handles_errors((CalibrationError,), "calibration failed")
 
 
 def _need_torch() -> None:
@@ -365,7 +349,7 @@ def compute_cmd(
     if as_json:
         sys.stdout.write(json.dumps(_compute_summary(result), indent=2) + "\n")
         return
-    out_console = globals()["out"]
+    out_console = console
     out_console.print(_compute_table(result))
     out_console.print(_gap_line(result))
     if out:
@@ -575,10 +559,10 @@ def comm_cmd(
     if as_json:
         sys.stdout.write(json.dumps({"measured_collectives": section}, indent=2) + "\n")
         return
-    globals()["out"].print(_fit_table(section, title))
-    globals()["out"].print(_fit_note(section))
+    console.print(_fit_table(section, title))
+    console.print(_fit_note(section))
     if out:
-        globals()["out"].print(f"wrote {out}")
+        console.print(f"wrote {out}")
 
 
 def _from_nccl_tests(files: tuple[str, ...]) -> list[dict]:
@@ -642,7 +626,7 @@ def interference_cmd(
     if as_json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
-    globals()["out"].print(
+    console.print(
         f"interference factor {result.factor:.3f}: compute {fmt_time(result.compute_alone_s)} "
         f"alone, {fmt_time(result.compute_with_comm_s)} while all-reducing "
         f"{fmt_bytes(result.bytes)} ({np_} ranks, {result.threads} thread(s) each); per rank: "
@@ -953,7 +937,7 @@ def all_cmd(
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
-    o = globals()["out"]
+    o = console
     o.print(_compute_table(result))
     o.print(_gap_line(result))
     o.print(
@@ -1179,7 +1163,7 @@ def validate(
             json.dumps({"scenario": scenario, "results": report["results"]}, indent=2) + "\n"
         )
         return
-    o = globals()["out"]
+    o = console
     t = Table(
         title=f"{wl.name}, {np_} ranks x batch {batch}, {rank_threads} thread(s) each, "
         f"{iterations} iterations x {repeats} repeats"
@@ -1336,7 +1320,7 @@ def convergence(
             json.dumps({"settings": result.settings, "summary": rows}, indent=2) + "\n"
         )
         return
-    o = globals()["out"]
+    o = console
     t = Table(
         title=f"{model} on {dataset}, {workers} workers x {global_batch // workers}, lr {lr:g}"
         f"{f', momentum {momentum:g}' if momentum else ''}: iterations to accuracy "

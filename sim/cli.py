@@ -6,42 +6,19 @@ Exit codes: 0 success, 2 bad input (one clear message, never a traceback), 1 fai
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from sim.cli_common import emit_json, err, handles_input_errors, out
 from sim.cli_scale import scenario_from_cli, straggler_options
 from sim.cli_viz import html_option, sweep_devices_option
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_count, fmt_time, parse_bytes, size_sweep
 
-# Wide enough for the what-if table when output goes to a file or a pipe.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 130)
-
-
-def _emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-
-
-def handles_input_errors(fn: Callable) -> Callable:
-    """Turn InputError into exit code 2 with one message on stderr."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as e:
-            err.print(f"[bold red]error:[/] {e.message}", markup=True, soft_wrap=True)
-            raise SystemExit(2) from None
-
-    return wrapper
+_emit_json = emit_json
 
 
 HARDWARE_HELP = "Built-in profile name (see `dtsim profiles list`) or path to a profile YAML."

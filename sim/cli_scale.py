@@ -11,35 +11,20 @@ import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from sim.cli_common import err, handles_input_errors, out
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_time
-
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 130)
 
 STRAGGLER_KEYS = ("jitter_cv", "slow_rank", "slow_node", "slow_nic")
 
 
-def _fail_cleanly(fn: Callable) -> Callable:
-    """InputError -> one line on stderr, exit 2 (as sim.cli does)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as e:
-            err.print(f"[bold red]error:[/] {e.message}", markup=True, soft_wrap=True)
-            raise SystemExit(2) from None
-
-    return wrapper
+_fail_cleanly = handles_input_errors
 
 
 def _emit_json(doc: Any) -> None:

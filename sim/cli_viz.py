@@ -9,14 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from functools import wraps
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import click
 
+from sim.cli_common import handles_input_errors
 from sim.errors import InputError
 from sim.trace import SPAN_FIELDS, Span, Trace
 
@@ -39,18 +39,7 @@ sweep_devices_option = click.option(
 )
 
 
-def _fail_cleanly(fn: Callable) -> Callable:
-    """InputError -> one line on stderr, exit 2 (as sim.cli does)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as e:
-            click.echo(f"error: {e.message}", err=True)
-            raise SystemExit(2) from None
-
-    return wrapper
+_fail_cleanly = handles_input_errors
 
 
 # -- reading traces ----------------------------------------------------------------------

@@ -214,9 +214,7 @@ def add_time_to_accuracy(rows: list[dict], iterations: Mapping[str, float | None
 def recommend_time_to_accuracy(rows: list[dict], target: float | None = None) -> str:
     """The strategy that reaches the target accuracy soonest (among those that fit in
     memory and reached it), with its margin; rows from :func:`add_time_to_accuracy`."""
-    ok = [
-        r for r in rows if r["time_to_target_s"] is not None and not r["memory_exceeds_device"]
-    ]
+    ok = [r for r in rows if r["time_to_target_s"] is not None and not r["memory_exceeds_device"]]
     goal = f"accuracy {target:g}" if target is not None else "the target accuracy"
     if not ok:
         return f"No strategy reached {goal} in the convergence runs; run them longer."
