@@ -569,6 +569,58 @@ _SIGNALLED = re.compile(
 _ABORTED = re.compile(r"MPI_ABORT was invoked on rank (\d+)")
 
 
+def start_mpi_job(
+    python_args: list[str],
+    *,
+    np: int,
+    hostfile: str | None,
+    extra_args: list[str] | None = None,
+    env_extra: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[str], queue.Queue[str | None], threading.Thread]:
+    """Start ``mpirun -np N [--hostfile F] python <python_args>`` in its own session (so
+    the whole job can be killed), with this repository importable, and a thread that
+    queues its output lines (None at the end). Returns the process, the queue and the
+    thread. Root needs --allow-run-as-root, and more ranks than cores --oversubscribe;
+    the worker-side test hook's variable passes on."""
+    cmd = [_find_mpirun()]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    cmd += ["--oversubscribe", "-np", str(np)]
+    if hostfile is not None:
+        cmd += ["--hostfile", str(hostfile)]
+    cmd += extra_args or []
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(env_extra or {})
+    for name in ("PYTHONPATH", "PYTHONUNBUFFERED", worker.FAULT_ENV, *(env_extra or {})):
+        if name in env:
+            cmd += ["-x", name]
+    cmd += [sys.executable, *python_args]
+    lines: queue.Queue[str | None] = queue.Queue()
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        errors="replace",
+        bufsize=1,
+        start_new_session=True,
+    )
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    reader = threading.Thread(target=read, name="dtsim-mpirun-reader", daemon=True)
+    reader.start()
+    return proc, lines, reader
+
+
 def _launch(
     command: str,
     spec: dict[str, Any],
@@ -584,45 +636,13 @@ def _launch(
     extra_args: list[str] | None = None,
 ) -> None:
     """Run the worker under mpirun and watch it; see the module docstring."""
-    mpirun = _find_mpirun()
-    cmd = [mpirun]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-run-as-root")
-    cmd += ["--oversubscribe", "-np", str(np)]
-    if hostfile is not None:
-        cmd += ["--hostfile", str(hostfile)]
-    cmd += extra_args or []
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    for name in ("PYTHONPATH", "PYTHONUNBUFFERED", worker.FAULT_ENV):
-        if name in env:
-            cmd += ["-x", name]
-    cmd += [sys.executable, "-m", "calibrate.worker", command, "--spec", json.dumps(spec)]
-
     watch = _Watch(np=np, points=points)
-    lines: queue.Queue[str | None] = queue.Queue()
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        errors="replace",
-        bufsize=1,
-        start_new_session=True,
+    proc, lines, reader = start_mpi_job(
+        ["-m", "calibrate.worker", command, "--spec", json.dumps(spec)],
+        np=np,
+        hostfile=hostfile,
+        extra_args=extra_args,
     )
-    assert proc.stdout is not None
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    reader = threading.Thread(target=read, name="dtsim-mpirun-reader", daemon=True)
-    reader.start()
     last = time.monotonic()
     try:
         while True:

@@ -119,7 +119,6 @@ import os
 import queue
 import re
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -137,12 +136,12 @@ from calibrate.comm import (
     _FIRST_EXIT,
     _SIGNALLED,
     MPI4PY_HINT,
-    REPO_ROOT,
     _find_mpirun,
     _inside_mpirun,
     _kill_job,
     _output_tail,
     _session_pids,
+    start_mpi_job,
 )
 from calibrate.errors import CalibrationError
 from sim.errors import InputError
@@ -1160,43 +1159,13 @@ def _launch(
     progress: Callable[[str, int, int], None] | None,
 ) -> None:
     """Run the worker under mpirun and watch it; RealRunError (partial=[]) on failure."""
-    cmd = [_find_mpirun()]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-run-as-root")
-    cmd += ["--oversubscribe", "--bind-to", "none", "-np", str(np)]
-    if hostfile is not None:
-        cmd += ["--hostfile", str(hostfile)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["OMP_NUM_THREADS"] = str(spec["threads"])
-    for name in ("PYTHONPATH", "PYTHONUNBUFFERED", "OMP_NUM_THREADS", worker.FAULT_ENV):
-        if name in env:
-            cmd += ["-x", name]
-    cmd += [sys.executable, "-m", "calibrate.realrun", "--spec", json.dumps(spec)]
-
-    lines: queue.Queue[str | None] = queue.Queue()
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        errors="replace",
-        bufsize=1,
-        start_new_session=True,
+    proc, lines, reader = start_mpi_job(
+        ["-m", "calibrate.realrun", "--spec", json.dumps(spec)],
+        np=np,
+        hostfile=hostfile,
+        extra_args=["--bind-to", "none"],
+        env_extra={"OMP_NUM_THREADS": str(spec["threads"])},
     )
-    assert proc.stdout is not None
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    reader = threading.Thread(target=read, name="dtsim-realrun-reader", daemon=True)
-    reader.start()
     last = time.monotonic()
     try:
         while True:
