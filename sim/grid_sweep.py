@@ -70,6 +70,11 @@ AXES: dict[str, tuple[str, bool]] = {  # name -> (type, may be null)
     "ranks": (_STR, False),
     "jitter": (_FLOAT, False),
     "jitter_cv": (_FLOAT, False),
+    # Stragglers, as on the command line: "rank:fraction[,rank:fraction...]" (explicit
+    # ranks only), e.g. slow_rank: [null, "3:0.5", "3:0.25"] sweeps one slow rank.
+    "slow_rank": (_STR, True),
+    "slow_node": (_STR, True),
+    "slow_nic": (_STR, True),
     "seed": (_INT, False),
     "strategy": (_STR, False),
     "bucket_mb": (_FLOAT, False),
@@ -230,15 +235,27 @@ def expand(spec: SweepSpec) -> list[Point]:
 
 
 # -- the work (module-level functions: Dask pickles them by reference) -------------------------
+_STRAGGLER_AXES = ("jitter_cv", "slow_rank", "slow_node", "slow_nic")
+
+
 def _scenario(options: Mapping[str, Any]):
+    from sim.cli_scale import straggler_kwargs
     from sim.scenario import with_stragglers
     from sim.whatif import scenario_from_options
 
-    opts = {k: v for k, v in options.items() if v is not None and k != "jitter_cv"}
+    opts = {k: v for k, v in options.items() if v is not None and k not in _STRAGGLER_AXES}
     scenario = scenario_from_options(**opts)
-    if options.get("jitter_cv"):
-        scenario = with_stragglers(scenario, jitter_cv=float(options["jitter_cv"]))
-    return scenario
+    extra = straggler_kwargs(
+        {
+            "jitter_cv": options.get("jitter_cv"),
+            **{
+                k: [x.strip() for x in str(options[k]).split(",") if x.strip()]
+                for k in ("slow_rank", "slow_node", "slow_nic")
+                if options.get(k)
+            },
+        }
+    )
+    return with_stragglers(scenario, **extra) if extra else scenario
 
 
 def _baseline_key(options: Mapping[str, Any]) -> str | None:

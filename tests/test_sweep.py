@@ -252,3 +252,26 @@ def test_a_sweep_point_matches_simulate_steady():
     assert df["exposed_comm_s"].item() == m.exposed_comm_s
     assert df["iterations_simulated"].item() == its
     assert df["bucket_mb"].item() == 64.0
+
+
+def test_straggler_axes_sweep_a_slow_rank():
+    spec = {
+        "hardware": "dgx1-p100",
+        "workload": "alexnet",
+        "devices": 16,
+        "global_batch": 256,
+        "ranks": "explicit",
+        "iterations": 8,
+        "strategy": ["sync", "delayed:1"],
+        "slow_rank": [None, "3:0.5", "bad"],
+    }
+    df = run_sweep(spec, executor="serial", resume=False)
+    # A null coordinate reads back as NaN in the table.
+    t = {
+        (r.strategy, r.slow_rank if isinstance(r.slow_rank, str) else None): r
+        for r in df.itertuples()
+    }
+    for strategy in ("sync", "delayed:1"):
+        fast, slow = t[(strategy, None)], t[(strategy, "3:0.5")]
+        assert slow.iteration_time_s > fast.iteration_time_s
+        assert "slow-rank" in t[(strategy, "bad")].error
