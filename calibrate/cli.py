@@ -92,6 +92,23 @@ def _parse_sizes(text: str) -> list[int]:
     return [int(s) for s in sizes]
 
 
+def _check_sweep(np_: int, sizes: str, ops: str) -> tuple[list[int], list[str]]:
+    """Sizes and ops of a collective sweep, refused before anything runs if they cannot
+    give a fit: a fit needs two ranks and two distinct sizes."""
+    if np_ < 2:
+        raise InputError(f"--np must be >= 2 (a collective needs two ranks), got {np_}", key="np")
+    size_list, op_list = _parse_sizes(sizes), _parse_ops(ops)
+    if len(set(size_list)) < 2:
+        raise InputError(
+            f"--sizes {sizes} gives one size; the α-β fit needs at least 2 distinct sizes "
+            "(e.g. 4KiB:64MiB)",
+            key="sizes",
+        )
+    if max(size_list) > 16 * 2**30:
+        raise InputError(f"--sizes {sizes}: at most 16 GiB per collective", key="sizes")
+    return size_list, op_list
+
+
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -320,10 +337,13 @@ def compute_cmd(
         raise InputError("give --workload NAME or --torch-model package.module:factory")
     if resume and not csv_path:
         raise InputError("--resume needs --csv (the file of raw samples to resume from)")
-    if out:
-        from sim.io import check_writable
+    from sim.io import check_writable
 
-        check_writable(out)
+    if out and not out.endswith((".yaml", ".yml")):
+        raise InputError(f"--out must end in .yaml or .yml (a workload file), got {out!r}")
+    for target in (out, csv_path):
+        if target:
+            check_writable(target)
     with _bar() as bar:
         result = _run_compute(
             workload=workload,
@@ -529,17 +549,20 @@ def comm_cmd(
     else:
         if resume and not csv_path:
             raise InputError("--resume needs --csv (the file of raw samples to resume from)")
-        if out:
-            from sim.io import check_writable
+        size_list, op_list = _check_sweep(np_, sizes, ops)
+        from sim.io import check_writable
 
-            check_writable(out)
+        for target in (out, csv_path):
+            if target:
+                check_writable(target)
+        # Raw samples stream to --csv, else to a file in the temp dir (named below).
         path = Path(csv_path) if csv_path else Path(tempfile.mkstemp(suffix=".comm.csv")[1])
         with _bar() as bar:
             samples = _run_comm(
                 backend=backend,
                 np=np_,
-                sizes=_parse_sizes(sizes),
-                ops=_parse_ops(ops),
+                sizes=size_list,
+                ops=op_list,
                 csv_path=path,
                 repeats=comm_repeats,
                 timeout_s=timeout_s,
@@ -566,7 +589,7 @@ def comm_cmd(
 
 
 def _from_nccl_tests(files: tuple[str, ...]) -> list[dict]:
-    from calibrate.fit import fit_alpha_beta
+    from calibrate.fit import fit_or_bound
     from calibrate.nccl_tests import parse_nccl_tests
     from calibrate.profile import measured_collectives_section
 
@@ -580,7 +603,7 @@ def _from_nccl_tests(files: tuple[str, ...]) -> list[dict]:
         if len(rows) < 2:
             raise InputError("needs at least 2 distinct sizes to fit", file=file)
         tables[key] = rows
-        fits[key] = fit_alpha_beta(
+        fits[key] = fit_or_bound(
             result.op, result.ranks, [n for n, _ in rows], [t for _, t in rows]
         )
         nodes.add(max(1, len(result.hosts)))
@@ -621,7 +644,7 @@ def interference_cmd(
     interference_factor (compute runs at 1/(1+factor) during communication).
     """
     _need_torch()
-    result = _run_interference(np_, threads, seconds, int(parse_bytes(size)), timeout_s, progress)
+    result = _run_interference(np_, threads, seconds, parse_bytes(size), timeout_s, progress)
     doc = _interference_doc(result)
     if as_json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
@@ -646,19 +669,25 @@ def _run_interference(
     np_: int,
     threads: int | None,
     seconds: float,
-    nbytes: int,
+    nbytes: float,
     timeout_s: float,
     progress: str = "thread",
 ) -> Any:
     from calibrate.comm import measure_interference
 
-    if seconds <= 0:
-        raise InputError(f"--seconds must be > 0, got {seconds}")
+    if np_ < 2:
+        raise InputError(f"--np must be >= 2 (interference needs a collective), got {np_}")
+    if not (0 < seconds <= 600):
+        raise InputError(f"--seconds must be in (0, 600], got {seconds}")
+    if not (1 <= nbytes <= 16 * 2**30):
+        raise InputError(f"--bytes must be between 1 B and 16 GiB, got {nbytes:g}")
+    if not (timeout_s > 0 and timeout_s < float("inf")):
+        raise InputError(f"--timeout must be a positive number of seconds, got {timeout_s}")
     return measure_interference(
         np=np_,
         threads=_threads_per_rank(np_, threads),
         seconds=seconds,
-        bytes=nbytes,
+        bytes=int(nbytes),
         timeout_s=timeout_s,
         progress=progress,
     )
@@ -715,7 +744,7 @@ def calibrate_all(
     path.parent.mkdir(parents=True, exist_ok=True)
     for p in (path, workload_path, compute_csv, comm_csv):
         check_writable(str(p))
-    op_list, size_list = _parse_ops(ops), _parse_sizes(sizes)
+    size_list, op_list = _check_sweep(np_, sizes, ops)
     if "allreduce" not in op_list:
         raise InputError("calibrate all needs allreduce in --ops (it sets the link)", key="ops")
     rank_threads = _threads_per_rank(np_, threads) if device == "cpu" else None
@@ -1033,18 +1062,42 @@ def validate(
     from calibrate.realrun import RealRunError, plan_strategy, run_real, write_trace
     from calibrate.validate import RESULT_KEYS, compare, measured_stats, predict, same_ranking
     from hardware_profiles import load_profile
+    from sim.strategies import parse_strategy
     from workloads import load_workload
 
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     if not names:
         raise InputError("--strategies is empty", key="strategies")
     names = [plan_strategy(n).name for n in names]  # refuse what cannot run for real, now
-    if iterations < 4:
-        raise InputError(f"--iterations must be >= 4 (warm-up needs 1 + d), got {iterations}")
     if workload_profile and not hardware:
         raise InputError("--workload-profile goes with --hardware")
+    # Warm-up is 1 + d iterations, and the steady figure needs two windows after it.
+    most = max(getattr(parse_strategy(n), "delay", 0) for n in names)
+    if iterations < 3 + most:
+        raise InputError(
+            f"--iterations must be >= {3 + most} (warm-up of 1 + d = {1 + most} iterations, "
+            f"then at least two to measure), got {iterations}"
+        )
+    if workload_profile:
+        trained = load_workload(workload).name
+        described = load_workload(workload_profile).name
+        if trained.split(":")[0] != described.split(":")[0]:
+            raise InputError(
+                f"--workload {workload} trains '{trained}' but --workload-profile "
+                f"{workload_profile} describes '{described}': give the profile of the same model"
+            )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InputError(
+            "--out names a file; give a directory for the report and traces", file=out_dir
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the directory: {e.strerror}", file=out_dir) from None
+    from sim.io import check_writable
+
+    check_writable(str(out / "report.json"))
     rank_threads = _threads_per_rank(np_, threads)
     started = time.perf_counter()
     with _bar() as bar:

@@ -111,3 +111,23 @@ def fit_alpha_beta(
     if not math.isfinite(bandwidth):
         raise ValueError(f"the fit gives an infinite bandwidth for {op} on {ranks} ranks")
     return Fit(op, ranks, alpha, bandwidth, worst, points)
+
+
+def fit_or_bound(
+    op: str, ranks: int, sizes_bytes: Sequence[float], seconds: Sequence[float]
+) -> Fit:
+    """:func:`fit_alpha_beta`, or, when noisy times do not grow with size (no positive
+    bandwidth explains them), the simplest model the points allow: α = 0 and the
+    bandwidth the largest size achieved. Its worst error says how poor that is; the
+    profile's measured table is what the simulator uses inside the measured range."""
+    try:
+        return fit_alpha_beta(op, ranks, sizes_bytes, seconds)
+    except ValueError as err:
+        if "1/B" not in str(err):
+            raise
+    points = median_points(sizes_bytes, seconds)
+    n_max, t_max = points[-1]
+    _, c_beta = _coefficients(op, ranks, n_max)
+    bound = Fit(op, ranks, 0.0, c_beta / t_max, 0.0, points)
+    worst = max(abs(model_time(bound, n) - t) / t for n, t in points)
+    return Fit(op, ranks, 0.0, c_beta / t_max, float(worst), points)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from calibrate.fit import Fit, fit_alpha_beta, median_points
+from calibrate.fit import Fit, fit_or_bound, median_points
 
 GB = 1e9
 
@@ -35,7 +35,7 @@ def fit_all(
     tables: dict[tuple[str, str, int], list[tuple[int, float]]],
 ) -> dict[tuple[str, str, int], Fit]:
     return {
-        key: fit_alpha_beta(key[1], key[2], [n for n, _ in rows], [t for _, t in rows])
+        key: fit_or_bound(key[1], key[2], [n for n, _ in rows], [t for _, t in rows])
         for key, rows in tables.items()
         if len(rows) >= 2
     }

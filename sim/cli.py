@@ -12,7 +12,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from sim.cli_common import emit_json, err, handles_input_errors, out
+from sim.cli_common import emit_json, err, error_line, handles_input_errors, out
 from sim.cli_scale import scenario_from_cli, straggler_options
 from sim.cli_viz import html_option, sweep_devices_option
 from sim.errors import InputError
@@ -549,9 +549,16 @@ def whatif(
             key="sweep-devices",
         )
     if html_path:
-        from sim.io import check_writable
+        from sim.cli_viz import check_html_path
 
-        check_writable(html_path)
+        check_html_path(html_path)
+    if counts:
+        # Every count must make a scenario: say which one does not, before simulating.
+        for n in counts:
+            try:
+                scenario_from_cli({**kw, "devices": n})
+            except InputError as e:
+                raise InputError(f"--sweep-devices {n}: {e.reason}", key="sweep-devices") from None
     if as_json:
         rows = run_whatif(scenario, chosen)
     else:
@@ -690,9 +697,13 @@ def run(
     opts = _strategy_options(kw)
     chosen = parse_strategy(strategy, **opts)
     scenario = _scenario(kw)
-    for path in (csv_path, chrome_path, html_path):
+    for path in (csv_path, chrome_path):
         if path:
             check_writable(path)
+    if html_path:
+        from sim.cli_viz import check_html_path
+
+        check_html_path(html_path)
     trace, stats = simulate(scenario, chosen)
     m = metrics(trace)
     if csv_path:
@@ -740,7 +751,14 @@ def _read_convergence(path: str) -> tuple[dict[str, float | None], float | None,
     iterations: dict[str, float | None] = {}
     notes = []
     for row in summarise(result):
-        iterations[row["strategy"]] = row["iterations_to_target_median"]
+        its = row["iterations_to_target_median"]
+        if its is not None and its <= 0:
+            raise InputError(
+                f"{row['strategy']} is at the target accuracy before training (step 0): "
+                "measure with a higher --target-accuracy",
+                file=path,
+            )
+        iterations[row["strategy"]] = its
         if row["seeds_reached"] < row["seeds_total"]:
             notes.append(
                 f"{row['strategy']} reached the target in {row['seeds_reached']} of "
@@ -794,7 +812,7 @@ def cli_entry() -> None:
         code = main.main(standalone_mode=False)
     except click.UsageError as e:
         where = e.ctx.command_path if e.ctx else "dtsim"
-        err.print(f"[bold red]error:[/] {e.format_message()} (see '{where} --help')")
+        error_line("error", f"{e.format_message()} (see '{where} --help')")
         raise SystemExit(2) from None
     except click.ClickException as e:
         e.show()

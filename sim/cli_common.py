@@ -11,6 +11,7 @@ from functools import wraps
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from sim.errors import InputError
 
@@ -21,6 +22,11 @@ err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() el
 
 def emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+def error_line(label: str, text: str) -> None:
+    """``label: text`` on stderr, one line (user text is never read as markup)."""
+    err.print(f"[bold red]{escape(label)}:[/] {escape(text)}", soft_wrap=True)
 
 
 def handles_errors(
@@ -35,10 +41,19 @@ def handles_errors(
             try:
                 return fn(*args, **kwargs)
             except InputError as e:
-                err.print(f"[bold red]error:[/] {e.message}", markup=True, soft_wrap=True)
+                error_line("error", e.message)
+                raise SystemExit(2) from None
+            except UnicodeDecodeError as e:
+                # A binary file where text (YAML, JSON, CSV) was expected.
+                error_line(
+                    "error", f"a file given is not text (UTF-8): {e.reason} at byte {e.start}"
+                )
                 raise SystemExit(2) from None
             except failures as e:
-                err.print(f"[bold red]{label}:[/] {e}", markup=True, soft_wrap=True)
+                text = str(e)
+                if text.startswith(f"{label}: "):
+                    text = text[len(label) + 2 :]
+                error_line(label, text)
                 raise SystemExit(1) from None
 
         return wrapper

@@ -42,6 +42,19 @@ sweep_devices_option = click.option(
 _fail_cleanly = handles_input_errors
 
 
+def check_html_path(path: str, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse, before any work, an --html path that is not .html, is not writable, or
+    would overwrite one of the command's inputs."""
+    from sim.io import check_writable
+
+    if not path.lower().endswith((".html", ".htm")):
+        raise InputError(f"--html must end in .html, got {path!r}", file=path)
+    check_writable(path)
+    target = Path(path).resolve()
+    if any(Path(p).resolve() == target for p in inputs):
+        raise InputError("--html would overwrite an input file", file=path)
+
+
 # -- reading traces ----------------------------------------------------------------------
 def read_trace_csv(path: str | Path) -> Trace:
     """A Trace from ``dtsim run --csv`` (the span fields, one span a line). The CSV holds
@@ -204,8 +217,13 @@ def timeline(
 
     if names and len(names) != len(traces):
         raise InputError(f"give --name once per TRACE ({len(traces)}), or not at all", key="name")
-    check_writable(html_path)
+    check_html_path(html_path, inputs=traces)
     if image:
+        if Path(image).suffix.lower().lstrip(".") not in viz.STATIC_FORMATS:
+            raise InputError(
+                f"cannot tell the image format from '{Path(image).suffix}': use .png, .svg or .pdf",
+                file=image,
+            )
         check_writable(image)
     loaded = [read_trace_file(p) for p in traces]
     labels = list(names) if names else trace_names(traces, loaded)

@@ -203,8 +203,20 @@ def _bucket_of(strategy: str) -> float | None:
 
 
 def point_key(coords: Mapping[str, Any]) -> str:
-    """A stable key of a point's coordinates (independent of their order)."""
-    text = json.dumps(coords, sort_keys=True, separators=(",", ":"))
+    """A stable key of a point's coordinates (independent of their order). A hardware
+    or workload given as a file path also keys on the file's contents, so that a resumed
+    sweep re-simulates the points of a profile that changed (a re-calibration, an
+    edit) instead of keeping their old results."""
+    keyed = dict(coords)
+    for axis in ("hardware", "workload"):
+        value = keyed.get(axis)
+        if isinstance(value, str) and value.lower().endswith((".yaml", ".yml")):
+            try:
+                digest = hashlib.sha1(Path(value).read_bytes()).hexdigest()[:12]
+            except OSError:
+                digest = "missing"
+            keyed[axis] = f"{value}@{digest}"
+    text = json.dumps(keyed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 

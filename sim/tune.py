@@ -196,11 +196,18 @@ class _Evaluator:
         return c
 
 
+TIE_RELATIVE = 1e-9  # objectives this close are equal (floating-point noise of the engine)
+
+
 def _score(c: Candidate) -> tuple:
-    """Sort key: lowest objective; ties to the least stale, then the least memory."""
+    """Sort key: lowest objective; ties to the least stale, then the least memory.
+
+    Objectives are compared rounded to :data:`TIE_RELATIVE`, so that delayed:3 does not
+    win over delayed:1 on a difference in the 16th digit."""
     if c.objective_s is None:
         return (1, math.inf, 0, 0.0, c.label)
-    return (0, c.objective_s, c.delay, c.peak_memory_bytes or 0.0, c.label)
+    rounded = float(f"{c.objective_s:.9g}")
+    return (0, rounded, c.delay, c.peak_memory_bytes or 0.0, c.label)
 
 
 def _refine(ev: _Evaluator, family: str, tried: list[Candidate], hi_mib: float) -> None:

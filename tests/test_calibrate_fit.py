@@ -228,3 +228,14 @@ def test_header_column_count_mismatch(tmp_path):
 def test_missing_file():
     with pytest.raises(InputError, match="cannot read"):
         parse_nccl_tests(DATA / "no-such-file.txt")
+
+
+def test_times_that_do_not_grow_get_the_largest_sizes_bandwidth():
+    from calibrate.fit import fit_or_bound
+
+    # Noise: the 8 KiB all-reduce measured faster than the 4 KiB one.
+    fit = fit_or_bound("allreduce", 2, [4096, 8192], [200e-6, 150e-6])
+    assert fit.alpha_s == 0.0
+    # Ring all-reduce on 2 ranks: T = n / B, so B = 8192 / 150 us.
+    assert fit.bandwidth_bytes_per_s == pytest.approx(8192 / 150e-6)
+    assert fit.worst_relative_error == pytest.approx(1 - (4096 / (8192 / 150e-6)) / 200e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -275,3 +276,26 @@ def test_straggler_axes_sweep_a_slow_rank():
         fast, slow = t[(strategy, None)], t[(strategy, "3:0.5")]
         assert slow.iteration_time_s > fast.iteration_time_s
         assert "slow-rank" in t[(strategy, "bad")].error
+
+
+def test_resume_resimulates_points_whose_profile_file_changed(tmp_path):
+    import shutil as _shutil
+
+    from hardware_profiles import __file__ as profiles_init
+
+    hw = tmp_path / "hw.yaml"
+    _shutil.copy(Path(profiles_init).parent.parent / "examples" / "pcie-4gpu-25gbe.yaml", hw)
+    spec = {
+        "hardware": str(hw),
+        "workload": "alexnet",
+        "devices": 8,
+        "global_batch": 64,
+        "strategy": "sync",
+        "iterations": 6,
+    }
+    out = tmp_path / "s.csv"
+    first = run_sweep(spec, executor="serial", out=out)
+    hw.write_text(hw.read_text().replace("bandwidth_gbit_per_s: 25", "bandwidth_gbit_per_s: 1"))
+    second = run_sweep(spec, executor="serial", out=out)
+    assert second.attrs["resumed"] == 0 and second.attrs["simulated"] == 1
+    assert second.iteration_time_s.iloc[0] > 5 * first.iteration_time_s.iloc[0]

@@ -20,6 +20,7 @@ pytestmark = [
 ]
 
 MEASURED = ROOT / "hardware_profiles" / "measured" / "epyc-2core-vm.yaml"
+PROFILE = MEASURED.with_name("epyc-2core-vm.small-cnn.yaml")
 KEYS = [
     "strategy",
     "measured_iteration_time_s",
@@ -121,7 +122,12 @@ def test_a_dying_rank_names_itself_and_keeps_finished_strategies(tmp_path):
     ("args", "message"),
     [
         (("--strategies", "ps"), "no real implementation"),
-        (("--iterations", "3"), "--iterations must be >= 4"),
+        (("--iterations", "3"), "--iterations must be >= 5"),
+        (("--strategies", "sync,delayed:4", "--iterations", "6"), "--iterations must be >= 7"),
+        (
+            ("--workload", "alexnet", "--hardware", MEASURED, "--workload-profile", PROFILE),
+            "give the profile of the same model",
+        ),
         (("--workload-profile", "x.yaml"), "goes with --hardware"),
         (("--strategies", ","), "--strategies is empty"),
     ],
