@@ -562,7 +562,7 @@ def whatif(
     if as_json:
         rows = run_whatif(scenario, chosen)
     else:
-        with Progress(console=err, transient=True) as bar:
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
             task = bar.add_task("simulating", total=len(chosen))
 
             def step(name: str) -> None:

@@ -221,7 +221,7 @@ def sweep(
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
-        with Progress(*columns, console=err, transient=True) as bar:
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
             task = bar.add_task("sweeping", total=None)
 
             def step(done: int, total: int, row: dict | None) -> None:
@@ -423,7 +423,7 @@ def tune(
             key="convergence",
         )
     scenario = scenario_from_cli(kw)
-    with err.status("tuning", spinner="dots") if not as_json else nullcontext():
+    with err.status("tuning", spinner="dots") if not as_json and err.is_terminal else nullcontext():
         result = run_tune(
             scenario,
             strategies=[s for s in strategies.split(",") if s.strip()],
