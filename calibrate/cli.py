@@ -300,7 +300,12 @@ def _run_compute(
 )
 @_compute_options
 @click.option("--out", default=None, help="Write the workload with its measured times (YAML).")
-@click.option("--csv", "csv_path", default=None, help="Raw samples, appended as measured.")
+@click.option(
+    "--csv",
+    "csv_path",
+    default=None,
+    help="Raw samples, written as they are measured (replaced, unless --resume).",
+)
 @click.option("--resume", is_flag=True, help="Keep the repeats already in --csv.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @_guarded
@@ -510,7 +515,12 @@ def _comm_options(fn: Callable, repeats_flag: str = "--repeats") -> Callable:
     "repeat for several ops.",
 )
 @click.option("--out", default=None, help="Write the measured_collectives section (YAML).")
-@click.option("--csv", "csv_path", default=None, help="Raw samples, appended as measured.")
+@click.option(
+    "--csv",
+    "csv_path",
+    default=None,
+    help="Raw samples, written as they are measured (replaced, unless --resume).",
+)
 @click.option("--resume", is_flag=True, help="Skip the points already in --csv.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @_guarded
@@ -1393,7 +1403,7 @@ def convergence(
             f"{num(r['iterations_to_target_q1'])}..{num(r['iterations_to_target_q3'])}",
             f"{num(r['iterations_to_target_min'])}..{num(r['iterations_to_target_max'])}",
             f"{r['seeds_reached']}/{r['seeds_total']}",
-            f"{r['final_accuracy_median']:.3f}",
+            f"{r['final_accuracy_median']:.3f}" if r["final_accuracy_median"] is not None else "-",
             f"{r['wall_s']:.1f} s" if r.get("wall_s") is not None else "-",
         )
     o.print(t)

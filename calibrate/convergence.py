@@ -562,6 +562,11 @@ def _quantile(values: Sequence[float], q: float) -> int | float | None:
     return int(v) if v == int(v) else v
 
 
+def _finite(x: Any) -> float | None:
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
 def summarise(result: ConvergenceResult) -> list[dict[str, Any]]:
     """Per strategy: iterations to target (median, q1, q3, min, max, mean over all seeds,
     a seed that never reached counting as infinitely many: None where that statistic is
@@ -586,8 +591,9 @@ def summarise(result: ConvergenceResult) -> list[dict[str, Any]]:
                 ),
                 "seeds_reached": len(reached),
                 "seeds_total": len(its),
-                "final_accuracy_median": float(np.median([c.test_accuracy[-1] for c in curves])),
-                "final_train_loss_median": float(np.median([c.train_loss[-1] for c in curves])),
+                "final_accuracy_median": _finite(np.median([c.test_accuracy[-1] for c in curves])),
+                # A diverged run's loss is inf or NaN: None, so the JSON stays standard.
+                "final_train_loss_median": _finite(np.median([c.train_loss[-1] for c in curves])),
                 "wall_s": result.wall_s.get(strategy),
             }
         )

@@ -8,6 +8,7 @@ its ``scenario_options`` adds :func:`straggler_options` and builds scenarios wit
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -318,9 +319,12 @@ def _int_list(text: str, option: str) -> list[int]:
 
 def _float_list(text: str, option: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise InputError(f"{option} takes numbers separated by commas, got '{text}'") from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"{option} takes positive numbers separated by commas, got '{text}'")
+    return values
 
 
 def _tune_options(fn: Callable) -> Callable:
@@ -386,7 +390,8 @@ def _tune_options(fn: Callable) -> Callable:
     "--convergence",
     "convergence_file",
     default=None,
-    help="A `dtsim convergence` JSON (iterations to the target per strategy).",
+    help="A `dtsim convergence` JSON (iterations to the target per strategy); used with "
+    "--objective time-to-accuracy, which it requires.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @_fail_cleanly
@@ -415,6 +420,12 @@ def tune(
     from sim.tune import tune as run_tune
 
     convergence = None
+    if convergence_file and objective != "time-to-accuracy":
+        raise InputError(
+            "--convergence is read only with --objective time-to-accuracy: add it, or drop "
+            "--convergence to tune the iteration time",
+            key="convergence",
+        )
     if convergence_file:
         convergence = _read_convergence(convergence_file)
     elif objective == "time-to-accuracy":
