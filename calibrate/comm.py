@@ -234,7 +234,7 @@ def run_comm_sweep(
         raise InputError(f"np must be >= 1, got {np}", key="np")
     if repeats < 1:
         raise InputError(f"repeats must be >= 1, got {repeats}", key="repeats")
-    if timeout_s <= 0:
+    if not 0 < timeout_s < float("inf"):
         raise InputError(f"timeout must be > 0 s, got {timeout_s}", key="timeout")
     csv_path = Path(csv_path)
     points = plan_points(ops, sizes, np)
@@ -325,7 +325,7 @@ def measure_interference(
         raise InputError(f"threads must be >= 1, got {threads}", key="threads")
     if seconds <= 0:
         raise InputError(f"seconds must be > 0, got {seconds}", key="seconds")
-    if timeout_s <= 0:
+    if not 0 < timeout_s < float("inf"):
         raise InputError(f"timeout must be > 0 s, got {timeout_s}", key="timeout")
     nbytes = round_size(bytes, np)
     inside = _inside_mpirun(np)

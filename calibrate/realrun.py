@@ -1260,7 +1260,7 @@ def run_real(
     for key, value in checks.items():
         if int(value) < 1:
             raise InputError(f"{key} must be >= 1, got {value}", key=key)
-    if timeout_s <= 0:
+    if not 0 < timeout_s < float("inf"):
         raise InputError(f"timeout must be > 0 s, got {timeout_s}", key="timeout")
     if comm_progress not in COMM_PROGRESS:
         raise InputError(f"comm_progress must be one of {', '.join(COMM_PROGRESS)}")

@@ -202,6 +202,14 @@ def sweep(
     from sim.grid_sweep import run_sweep
 
     csv_path = out_path or str(Path(spec).with_suffix(".csv"))
+    from sim.io import check_writable
+
+    for target, flag in ((csv_path, "--out"), (parquet_path, "--parquet")):
+        if not target:
+            continue
+        if Path(target).resolve() == Path(spec).resolve():
+            raise InputError(f"{flag} would overwrite the spec itself", file=target)
+        check_writable(target)
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}", key="workers")
     if as_json:

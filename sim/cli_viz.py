@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -115,7 +116,18 @@ def read_trace_file(path: str | Path) -> Trace:
             f"trace JSON ({TRACE_FORMAT}) or the CSV of `dtsim run --csv`",
             file=file,
         )
-    return read_trace(path)
+    trace = read_trace(path)
+    for i, sp in enumerate(trace.spans):
+        if not (math.isfinite(sp.start_s) and math.isfinite(sp.end_s) and sp.end_s >= sp.start_s):
+            raise InputError(
+                f"span {i} runs from {sp.start_s} to {sp.end_s}: times must be finite, "
+                "with end >= start",
+                file=file,
+                key=f"spans[{i}]",
+            )
+    if not trace.spans:
+        raise InputError("the trace has no spans", file=file)
+    return trace
 
 
 def trace_names(paths: Sequence[str | Path], traces: Sequence[Trace]) -> list[str]:

@@ -63,7 +63,12 @@ def parse_strategies(text: str, **options) -> list[Strategy]:
     specs = ALL if text.strip() == "all" else [s for s in text.split(",") if s.strip()]
     if not specs:
         raise InputError("no strategy given", key="strategies")
-    return [parse_strategy(s, **options) for s in specs]
+    chosen = [parse_strategy(s, **options) for s in specs]
+    names = [s.name for s in chosen]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"strategy given twice: {', '.join(twice)}", key="strategies")
+    return chosen
 
 
 __all__ = ["ALL", "REGISTRY", "BuildContext", "Strategy", "parse_strategies", "parse_strategy"]
