@@ -910,26 +910,7 @@ def calibrate_all(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @_guarded
-def all_cmd(
-    out: str,
-    name: str | None,
-    workload: str,
-    device: str,
-    batch: int,
-    threads: int | None,
-    repeats: int,
-    warmup: int,
-    backend: str,
-    np_: int,
-    sizes: str,
-    ops: str,
-    comm_repeats: int,
-    hostfile: str | None,
-    timeout_s: float,
-    resume: bool,
-    progress: str,
-    as_json: bool,
-) -> None:
+def all_cmd(as_json: bool, **kw: Any) -> None:
     """Calibrate everything and write a complete profile that `dtsim whatif` loads.
 
     Measures, in order: per-layer compute of --workload (with cores / np threads, the
@@ -946,44 +927,24 @@ def all_cmd(
         --batch-per-device 32
     """
     _need_torch()
-    summary, result, section, interference = calibrate_all(
-        out=out,
-        name=name,
-        workload=workload,
-        device=device,
-        batch=batch,
-        threads=threads,
-        repeats=repeats,
-        warmup=warmup,
-        backend=backend,
-        np_=np_,
-        sizes=sizes,
-        ops=ops,
-        comm_repeats=comm_repeats,
-        hostfile=hostfile,
-        timeout_s=timeout_s,
-        resume=resume,
-        quiet=as_json,
-        progress=progress,
-    )
-    path, workload_path, info = Path(out), summary["workload"], result.device
+    summary, result, section, interference = calibrate_all(**kw, quiet=as_json)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    path, workload_path, info = Path(kw["out"]), summary["workload"], result.device
     gemm, membw, timings = (
         summary["gemm_flops"],
         summary["memory_bandwidth_bytes_per_s"],
         summary["timings_s"],
     )
-    doc = {"device": {"efficiency": summary["efficiency"]}}
-    if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-        return
     o = console
     o.print(_compute_table(result))
     o.print(_gap_line(result))
     o.print(
         f"device: {info.model}: GEMM {gemm / 1e9:.1f} GFLOP/s, copy {membw / 1e9:.1f} GB/s; "
-        f"efficiency {doc['device']['efficiency']}"
+        f"efficiency {summary['efficiency']}"
     )
-    o.print(_fit_table(section, f"{backend}, {np_} ranks"))
+    o.print(_fit_table(section, f"{kw['backend']}, {kw['np_']} ranks"))
     o.print(_fit_note(section))
     o.print(f"interference factor {interference.factor:.3f}")
     o.print(
@@ -992,8 +953,8 @@ def all_cmd(
     )
     o.print(f"wrote {path} and {workload_path}")
     o.print(
-        f"try: dtsim whatif --hardware {path} --workload {workload_path} --devices {np_} "
-        f"--batch-per-device {batch}"
+        f"try: dtsim whatif --hardware {path} --workload {workload_path} "
+        f"--devices {kw['np_']} --batch-per-device {kw['batch']}"
     )
 
 
