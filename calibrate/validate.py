@@ -52,23 +52,6 @@ class Measured:
         return max(0.0, min(1.0, 1.0 - self.exposed_s / self.comm_s))
 
 
-def _union(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
-    total, cur_b, cur_e = 0.0, None, None
-    for b, e in sorted(intervals):
-        b, e = max(b, lo), min(e, hi)
-        if e <= b:
-            continue
-        if cur_e is None or b > cur_e:
-            if cur_e is not None and cur_b is not None:
-                total += cur_e - cur_b
-            cur_b, cur_e = b, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None and cur_b is not None:
-        total += cur_e - cur_b
-    return total
-
-
 def measured_stats(trace: Trace, rank: int = 0) -> Measured:
     """Steady-state figures of one measured Trace (see the module docstring)."""
     warm = int(trace.meta.get("warmup_iterations", 1))
@@ -78,12 +61,12 @@ def measured_stats(trace: Trace, rank: int = 0) -> Measured:
     if not windows:
         raise ValueError("the trace has fewer than two iterations on rank 0")
     mine = [s for s in trace.spans if s.rank == rank]
-    comm = [(s.start_s, s.end_s) for s in mine if s.kind == "comm"]
-    wait = [(s.start_s, s.end_s) for s in mine if s.kind == "wait"]
+    comm = sorted((s.start_s, s.end_s) for s in mine if s.kind == "comm")
+    wait = sorted((s.start_s, s.end_s) for s in mine if s.kind == "wait")
     return Measured(
         iteration_s=statistics.median(hi - lo for _, lo, hi in windows),
-        comm_s=statistics.median(_union(comm, lo, hi) for _, lo, hi in windows),
-        exposed_s=statistics.median(_union(wait, lo, hi) for _, lo, hi in windows),
+        comm_s=statistics.median(M.union_in(comm, lo, hi) for _, lo, hi in windows),
+        exposed_s=statistics.median(M.union_in(wait, lo, hi) for _, lo, hi in windows),
     )
 
 

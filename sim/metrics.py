@@ -132,7 +132,7 @@ def _per_iteration(trace: Trace, rank: int, kinds: tuple[str, ...]) -> dict[int,
     return out
 
 
-def _union_in(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
+def union_in(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
     """Length of the union of sorted ``intervals`` clipped to [lo, hi]."""
     total = 0.0
     cur_start = cur_end = -1.0
@@ -159,8 +159,8 @@ def comm_time_s(trace: Trace, rank: int = 0) -> float:
         (s.start_s, s.end_s) for s in trace.spans if s.rank == rank and s.kind in COMM_KINDS
     )
     if not windows:
-        return _union_in(comm, 0.0, makespan_s(trace))
-    return statistics.fmean(_union_in(comm, lo, hi) for _, lo, hi in windows)
+        return union_in(comm, 0.0, makespan_s(trace))
+    return statistics.fmean(union_in(comm, lo, hi) for _, lo, hi in windows)
 
 
 def exposed_comm_s(trace: Trace, rank: int = 0) -> float:
