@@ -16,8 +16,8 @@ import os
 import time
 
 from hardware_profiles import load_profile
-from sim.scenario import make_scenario
-from sim.simulate import build_context, simulate
+from sim.engine.simulate import build_context, simulate
+from sim.model.scenario import make_scenario
 from sim.strategies import ALL, parse_strategy
 from workloads import load_workload
 

@@ -25,10 +25,10 @@ import statistics
 import time
 
 from hardware_profiles import load_profile
-from sim.grid_sweep import expand, load_spec, run_sweep
-from sim.metrics import metrics
-from sim.scenario import make_scenario
-from sim.simulate import build_context, simulate, simulate_steady
+from sim.analysis.grid_sweep import expand, load_spec, run_sweep
+from sim.analysis.metrics import metrics
+from sim.engine.simulate import build_context, simulate, simulate_steady
+from sim.model.scenario import make_scenario
 from sim.strategies import parse_strategy
 from workloads import load_workload
 

@@ -26,11 +26,11 @@ import plotly.graph_objects as go  # noqa: E402
 from cdp import Browser, find_chromium  # noqa: E402
 
 from hardware_profiles import load_profile  # noqa: E402
-from sim import viz  # noqa: E402
-from sim.scenario import make_scenario  # noqa: E402
-from sim.simulate import simulate  # noqa: E402
+from sim.analysis.device_sweep import sweep_devices  # noqa: E402
+from sim.engine.simulate import simulate  # noqa: E402
+from sim.model.scenario import make_scenario  # noqa: E402
 from sim.strategies import parse_strategies, parse_strategy  # noqa: E402
-from sim.sweep import sweep_devices  # noqa: E402
+from sim.viz import figures as viz  # noqa: E402
 from workloads import load_workload  # noqa: E402
 
 RENDERED = "document.getElementById('dtsim-plot-0').dataset.dtsimRendered || null"
@@ -114,7 +114,7 @@ def main() -> None:
     size = page.stat().st_size / 1e6
     print(f"scaling: {size:.2f} MB, render {seconds:.2f} s, {len(errors)} JS errors")
     # The what-if page of the largest count: three strategies' timelines.
-    from sim.whatif import scenario_from_options
+    from sim.analysis.whatif import scenario_from_options
 
     scenario = scenario_from_options(**{**options, "devices": counts[-1]})
     traces = viz.whatif_traces(scenario, strategies, last)

@@ -13,12 +13,12 @@ import argparse
 import json
 
 from hardware_profiles import load_profile
-from sim.collectives import CostModel
-from sim.metrics import metrics
-from sim.scenario import make_scenario
-from sim.simulate import simulate
+from sim.analysis.metrics import metrics
+from sim.engine.simulate import simulate
+from sim.model.collectives import CostModel
+from sim.model.scenario import make_scenario
+from sim.model.topology import Topology, make_placement
 from sim.strategies import parse_strategy
-from sim.topology import Topology, make_placement
 from workloads import load_workload
 
 GIB = 2**30

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hardware_profiles.loader import load_profile_file, parse_profile
 from sim.errors import InputError
-from sim.hardware import HardwareProfile
+from sim.model.hardware import HardwareProfile
 
 HERE = Path(__file__).resolve().parent
 

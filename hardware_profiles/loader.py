@@ -1,4 +1,4 @@
-"""Load hardware profiles from YAML into :class:`sim.hardware.HardwareProfile`.
+"""Load hardware profiles from YAML into :class:`sim.model.hardware.HardwareProfile`.
 
 The file format is documented in ``hardware_profiles/SCHEMA.md``. Keys carry their
 unit (``_gb_per_s`` = 10^9 bytes/s per direction, ``_gbit_per_s`` = 10^9 bits/s,
@@ -16,7 +16,8 @@ import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim.errors import InputError
-from sim.hardware import (
+from sim.formats.io import read_yaml_mapping, validation_problem
+from sim.model.hardware import (
     Device,
     Fabric,
     HardwareProfile,
@@ -26,7 +27,6 @@ from sim.hardware import (
     Nics,
     NvlinkMesh,
 )
-from sim.io import read_yaml_mapping, validation_problem
 
 GB = 1e9
 Positive = Field(gt=0)
@@ -318,7 +318,7 @@ def _build(spec: ProfileSpec, origin: str) -> HardwareProfile:
 
 
 def _check_topology(profile: HardwareProfile, origin: str) -> None:
-    from sim.topology import node_graph
+    from sim.model.topology import node_graph
 
     g = node_graph(profile)
     devices = [v for v, attrs in g.nodes(data=True) if attrs["role"] == "device"]
@@ -333,7 +333,7 @@ def _check_topology(profile: HardwareProfile, origin: str) -> None:
         )
     # Connected is not enough: the cost model runs rings over one link class, so a
     # chain of NVLinks with no PCIe would load here and fail at the first collective.
-    from sim.topology import Placement, Topology
+    from sim.model.topology import Placement, Topology
 
     rpn = profile.ranks_per_node
     try:

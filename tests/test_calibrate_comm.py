@@ -1,4 +1,4 @@
-"""calibrate.comm: real collectives over real processes (Open MPI's mpirun, np=2).
+"""calibrate.measure.comm: real collectives over real processes (Open MPI's mpirun, np=2).
 
 Tests marked ``mpi`` start real jobs and are skipped without mpirun or mpi4py. The fault
 tests use the worker's test hook ``DTSIM_FAULT=rank:kind:after_points``.
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from calibrate import comm
-from calibrate.comm import (
+from calibrate.errors import CalibrationError
+from calibrate.measure import comm
+from calibrate.measure.comm import (
     CSV_FIELDS,
     CommSample,
     measure_interference,
@@ -27,7 +28,6 @@ from calibrate.comm import (
     round_size,
     run_comm_sweep,
 )
-from calibrate.errors import CalibrationError
 from sim.errors import InputError
 
 HAVE_MPI = shutil.which("mpirun") is not None and importlib.util.find_spec("mpi4py") is not None
@@ -47,7 +47,7 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 
 def worker_pids() -> set[int]:
-    """Live processes running calibrate.worker (what pgrep -f calibrate.worker finds)."""
+    """Live processes running calibrate.measure.worker (what pgrep -f finds)."""
     out = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -57,7 +57,7 @@ def worker_pids() -> set[int]:
             state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[-1].split()[0]
         except OSError:
             continue
-        if b"calibrate.worker" in cmdline and state != "Z":
+        if b"calibrate.measure.worker" in cmdline and state != "Z":
             out.add(int(entry))
     return out
 

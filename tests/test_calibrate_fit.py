@@ -1,4 +1,5 @@
-"""calibrate.fit (the ring-model fit) and calibrate.nccl_tests (the nccl-tests reader)."""
+"""calibrate.measure.fit (the ring-model fit) and calibrate.measure.nccl_tests (the
+nccl-tests reader)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibrate.fit import Fit, fit_alpha_beta, median_points, model_time
-from calibrate.nccl_tests import normalise_op, parse_nccl_tests, parse_text
-from sim.collectives import OPS, _flat_terms, _Level
+from calibrate.measure.fit import Fit, fit_alpha_beta, median_points, model_time
+from calibrate.measure.nccl_tests import normalise_op, parse_nccl_tests, parse_text
 from sim.errors import InputError
+from sim.model.collectives import OPS, _flat_terms, _Level
 
 DATA = Path(__file__).resolve().parent / "data"
 SAMPLE = DATA / "nccl_tests_allreduce_8xh100.txt"
@@ -231,7 +232,7 @@ def test_missing_file():
 
 
 def test_times_that_do_not_grow_get_the_largest_sizes_bandwidth():
-    from calibrate.fit import fit_or_bound
+    from calibrate.measure.fit import fit_or_bound
 
     # Noise: the 8 KiB all-reduce measured faster than the 4 KiB one.
     fit = fit_or_bound("allreduce", 2, [4096, 8192], [200e-6, 150e-6])

@@ -1,4 +1,4 @@
-"""calibrate.models: torch models laid out layer for layer like dtsim's workloads."""
+"""calibrate.measure.models: torch models laid out layer for layer like dtsim's workloads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from calibrate.models import (  # noqa: E402
+from calibrate.measure.models import (  # noqa: E402
     TorchModel,
     build_torch_model,
     from_factory,

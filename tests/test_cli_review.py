@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from cli_helpers import bad
 
-from sim.trace import Span, Trace
+from sim.engine.trace import Span, Trace
 
-pytest.importorskip("torch")  # calibrate.realrun writes the trace JSON
-from calibrate.realrun import trace_to_json  # noqa: E402
+pytest.importorskip("torch")  # calibrate.realrun.training writes the trace JSON
+from calibrate.realrun.training import trace_to_json  # noqa: E402
 
 WHATIF = (
     "whatif",

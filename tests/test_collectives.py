@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hardware_profiles import builtin_names, load_profile, parse_profile
-from sim.collectives import OPS, SUPPORTED, CostModel, bus_factor
-from sim.hardware import HardwareProfile
-from sim.topology import Topology, hamiltonian_ring_packing, make_placement
+from sim.model.collectives import OPS, SUPPORTED, CostModel, bus_factor
+from sim.model.hardware import HardwareProfile
+from sim.model.topology import Topology, hamiltonian_ring_packing, make_placement
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = str(ROOT / "examples" / "pcie-4gpu-25gbe.yaml")

@@ -1,4 +1,4 @@
-"""calibrate.convergence: iterations to accuracy under each strategy's update rule.
+"""calibrate.convergence.runs: iterations to accuracy under each strategy's update rule.
 
 The update rules are checked by hand on f(w) = 1/2 w^T A w with A = [[2, 1], [1, 2]],
 w0 = (1, 0), lr = 1/2, in exact rational arithmetic: the gradient is A w, so
@@ -14,7 +14,7 @@ from fractions import Fraction as Fr
 
 import pytest
 
-from calibrate.convergence import (
+from calibrate.convergence.runs import (
     CSV_FIELDS,
     apply_schedule,
     layer_staleness,
@@ -151,7 +151,7 @@ def test_delayed_0_reproduces_sync_bit_for_bit():
 def test_one_pass_gradient_is_the_mean_of_the_workers_gradients():
     import torch
 
-    from calibrate.convergence import _build_model, _load_data
+    from calibrate.convergence.runs import _build_model, _load_data
 
     data = _load_data("digits", 0)
     model = _build_model("mlp", data, 0)

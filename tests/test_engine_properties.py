@@ -28,12 +28,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from hardware_profiles import load_profile
-from sim import metrics as M
-from sim.graph import NO_RESOURCE, TaskGraph
-from sim.scenario import OPTIMIZER_STATE_COPIES, Scenario, make_scenario, with_nic_bandwidth
-from sim.simulate import build_context, simulate, simulate_steady
+from sim.analysis import metrics as M
+from sim.engine.graph import NO_RESOURCE, TaskGraph
+from sim.engine.simulate import build_context, simulate, simulate_steady
+from sim.engine.trace import Span, Trace
+from sim.model.scenario import OPTIMIZER_STATE_COPIES, Scenario, make_scenario, with_nic_bandwidth
 from sim.strategies import ALL, parse_strategy
-from sim.trace import Span, Trace
 from workloads.model import Layer, Workload
 
 SLACK_S = 1e-12  # float slack when comparing two instants

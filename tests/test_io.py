@@ -1,4 +1,4 @@
-"""sim.io: Chrome trace JSON, CSV, and atomic writes.
+"""sim.formats.io: Chrome trace JSON, CSV, and atomic writes.
 
 A hand-made two-rank Trace checks every event exactly; a simulated one checks that
 real traces survive the round trips.
@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from hardware_profiles import load_profile
+from sim.engine.simulate import simulate
+from sim.engine.trace import SPAN_FIELDS, MemorySample, Span, Trace
 from sim.errors import InputError
-from sim.io import chrome_trace, trace_csv, write_atomic, write_chrome_trace, write_csv
-from sim.scenario import make_scenario
-from sim.simulate import simulate
+from sim.formats.io import chrome_trace, trace_csv, write_atomic, write_chrome_trace, write_csv
+from sim.model.scenario import make_scenario
 from sim.strategies import parse_strategy
-from sim.trace import SPAN_FIELDS, MemorySample, Span, Trace
 from workloads import load_workload
 
 HAND = Trace(
@@ -209,7 +209,7 @@ def test_write_csv_and_chrome_trace_write_what_the_functions_return(tmp_path, si
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     import os
 
-    from sim.io import write_atomic
+    from sim.formats.io import write_atomic
 
     path = tmp_path / "out.txt"
     write_atomic(path, "x")

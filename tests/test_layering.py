@@ -8,17 +8,17 @@ import subprocess
 import sys
 
 CORE = [
-    "sim.engine",
-    "sim.graph",
-    "sim.trace",
-    "sim.metrics",
-    "sim.collectives",
-    "sim.topology",
+    "sim.engine.core",
+    "sim.engine.graph",
+    "sim.engine.trace",
+    "sim.analysis.metrics",
+    "sim.model.collectives",
+    "sim.model.topology",
     "sim.strategies",
-    "sim.simulate",
-    "sim.costs",
-    "sim.scenario",
-    "sim.hardware",
+    "sim.engine.simulate",
+    "sim.model.costs",
+    "sim.model.scenario",
+    "sim.model.hardware",
     "workloads.model",
 ]
 FORBIDDEN = ["yaml", "pydantic", "plotly", "pandas", "torch", "mpi4py", "click", "rich"]

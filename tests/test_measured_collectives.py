@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from hardware_profiles.loader import parse_profile
-from sim.collectives import CostModel
 from sim.errors import InputError
-from sim.topology import Topology, make_placement
+from sim.model.collectives import CostModel
+from sim.model.topology import Topology, make_placement
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pcie-4gpu-25gbe.yaml"
 

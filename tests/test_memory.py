@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from hardware_profiles import load_profile
-from sim.metrics import metrics
-from sim.scenario import make_scenario
-from sim.simulate import build_context, simulate, static_memory_bytes
+from sim.analysis.metrics import metrics
+from sim.engine.simulate import build_context, simulate, static_memory_bytes
+from sim.model.scenario import make_scenario
 from sim.strategies import parse_strategy
 from workloads import load_workload
 

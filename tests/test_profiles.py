@@ -16,7 +16,7 @@ import yaml
 
 from hardware_profiles import HERE, builtin_names, load_profile, load_profile_file
 from sim.errors import InputError
-from sim.topology import Topology, make_placement
+from sim.model.topology import Topology, make_placement
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "pcie-4gpu-25gbe.yaml"

@@ -1,4 +1,4 @@
-"""calibrate.realrun: real data-parallel training under each strategy over real MPI ranks.
+"""calibrate.realrun.training: real data-parallel training under each strategy over real MPI ranks.
 
 Tests marked ``mpi`` start real jobs (np=2, small-cnn, batch 4 per rank) and are skipped
 without mpirun or mpi4py. One job runs every strategy with ``check=True`` and saves the
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from calibrate.errors import CalibrationError
-from calibrate.realrun import (
+from calibrate.realrun.training import (
     RealResult,
     RealRunError,
     global_batch,
@@ -28,10 +28,10 @@ from calibrate.realrun import (
     trace_from_json,
     trace_to_json,
 )
+from sim.analysis.metrics import iteration_time_s
+from sim.engine.trace import MemorySample, Span, Trace
 from sim.errors import InputError
-from sim.metrics import iteration_time_s
 from sim.strategies.base import fill_buckets
-from sim.trace import MemorySample, Span, Trace
 from workloads import load_workload
 
 HAVE_MPI = shutil.which("mpirun") is not None and importlib.util.find_spec("mpi4py") is not None
@@ -49,7 +49,7 @@ def _clean_env(monkeypatch):
 
 
 def realrun_pids() -> set[int]:
-    """Live processes running calibrate.realrun (what pgrep -f calibrate.realrun finds)."""
+    """Live processes running calibrate.realrun.training (what pgrep -f finds)."""
     out = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -59,7 +59,7 @@ def realrun_pids() -> set[int]:
             state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[-1].split()[0]
         except OSError:
             continue
-        if b"calibrate.realrun" in cmdline and state != "Z":
+        if b"calibrate.realrun.training" in cmdline and state != "Z":
             out.add(int(entry))
     return out
 
@@ -83,7 +83,7 @@ def emulate(delay: int) -> dict[str, np.ndarray]:
     ``delay`` ones after the loop in order (realrun's drain)."""
     import torch
 
-    from calibrate.models import build_torch_model
+    from calibrate.measure.models import build_torch_model
 
     torch.manual_seed(SEED)
     tm = build_torch_model(load_workload(WORKLOAD))
@@ -257,7 +257,7 @@ def test_sync_equals_one_process_on_the_global_batch(every_strategy):
     # the comparison means something: training moved the weights
     import torch
 
-    from calibrate.models import build_torch_model
+    from calibrate.measure.models import build_torch_model
 
     torch.manual_seed(SEED)
     start = dict(build_torch_model(load_workload(WORKLOAD)).model.named_parameters())

@@ -32,18 +32,18 @@ import statistics
 import pytest
 
 from hardware_profiles import load_profile
-from sim.collectives import CollectiveCost
+from sim.analysis.metrics import iteration_time_s, iteration_windows, metrics
+from sim.engine.simulate import build_context, simulate
 from sim.errors import InputError
-from sim.metrics import iteration_time_s, iteration_windows, metrics
-from sim.scenario import (
+from sim.model.collectives import CollectiveCost
+from sim.model.scenario import (
     expand_slow_nodes,
     make_scenario,
     with_interference,
     with_nic_bandwidth,
     with_stragglers,
 )
-from sim.simulate import build_context, simulate
-from sim.stragglers import SlowNicTopology
+from sim.model.stragglers import SlowNicTopology
 from sim.strategies import parse_strategy
 from sim.strategies.base import BuildContext
 from workloads import load_workload

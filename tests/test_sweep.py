@@ -1,4 +1,4 @@
-"""Grid sweeps (sim.grid_sweep, ``dtsim sweep``): the spec, the table, resume, and the
+"""Grid sweeps (sim.analysis.grid_sweep, ``dtsim sweep``): the spec, the table, resume, and the
 same table from a serial run and from Dask worker processes."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from sim.cli_scale import sweep as sweep_command
+from sim.analysis.grid_sweep import RESULT_COLUMNS, expand, load_spec, point_key, run_sweep
+from sim.analysis.metrics import metrics
+from sim.analysis.whatif import run_whatif, scenario_from_options
+from sim.cli.scale import sweep as sweep_command
+from sim.engine.simulate import simulate_steady
 from sim.errors import InputError
-from sim.grid_sweep import RESULT_COLUMNS, expand, load_spec, point_key, run_sweep
-from sim.metrics import metrics
-from sim.scenario import make_scenario
-from sim.simulate import simulate_steady
+from sim.model.scenario import make_scenario
 from sim.strategies import parse_strategy
-from sim.whatif import run_whatif, scenario_from_options
 
 SPEC = {
     "hardware": "dgx1-p100",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cli_helpers import bad, ok, ok_json
 
-from sim.whatif import add_time_to_accuracy, convergence_entry, recommend_time_to_accuracy
+from sim.analysis.whatif import add_time_to_accuracy, convergence_entry, recommend_time_to_accuracy
 
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")

@@ -17,14 +17,14 @@ from __future__ import annotations
 import pytest
 
 from hardware_profiles import load_profile
-from sim.collectives import CollectiveCost
-from sim.engine import Engine
-from sim.graph import COMPUTE, TaskGraph
-from sim.metrics import exposed_comm_s, iteration_time_s
-from sim.scenario import make_scenario
+from sim.analysis.metrics import exposed_comm_s, iteration_time_s
+from sim.engine.core import Engine
+from sim.engine.graph import COMPUTE, TaskGraph
+from sim.engine.trace import Trace
+from sim.model.collectives import CollectiveCost
+from sim.model.scenario import make_scenario
 from sim.strategies import parse_strategy
 from sim.strategies.base import BuildContext
-from sim.trace import Trace
 from workloads.model import Layer, Workload
 
 MIB = 2**20

@@ -1,4 +1,4 @@
-"""The tuner (sim.tune, ``dtsim tune``): it searches sizes, delays and strategies, finds
+"""The tuner (sim.analysis.tune, ``dtsim tune``): it searches sizes, delays and strategies, finds
 what an exhaustive what-if finds, and says what it cost."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from sim.cli_scale import tune as tune_command
+from sim.analysis.metrics import metrics
+from sim.analysis.tune import geometric_sizes, tune
+from sim.analysis.whatif import scenario_from_options
+from sim.cli.scale import tune as tune_command
+from sim.engine.simulate import simulate_steady
 from sim.errors import InputError
-from sim.metrics import metrics
-from sim.simulate import simulate_steady
 from sim.strategies import parse_strategy
-from sim.tune import geometric_sizes, tune
-from sim.whatif import scenario_from_options
 
 # AlexNet on two DGX-1 nodes at 10 Gb/s: communication-bound, so strategies differ.
 ARGS = dict(

@@ -114,7 +114,7 @@ def test_a_dying_rank_names_itself_and_keeps_finished_strategies(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert [r["strategy"] for r in report["results"]] == ["sync"]
     assert "error" in report
-    leftover = subprocess.run(["pgrep", "-f", "calibrate.realrun"], capture_output=True)
+    leftover = subprocess.run(["pgrep", "-f", "calibrate.realrun.training"], capture_output=True)
     assert leftover.stdout == b""
 
 

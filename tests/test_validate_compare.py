@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from calibrate.validate import Measured, compare, measured_stats, same_ranking
-from sim.metrics import Metrics
-from sim.trace import Span, Trace
+from calibrate.validation.compare import Measured, compare, measured_stats, same_ranking
+from sim.analysis.metrics import Metrics
+from sim.engine.trace import Span, Trace
 
 
 def _trace(iterations: int, period: float, comm: float, wait: float, warmup: int = 1) -> Trace:

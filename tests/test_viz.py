@@ -1,5 +1,6 @@
-"""sim.viz, sim.trace_format, sim.sweep and sim.cli_viz without a browser: what the
-figures hold, the Chrome trace rules, the readers and the timeline command.
+"""sim.viz.figures, sim.formats.chrome_trace, sim.analysis.device_sweep and sim.cli.timeline
+without a browser: what the figures hold, the Chrome trace rules, the readers and
+the timeline command.
 
 The hand trace (one rank, 2 iterations, seconds):
 
@@ -23,17 +24,17 @@ import pytest
 from click.testing import CliRunner
 
 from hardware_profiles import load_profile
-from sim import viz
-from sim.cli_viz import read_trace_file, timeline
+from sim.analysis.device_sweep import parse_device_counts, sweep_devices
+from sim.cli.timeline import read_trace_file, timeline
+from sim.engine.simulate import simulate
+from sim.engine.trace import MemorySample, Span, Trace
 from sim.errors import InputError
-from sim.io import chrome_trace as io_chrome_trace
-from sim.io import write_chrome_trace, write_csv
-from sim.scenario import make_scenario
-from sim.simulate import simulate
+from sim.formats.chrome_trace import assign_lanes, check_chrome_trace, chrome_trace
+from sim.formats.io import chrome_trace as io_chrome_trace
+from sim.formats.io import write_chrome_trace, write_csv
+from sim.model.scenario import make_scenario
 from sim.strategies import parse_strategies, parse_strategy
-from sim.sweep import parse_device_counts, sweep_devices
-from sim.trace import MemorySample, Span, Trace
-from sim.trace_format import assign_lanes, check_chrome_trace, chrome_trace
+from sim.viz import figures as viz
 from workloads import load_workload
 
 HAND = Trace(
@@ -169,7 +170,7 @@ def test_overlapping_measured_collectives_get_their_own_threads():
 
 
 def test_io_exporter_nests_measured_collectives():
-    # sim.io.chrome_trace once put concurrent measured collectives on one thread.
+    # sim.formats.io.chrome_trace once put concurrent measured collectives on one thread.
     assert check_chrome_trace(io_chrome_trace(MEASURED)) == []
 
 
@@ -380,7 +381,7 @@ def test_read_csv_and_json_traces(tmp_path):
     write_csv(HAND, csv_path)
     back = read_trace_file(csv_path)
     assert back.spans == HAND.spans and back.meta["source"] == "hand.csv"
-    from calibrate.realrun import write_trace
+    from calibrate.realrun.training import write_trace
 
     json_path = tmp_path / "hand.trace.json"
     write_trace(HAND, json_path)
@@ -400,7 +401,7 @@ def test_read_csv_and_json_traces(tmp_path):
 def test_timeline_command(tmp_path):
     a, b = tmp_path / "a.csv", tmp_path / "m.trace.json"
     write_csv(HAND, a)
-    from calibrate.realrun import write_trace
+    from calibrate.realrun.training import write_trace
 
     write_trace(MEASURED, b)
     out = tmp_path / "page.html"
@@ -440,7 +441,7 @@ def test_sweep_devices_and_whatif_page(tmp_path):
         (16, "sync"),
     ]
     assert len(rows) == 4
-    from sim.whatif import scenario_from_options
+    from sim.analysis.whatif import scenario_from_options
 
     scenario = scenario_from_options(**{**options, "devices": 8})
     mine = [r for r in rows if r["devices"] == 8]

@@ -1,7 +1,7 @@
 """The HTML pages in a real browser: headless Chromium over the DevTools protocol
 (tests/cdp.py; no selenium, no websocket library).
 
-Each test loads a page written by sim.viz, waits for plotly to finish drawing (the page
+Each test loads a page written by sim.viz.figures, waits for plotly to finish drawing (the page
 marks it), and checks what a reader would see: every trace drawn, no JavaScript error,
 a screenshot that is not blank and shows the bars' colours (so the WebGL layer drew),
 hover text on a span, a legend click hiding a kind in every lane group, and one zoom
@@ -14,10 +14,10 @@ import pytest
 from cdp import Browser, BrowserError, Screenshot, find_chromium
 
 from hardware_profiles import load_profile
-from sim import viz
-from sim.scenario import make_scenario
-from sim.simulate import simulate
+from sim.engine.simulate import simulate
+from sim.model.scenario import make_scenario
 from sim.strategies import parse_strategy
+from sim.viz import figures as viz
 
 pytestmark = [
     pytest.mark.browser,

@@ -1,4 +1,5 @@
-"""Factories for ``calibrate.models.from_factory`` tests: user models as a user writes them."""
+"""Factories for ``calibrate.measure.models.from_factory`` tests: user models as a user
+writes them."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def attention() -> nn.Module:
 
 def builtin_small_cnn() -> nn.Module:
     """dtsim's own small-cnn torch model, to compare derived and built-in accounting."""
-    from calibrate.models import build_torch_model
+    from calibrate.measure.models import build_torch_model
     from workloads import load_workload
 
     model = build_torch_model(load_workload("small-cnn")).model

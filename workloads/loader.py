@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from sim.errors import InputError
-from sim.io import read_yaml_mapping, validation_problem
+from sim.formats.io import read_yaml_mapping, validation_problem
 from workloads.model import Layer, MeasuredTime, Workload
 
 

@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sim.collectives import CollectiveCost
+from sim.engine.graph import COMPUTE, NO_RESOURCE, TaskGraph, channel
 from sim.errors import InputError
-from sim.graph import COMPUTE, NO_RESOURCE, TaskGraph, channel
-from sim.scenario import Scenario
+from sim.model.collectives import CollectiveCost
+from sim.model.scenario import Scenario
 
 # A guard against specs like priority:0.001 on GPT-2 XL (hundreds of thousands of
 # partitions per iteration): minutes of simulation for a configuration nobody runs.

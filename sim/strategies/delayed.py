@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.graph import TaskGraph
+from sim.engine.graph import TaskGraph
 from sim.strategies._params import int_param
 from sim.strategies.base import BuildContext, build_data_parallel
 from sim.strategies.sync import all_gradients

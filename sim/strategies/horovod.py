@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sim.graph import TaskGraph
+from sim.engine.graph import TaskGraph
 from sim.strategies._params import float_param
 from sim.strategies.base import Bucket, BuildContext, build_data_parallel
 

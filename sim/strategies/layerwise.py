@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sim.engine.graph import TaskGraph
 from sim.errors import InputError
-from sim.graph import TaskGraph
 from sim.strategies._params import no_param
 from sim.strategies.base import BuildContext, build_data_parallel, layer_buckets, tensor_buckets
 

@@ -62,7 +62,7 @@ def run_scenario(name: str, out: Path) -> dict[str, bytes]:
     """Run one scenario in-process; returns {file name: bytes} ('stdout' for the JSON)."""
     from click.testing import CliRunner
 
-    from sim.cli import main
+    from sim.cli.main import main
 
     args, files = SCENARIOS[name]
     args = [a.replace("{out}", str(out)) for a in args]

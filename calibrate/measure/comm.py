@@ -1,0 +1,859 @@
+"""Measure real collectives across real processes (Open MPI's ``mpirun``), and the
+compute slow-down that concurrent communication causes.
+
+:func:`run_comm_sweep` launches ``mpirun -np N python -m calibrate.measure.worker comm`` and
+times every (op, size): a barrier, one warm-up call, then ``repeats`` timed calls each
+after a barrier; a sample is the slowest rank's wall time for that call. Backends:
+``mpi`` (mpi4py on numpy float32 buffers), ``gloo`` (torch.distributed on CPU tensors)
+and ``nccl`` (torch.distributed on CUDA tensors). Sizes are total bytes as nccl-tests
+counts them (all-reduce: the buffer; reduce-scatter: the input; all-gather: the output;
+broadcast: the buffer), rounded down to a multiple of 4·N so every op splits evenly.
+
+Samples stream into a CSV as they arrive, so a run that fails keeps what it measured,
+and ``resume=True`` skips the points already complete in it. The launcher watches the
+job: no progress for ``timeout_s``, or ``mpirun`` exiting non-zero, kills the whole job
+(no orphans) and raises :class:`~calibrate.errors.CalibrationError` naming the rank and
+the op/size it was at.
+
+Already inside ``mpirun`` (``OMPI_COMM_WORLD_SIZE`` set), both functions run the worker
+loop in this process instead of launching (no timeout watch there; rank 0 writes the CSV
+and returns the results, other ranks return empty ones; with ``resume`` every rank reads
+the CSV to agree on what is left, so it must be on a filesystem they all see). gloo then
+takes MASTER_ADDR/MASTER_PORT from the environment (default 127.0.0.1:29500).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calibrate.errors import CalibrationError
+from calibrate.measure import worker
+from sim.errors import InputError
+from sim.formats.io import write_atomic
+
+BACKENDS = ("mpi", "gloo", "nccl")
+OPS = ("allreduce", "reduce-scatter", "allgather", "broadcast")
+CSV_FIELDS = ("backend", "op", "bytes", "ranks", "repeat", "seconds", "host")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MPIRUN_HINT = (
+    "mpirun not found: install Open MPI (Debian/Ubuntu: apt-get install openmpi-bin "
+    "libopenmpi-dev; then pip install mpi4py)"
+)
+MPI4PY_HINT = (
+    "mpi4py is not installed in this Python: pip install mpi4py (it builds against Open "
+    "MPI's libmpi: apt-get install libopenmpi-dev)"
+)
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class CommSample:
+    """One timed call: the slowest rank's seconds, and that rank's host."""
+
+    backend: str
+    op: str
+    bytes: int
+    ranks: int
+    repeat: int
+    seconds: float
+    host: str
+
+
+@dataclass(frozen=True)
+class InterferenceSample:
+    """One rank's numbers from :func:`measure_interference` (medians over reps)."""
+
+    rank: int
+    host: str
+    compute_alone_s: float
+    compute_with_comm_s: float
+    factor: float
+    comm_alone_s: float  # one all-reduce of ``bytes``, nothing else running
+    comm_with_compute_s: float  # mean all-reduce (+ the stop check) during compute
+    comm_iterations: int
+
+
+@dataclass(frozen=True)
+class InterferenceResult:
+    """``factor``: median over ranks of with_comm/alone − 1 (the simulator's
+    ``interference_factor``: compute progresses at 1/(1+factor) while communicating).
+    ``compute_alone_s``/``compute_with_comm_s``: medians over ranks of one rep."""
+
+    factor: float
+    compute_alone_s: float
+    compute_with_comm_s: float
+    samples: tuple[InterferenceSample, ...]
+    threads: int = 1
+    bytes: int = 16 * MiB
+
+
+# -- planning and the CSV ---------------------------------------------------------------
+def round_size(nbytes: int, ranks: int) -> int:
+    """Down to a multiple of 4·ranks bytes (float32, split evenly), at least 4·ranks."""
+    unit = 4 * max(1, ranks)
+    return max(unit, int(nbytes) // unit * unit)
+
+
+def plan_points(ops: list[str], sizes: list[int], ranks: int) -> list[tuple[str, int]]:
+    """(op, rounded bytes) for every op × size, duplicates after rounding dropped."""
+    for op in ops:
+        if op not in OPS:
+            raise InputError(f"unknown op '{op}'; choose from {', '.join(OPS)}", key="ops")
+    if not ops:
+        raise InputError("no ops to measure", key="ops")
+    if not sizes:
+        raise InputError("no sizes to measure", key="sizes")
+    for s in sizes:
+        if int(s) <= 0:
+            raise InputError(f"sizes must be > 0 bytes, got {s}", key="sizes")
+    points = [(op, round_size(s, ranks)) for op in ops for s in sizes]
+    return list(dict.fromkeys(points))
+
+
+def read_samples(csv_path: Path) -> list[CommSample]:
+    """Every row of a sweep CSV (InputError naming the file and line if malformed)."""
+    out: list[CommSample] = []
+    try:
+        with open(csv_path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                return out
+            if tuple(header) != CSV_FIELDS:
+                raise InputError(
+                    f"line 1: expected the header {','.join(CSV_FIELDS)}, got {','.join(header)}",
+                    file=str(csv_path),
+                )
+            for row in reader:
+                if not row:
+                    continue
+                try:
+                    b, op, n, p, k, s, host = row
+                    out.append(CommSample(b, op, int(n), int(p), int(k), float(s), host))
+                except ValueError:
+                    raise InputError(
+                        f"line {reader.line_num}: not a sample row: {','.join(row)}",
+                        file=str(csv_path),
+                    ) from None
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror or err}", file=str(csv_path)) from None
+    return out
+
+
+def _csv_text(samples: list[CommSample]) -> str:
+    lines = [",".join(CSV_FIELDS)]
+    lines += [_csv_row(s) for s in samples]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_row(s: CommSample) -> str:
+    return f"{s.backend},{s.op},{s.bytes},{s.ranks},{s.repeat},{s.seconds!r},{s.host}"
+
+
+def prepare_csv(
+    csv_path: Path,
+    *,
+    backend: str,
+    ranks: int,
+    points: list[tuple[str, int]],
+    repeats: int,
+    resume: bool,
+    write: bool = True,
+) -> tuple[list[tuple[str, int]], list[CommSample]]:
+    """Start the CSV; return (points still to measure, samples kept).
+
+    Without ``resume`` the CSV is replaced by a bare header. With it, a (backend, op,
+    bytes, ranks) point whose repeats 0..repeats-1 are all present is complete: its rows
+    are kept and it is skipped. Rows of incomplete points are dropped (re-measured);
+    rows of other points (another backend, size or rank count) are kept as they are.
+    ``write=False`` only computes the answer (ranks other than 0 inside mpirun).
+    """
+    kept: list[CommSample] = []
+    todo = list(points)
+    if resume and csv_path.exists():
+        existing = read_samples(csv_path)
+        seen: dict[tuple[str, str, int, int], set[int]] = {}
+        for s in existing:
+            seen.setdefault((s.backend, s.op, s.bytes, s.ranks), set()).add(s.repeat)
+        complete = {key for key, reps in seen.items() if set(range(repeats)) <= reps}
+        wanted = {(backend, op, n, ranks) for op, n in points}
+        for s in existing:
+            key = (s.backend, s.op, s.bytes, s.ranks)
+            if key in complete or key not in wanted:
+                kept.append(s)
+        todo = [(op, n) for op, n in points if (backend, op, n, ranks) not in complete]
+    if write:
+        write_atomic(csv_path, _csv_text(kept))
+    return todo, kept
+
+
+# -- public -----------------------------------------------------------------------------
+def run_comm_sweep(
+    *,
+    backend: str,
+    np: int,
+    sizes: list[int],
+    ops: list[str],
+    csv_path: Path,
+    repeats: int = 5,
+    timeout_s: float = 120,
+    hostfile: str | None = None,
+    resume: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[CommSample]:
+    """Time ``ops`` × ``sizes`` on ``np`` ranks with ``backend``; stream rows to ``csv_path``.
+
+    Returns every sample of the requested points now in the CSV (resumed ones
+    included), in CSV order. ``progress(done, total)`` is called after each point
+    (``done`` counts resumed points). Raises InputError for bad arguments or a missing
+    mpirun/mpi4py/GPU, CalibrationError if the run fails or stalls for ``timeout_s``.
+    """
+    if backend not in BACKENDS:
+        raise InputError(
+            f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}", key="backend"
+        )
+    if np < 1:
+        raise InputError(f"np must be >= 1, got {np}", key="np")
+    if repeats < 1:
+        raise InputError(f"repeats must be >= 1, got {repeats}", key="repeats")
+    if not 0 < timeout_s < float("inf"):
+        raise InputError(f"timeout must be > 0 s, got {timeout_s}", key="timeout")
+    csv_path = Path(csv_path)
+    points = plan_points(ops, sizes, np)
+    inside = _inside_mpirun(np)
+    if not inside:
+        _find_mpirun()
+    if backend == "mpi" and importlib.util.find_spec("mpi4py") is None:
+        raise InputError(MPI4PY_HINT, key="backend")
+    if backend == "nccl" and hostfile is None:
+        _check_gpu()
+
+    # Inside mpirun only rank 0 writes the CSV; the others read it (os.replace makes the
+    # rewrite atomic, and it keeps the same complete points), so all agree on the plan.
+    rank0 = not inside or worker.world()[0] == 0
+    todo, kept = prepare_csv(
+        csv_path,
+        backend=backend,
+        ranks=np,
+        points=points,
+        repeats=repeats,
+        resume=resume,
+        write=rank0,
+    )
+    total = len(points)
+    done0 = total - len(todo)
+    if todo:
+        spec: dict[str, Any] = {
+            "backend": backend,
+            "points": [[op, n] for op, n in todo],
+            "repeats": repeats,
+            "done": done0,
+            "total": total,
+        }
+        if inside:
+            spec["master_addr"] = os.environ.get("MASTER_ADDR", "127.0.0.1")
+            spec["master_port"] = int(os.environ.get("MASTER_PORT", "29500"))
+            _run_inside("comm", spec, csv_path, progress)
+        else:
+            spec["master_addr"] = _master_addr(hostfile)
+            spec["master_port"] = _free_port()
+            with open(csv_path, "a", newline="") as out:
+
+                def on_sample(row: dict[str, Any]) -> None:
+                    out.write(_csv_row(_sample(row)) + "\n")
+                    out.flush()
+
+                _launch(
+                    "comm",
+                    spec,
+                    np=np,
+                    hostfile=hostfile,
+                    timeout_s=timeout_s,
+                    points=todo,
+                    on_sample=on_sample,
+                    on_progress=progress,
+                    csv_path=csv_path,
+                )
+    if not rank0:
+        return []
+    wanted = {(backend, op, n, np) for op, n in points}
+    return [s for s in read_samples(csv_path) if (s.backend, s.op, s.bytes, s.ranks) in wanted]
+
+
+def measure_interference(
+    *,
+    np: int,
+    threads: int,
+    seconds: float = 2.0,
+    bytes: int = 16 * MiB,
+    timeout_s: float = 120,
+    hostfile: str | None = None,
+    progress: str = "thread",
+) -> InterferenceResult:
+    """How much concurrent communication slows compute on the same rank.
+
+    ``progress``: "thread" (below) or "test": collectives progressed only by ``Test``
+    calls from the computing thread (:func:`calibrate.measure.worker._interference_by_testing`).
+
+    Runs ``mpirun -np N python -m calibrate.measure.worker interference`` (see
+    :func:`calibrate.measure.worker.interference_loop`): each rank times 512×512 matmul reps
+    with ``threads`` torch threads alone, then while its main thread loops MPI
+    all-reduces of ``bytes`` with the other ranks. Each phase lasts about ``seconds``.
+    Ranks are not bound to cores (``--bind-to none``) so a rank's threads can spread.
+    """
+    if np < 1:
+        raise InputError(f"np must be >= 1, got {np}", key="np")
+    if threads < 1:
+        raise InputError(f"threads must be >= 1, got {threads}", key="threads")
+    if seconds <= 0:
+        raise InputError(f"seconds must be > 0, got {seconds}", key="seconds")
+    if not 0 < timeout_s < float("inf"):
+        raise InputError(f"timeout must be > 0 s, got {timeout_s}", key="timeout")
+    nbytes = round_size(bytes, np)
+    inside = _inside_mpirun(np)
+    if not inside:
+        _find_mpirun()
+    if importlib.util.find_spec("mpi4py") is None:
+        raise InputError(MPI4PY_HINT)
+    if progress not in ("thread", "test"):
+        raise InputError(f"progress must be thread or test, got {progress!r}", key="progress")
+    spec = {
+        "threads": threads,
+        "seconds": seconds,
+        "bytes": nbytes,
+        "reps": 5,
+        "progress": progress,
+    }
+    results: list[dict[str, Any]] = []
+    if inside:
+        sink = _InsideSink(on_result=results.append)
+        worker.interference_loop(spec, sink)
+        if not results:  # not rank 0
+            return InterferenceResult(float("nan"), float("nan"), float("nan"), (), threads)
+    else:
+        _launch(
+            "interference",
+            spec,
+            np=np,
+            hostfile=hostfile,
+            timeout_s=timeout_s,
+            points=[("compute", 0), ("allreduce", nbytes), ("compute+allreduce", nbytes)],
+            on_result=results.append,
+            extra_args=["--bind-to", "none"],
+        )
+    if not results:
+        raise CalibrationError("the interference run finished without reporting a result")
+    ranks = results[-1]["ranks"]
+    samples = tuple(
+        InterferenceSample(
+            rank=int(r["rank"]),
+            host=str(r["host"]),
+            compute_alone_s=float(r["compute_alone_s"]),
+            compute_with_comm_s=float(r["compute_with_comm_s"]),
+            factor=float(r["factor"]),
+            comm_alone_s=float(r["comm_alone_s"]),
+            comm_with_compute_s=float(r["comm_with_compute_s"]),
+            comm_iterations=int(r["comm_iterations"]),
+        )
+        for r in sorted(ranks, key=lambda r: r["rank"])
+    )
+    return InterferenceResult(
+        factor=statistics.median(s.factor for s in samples),
+        compute_alone_s=statistics.median(s.compute_alone_s for s in samples),
+        compute_with_comm_s=statistics.median(s.compute_with_comm_s for s in samples),
+        samples=samples,
+        threads=threads,
+        bytes=nbytes,
+    )
+
+
+# -- helpers ----------------------------------------------------------------------------
+def _sample(row: dict[str, Any]) -> CommSample:
+    return CommSample(
+        str(row["backend"]),
+        str(row["op"]),
+        int(row["bytes"]),
+        int(row["ranks"]),
+        int(row["repeat"]),
+        float(row["seconds"]),
+        str(row["host"]),
+    )
+
+
+def _inside_mpirun(np: int) -> bool:
+    size = os.environ.get("OMPI_COMM_WORLD_SIZE")
+    if size is None:
+        return False
+    if int(size) != np:
+        raise InputError(
+            f"already running under mpirun with {size} ranks, but np is {np}", key="np"
+        )
+    return True
+
+
+def _find_mpirun() -> str:
+    path = shutil.which("mpirun")
+    if path is None:
+        raise InputError(MPIRUN_HINT)
+    return path
+
+
+def _check_gpu() -> None:
+    try:
+        import torch
+    except ImportError:
+        raise InputError("nccl needs torch with CUDA: pip install torch", key="backend") from None
+    if not torch.cuda.is_available():
+        raise InputError(
+            "nccl needs a GPU: torch.cuda.is_available() is false here; use the gloo or "
+            "mpi backend on CPUs",
+            key="backend",
+        )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _master_addr(hostfile: str | None) -> str:
+    """127.0.0.1 on one host; else the hostfile's first host (where Open MPI puts rank 0)."""
+    if hostfile is None:
+        return "127.0.0.1"
+    try:
+        for line in Path(hostfile).read_text().splitlines():
+            words = line.split("#", 1)[0].split()
+            if words:
+                return words[0]
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror or err}", file=hostfile) from None
+    raise InputError("no hosts in the hostfile", file=hostfile)
+
+
+class _InsideSink(worker.Sink):
+    """In-process (already under mpirun): rank 0 writes rows and calls back directly."""
+
+    def __init__(
+        self,
+        *,
+        csv_file: Any = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        on_result: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        super().__init__(worker.world()[0])
+        self.csv_file = csv_file
+        self.on_progress = on_progress
+        self.on_result = on_result
+
+    def heartbeat(self, point: int, step: int, op: str, nbytes: int) -> None:
+        pass
+
+    def sample(self, row: dict[str, Any]) -> None:
+        if self.csv_file is not None:
+            self.csv_file.write(_csv_row(_sample(row)) + "\n")
+            self.csv_file.flush()
+
+    def progress(self, done: int, total: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(done, total)
+
+    def result(self, payload: dict[str, Any]) -> None:
+        if self.on_result is not None:
+            self.on_result(payload)
+
+
+def _run_inside(
+    command: str,
+    spec: dict[str, Any],
+    csv_path: Path,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    rank = worker.world()[0]
+    if rank == 0:
+        with open(csv_path, "a", newline="") as out:
+            worker.comm_loop(spec, _InsideSink(csv_file=out, on_progress=progress))
+    else:
+        worker.comm_loop(spec, _InsideSink())
+
+
+# -- the launcher and its watch ---------------------------------------------------------
+@dataclass
+class _Beat:
+    point: int
+    step: int
+    op: str
+    nbytes: int
+    pid: int
+    host: str
+    when: float
+
+
+@dataclass
+class _Watch:
+    """What the parent knows about the job: heartbeats, errors, the output's tail."""
+
+    np: int
+    points: list[tuple[str, int]]
+    beats: dict[int, _Beat] = field(default_factory=dict)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+    samples: int = 0
+    done: int = 0
+    total: int = 0
+
+    def where(self, rank: int) -> str:
+        beat = self.beats.get(rank)
+        if beat is None:
+            return "before its first point (starting up)"
+        if beat.op in OPS:
+            phase = (
+                "at the start"
+                if beat.step == 0
+                else "in the warm-up call"
+                if beat.step == 1
+                else f"in repeat {beat.step - 2}"
+            )
+            return (
+                f"at {beat.op} {beat.nbytes} B ({phase}; point {beat.point + 1} of "
+                f"{len(self.points)} in this run)"
+            )
+        return f"at {beat.op}" + (f" {beat.nbytes} B" if beat.nbytes else "")
+
+    def laggard(self) -> int | None:
+        """The rank that stopped first: no heartbeat at all, else the smallest
+        (point, step), ties broken by the oldest heartbeat."""
+        silent = [r for r in range(self.np) if r not in self.beats]
+        if silent:
+            return silent[0]
+        if not self.beats:
+            return None
+
+        def position(r: int) -> tuple[int, int, float]:
+            beat = self.beats[r]
+            return beat.point, beat.step, beat.when
+
+        return min(self.beats, key=position)
+
+    def ident(self, rank: int) -> str:
+        beat = self.beats.get(rank)
+        if beat is None:
+            return f"rank {rank}"
+        return f"rank {rank} (pid {beat.pid} on {beat.host})"
+
+
+_FIRST_EXIT = re.compile(
+    r"Process name:\s*\[\[\d+,\d+\],(\d+)\]\s*\n\s*Exit code:\s*(\d+)", re.MULTILINE
+)
+_SIGNALLED = re.compile(
+    r"process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+)(?: \(([^)]*)\))?"
+)
+_ABORTED = re.compile(r"MPI_ABORT was invoked on rank (\d+)")
+
+
+def start_mpi_job(
+    python_args: list[str],
+    *,
+    np: int,
+    hostfile: str | None,
+    extra_args: list[str] | None = None,
+    env_extra: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[str], queue.Queue[str | None], threading.Thread]:
+    """Start ``mpirun -np N [--hostfile F] python <python_args>`` in its own session (so
+    the whole job can be killed), with this repository importable, and a thread that
+    queues its output lines (None at the end). Returns the process, the queue and the
+    thread. Root needs --allow-run-as-root, and more ranks than cores --oversubscribe;
+    the worker-side test hook's variable passes on."""
+    cmd = [_find_mpirun()]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    cmd += ["--oversubscribe", "-np", str(np)]
+    if hostfile is not None:
+        cmd += ["--hostfile", str(hostfile)]
+    cmd += extra_args or []
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(env_extra or {})
+    for name in ("PYTHONPATH", "PYTHONUNBUFFERED", worker.FAULT_ENV, *(env_extra or {})):
+        if name in env:
+            cmd += ["-x", name]
+    cmd += [sys.executable, *python_args]
+    lines: queue.Queue[str | None] = queue.Queue()
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        errors="replace",
+        bufsize=1,
+        start_new_session=True,
+    )
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    reader = threading.Thread(target=read, name="dtsim-mpirun-reader", daemon=True)
+    reader.start()
+    return proc, lines, reader
+
+
+def _launch(
+    command: str,
+    spec: dict[str, Any],
+    *,
+    np: int,
+    hostfile: str | None,
+    timeout_s: float,
+    points: list[tuple[str, int]],
+    on_sample: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+    csv_path: Path | None = None,
+    extra_args: list[str] | None = None,
+) -> None:
+    """Run the worker under mpirun and watch it; see the module docstring."""
+    watch = _Watch(np=np, points=points)
+    proc, lines, reader = start_mpi_job(
+        ["-m", "calibrate.measure.worker", command, "--spec", json.dumps(spec)],
+        np=np,
+        hostfile=hostfile,
+        extra_args=extra_args,
+    )
+    last = time.monotonic()
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                line = ""
+            else:
+                if line is None:
+                    break
+                if _handle(line, watch, on_sample, on_progress, on_result):
+                    last = time.monotonic()
+            if time.monotonic() - last > timeout_s:
+                _kill_job(proc, watch)
+                raise CalibrationError(_stall_message(watch, timeout_s, csv_path))
+        rc = proc.wait()
+        reader.join(timeout=5)
+        while True:  # anything the reader queued after the loop's last look
+            try:
+                line = lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                _handle(line, watch, on_sample, on_progress, on_result)
+        if rc != 0:
+            _kill_job(proc, watch)  # stragglers, if mpirun left any
+            raise CalibrationError(_exit_message(watch, rc, csv_path))
+    except BaseException:
+        if proc.poll() is None or _session_pids(proc.pid):
+            _kill_job(proc, watch)
+        raise
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _handle(
+    line: str,
+    watch: _Watch,
+    on_sample: Callable[[dict[str, Any]], None] | None,
+    on_progress: Callable[[int, int], None] | None,
+    on_result: Callable[[dict[str, Any]], None] | None,
+) -> bool:
+    """Act on one output line; True if it shows progress."""
+    if not line.startswith(worker.PREFIX):
+        if line.strip():
+            watch.tail.append(line)
+        return False
+    kind, _, rest = line[len(worker.PREFIX) :].partition(" ")
+    try:
+        if kind == "HB":
+            r, pid, host, point, step, op, nbytes = rest.split()
+            watch.beats[int(r)] = _Beat(
+                int(point), int(step), op, int(nbytes), int(pid), host, time.monotonic()
+            )
+            return False
+        if kind == "SAMPLE":
+            watch.samples += 1
+            if on_sample is not None:
+                on_sample(json.loads(rest))
+            return True
+        if kind == "PROGRESS":
+            done, total = (int(x) for x in rest.split())
+            watch.done, watch.total = done, total
+            if on_progress is not None:
+                on_progress(done, total)
+            return True
+        if kind == "RESULT":
+            if on_result is not None:
+                on_result(json.loads(rest))
+            return True
+        if kind == "ERROR":
+            r, _, msg = rest.partition(" ")
+            watch.errors.append((int(r), msg))
+            return False
+    except (ValueError, KeyError):
+        pass
+    watch.tail.append(line)
+    return False
+
+
+def _kept(watch: _Watch, csv_path: Path | None) -> str:
+    if csv_path is None:
+        return ""
+    return f" The {watch.samples} sample(s) measured in this run are kept in {csv_path}."
+
+
+def _output_tail(watch: _Watch, n: int = 12) -> str:
+    lines = [line for line in watch.tail if line.strip() and not set(line) <= {"-"}]
+    if not lines:
+        return ""
+    return "\nLast output:\n  " + "\n  ".join(lines[-n:])
+
+
+def _stall_message(watch: _Watch, timeout_s: float, csv_path: Path | None) -> str:
+    rank = watch.laggard()
+    if rank is None:
+        who = "no rank reported a heartbeat (stuck starting up?)"
+    else:
+        beat = watch.beats.get(rank)
+        ago = f", last heartbeat {time.monotonic() - beat.when:.0f} s ago" if beat else ""
+        who = f"{watch.ident(rank)} stopped making progress {watch.where(rank)}{ago}"
+        others = sorted({watch.where(r) for r in watch.beats if r != rank})
+        if others:
+            who += "; the other ranks were waiting " + " / ".join(others)
+    return (
+        f"calibration stalled: no progress for {timeout_s:g} s; {who}. The job was killed."
+        + _kept(watch, csv_path)
+        + _output_tail(watch)
+    )
+
+
+def _exit_message(watch: _Watch, rc: int, csv_path: Path | None) -> str:
+    text = "\n".join(watch.tail)
+    rank: int | None = None
+    how = ""
+    if m := _FIRST_EXIT.search(text):
+        rank, how = int(m.group(1)), f"exited with code {m.group(2)}"
+    elif m := _SIGNALLED.search(text):
+        sig = m.group(5) or f"signal {m.group(4)}"
+        rank, how = int(m.group(1)), f"was killed by {sig}"
+    elif m := _ABORTED.search(text):
+        rank, how = int(m.group(1)), "called MPI_Abort"
+    elif watch.errors:
+        rank, how = watch.errors[0][0], "raised an error"
+    else:
+        rank = watch.laggard()
+        how = "stopped (the rank that got least far)"
+    if rank is None:
+        who = "an unknown rank failed"
+    else:
+        who = f"{watch.ident(rank)} {how} {watch.where(rank)}"
+    errors = "".join(f"\n  rank {r}: {msg}" for r, msg in watch.errors)
+    return (
+        f"calibration failed: {who}; mpirun exited with status {rc}."
+        + _kept(watch, csv_path)
+        + (f"\nErrors reported:{errors}" if errors else "")
+        + _output_tail(watch)
+    )
+
+
+def _stat(pid: int | str) -> tuple[str, int] | None:
+    """(state, session) of a process from /proc, or None if gone/unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command: state ppid pgrp session
+    return (fields[0], int(fields[3])) if len(fields) > 3 else None
+
+
+def _in_session(pid: int, sid: int) -> bool:
+    """``pid`` is alive (not a zombie) and in session ``sid``."""
+    if os.path.isdir("/proc"):
+        st = _stat(pid)
+        return st is not None and st[0] != "Z" and st[1] == sid
+    try:
+        return os.getsid(pid) == sid
+    except OSError:
+        return False
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Live processes in session ``sid`` (mpirun and its ranks: mpirun was started in a
+    new session, and Open MPI puts each rank in its own process group inside it)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    out = []
+    for entry in entries:
+        if entry.isdigit():
+            st = _stat(entry)
+            if st is not None and st[0] != "Z" and st[1] == sid:
+                out.append(int(entry))
+    return out
+
+
+def _kill_job(proc: subprocess.Popen[str], watch: _Watch) -> None:
+    """SIGTERM mpirun's process group and every process of its session (the ranks are in
+    their own process groups), then SIGKILL whatever is left after a few seconds."""
+    local = socket.gethostname()
+    rank_pids = {b.pid for b in watch.beats.values() if b.host == local}
+
+    def targets() -> set[int]:
+        found = set(_session_pids(proc.pid))
+        found |= {pid for pid in rank_pids if _in_session(pid, proc.pid)}
+        found.discard(os.getpid())
+        return found
+
+    def signal_all(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in targets():
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    signal_all(signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not targets():
+            break
+        time.sleep(0.05)
+    else:
+        signal_all(signal.SIGKILL)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass

@@ -1,0 +1,543 @@
+"""Per-layer forward and backward times of a real torch model, by module hooks.
+
+Each workload layer is one module of the torch model (:mod:`calibrate.measure.models`). Four
+hooks per module stamp the clock: a forward pre-hook and a forward hook around its
+forward, a full backward pre-hook (the gradient of its output is ready) and a full
+backward hook (the gradient of its input is done). On a CPU the stamps are
+``time.perf_counter``; on a GPU they are CUDA events recorded on the stream, so they time
+the kernels, not the Python that launched them.
+
+Backward runs in the reverse order of forward (autograd's ready queue takes the most
+recently created node first), so each module's stamps bracket its own work. A module
+whose inputs need no gradient (the first layer; embeddings of token ids) gets no
+meaningful "input gradient done" stamp: its backward ends at the next stamp of any
+module, or at the end of backward.
+
+Warm-up passes run first; then ``repeats`` timed passes. Each layer keeps the median and
+the interquartile range of its repeats. A separate set of passes without hooks times the
+whole model, and the gap between it and the sum of the per-layer medians is printed:
+what the layers miss (the loss, residual additions, hook overhead).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from calibrate.measure.device import DeviceInfo, provenance, resolve_device
+from calibrate.measure.models import TorchModel, build_torch_model, from_factory
+from sim.errors import InputError
+from workloads import load_workload
+from workloads.model import Layer, MeasuredTime, Workload
+
+CSV_FIELDS = ("workload", "device", "batch", "threads", "repeat", "layer", "phase", "seconds")
+
+
+@dataclass(frozen=True)
+class LayerTime:
+    name: str
+    kind: str
+    forward_s: float
+    backward_s: float
+    forward_iqr_s: float
+    backward_iqr_s: float
+
+
+@dataclass(frozen=True)
+class ComputeResult:
+    workload: Workload  # with the measured times added under ``device.model``
+    device: DeviceInfo
+    batch: int
+    repeats: int
+    layers: tuple[LayerTime, ...]
+    whole_model_s: float  # median forward + backward without hooks
+    whole_model_iqr_s: float
+    outside_s: float = 0.0  # median hooked-pass time outside every layer (loss, bookkeeping)
+
+    @property
+    def layer_sum_s(self) -> float:
+        return sum(t.forward_s + t.backward_s for t in self.layers)
+
+    @property
+    def gap(self) -> float:
+        """(sum of per-layer medians) / (whole-model median) - 1."""
+        return self.layer_sum_s / self.whole_model_s - 1
+
+
+def _iqr(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[2] - q[0]
+
+
+class _Clock:
+    """Stamps: perf_counter on a CPU, CUDA events on a GPU (read after a synchronise)."""
+
+    def __init__(self, device: DeviceInfo):
+        self.cuda = device.torch_device == "cuda"
+        self.stamps: list[object] = []
+
+    def stamp(self) -> int:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.stamps.append(event)
+        else:
+            self.stamps.append(time.perf_counter())
+        return len(self.stamps) - 1
+
+    def seconds(self) -> list[float]:
+        """Every stamp in seconds from the first."""
+        if not self.stamps:
+            return []
+        if self.cuda:
+            torch.cuda.synchronize()
+            first = self.stamps[0]
+            return [first.elapsed_time(e) / 1e3 for e in self.stamps]  # type: ignore[attr-defined]
+        t0 = self.stamps[0]
+        return [t - t0 for t in self.stamps]  # type: ignore[operator]
+
+    def reset(self) -> None:
+        self.stamps.clear()
+
+
+class _Hooks:
+    """Registers the four hooks on each layer module and turns stamps into durations."""
+
+    def __init__(self, tm: TorchModel, clock: _Clock):
+        self.clock = clock
+        self.names = [name for name, _ in tm.layers]
+        self.events: list[tuple[int, str, str]] = []  # (stamp index, layer, what)
+        self.no_input_grad: set[str] = set()
+        self.handles = []
+        for name, module in tm.layers:
+            self.handles += [
+                module.register_forward_pre_hook(self._fwd_pre(name)),
+                module.register_forward_hook(self._fwd_post(name)),
+                module.register_full_backward_pre_hook(self._bwd_pre(name)),
+                module.register_full_backward_hook(self._bwd_post(name)),
+            ]
+
+    def _mark(self, name: str, what: str) -> None:
+        self.events.append((self.clock.stamp(), name, what))
+
+    def _fwd_pre(self, name: str):
+        def hook(module, inputs):
+            if not any(isinstance(x, torch.Tensor) and x.requires_grad for x in inputs):
+                self.no_input_grad.add(name)
+            self._mark(name, "fwd_start")
+
+        return hook
+
+    def _fwd_post(self, name: str):
+        def hook(module, inputs, output):
+            self._mark(name, "fwd_end")
+
+        return hook
+
+    def _bwd_pre(self, name: str):
+        def hook(module, grad_output):
+            self._mark(name, "bwd_start")
+
+        return hook
+
+    def _bwd_post(self, name: str):
+        def hook(module, grad_input, grad_output):
+            self._mark(name, "bwd_end")
+
+        return hook
+
+    def durations(self, end_stamp: int) -> dict[str, tuple[float, float]]:
+        """Per layer (forward s, backward s) of the pass just run."""
+        t = self.clock.seconds()
+        at: dict[tuple[str, str], int] = {}
+        for index, name, what in self.events:
+            at.setdefault((name, what), index)
+        backward_stamps = sorted(
+            (i, name) for i, name, what in self.events if what.startswith("bwd")
+        )
+        out = {}
+        for name in self.names:
+            try:
+                fwd = t[at[name, "fwd_end"]] - t[at[name, "fwd_start"]]
+                start = at[name, "bwd_start"]
+            except KeyError:
+                raise RuntimeError(f"layer {name!r} was not run by the model's forward") from None
+            if name in self.no_input_grad or (name, "bwd_end") not in at:
+                # Its own "bwd_end" fired early (no input gradient to wait for).
+                later = [i for i, other in backward_stamps if i > start and other != name]
+                end = later[0] if later else end_stamp
+            else:
+                end = at[name, "bwd_end"]
+            out[name] = (fwd, t[end] - t[start])
+        return out
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _one_pass(tm: TorchModel, x: torch.Tensor, y: torch.Tensor) -> None:
+    tm.model.zero_grad(set_to_none=True)
+    loss = tm.loss(tm.model(x), y)
+    with warnings.catch_warnings():
+        # "Full backward hook is firing when gradients are computed with respect to module
+        # outputs since no inputs require gradients": handled in _Hooks.durations.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        loss.backward()
+
+
+def _read_resume(csv_path: Path, key: tuple[str, str, int, int]) -> dict[int, dict]:
+    """Completed repeats already in the CSV for this workload/device/batch/threads."""
+    done: dict[int, dict] = {}
+    if not csv_path.is_file():
+        return done
+    with csv_path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if (row["workload"], row["device"], int(row["batch"]), int(row["threads"])) != key:
+                continue
+            rep = done.setdefault(int(row["repeat"]), {})
+            rep[(row["layer"], row["phase"])] = float(row["seconds"])
+    return done
+
+
+def calibrate_compute(
+    workload: str | None = None,
+    *,
+    device: str = "cpu",
+    batch: int = 32,
+    threads: int | None = None,
+    warmup: int = 3,
+    repeats: int = 10,
+    torch_model: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    csv_path: Path | None = None,
+    resume: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ComputeResult:
+    """Measure every layer of ``workload`` (a built-in name or a YAML of one) or of a
+    user's ``torch_model`` ("package.module:factory") on ``device``."""
+    if batch < 1:
+        raise InputError(f"--batch-per-device must be >= 1, got {batch}")
+    if repeats < 1 or warmup < 0:
+        raise InputError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    if (workload is None) == (torch_model is None):
+        raise InputError("give a workload (--workload) or a model (--torch-model), not both")
+    info = resolve_device(device, threads)
+    torch.manual_seed(0)
+    if torch_model is not None:
+        tm, wl = from_factory(torch_model, input_shape)
+    else:
+        wl = load_workload(workload)  # type: ignore[arg-type]
+        tm = build_torch_model(wl)
+    tm.model.to(info.torch_device).train()
+    x = tm.make_input(batch).to(info.torch_device)
+    y = tm.make_target(batch).to(info.torch_device)
+
+    key = (wl.name, info.model, batch, info.threads)
+    done = _read_resume(csv_path, key) if (csv_path is not None and resume) else {}
+    names = [name for name, _ in tm.layers]
+    complete = {
+        r: rows
+        for r, rows in done.items()
+        if all((n, p) in rows for n in names for p in ("forward", "backward"))
+        and ("<whole>", "step") in rows
+    }
+    writer = None
+    if csv_path is not None:
+        fresh = not (resume and csv_path.is_file())
+        f = csv_path.open("w" if fresh else "a", newline="")
+        writer = csv.writer(f)
+        if fresh:
+            writer.writerow(CSV_FIELDS)
+    total = warmup + 2 * repeats
+    step = 0
+    try:
+        clock = _Clock(info)
+        for _ in range(warmup):
+            _one_pass(tm, x, y)
+            step += 1
+            if progress:
+                progress(step, total)
+        # Passes without hooks (the whole-model time) alternate with hooked passes (the
+        # per-layer times), so that both see the same machine: a shared box drifts.
+        whole: list[float] = []
+        outside: list[float] = []  # hooked pass time not inside any layer: loss, bookkeeping
+        per_layer: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+        for r in range(repeats):
+            if r in complete:
+                rows = complete[r]
+                whole.append(rows[("<whole>", "step")])
+                outside.append(rows.get(("<outside>", "step"), 0.0))
+                for n in names:
+                    per_layer[n].append((rows[(n, "forward")], rows[(n, "backward")]))
+                step += 2
+                if progress:
+                    progress(step, total)
+                continue
+            clock.reset()
+            clock.stamp()
+            _one_pass(tm, x, y)
+            end = clock.stamp()
+            whole.append(clock.seconds()[end])
+            step += 1
+            if progress:
+                progress(step, total)
+            hooks = _Hooks(tm, clock)
+            try:
+                clock.reset()
+                clock.stamp()
+                _one_pass(tm, x, y)
+                end = clock.stamp()
+                got = hooks.durations(end)
+                hooked = clock.seconds()[end]
+            finally:
+                hooks.remove()
+            for n in names:
+                per_layer[n].append(got[n])
+            outside.append(max(0.0, hooked - sum(a + b for a, b in got.values())))
+            if writer is not None:
+                base = [wl.name, info.model, batch, info.threads, r]
+                writer.writerow([*base, "<whole>", "step", repr(whole[r])])
+                writer.writerow([*base, "<outside>", "step", repr(outside[-1])])
+                for n in names:
+                    writer.writerow([*base, n, "forward", repr(got[n][0])])
+                    writer.writerow([*base, n, "backward", repr(got[n][1])])
+                f.flush()
+            step += 1
+            if progress:
+                progress(step, total)
+    finally:
+        if writer is not None:
+            f.close()
+
+    kinds = {layer.name: layer.kind for layer in wl.layers}
+    times = []
+    for n in names:
+        fwd = [a for a, _ in per_layer[n]]
+        bwd = [b for _, b in per_layer[n]]
+        times.append(
+            LayerTime(
+                n,
+                kinds.get(n, "other"),
+                statistics.median(fwd),
+                statistics.median(bwd),
+                _iqr(fwd),
+                _iqr(bwd),
+            )
+        )
+    outside_s = statistics.median(outside)
+    measured_wl = _with_measurements(wl, info, batch, repeats, times, outside_s)
+    return ComputeResult(
+        measured_wl,
+        info,
+        batch,
+        repeats,
+        tuple(times),
+        statistics.median(whole),
+        _iqr(whole),
+        outside_s,
+    )
+
+
+def _with_measurements(
+    wl: Workload,
+    info: DeviceInfo,
+    batch: int,
+    repeats: int,
+    times: list[LayerTime],
+    outside_s: float = 0.0,
+) -> Workload:
+    """The workload with these times under ``info.model``. The time a pass spends outside
+    every layer (the loss, autograd's start, bookkeeping) is folded into the last
+    layer's forward, as the workload model folds cheap ops into a neighbouring layer."""
+    by_name = {t.name: t for t in times}
+    last = wl.layers[-1].name
+    layers: list[Layer] = []
+    for layer in wl.layers:
+        t = by_name[layer.name]
+        extra = outside_s if layer.name == last else 0.0
+        point = MeasuredTime(
+            batch, t.forward_s + extra, t.backward_s, t.forward_iqr_s, t.backward_iqr_s, repeats
+        )
+        others = {k: v for k, v in layer.measured.items() if k != info.model}
+        kept = tuple(m for m in layer.measured.get(info.model, ()) if m.batch != batch)
+        others[info.model] = tuple(sorted((*kept, point), key=lambda m: m.batch))
+        layers.append(dataclasses.replace(layer, measured=MappingProxyType(others)))
+    prov = provenance(
+        info, batch=batch, repeats=repeats, outside_layers_ms_in_last_forward=outside_s * 1e3
+    )
+    sources = (*wl.sources, f"per-layer times measured by dtsim calibrate compute on {info.model}")
+    return dataclasses.replace(
+        wl,
+        layers=tuple(layers),
+        sources=sources,
+        provenance=MappingProxyType({k: str(v) for k, v in prov.items()}),
+    )
+
+
+def fitted_efficiency(result: ComputeResult, peak_flops: float) -> dict[str, float]:
+    """Achieved fraction of ``peak_flops`` per layer kind (forward and backward together),
+    over the layers of that kind that do FLOPs; "default" is the whole model's."""
+    by_kind: dict[str, list[float]] = {}
+    layers = {layer.name: layer for layer in result.workload.layers}
+    total_flops = total_s = 0.0
+    for t in result.layers:
+        layer = layers[t.name]
+        flops = (layer.fwd_flops_per_sample + layer.bwd_flops_per_sample) * result.batch
+        seconds = t.forward_s + t.backward_s
+        if flops <= 0 or seconds <= 0:
+            continue
+        acc = by_kind.setdefault(t.kind, [0.0, 0.0])
+        acc[0] += flops
+        acc[1] += seconds
+        total_flops += flops
+        total_s += seconds
+    out = {k: min(1.0, f / s / peak_flops) for k, (f, s) in by_kind.items()}
+    out["default"] = min(1.0, total_flops / total_s / peak_flops) if total_s else 0.5
+    return {k: round(max(v, 1e-4), 4) for k, v in out.items()}
+
+
+def achieved_flops(result: ComputeResult) -> float:
+    """The highest FLOP/s any layer kind reached (forward and backward together)."""
+    layers = {layer.name: layer for layer in result.workload.layers}
+    by_kind: dict[str, list[float]] = {}
+    for t in result.layers:
+        layer = layers[t.name]
+        flops = (layer.fwd_flops_per_sample + layer.bwd_flops_per_sample) * result.batch
+        if flops > 0 and t.forward_s + t.backward_s > 0:
+            acc = by_kind.setdefault(t.kind, [0.0, 0.0])
+            acc[0] += flops
+            acc[1] += t.forward_s + t.backward_s
+    return max((f / s for f, s in by_kind.values()), default=0.0)
+
+
+# -- every rank at once ---------------------------------------------------------------------
+def compute_loop(spec: dict, sink: Any) -> None:
+    """Worker side of :func:`calibrate_compute_ranks`: every rank measures (same model,
+    same batch and threads) after a barrier; rank 0 reports its result and ceilings."""
+    from mpi4py import MPI
+
+    from calibrate.measure.device import gemm_flops, memory_bandwidth
+    from workloads.loader import to_document
+
+    comm = MPI.COMM_WORLD
+    comm.Barrier()
+    result = calibrate_compute(
+        spec["workload"],
+        device=spec["device"],
+        batch=int(spec["batch"]),
+        threads=spec["threads"],
+        warmup=int(spec["warmup"]),
+        repeats=int(spec["repeats"]),
+        csv_path=Path(spec["csv"]) if spec.get("csv") and comm.rank == 0 else None,
+        resume=bool(spec.get("resume")) and comm.rank == 0,
+    )
+    comm.Barrier()
+    gemm = gemm_flops(result.device)
+    comm.Barrier()
+    membw = memory_bandwidth(result.device)
+    if comm.rank == 0:
+        sink.result(
+            {
+                "workload": to_document(result.workload),
+                "device": dataclasses.asdict(result.device),
+                "batch": result.batch,
+                "repeats": result.repeats,
+                "layers": [dataclasses.asdict(t) for t in result.layers],
+                "whole_model_s": result.whole_model_s,
+                "whole_model_iqr_s": result.whole_model_iqr_s,
+                "outside_s": result.outside_s,
+                "gemm_flops": gemm,
+                "memory_bandwidth": membw,
+                "ranks": comm.size,
+            }
+        )
+    comm.Barrier()
+
+
+def calibrate_compute_ranks(
+    ranks: int,
+    workload: str,
+    *,
+    device: str = "cpu",
+    batch: int = 32,
+    threads: int | None = None,
+    warmup: int = 3,
+    repeats: int = 10,
+    csv_path: Path | None = None,
+    resume: bool = False,
+    timeout_s: float = 300,
+    hostfile: str | None = None,
+) -> tuple[ComputeResult, float, float]:
+    """:func:`calibrate_compute` on ``ranks`` mpirun ranks at once (rank 0's figures), and
+    the GEMM FLOP/s and copy bandwidth measured the same way.
+
+    Ranks that share a host share its memory bandwidth, caches and (on SMT machines)
+    cores: on this project's 2-vCPU VM one rank's layers ran about 1.6x slower while the
+    other computed. A real data-parallel run computes on all its ranks at once, so that
+    is how its costs are measured."""
+    import tempfile
+
+    import yaml
+
+    from calibrate.measure.comm import _launch
+    from calibrate.measure.device import DeviceInfo
+    from workloads.loader import load_yaml
+
+    if ranks < 1:
+        raise InputError(f"ranks must be >= 1, got {ranks}")
+    load_workload(workload)  # bad names fail here, before launching anything
+    spec = {
+        "workload": workload,
+        "device": device,
+        "batch": batch,
+        "threads": threads,
+        "warmup": warmup,
+        "repeats": repeats,
+        "csv": str(csv_path) if csv_path else None,
+        "resume": resume,
+    }
+    results: list[dict] = []
+    _launch(
+        "compute",
+        spec,
+        np=ranks,
+        hostfile=hostfile,
+        timeout_s=timeout_s,
+        points=[("compute", 0)],
+        on_result=results.append,
+        extra_args=["--bind-to", "none"],
+    )
+    if not results:
+        raise RuntimeError("the compute calibration finished without reporting a result")
+    r = results[-1]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(r["workload"], f, sort_keys=False)
+    try:
+        wl = load_yaml(f.name)
+    finally:
+        Path(f.name).unlink()
+    info = DeviceInfo(**r["device"])
+    result = ComputeResult(
+        wl,
+        info,
+        int(r["batch"]),
+        int(r["repeats"]),
+        tuple(LayerTime(**t) for t in r["layers"]),
+        float(r["whole_model_s"]),
+        float(r["whole_model_iqr_s"]),
+        float(r.get("outside_s", 0.0)),
+    )
+    return result, float(r["gemm_flops"]), float(r["memory_bandwidth"])

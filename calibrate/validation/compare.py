@@ -1,0 +1,176 @@
+"""Compare a real, measured data-parallel run with dtsim's prediction of the same scenario.
+
+Measured side (a Trace recorded by :mod:`calibrate.realrun.training`, rank 0):
+
+- iteration time: the median length of the iteration windows (forward of the first
+  layer to the next one) after the warm-up (1 + d iterations); a repeat's figure, then
+  the median and interquartile range over repeats;
+- communication: the union of the comm spans in each window; exposed communication:
+  the union of the ``wait`` spans (the main thread blocked on a collective); overlap =
+  1 - exposed / communication, the simulator's definition.
+
+Predicted side: the same workload (with the per-layer times measured on this machine),
+ranks, per-rank batch, plain SGD, simulated with the calibrated profile until it
+settles; the simulator's own metrics.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sim.analysis import metrics as M
+from sim.engine.trace import Trace
+from sim.model.hardware import HardwareProfile
+from workloads.model import Workload
+
+RESULT_KEYS = (
+    "strategy",
+    "measured_iteration_time_s",
+    "measured_iqr_s",
+    "predicted_iteration_time_s",
+    "error_fraction",
+    "measured_speedup_vs_sync",
+    "predicted_speedup_vs_sync",
+    "measured_overlap_fraction",
+    "predicted_overlap_fraction",
+)
+
+
+@dataclass(frozen=True)
+class Measured:
+    iteration_s: float
+    comm_s: float
+    exposed_s: float
+
+    @property
+    def overlap(self) -> float:
+        if self.comm_s <= 0:
+            return 1.0
+        return max(0.0, min(1.0, 1.0 - self.exposed_s / self.comm_s))
+
+
+def measured_stats(trace: Trace, rank: int = 0) -> Measured:
+    """Steady-state figures of one measured Trace (see the module docstring)."""
+    warm = int(trace.meta.get("warmup_iterations", 1))
+    windows = [w for w in M.iteration_windows(trace, rank) if w[0] >= warm]
+    if not windows:
+        windows = M.iteration_windows(trace, rank)
+    if not windows:
+        raise ValueError("the trace has fewer than two iterations on rank 0")
+    mine = [s for s in trace.spans if s.rank == rank]
+    comm = sorted((s.start_s, s.end_s) for s in mine if s.kind == "comm")
+    wait = sorted((s.start_s, s.end_s) for s in mine if s.kind == "wait")
+    return Measured(
+        iteration_s=statistics.median(hi - lo for _, lo, hi in windows),
+        comm_s=statistics.median(M.union_in(comm, lo, hi) for _, lo, hi in windows),
+        exposed_s=statistics.median(M.union_in(wait, lo, hi) for _, lo, hi in windows),
+    )
+
+
+def _iqr(values: Sequence[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[2] - q[0]
+
+
+def measured_jitter(workload: Workload, device_model: str) -> float:
+    """Per-task noise for the simulator (σ of its lognormal jitter) from the spread the
+    calibration measured: each layer's interquartile range over its median, / 1.349 (the
+    IQR of a normal distribution in σ), weighted by the layers' times. Ranks whose
+    layers take noisy times arrive at a blocking collective at different moments; with
+    jitter the simulated ranks do too."""
+    weighted = total = 0.0
+    for layer in workload.layers:
+        for m in layer.measured.get(device_model, ()):
+            t = m.forward_s + m.backward_s
+            if t > 0:
+                weighted += (m.forward_iqr_s + m.backward_iqr_s) / 1.349
+                total += t
+    return weighted / total if total else 0.0
+
+
+def predict(
+    hardware: HardwareProfile,
+    workload: Workload,
+    *,
+    ranks: int,
+    batch_per_rank: int,
+    strategies: Sequence[str],
+    iterations: int,
+) -> dict[str, tuple[M.Metrics, Trace]]:
+    """The simulator's metrics and Trace per strategy for the validated scenario."""
+    from sim.engine.simulate import simulate_steady
+    from sim.model.scenario import make_scenario
+    from sim.strategies import parse_strategy
+
+    scenario = make_scenario(
+        workload,
+        hardware,
+        ranks,
+        batch_per_device=batch_per_rank,
+        iterations=max(iterations, 8),
+        optimizer="sgd",
+        ranks="explicit",
+        jitter=measured_jitter(workload, hardware.device.model),
+        seed=0,
+    )
+    out = {}
+    for name in strategies:
+        trace, _, _ = simulate_steady(scenario, parse_strategy(name))
+        out[name] = (M.metrics(trace), trace)
+    return out
+
+
+def compare(
+    measured: dict[str, list[Measured]], predicted: dict[str, tuple[M.Metrics, Trace]]
+) -> list[dict[str, Any]]:
+    """One row per strategy with :data:`RESULT_KEYS` (+ comm figures)."""
+    med = {s: statistics.median(m.iteration_s for m in runs) for s, runs in measured.items()}
+    pred = {s: predicted[s][0].iteration_time_s for s in measured}
+    sync_m = med.get("sync")
+    sync_p = pred.get("sync")
+    rows = []
+    for s, runs in measured.items():
+        m_it, p_it = med[s], pred[s]
+        pm = predicted[s][0]
+        rows.append(
+            {
+                "strategy": s,
+                "measured_iteration_time_s": m_it,
+                "measured_iqr_s": _iqr([m.iteration_s for m in runs]),
+                "predicted_iteration_time_s": p_it,
+                "error_fraction": p_it / m_it - 1 if m_it > 0 else float("nan"),
+                "measured_speedup_vs_sync": sync_m / m_it if sync_m else None,
+                "predicted_speedup_vs_sync": sync_p / p_it if sync_p else None,
+                "measured_overlap_fraction": statistics.median(m.overlap for m in runs),
+                "predicted_overlap_fraction": pm.overlap_fraction,
+                "measured_comm_s": statistics.median(m.comm_s for m in runs),
+                "predicted_comm_s": pm.comm_s,
+                "measured_exposed_s": statistics.median(m.exposed_s for m in runs),
+                "predicted_exposed_s": pm.exposed_comm_s,
+                "repeats": len(runs),
+            }
+        )
+    return rows
+
+
+def same_ranking(rows: list[dict[str, Any]], tolerance: float = 0.0) -> bool:
+    """Whether measured and predicted iteration times order the strategies alike.
+
+    Pairs whose measured times differ by no more than ``tolerance`` (relative) or than
+    the larger of their interquartile ranges over repeats are ties: the measurement
+    cannot order them, so the prediction may too come in either order."""
+    for a in rows:
+        for b in rows:
+            ma, mb = a["measured_iteration_time_s"], b["measured_iteration_time_s"]
+            noise = max(a.get("measured_iqr_s", 0.0), b.get("measured_iqr_s", 0.0))
+            if abs(ma - mb) <= max(tolerance * max(ma, mb), noise):
+                continue
+            pa, pb = a["predicted_iteration_time_s"], b["predicted_iteration_time_s"]
+            if (ma < mb) != (pa < pb):
+                return False
+    return True

@@ -1,0 +1,673 @@
+"""Grid sweeps: every combination of scenario options × strategies, one tidy table.
+
+A spec (a YAML file or a dict) gives each option a value or a list of values; lists are
+the grid's axes, and every combination is one *point*: one scenario under one strategy.
+
+    hardware: dgx-a100                  # a value: the same at every point
+    workload: [resnet50, bert-large:128]
+    devices: [8, 64, 512]
+    nic_gbps: [null, 25, 100]           # null: the profile's own NICs
+    batch_per_device: 32                # or global_batch (strong scaling)
+    strategy: [sync, bucketed, horovod, delayed:1]
+    bucket_mb: [1, 5, 25, 100]          # optional: sizes for bucketed/horovod/priority
+
+``bucket_mb`` expands each ``bucketed``, ``horovod`` and ``priority`` without a size of
+its own into ``bucketed:1``, ``bucketed:5``, ...; other strategies get no bucket size.
+
+Each point is simulated with :func:`sim.engine.simulate.simulate_steady` and read with
+:func:`sim.analysis.metrics.metrics`, as ``dtsim whatif`` does. Points of one scenario run in one
+task (they share the per-layer and collective costs); the one-device baseline of the
+parallel efficiency runs once per distinct (hardware, workload, per-device batch, dtype,
+optimizer, iterations). A point that is bad input (its scenario or strategy raises
+InputError) gets the message in ``error`` and the sweep goes on.
+
+Executors: ``serial`` (this process), ``local`` (a Dask LocalCluster on this machine:
+one single-threaded worker process per core) and ``dask`` (an existing Dask cluster at
+``scheduler``, e.g. ``tcp://host:8786``). The simulation is deterministic, so the table
+is the same whichever ran it, except ``wall_s``.
+
+``local`` starts worker processes that import the caller's main module again (Python's
+"spawn"), so a script calling it needs the usual ``if __name__ == "__main__":`` guard.
+
+Resume: every point has a stable ``key`` (a hash of its coordinates). Finished points
+are appended to the output CSV as they complete; a rerun with ``resume=True`` keeps the
+rows whose key is still in the grid and simulates only the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sim.errors import InputError
+
+# Axes a spec may give, in the order of the table's columns. The types are checked
+# when the spec is read; deeper checks (a batch that does not divide, an unknown
+# profile) are the scenario's, per point.
+_INT, _FLOAT, _STR = "a whole number", "a number", "a string"
+AXES: dict[str, tuple[str, bool]] = {  # name -> (type, may be null)
+    "hardware": (_STR, False),
+    "workload": (_STR, False),
+    "devices": (_INT, False),
+    "devices_per_node": (_INT, True),
+    "global_batch": (_INT, False),
+    "batch_per_device": (_INT, False),
+    "nic_gbps": (_FLOAT, True),
+    "interference": (_FLOAT, True),
+    "dtype": (_STR, False),
+    "optimizer": (_STR, False),
+    "iterations": (_INT, False),
+    "ranks": (_STR, False),
+    "jitter": (_FLOAT, False),
+    "jitter_cv": (_FLOAT, False),
+    # Stragglers, as on the command line: "rank:fraction[,rank:fraction...]" (explicit
+    # ranks only), e.g. slow_rank: [null, "3:0.5", "3:0.25"] sweeps one slow rank.
+    "slow_rank": (_STR, True),
+    "slow_node": (_STR, True),
+    "slow_nic": (_STR, True),
+    "seed": (_INT, False),
+    "strategy": (_STR, False),
+    "bucket_mb": (_FLOAT, False),
+}
+REQUIRED = ("hardware", "workload", "devices", "strategy")
+SIZED_STRATEGIES = ("bucketed", "horovod", "priority")
+# Options that do not change a one-device run (no communication, one rank).
+_BASELINE_OPTIONS = ("hardware", "workload", "dtype", "optimizer", "iterations")
+RESULT_COLUMNS = (
+    "iteration_time_s",
+    "throughput_samples_per_s",
+    "speedup_vs_sync",
+    "parallel_efficiency",
+    "comm_s",
+    "exposed_comm_s",
+    "overlap_fraction",
+    "peak_memory_bytes",
+    "memory_exceeds_device",
+    "steady",
+    "iterations_simulated",
+    "single_device_time_s",
+    "error",
+    "wall_s",
+)
+_BOOL_COLUMNS = ("memory_exceeds_device", "steady")
+EXECUTORS = ("serial", "local", "dask")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated spec: each axis's values (a one-value axis is a fixed option)."""
+
+    axes: dict[str, list[Any]]
+    source: str | None = None
+
+    @property
+    def coordinates(self) -> list[str]:
+        """The table's coordinate columns, in :data:`AXES` order."""
+        cols = [a for a in AXES if a in self.axes or a == "bucket_mb"]
+        return cols if "bucket_mb" in self.axes else [c for c in cols if c != "bucket_mb"]
+
+
+@dataclass(frozen=True)
+class Point:
+    coords: dict[str, Any]
+    key: str
+
+    @property
+    def scenario_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.coords.items() if k not in ("strategy", "bucket_mb")}
+
+
+# -- the spec ---------------------------------------------------------------------------------
+def _check_value(axis: str, value: Any, file: str | None) -> Any:
+    kind, nullable = AXES[axis]
+    if value is None:
+        if nullable:
+            return None
+        raise InputError("null is not allowed here", file=file, key=axis)
+    if kind == _INT and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == _FLOAT and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InputError(f"must be finite, got {value}", file=file, key=axis)
+        return float(value)
+    if kind == _STR and isinstance(value, str) and value.strip():
+        return value.strip()
+    raise InputError(f"expected {kind}, got {value!r}", file=file, key=axis)
+
+
+def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec) -> SweepSpec:
+    """Read and check a sweep spec (a YAML path or a mapping); InputError names the key."""
+    if isinstance(spec, SweepSpec):
+        return spec
+    file: str | None = None
+    if isinstance(spec, Mapping):
+        data = dict(spec)
+    else:
+        from sim.formats.io import read_yaml_mapping
+
+        file = str(spec)
+        data = read_yaml_mapping(spec)
+    if "strategies" in data:
+        if "strategy" in data:
+            raise InputError("give strategy or strategies, not both", file=file, key="strategies")
+        data["strategy"] = data.pop("strategies")
+    axes: dict[str, list[Any]] = {}
+    for key, raw in data.items():
+        if key not in AXES:
+            close = difflib.get_close_matches(str(key), list(AXES), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise InputError(
+                f"unknown key '{key}'{hint} (allowed: {', '.join(AXES)})", file=file, key=str(key)
+            )
+        values = raw if isinstance(raw, list) else [raw]
+        if not values:
+            raise InputError("an empty list gives no points", file=file, key=key)
+        checked = [_check_value(key, v, file) for v in values]
+        seen = set()
+        for v in checked:
+            if v in seen:
+                raise InputError(f"{v!r} appears twice", file=file, key=key)
+            seen.add(v)
+        axes[key] = checked
+    for key in REQUIRED:
+        if key not in axes:
+            raise InputError(f"missing required key '{key}'", file=file, key=key)
+    if ("global_batch" in axes) == ("batch_per_device" in axes):
+        raise InputError(
+            "give exactly one of global_batch (strong scaling) or batch_per_device",
+            file=file,
+            key="batch",
+        )
+    return SweepSpec(axes, file)
+
+
+def _bucket_of(strategy: str) -> float | None:
+    """The size in MiB a sized strategy spec names (``horovod:64:2`` -> 64), else None."""
+    base, _, param = strategy.partition(":")
+    if base not in SIZED_STRATEGIES or not param:
+        return None
+    try:
+        return float(param.partition(":")[0])
+    except ValueError:
+        return None  # the strategy's own parser reports it, per point
+
+
+def point_key(coords: Mapping[str, Any]) -> str:
+    """A stable key of a point's coordinates (independent of their order). A hardware
+    or workload given as a file path also keys on the file's contents, so that a resumed
+    sweep re-simulates the points of a profile that changed (a re-calibration, an
+    edit) instead of keeping their old results."""
+    keyed = dict(coords)
+    for axis in ("hardware", "workload"):
+        value = keyed.get(axis)
+        if isinstance(value, str) and value.lower().endswith((".yaml", ".yml")):
+            try:
+                digest = hashlib.sha1(Path(value).read_bytes()).hexdigest()[:12]
+            except OSError:
+                digest = "missing"
+            keyed[axis] = f"{value}@{digest}"
+    text = json.dumps(keyed, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def expand(spec: SweepSpec) -> list[Point]:
+    """Every point of the grid, in a fixed order (axes in :data:`AXES` order)."""
+    axes = spec.axes
+    scenario_axes = [a for a in AXES if a in axes and a not in ("strategy", "bucket_mb")]
+    strategies: list[tuple[str, float | None]] = []
+    for s in axes["strategy"]:
+        base, _, param = s.partition(":")
+        if "bucket_mb" in axes and base in SIZED_STRATEGIES and not param:
+            strategies.extend((f"{base}:{mb:g}", mb) for mb in axes["bucket_mb"])
+        else:
+            strategies.append((s, _bucket_of(s)))
+    points = []
+    seen: set[str] = set()
+    for values in itertools.product(*(axes[a] for a in scenario_axes)):
+        base_coords = dict(zip(scenario_axes, values, strict=True))
+        for strategy, mb in strategies:
+            coords = {**base_coords, "strategy": strategy}
+            if "bucket_mb" in axes:
+                coords["bucket_mb"] = mb
+            key = point_key(coords)
+            if key not in seen:  # bucketed:25 given both ways is one point
+                seen.add(key)
+                points.append(Point(coords, key))
+    return points
+
+
+# -- the work (module-level functions: Dask pickles them by reference) -------------------------
+_STRAGGLER_AXES = ("jitter_cv", "slow_rank", "slow_node", "slow_nic")
+
+
+def _scenario(options: Mapping[str, Any]):
+    from sim.analysis.whatif import scenario_from_options
+    from sim.cli.scale import straggler_kwargs
+    from sim.model.scenario import with_stragglers
+
+    opts = {k: v for k, v in options.items() if v is not None and k not in _STRAGGLER_AXES}
+    scenario = scenario_from_options(**opts)
+    extra = straggler_kwargs(
+        {
+            "jitter_cv": options.get("jitter_cv"),
+            **{
+                k: [x.strip() for x in str(options[k]).split(",") if x.strip()]
+                for k in ("slow_rank", "slow_node", "slow_nic")
+                if options.get(k)
+            },
+        }
+    )
+    return with_stragglers(scenario, **extra) if extra else scenario
+
+
+def _baseline_key(options: Mapping[str, Any]) -> str | None:
+    """What a one-device run depends on; None if the batch does not divide (the
+    point's own scenario reports that)."""
+    if options.get("batch_per_device") is not None:
+        b = options["batch_per_device"]
+    else:
+        gb, n = options["global_batch"], options["devices"]
+        if n <= 0 or gb % n:
+            return None
+        b = gb // n
+    key = {k: options.get(k) for k in _BASELINE_OPTIONS}
+    key["batch_per_device"] = b
+    return json.dumps(key, sort_keys=True)
+
+
+def single_device_time(baseline_key: str) -> float | None:
+    """Iteration time of one device on the same per-device batch (the efficiency's
+    unit, as :func:`sim.analysis.whatif.single_device_time_s`); None if that is bad input."""
+    from sim.analysis.metrics import metrics
+    from sim.engine.simulate import simulate_steady
+    from sim.strategies import parse_strategy
+
+    options = {k: v for k, v in json.loads(baseline_key).items() if v is not None}
+    try:
+        scenario = _scenario({**options, "devices": 1, "devices_per_node": 1})
+    except InputError:
+        return None
+    trace, _, _ = simulate_steady(scenario, parse_strategy("sync"))
+    return metrics(trace).iteration_time_s
+
+
+def simulate_points(
+    options: Mapping[str, Any], items: Sequence[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Simulate the strategies ``items`` (key, strategy spec) on one scenario. Returns a
+    result row per item; a bad scenario or strategy gives rows with ``error`` set.
+    Context building is shared, and its time split evenly over the rows' ``wall_s``."""
+    from sim.analysis.metrics import metrics
+    from sim.engine.simulate import build_context, simulate_steady
+    from sim.strategies import parse_strategy
+
+    t0 = time.perf_counter()
+    try:
+        scenario = _scenario(options)
+        ctx = build_context(scenario)
+    except InputError as e:
+        share = (time.perf_counter() - t0) / max(1, len(items))
+        return [_failed(key, e.message, share) for key, _ in items]
+    share = (time.perf_counter() - t0) / max(1, len(items))
+    rows = []
+    for key, spec in items:
+        t = time.perf_counter()
+        try:
+            strategy = parse_strategy(spec)
+            trace, _, iterations = simulate_steady(scenario, strategy, ctx)
+        except InputError as e:
+            rows.append(_failed(key, e.message, share + time.perf_counter() - t))
+            continue
+        m = metrics(trace)
+        rows.append(
+            {
+                "key": key,
+                "iteration_time_s": m.iteration_time_s,
+                "throughput_samples_per_s": m.throughput_samples_per_s,
+                "comm_s": m.comm_s,
+                "exposed_comm_s": m.exposed_comm_s,
+                "overlap_fraction": m.overlap_fraction,
+                "peak_memory_bytes": m.peak_memory_bytes,
+                "memory_exceeds_device": m.memory_exceeds_device,
+                "steady": m.steady,
+                "iterations_simulated": iterations,
+                "error": None,
+                "wall_s": share + time.perf_counter() - t,
+            }
+        )
+    return rows
+
+
+def _failed(key: str, message: str, wall_s: float) -> dict[str, Any]:
+    row: dict[str, Any] = {c: None for c in RESULT_COLUMNS}
+    return {**row, "key": key, "error": message, "wall_s": wall_s}
+
+
+# -- executors --------------------------------------------------------------------------------
+Job = tuple[Callable[..., Any], tuple[Any, ...], Any]  # function, arguments, tag
+
+
+def _run_serial(jobs: Sequence[Job], on_result: Callable[[Any, Any], None]) -> None:
+    for fn, args, tag in jobs:
+        on_result(tag, fn(*args))
+
+
+def _run_dask(jobs: Sequence[Job], on_result: Callable[[Any, Any], None], client: Any) -> None:
+    from distributed import as_completed
+
+    futures = {}
+    for fn, args, tag in jobs:
+        futures[client.submit(fn, *args, pure=False)] = tag
+    try:
+        for fut in as_completed(list(futures)):
+            on_result(futures[fut], fut.result())
+    except BaseException:
+        client.cancel(list(futures))
+        raise
+
+
+def local_cluster(n_workers: int | None = None):
+    """A Dask LocalCluster on this machine: ``n_workers`` (default: the cores)
+    single-threaded worker processes, quiet, its dashboard on a free port."""
+    import logging
+
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=n_workers or os.cpu_count() or 1,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",  # a free port: never clash with another cluster
+        silence_logs=logging.ERROR,
+    )
+
+
+# -- the table --------------------------------------------------------------------------------
+def _columns(spec: SweepSpec) -> list[str]:
+    return [*spec.coordinates, *RESULT_COLUMNS, "key"]
+
+
+def _clean(value: Any) -> Any:
+    """A value read back from CSV as the simulation produced it (NaN -> None, numpy
+    scalars -> Python, 'True' -> True)."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _read_finished(path: Path, keys: set[str]) -> dict[str, dict[str, Any]]:
+    """Rows of an earlier run whose key is still in the grid (later rows win)."""
+    import pandas as pd
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return {}
+    try:
+        # Exact floats: pandas 3 parses round-trip by default and deprecates the option.
+        exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+        old = pd.read_csv(path, dtype={"key": str}, **exact)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise InputError(
+            f"cannot resume from it ({e}); remove it or pass --no-resume", file=str(path)
+        ) from None
+    if "key" not in old.columns:
+        raise InputError(
+            "has no 'key' column, so it is not a sweep's output; remove it or pass --no-resume",
+            file=str(path),
+        )
+    finished = {}
+    for rec in old.to_dict("records"):
+        key = str(rec.get("key"))
+        if key in keys:
+            row = {c: _clean(v) for c, v in rec.items()}
+            for c in _BOOL_COLUMNS:
+                if isinstance(row.get(c), str):
+                    row[c] = row[c] == "True"
+            finished[key] = row
+    return finished
+
+
+def _derive(rows: list[dict[str, Any]], spec: SweepSpec) -> None:
+    """Add the columns that compare points: parallel efficiency (vs the one-device
+    baseline) and speedup vs ``sync`` of the same scenario (None without one)."""
+    scen_cols = [c for c in spec.coordinates if c not in ("strategy", "bucket_mb")]
+    sync: dict[tuple, float] = {}
+    for r in rows:
+        if r["strategy"] == "sync" and r.get("error") is None and r.get("iteration_time_s"):
+            sync[tuple(r[c] for c in scen_cols)] = r["iteration_time_s"]
+    for r in rows:
+        it = r.get("iteration_time_s")
+        t1 = r.get("single_device_time_s")
+        base = sync.get(tuple(r[c] for c in scen_cols))
+        r["parallel_efficiency"] = t1 / it if (it and t1) else None
+        r["speedup_vs_sync"] = base / it if (it and base) else None
+
+
+def _csv_cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def run_sweep(
+    spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec,
+    executor: str = "local",
+    scheduler: str | None = None,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    progress: Callable[[int, int, dict[str, Any] | None], None] | None = None,
+    *,
+    parquet: str | os.PathLike[str] | None = None,
+    n_workers: int | None = None,
+    client: Any = None,
+):
+    """Simulate every point of ``spec``; returns a pandas DataFrame, one row per point
+    in grid order: the coordinates, :data:`RESULT_COLUMNS` and ``key``.
+
+    ``out``: CSV written as points finish and rewritten whole (atomically) at the end;
+    with ``resume`` its finished points are kept and not simulated again. ``parquet``:
+    the same table as Parquet (needs pyarrow). ``progress(done, total, row)`` is called
+    once at the start (``row`` None; ``done`` counts the resumed points) and after each
+    point. ``executor``: serial, local (a LocalCluster of ``n_workers`` processes,
+    default one per core) or dask (the cluster at ``scheduler``, or ``client``).
+
+    ``df.attrs`` holds ``executor`` (what ran it), ``points``, ``simulated``,
+    ``resumed`` and ``wall_s``.
+    """
+    import pandas as pd
+
+    t_start = time.perf_counter()
+    if executor not in EXECUTORS:
+        raise InputError(
+            f"unknown executor '{executor}'; choose one of {', '.join(EXECUTORS)}",
+            key="executor",
+        )
+    if scheduler is not None and executor != "dask":
+        raise InputError("--scheduler needs --executor dask", key="scheduler")
+    if executor == "dask" and scheduler is None and client is None:
+        raise InputError(
+            "--executor dask connects to a running cluster: give --scheduler tcp://HOST:8786 "
+            "(or use --executor local to start one on this machine)",
+            key="scheduler",
+        )
+    sweep = load_spec(spec)
+    points = expand(sweep)
+    columns = _columns(sweep)
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        from sim.formats.io import check_writable
+
+        check_writable(out_path)
+    if parquet is not None:
+        from sim.formats.io import check_writable
+
+        check_writable(Path(parquet))
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise InputError(
+                "writing Parquet needs pyarrow (pip install pyarrow)", key="parquet"
+            ) from None
+    keys = {p.key for p in points}
+    finished = _read_finished(out_path, keys) if (out_path is not None and resume) else {}
+    pending = [p for p in points if p.key not in finished]
+    by_key = {p.key: p for p in points}
+
+    # Rewrite the CSV with only the kept rows, so that appended rows share its header.
+    if out_path is not None:
+        _write_csv([{**finished[p.key]} for p in points if p.key in finished], columns, out_path)
+
+    groups: dict[str, list[Point]] = {}
+    for p in pending:
+        groups.setdefault(point_key(p.scenario_options), []).append(p)
+    baselines: dict[str, float | None] = {}
+    waiting: dict[str, list[dict[str, Any]]] = {}  # baseline key -> rows awaiting it
+    jobs: list[Job] = []
+    for bkey in sorted({k for p in pending if (k := _baseline_key(p.coords)) is not None}):
+        jobs.append((single_device_time, (bkey,), ("baseline", bkey)))
+    for gkey, members in groups.items():
+        items = [(p.key, p.coords["strategy"]) for p in members]
+        jobs.append((simulate_points, (members[0].scenario_options, items), ("points", gkey)))
+
+    done = len(finished)
+    total = len(points)
+    results: dict[str, dict[str, Any]] = {}
+    if progress:
+        progress(done, total, None)
+    appender = _Appender(out_path, columns) if out_path is not None else None
+
+    def complete(row: dict[str, Any]) -> None:
+        nonlocal done
+        point = by_key[row["key"]]
+        full = {**point.coords, **row}
+        results[row["key"]] = full
+        if appender is not None:
+            appender.write(full)
+        done += 1
+        if progress:
+            progress(done, total, full)
+
+    def on_result(tag: tuple[str, str], value: Any) -> None:
+        kind, key = tag
+        if kind == "baseline":
+            baselines[key] = value
+            for row in waiting.pop(key, []):
+                row["single_device_time_s"] = value
+                complete(row)
+            return
+        for row in value:
+            bkey = _baseline_key(by_key[row["key"]].coords)
+            if row["error"] is not None or bkey is None:
+                complete(row)
+            elif bkey in baselines:
+                row["single_device_time_s"] = baselines[bkey]
+                complete(row)
+            else:
+                waiting.setdefault(bkey, []).append(row)
+
+    ran_on = executor
+    try:
+        if not jobs:
+            ran_on = "nothing to simulate"
+        elif executor == "serial":
+            _run_serial(jobs, on_result)
+        elif client is not None:
+            ran_on = f"dask client of {client.scheduler.address}"
+            _run_dask(jobs, on_result, client)
+        elif executor == "dask":
+            from distributed import Client
+
+            try:
+                dask_client = Client(scheduler, timeout="10s")
+            except (OSError, TimeoutError) as e:
+                raise InputError(
+                    f"cannot reach the Dask scheduler at {scheduler}: {e}", key="scheduler"
+                ) from None
+            try:
+                workers = len(dask_client.scheduler_info().get("workers", {}))
+                ran_on = f"dask cluster at {scheduler} ({workers} workers)"
+                _run_dask(jobs, on_result, dask_client)
+            finally:
+                dask_client.close()
+        else:
+            from distributed import Client
+
+            with local_cluster(n_workers) as cluster, Client(cluster) as local_client:
+                workers = len(cluster.workers)
+                ran_on = f"dask LocalCluster ({workers} worker processes x 1 thread)"
+                _run_dask(jobs, on_result, local_client)
+    finally:
+        if appender is not None:
+            appender.close()
+    assert not waiting, "every baseline was run"
+
+    rows = [results[p.key] if p.key in results else finished[p.key] for p in points]
+    _derive(rows, sweep)
+    df = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+    if out_path is not None:
+        _write_csv(rows, columns, out_path)
+    if parquet is not None:
+        _write_parquet(df, Path(parquet))
+    df.attrs.update(
+        executor=ran_on,
+        points=total,
+        simulated=len(results),
+        resumed=len(finished),
+        wall_s=time.perf_counter() - t_start,
+    )
+    return df
+
+
+class _Appender:
+    """Appends finished rows to the CSV as they come (so an interrupted sweep resumes)."""
+
+    def __init__(self, path: Path, columns: Sequence[str]):
+        self.columns = list(columns)
+        self.file = open(path, "a", newline="")  # noqa: SIM115 (closed by close())
+        self.writer = csv.writer(self.file, lineterminator="\n")
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self.writer.writerow([_csv_cell(row.get(c)) for c in self.columns])
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _write_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], path: Path) -> None:
+    import io
+
+    from sim.formats.io import write_atomic
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_csv_cell(r.get(c)) for c in columns])
+    write_atomic(path, buf.getvalue())
+
+
+def _write_parquet(df: Any, path: Path) -> None:
+    import tempfile
+
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

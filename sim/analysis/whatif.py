@@ -1,0 +1,233 @@
+"""What-if: every requested strategy on one scenario, compared with sync and one device."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sim.analysis.metrics import Metrics, metrics
+from sim.engine.simulate import build_context, simulate_steady
+from sim.model.scenario import Scenario, make_scenario
+from sim.model.topology import make_placement
+from sim.strategies import parse_strategy
+from sim.strategies.base import Strategy
+
+RESULT_KEYS = (
+    "strategy",
+    "iteration_time_s",
+    "throughput_samples_per_s",
+    "speedup_vs_sync",
+    "parallel_efficiency",
+    "comm_s",
+    "exposed_comm_s",
+    "overlap_fraction",
+    "peak_memory_bytes",
+)
+
+
+def single_device_time_s(scenario: Scenario) -> float:
+    """Iteration time of one device on the same per-device batch: no communication."""
+    one = dataclasses.replace(
+        scenario,
+        devices=1,
+        placement=make_placement(scenario.hardware, 1, 1),
+        ranks="representative",
+        jitter=0.0,
+    )
+    trace, _, _ = simulate_steady(one, parse_strategy("sync"))
+    return metrics(trace).iteration_time_s
+
+
+def run_whatif(
+    scenario: Scenario,
+    strategies: Sequence[Strategy],
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Results sorted by iteration time; each row has :data:`RESULT_KEYS` and more."""
+    ctx = build_context(scenario)
+    baseline = parse_strategy("sync")
+    runs: list[tuple[Strategy, Metrics, int]] = []
+    sync_time = None
+    for strategy in strategies:
+        if progress:
+            progress(strategy.name)
+        trace, _, iterations = simulate_steady(scenario, strategy, ctx)
+        m = metrics(trace)
+        runs.append((strategy, m, iterations))
+        if strategy.name == "sync":
+            sync_time = m.iteration_time_s
+    if sync_time is None:
+        trace, _, _ = simulate_steady(scenario, baseline, ctx)
+        sync_time = metrics(trace).iteration_time_s
+    t1 = single_device_time_s(scenario)
+    rows = []
+    for strategy, m, iterations in runs:
+        it = m.iteration_time_s
+        rows.append(
+            {
+                "strategy": strategy.name,
+                "iteration_time_s": it,
+                "throughput_samples_per_s": m.throughput_samples_per_s,
+                "speedup_vs_sync": sync_time / it if it > 0 else 0.0,
+                # Time per sample on one device / (time per sample on N devices x N).
+                "parallel_efficiency": t1 / it if it > 0 else 0.0,
+                "comm_s": m.comm_s,
+                "exposed_comm_s": m.exposed_comm_s,
+                "overlap_fraction": m.overlap_fraction,
+                "peak_memory_bytes": m.peak_memory_bytes,
+                "compute_s": m.compute_s,
+                "memory_exceeds_device": m.memory_exceeds_device,
+                "staleness": getattr(strategy, "delay", 0),
+                "iterations_simulated": iterations,
+                "steady": m.steady,
+            }
+        )
+    rows.sort(key=lambda r: (r["iteration_time_s"], r["strategy"]))
+    return rows
+
+
+def recommend(rows: list[dict], scenario: Scenario) -> str:
+    """One line: the strategy to use, and why.
+
+    Among the strategies that fit in device memory and are within 1% of the fastest,
+    the one with the least gradient staleness, then the least memory: a delay that
+    buys nothing measurable is not worth its convergence risk.
+    """
+    fitting = [r for r in rows if not r["memory_exceeds_device"]]
+    if not fitting:
+        return (
+            "No strategy fits in device memory at this batch; lower the per-device batch "
+            "or use a larger device."
+        )
+    fastest = fitting[0]["iteration_time_s"]
+    near = [r for r in fitting if r["iteration_time_s"] <= fastest * 1.01]
+    best = min(near, key=lambda r: (r["staleness"], r["peak_memory_bytes"], r["iteration_time_s"]))
+    sync = next((r for r in rows if r["strategy"] == "sync"), None)
+    hidden = (
+        f"{best['overlap_fraction']:.0%} of its {best['comm_s'] * 1e3:.2f} ms communication hidden"
+        if best["comm_s"] > 0
+        else "no communication"
+    )
+    why = (
+        f"{best['iteration_time_s'] * 1e3:.2f} ms per iteration, {hidden}, "
+        f"parallel efficiency {best['parallel_efficiency']:.0%}"
+    )
+    if sync is not None and best["strategy"] != "sync":
+        why += f", {best['speedup_vs_sync']:.2f}x sync"
+    note = ""
+    name = best["strategy"]
+    if best["staleness"] > 0:
+        note = (
+            "; it applies stale gradients, so check that convergence holds "
+            "(time-to-accuracy, not only time per iteration)"
+        )
+    close = [r["strategy"] for r in near if r is not best]
+    if close:
+        note += f"; within 1%: {', '.join(close)}"
+    return f"Use {name}: {why}{note}."
+
+
+def scenario_from_options(**kw) -> Scenario:
+    """Build a scenario from CLI-style options (names as in ``dtsim whatif --help``)."""
+    from hardware_profiles import load_profile
+    from sim.model.scenario import with_interference, with_nic_bandwidth
+    from workloads import load_workload
+
+    hw = load_profile(kw["hardware"])
+    if kw.get("nic_gbps") is not None:
+        hw = with_nic_bandwidth(hw, kw["nic_gbps"])
+    if kw.get("interference") is not None:
+        hw = with_interference(hw, kw["interference"])
+    wl = load_workload(kw["workload"])
+    return make_scenario(
+        wl,
+        hw,
+        kw["devices"],
+        global_batch=kw.get("global_batch"),
+        batch_per_device=kw.get("batch_per_device"),
+        devices_per_node=kw.get("devices_per_node"),
+        dtype=kw.get("dtype", "fp32"),
+        iterations=kw.get("iterations", 20),
+        ranks=kw.get("ranks", "representative"),
+        optimizer=kw.get("optimizer", "momentum"),
+        jitter=kw.get("jitter", 0.0),
+        seed=kw.get("seed", 0),
+    )
+
+
+def run_notes(rows: list[dict], scenario: Scenario) -> list[str]:
+    """What the reader should know about how the numbers were obtained."""
+    notes = []
+    longer = [
+        f"{r['strategy']} ({r['iterations_simulated']})"
+        for r in rows
+        if r["iterations_simulated"] > scenario.iterations and r["steady"]
+    ]
+    if longer:
+        notes.append(
+            f"ran more than --iterations {scenario.iterations} to reach steady state: "
+            + ", ".join(longer)
+        )
+    unsettled = [r["strategy"] for r in rows if not r["steady"]]
+    if unsettled:
+        notes.append(
+            "not settled even after extending the run (iteration times still drift); "
+            "treat these as estimates: " + ", ".join(unsettled)
+        )
+    return notes
+
+
+# -- time to accuracy -------------------------------------------------------------------------
+TTA_KEYS = ("iterations_to_target", "time_to_target_s", "speedup_to_target_vs_sync")
+
+
+def convergence_entry(strategy: str, staleness: int, table: Mapping[str, Any]) -> Any:
+    """The convergence figures that apply to ``strategy``: its own entry, else the entry
+    of a strategy with the same update arithmetic. Strategies that wait for iteration t's
+    updates before forward(t+1) (layerwise, bucketed, horovod, priority, ps) do sync's
+    arithmetic; async-layerwise:d does delayed:d's (calibrate/convergence/runs.py shows why)."""
+    if strategy in table:
+        return table[strategy]
+    names = ("sync", "delayed:0") if staleness == 0 else (f"delayed:{staleness}",)
+    return next((table[n] for n in names if n in table), None)
+
+
+def add_time_to_accuracy(rows: list[dict], iterations: Mapping[str, float | None]) -> list[dict]:
+    """Rows with :data:`TTA_KEYS` added: iterations to the target accuracy (median over
+    seeds, from a convergence run; None if it was not reached or not measured), time to
+    target = iterations x predicted iteration time, and speedup in time to target vs
+    sync. Sorted by time to target (unknown last)."""
+    out = []
+    for r in rows:
+        its = convergence_entry(r["strategy"], r["staleness"], iterations)
+        tta = its * r["iteration_time_s"] if its is not None else None
+        out.append({**r, "iterations_to_target": its, "time_to_target_s": tta})
+    sync = next((r for r in out if r["strategy"] == "sync"), None)
+    base = sync["time_to_target_s"] if sync else None
+    for r in out:
+        t = r["time_to_target_s"]
+        r["speedup_to_target_vs_sync"] = base / t if (base and t) else None
+    return sorted(out, key=lambda r: (r["time_to_target_s"] is None, r["time_to_target_s"] or 0))
+
+
+def recommend_time_to_accuracy(rows: list[dict], target: float | None = None) -> str:
+    """The strategy that reaches the target accuracy soonest (among those that fit in
+    memory and reached it), with its margin; rows from :func:`add_time_to_accuracy`."""
+    ok = [r for r in rows if r["time_to_target_s"] is not None and not r["memory_exceeds_device"]]
+    goal = f"accuracy {target:g}" if target is not None else "the target accuracy"
+    if not ok:
+        return f"No strategy reached {goal} in the convergence runs; run them longer."
+    best = min(ok, key=lambda r: (r["time_to_target_s"], r["staleness"]))
+    why = (
+        f"reaches {goal} in {best['time_to_target_s']:.3g} s "
+        f"({best['iterations_to_target']:g} iterations x {best['iteration_time_s'] * 1e3:.2f} ms)"
+    )
+    if best["speedup_to_target_vs_sync"] and best["strategy"] != "sync":
+        why += f", {best['speedup_to_target_vs_sync']:.2f}x sync"
+    others = [r for r in ok if r is not best]
+    if others:
+        nxt = min(others, key=lambda r: r["time_to_target_s"])
+        margin = nxt["time_to_target_s"] / best["time_to_target_s"] - 1
+        why += f"; next: {nxt['strategy']} ({margin:+.1%} slower)"
+    return f"Use {best['strategy']} (optimising time to accuracy, not time per iteration): {why}."

@@ -1,0 +1,827 @@
+"""The ``dtsim`` command line.
+
+Tables and progress for people, ``--json`` (one JSON document on stdout) for programs.
+Exit codes: 0 success, 2 bad input (one clear message, never a traceback), 1 failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.table import Table
+
+from sim.cli.common import emit_json, err, error_line, handles_input_errors, out
+from sim.cli.scale import scenario_from_cli, straggler_options
+from sim.cli.timeline import html_option, sweep_devices_option
+from sim.errors import InputError
+from sim.units import fmt_bytes, fmt_count, fmt_time, parse_bytes, size_sweep
+
+_emit_json = emit_json
+
+
+HARDWARE_HELP = "Built-in profile name (see `dtsim profiles list`) or path to a profile YAML."
+WORKLOAD_HELP = "Built-in workload name (see `dtsim workloads list`) or path to a workload YAML."
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="dtsim")
+def main() -> None:
+    """dtsim: predict data-parallel training iteration time, per sync strategy.
+
+    \b
+    Start here:
+      dtsim profiles list                      the built-in clusters
+      dtsim workloads show resnet50            a model's layers, parameters and FLOPs
+      dtsim collective --hardware dgx-a100 --devices 8 --op allreduce --bytes 1GiB
+    """
+
+
+# -- profiles ------------------------------------------------------------------------------
+@main.group()
+def profiles() -> None:
+    """List and inspect hardware profiles (clusters)."""
+
+
+def _profile_summary(p) -> dict:
+    d = p.device
+    return {
+        "name": p.name,
+        "description": p.description,
+        "device_kind": d.kind,
+        "device_model": d.model,
+        "devices_per_node": d.count_per_node,
+        "ranks_per_node": p.ranks_per_node,
+        "max_nodes": p.fabric.max_nodes,
+        "peak_flops": dict(d.peak_flops),
+        "memory_bytes": d.memory_bytes,
+        "memory_bandwidth_bytes_per_s": d.memory_bandwidth_bytes_per_s,
+        "nics_per_node": p.nics.count_per_node,
+        "nic_bandwidth_bytes_per_s": p.nics.bandwidth_bytes_per_s,
+        "fabric": p.fabric.kind,
+        "interference_factor": p.interference_factor,
+        "origin": p.origin,
+        "sources": list(p.sources),
+    }
+
+
+@profiles.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handles_input_errors
+def profiles_list(as_json: bool) -> None:
+    """List the built-in hardware profiles."""
+    from hardware_profiles import builtin_names, load_profile
+
+    items = [_profile_summary(load_profile(n)) for n in builtin_names()]
+    if as_json:
+        _emit_json(items)
+        return
+    t = Table(title="Built-in hardware profiles")
+    for col in ("name", "device", "per node", "NICs per node", "max nodes"):
+        t.add_column(col, no_wrap=col == "name")
+    for i in items:
+        nic = f"{i['nics_per_node']} x {i['nic_bandwidth_bytes_per_s'] * 8 / 1e9:.0f} Gb/s"
+        t.add_row(
+            i["name"], i["device_model"], str(i["devices_per_node"]), nic, str(i["max_nodes"])
+        )
+    out.print(t)
+
+
+@profiles.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handles_input_errors
+def profiles_show(name: str, as_json: bool) -> None:
+    """Show one profile: devices, links, NICs, fabric, collective parameters, sources."""
+    from hardware_profiles import load_profile
+    from sim.model.topology import Topology, make_placement
+
+    p = load_profile(name)
+    summary = _profile_summary(p)
+    topo = Topology(p, make_placement(p, p.ranks_per_node))
+    g = topo.group()
+    summary["intra_node_ring"] = {
+        "link_class": g.intra_class,
+        "rings": g.rings,
+        "bandwidth_bytes_per_s": g.intra_bandwidth_bytes_per_s,
+    }
+    summary["collective"] = {
+        k: {"alpha_s": v.alpha_s, "efficiency": v.efficiency} for k, v in p.collective.items()
+    }
+    if as_json:
+        _emit_json(summary)
+        return
+    d = p.device
+    out.print(f"[bold]{p.name}[/]: {p.description}")
+    out.print(f"  source file: {p.origin}")
+    t = Table(show_header=False, box=None)
+    t.add_row(
+        "device",
+        f"{d.count_per_node} x {d.model} ({d.kind}), {p.ranks_per_node} ranks per node by default",
+    )
+    t.add_row("peak", ", ".join(f"{k} {v / 1e12:g} TFLOP/s" for k, v in d.peak_flops.items()))
+    t.add_row(
+        "memory", f"{fmt_bytes(d.memory_bytes)} at {d.memory_bandwidth_bytes_per_s / 1e9:g} GB/s"
+    )
+    t.add_row("efficiency", ", ".join(f"{k} {v:g}" for k, v in d.efficiency.items()))
+    intra = p.intra_node
+    if intra.nvlink:
+        t.add_row(
+            "NVLink",
+            f"{len(intra.nvlink.edges)} edges, "
+            f"{intra.nvlink.bandwidth_bytes_per_s_per_link / 1e9:g} GB/s per link per direction",
+        )
+    if intra.nvswitch_bytes_per_s_per_device:
+        t.add_row(
+            "NVSwitch",
+            f"{intra.nvswitch_bytes_per_s_per_device / 1e9:g} GB/s per device per direction",
+        )
+    if intra.pcie_bytes_per_s:
+        t.add_row("PCIe", f"{intra.pcie_bytes_per_s / 1e9:g} GB/s per direction")
+    if intra.socket_link_bytes_per_s:
+        t.add_row("socket link", f"{intra.socket_link_bytes_per_s / 1e9:g} GB/s per direction")
+    t.add_row(
+        "intra-node ring",
+        f"{g.intra_class}: {g.rings} ring(s), "
+        f"{g.intra_bandwidth_bytes_per_s / 1e9:g} GB/s aggregate per direction",
+    )
+    t.add_row(
+        "NICs",
+        f"{p.nics.count_per_node} x {p.nics.bandwidth_bytes_per_s * 8 / 1e9:g} Gb/s, "
+        f"latency {fmt_time(p.nics.latency_s)}, shared by {list(map(list, p.nics.devices))}",
+    )
+    fab = p.fabric
+    t.add_row(
+        "fabric",
+        f"{fab.kind}, up to {fab.max_nodes} nodes"
+        + (
+            f", {fab.nodes_per_leaf} nodes per leaf, oversubscription {fab.oversubscription:g}:1"
+            if fab.kind == "fat-tree"
+            else ""
+        ),
+    )
+    t.add_row(
+        "collectives",
+        "; ".join(
+            f"{k}: alpha {fmt_time(v.alpha_s)}, efficiency {v.efficiency:g}"
+            for k, v in p.collective.items()
+        ),
+    )
+    t.add_row(
+        "interference", f"compute slows by {p.interference_factor:.0%} while communication runs"
+    )
+    out.print(t)
+    out.print("sources:")
+    for s in p.sources:
+        out.print(f"  {s}")
+
+
+# -- workloads -----------------------------------------------------------------------------
+@main.group()
+def workloads() -> None:
+    """List and inspect workloads (models as layer lists)."""
+
+
+def _layer_dict(layer) -> dict:
+    return {
+        "name": layer.name,
+        "kind": layer.kind,
+        "params": layer.params,
+        "fwd_flops_per_sample": layer.fwd_flops_per_sample,
+        "bwd_flops_per_sample": layer.bwd_flops_per_sample,
+        "activation_bytes_per_sample": layer.activation_bytes_per_sample(4),
+        "param_tensors": list(layer.param_tensors),
+    }
+
+
+def _workload_dict(w, with_layers: bool = True) -> dict:
+    doc = {
+        "name": w.name,
+        "description": w.description,
+        "sample": w.sample,
+        "layers_count": len(w.layers),
+        "total_params": w.total_params,
+        "total_fwd_flops_per_sample": w.total_fwd_flops_per_sample,
+        "total_bwd_flops_per_sample": w.total_bwd_flops_per_sample,
+        "sources": list(w.sources),
+    }
+    if with_layers:
+        doc["layers"] = [_layer_dict(layer) for layer in w.layers]
+    return doc
+
+
+@workloads.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handles_input_errors
+def workloads_list(as_json: bool) -> None:
+    """List the built-in workloads with their totals."""
+    from workloads import builtin_names, load_workload
+
+    items = [_workload_dict(load_workload(n), with_layers=False) for n in builtin_names()]
+    if as_json:
+        _emit_json(items)
+        return
+    t = Table(title="Built-in workloads (activation bytes at fp32)")
+    for col in ("name", "layers", "params", "fwd FLOPs/sample", "sample", "description"):
+        t.add_column(col, justify="right" if col in ("layers", "params") else "left")
+    for i in items:
+        t.add_row(
+            i["name"],
+            str(i["layers_count"]),
+            fmt_count(i["total_params"]),
+            fmt_count(i["total_fwd_flops_per_sample"]),
+            i["sample"],
+            i["description"],
+        )
+    out.print(t)
+
+
+@workloads.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handles_input_errors
+def workloads_show(name: str, as_json: bool) -> None:
+    """Show a workload's layers: parameters, FLOPs and activation bytes, with totals.
+
+    NAME is a built-in (bert-large:128 picks the sequence length) or a YAML path.
+    """
+    from workloads import load_workload
+
+    w = load_workload(name)
+    doc = _workload_dict(w)
+    if as_json:
+        _emit_json(doc)
+        return
+    t = Table(title=f"{w.name}: {w.description}", show_footer=True)
+    t.add_column("#", justify="right")
+    t.add_column("layer", footer="total")
+    t.add_column("kind")
+    t.add_column("params", justify="right", footer=f"{w.total_params:,}")
+    t.add_column(
+        "fwd FLOPs/sample", justify="right", footer=fmt_count(w.total_fwd_flops_per_sample)
+    )
+    t.add_column(
+        "bwd FLOPs/sample", justify="right", footer=fmt_count(w.total_bwd_flops_per_sample)
+    )
+    t.add_column(
+        "activations/sample (fp32)",
+        justify="right",
+        footer=fmt_bytes(sum(x.activation_bytes_per_sample(4) for x in w.layers)),
+    )
+    for i, layer in enumerate(w.layers):
+        t.add_row(
+            str(i),
+            layer.name,
+            layer.kind,
+            f"{layer.params:,}",
+            fmt_count(layer.fwd_flops_per_sample),
+            fmt_count(layer.bwd_flops_per_sample),
+            fmt_bytes(layer.activation_bytes_per_sample(4)),
+        )
+    out.print(t)
+    out.print(f"sample: {w.sample}")
+
+
+# -- collective ----------------------------------------------------------------------------
+@main.command()
+@click.option("--hardware", required=True, help=HARDWARE_HELP)
+@click.option("--devices", type=int, required=True, help="Number of ranks in the group.")
+@click.option(
+    "--devices-per-node",
+    type=int,
+    default=None,
+    help="Ranks per node (default: the profile's ranks_per_node).",
+)
+@click.option(
+    "--op",
+    type=click.Choice(["allreduce", "reduce-scatter", "allgather", "broadcast"]),
+    default="allreduce",
+    show_default=True,
+)
+@click.option("--bytes", "size", default=None, help="Message size: 8B, 64KiB, 25MiB, 1GiB, 1e9.")
+@click.option("--sweep", default=None, help="Size range MIN:MAX, doubling (like nccl-tests -f 2).")
+@click.option(
+    "--algorithm",
+    type=click.Choice(["auto", "ring", "tree", "hierarchical", "halving-doubling", "measured"]),
+    default="auto",
+    show_default=True,
+    help="auto uses the profile's measured table when calibration wrote one for this op "
+    "and group (the fitted α-β model outside its size range), else the fastest closed "
+    "form, as NCCL's tuner would (MPI's set on CPUs). measured insists on the table.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handles_input_errors
+def collective(
+    hardware: str,
+    devices: int,
+    devices_per_node: int | None,
+    op: str,
+    size: str | None,
+    sweep: str | None,
+    algorithm: str,
+    as_json: bool,
+) -> None:
+    """Cost of one collective on idle links: time, algbw and busbw, like nccl-tests.
+
+    \b
+    Example:
+      dtsim collective --hardware dgx-a100 --devices 8 --op allreduce --bytes 1GiB
+      dtsim collective --hardware dgx1-p100 --devices 16 --sweep 8B:1GiB
+    """
+    from hardware_profiles import load_profile
+    from sim.model.collectives import CostModel
+    from sim.model.topology import Topology, make_placement
+
+    if (size is None) == (sweep is None):
+        raise InputError("give exactly one of --bytes SIZE or --sweep MIN:MAX", key="bytes")
+    sizes = [parse_bytes(size)] if size is not None else size_sweep(str(sweep))
+    p = load_profile(hardware)
+    topo = Topology(p, make_placement(p, devices, devices_per_node))
+    model = CostModel(topo)
+    costs = [model.cost(op, n, algorithm=algorithm) for n in sizes]
+    if as_json:
+        _emit_json(costs[0].as_dict() if size is not None else [c.as_dict() for c in costs])
+        return
+    g = topo.group()
+    out.print(
+        f"{op} over {devices} x {p.device.model} on '{p.name}' "
+        f"({g.nodes} node(s) x {g.per_node}; intra-node {g.intra_class or '-'}, "
+        f"{g.rings} ring(s))"
+    )
+    t = Table()
+    for col in ("size", "algorithm", "time", "algbw (GB/s)", "busbw (GB/s)"):
+        t.add_column(col, justify="right")
+    for c in costs:
+        t.add_row(
+            fmt_bytes(c.bytes),
+            c.algorithm,
+            fmt_time(c.time_s),
+            f"{c.algbw_bytes_per_s / 1e9:.2f}",
+            f"{c.busbw_bytes_per_s / 1e9:.2f}",
+        )
+    out.print(t)
+
+
+# -- scenario options shared by whatif and run -------------------------------------------
+def scenario_options(fn: Callable) -> Callable:
+    opts = [
+        click.option("--hardware", required=True, help=HARDWARE_HELP),
+        click.option("--workload", required=True, help=WORKLOAD_HELP),
+        click.option("--devices", type=int, required=True, help="Number of data-parallel ranks."),
+        click.option(
+            "--global-batch",
+            type=int,
+            default=None,
+            help="Global batch (strong scaling); must divide by --devices.",
+        ),
+        click.option(
+            "--batch-per-device",
+            type=int,
+            default=None,
+            help="Per-device batch (weak scaling). Give this or --global-batch.",
+        ),
+        click.option(
+            "--dtype",
+            type=click.Choice(["fp32", "tf32", "fp16", "bf16", "fp8"]),
+            default="fp32",
+            show_default=True,
+            help="Compute and gradient dtype (the profile must give its peak).",
+        ),
+        click.option(
+            "--iterations",
+            type=int,
+            default=20,
+            show_default=True,
+            help="Iterations to simulate; steady state skips the first 1+d.",
+        ),
+        click.option(
+            "--nic-gbps",
+            type=float,
+            default=None,
+            help="What-if: every NIC at this many Gb/s instead of the profile's.",
+        ),
+        click.option(
+            "--interference",
+            type=float,
+            default=None,
+            help="What-if: compute slows by this fraction while communication runs "
+            "(0.05 = 5%) instead of the profile's.",
+        ),
+        click.option(
+            "--devices-per-node",
+            type=int,
+            default=None,
+            help="Ranks per node (default: the profile's ranks_per_node).",
+        ),
+        click.option(
+            "--ranks",
+            type=click.Choice(["representative", "explicit"]),
+            default="representative",
+            show_default=True,
+            help="Simulate one rank per symmetry class, or every rank (explicit: time "
+            "grows with the ranks; use it for jitter and stragglers on small clusters).",
+        ),
+        click.option(
+            "--optimizer",
+            type=click.Choice(["sgd", "momentum", "adam"]),
+            default="momentum",
+            show_default=True,
+            help="Sets optimizer state memory and update cost.",
+        ),
+        click.option(
+            "--jitter",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="Explicit mode: lognormal spread of per-task compute times.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for --jitter."),
+        click.option(
+            "--apply",
+            type=click.Choice(["wait-all", "in-order", "as-ready"]),
+            default="wait-all",
+            show_default=True,
+            help="layerwise: when to apply each layer's reduced gradient.",
+        ),
+        click.option(
+            "--per-tensor",
+            is_flag=True,
+            help="layerwise: one reduction per parameter tensor, not per layer.",
+        ),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return straggler_options(fn)
+
+
+def _scenario(kw: dict):
+    return scenario_from_cli(kw)
+
+
+def _strategy_options(kw: dict) -> dict:
+    return {"apply": kw.pop("apply"), "per_tensor": kw.pop("per_tensor")}
+
+
+@main.command()
+@scenario_options
+@click.option(
+    "--strategies",
+    default="all",
+    show_default=True,
+    help="Comma-separated strategies, or all: sync, layerwise, bucketed[:MB], "
+    "horovod[:MB[:MS]], delayed:d, async-layerwise:d, priority[:MB], ps[:S].",
+)
+@click.option(
+    "--convergence",
+    "convergence_file",
+    default=None,
+    help="A `dtsim convergence` JSON: adds iterations and time to the target accuracy per "
+    "strategy, and recommends by time to accuracy.",
+)
+@html_option
+@sweep_devices_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handles_input_errors
+def whatif(
+    strategies: str,
+    as_json: bool,
+    convergence_file: str | None,
+    html_path: str | None,
+    sweep: str | None,
+    **kw: Any,
+) -> None:
+    """Compare sync strategies on a cluster you may not have.
+
+    Prints a table sorted by iteration time, then one line recommending a strategy.
+
+    \b
+    Example:
+      dtsim whatif --hardware dgx1-p100 --workload alexnet --devices 8 --global-batch 256
+      dtsim whatif --hardware dgx-a100 --workload resnet50 --devices 256
+        --batch-per-device 64 --nic-gbps 100 --strategies sync,bucketed,delayed:1
+
+    Strong scaling gives --global-batch (split over the devices, as in the study);
+    weak scaling gives --batch-per-device. Steady state is the mean iteration after
+    the first 1+d (the pipeline a delay of d builds). Efficiency compares with one
+    device on the same per-device batch (it can pass 100% only for ps, whose servers
+    take the optimizer update off the workers); "exposed" is the time the compute
+    stream waits on communication. A run that has not settled in --iterations is
+    extended (doubling, up to 640) and says so.
+
+    \b
+    Time to accuracy: iterations to the target accuracy come from a real convergence
+    run (`dtsim convergence --out conv.json`), under each strategy's exact update
+    rule; time to target = those iterations x the predicted iteration time:
+      dtsim whatif ... --strategies sync,delayed:1,delayed:2 --convergence conv.json
+    """
+    from rich.progress import Progress
+
+    from sim.analysis.whatif import (
+        RESULT_KEYS,
+        TTA_KEYS,
+        add_time_to_accuracy,
+        recommend,
+        recommend_time_to_accuracy,
+        run_notes,
+        run_whatif,
+    )
+    from sim.strategies import parse_strategies
+
+    convergence = _read_convergence(convergence_file) if convergence_file else None
+
+    opts = _strategy_options(kw)
+    chosen = parse_strategies(strategies, **opts)
+    scenario = _scenario(kw)
+    skipped = []
+    if strategies.strip() == "all" and scenario.hardware.nics.count_per_node == 0:
+        # A one-node profile (e.g. from `dtsim calibrate all`) has no NICs to reach a
+        # parameter server over.
+        skipped = [s.name for s in chosen if s.name.split(":")[0] == "ps"]
+        chosen = [s for s in chosen if s.name not in skipped]
+    from sim.analysis.device_sweep import parse_device_counts, sweep_devices
+
+    counts = parse_device_counts(sweep) if sweep else None
+    if counts and not (html_path or as_json):
+        raise InputError(
+            "--sweep-devices draws speedup and efficiency against devices: add --html FILE "
+            "(or --json for the rows)",
+            key="sweep-devices",
+        )
+    if html_path:
+        from sim.cli.timeline import check_html_path
+
+        check_html_path(html_path)
+    if counts:
+        # Every count must make a scenario: say which one does not, before simulating.
+        for n in counts:
+            try:
+                scenario_from_cli({**kw, "devices": n})
+            except InputError as e:
+                raise InputError(f"--sweep-devices {n}: {e.reason}", key="sweep-devices") from None
+    if as_json:
+        rows = run_whatif(scenario, chosen)
+    else:
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("simulating", total=len(chosen))
+
+            def step(name: str) -> None:
+                bar.update(task, description=f"simulating {name}", advance=1)
+
+            rows = run_whatif(scenario, chosen, progress=step)
+    sweep_rows = sweep_devices(kw, chosen, counts) if counts else None
+    if html_path:
+        from sim.cli.timeline import write_whatif_html
+
+        write_whatif_html(html_path, scenario, chosen, rows, sweep_rows)
+    keys: tuple[str, ...] = RESULT_KEYS
+    advice = recommend(rows, scenario)
+    tta_notes: list[str] = []
+    if convergence is not None:
+        iterations, target, tta_notes = convergence
+        rows = add_time_to_accuracy(rows, iterations)
+        keys = RESULT_KEYS + TTA_KEYS
+        advice = recommend_time_to_accuracy(rows, target)
+    if as_json:
+        _emit_json(
+            {
+                "scenario": scenario.summary(),
+                "results": [{k: r[k] for k in keys} for r in rows],
+                "recommendation": advice,
+                "notes": run_notes(rows, scenario) + _skipped_note(skipped) + tta_notes,
+                **(
+                    {"sweep": [{k: r[k] for k in ("devices", *RESULT_KEYS)} for r in sweep_rows]}
+                    if sweep_rows
+                    else {}
+                ),
+            }
+        )
+        return
+    sc = scenario.summary()
+    out.print(
+        f"[bold]{sc['workload']}[/] on {sc['devices']} x {scenario.hardware.device.model} "
+        f"('{sc['hardware']}', {sc['nodes']} node(s) x {sc['devices_per_node']}), "
+        f"global batch {sc['global_batch']} ({sc['batch_per_device']} per device), {sc['dtype']}, "
+        f"gradients {fmt_bytes(sc['gradient_bytes'])}"
+    )
+    t = Table()
+    for col in (
+        "strategy",
+        "iteration",
+        "samples/s",
+        "vs sync",
+        "efficiency",
+        "comm",
+        "exposed",
+        "overlap",
+        "peak memory",
+        *(("to target", "time to target", "vs sync") if convergence is not None else ()),
+    ):
+        t.add_column(col, justify="left" if col == "strategy" else "right")
+    for r in rows:
+        mem = fmt_bytes(r["peak_memory_bytes"])
+        if r["memory_exceeds_device"]:
+            mem = f"[red]{mem} > device[/]"
+        extra: tuple[str, ...] = ()
+        if convergence is not None:
+            its, tta, up = (
+                r["iterations_to_target"],
+                r["time_to_target_s"],
+                r["speedup_to_target_vs_sync"],
+            )
+            extra = (
+                f"{its:g} it" if its is not None else "-",
+                fmt_time(tta) if tta is not None else "-",
+                f"{up:.2f}x" if up is not None else "-",
+            )
+        t.add_row(
+            r["strategy"],
+            fmt_time(r["iteration_time_s"]),
+            f"{r['throughput_samples_per_s']:,.0f}",
+            f"{r['speedup_vs_sync']:.2f}x",
+            f"{r['parallel_efficiency']:.0%}",
+            fmt_time(r["comm_s"]),
+            fmt_time(r["exposed_comm_s"]),
+            f"{r['overlap_fraction']:.0%}",
+            mem,
+            *extra,
+        )
+    out.print(t)
+    for r in rows:
+        if r["memory_exceeds_device"]:
+            err.print(
+                f"[yellow]warning:[/] {r['strategy']} needs "
+                f"{fmt_bytes(r['peak_memory_bytes'])} per device; the device has "
+                f"{fmt_bytes(scenario.hardware.device.memory_bytes)}"
+            )
+    for note in run_notes(rows, scenario) + _skipped_note(skipped) + tta_notes:
+        err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    out.print(advice, soft_wrap=True)
+    if html_path:
+        out.print(f"wrote timeline: {html_path}")
+
+
+@main.command()
+@scenario_options
+@click.option("--strategy", default="sync", show_default=True, help="One strategy spec.")
+@click.option("--csv", "csv_path", default=None, help="Write the Trace's spans as CSV.")
+@click.option(
+    "--chrome-trace",
+    "chrome_path",
+    default=None,
+    help="Write a Chrome trace JSON (open it in https://ui.perfetto.dev).",
+)
+@html_option
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON document.")
+@handles_input_errors
+def run(
+    strategy: str,
+    csv_path: str | None,
+    chrome_path: str | None,
+    html_path: str | None,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Simulate one strategy and write its timeline (Trace) as CSV or Chrome trace.
+
+    \b
+    Example:
+      dtsim run --hardware dgx1-p100 --workload alexnet --devices 8 --global-batch 256
+        --strategy delayed:1 --chrome-trace alexnet.json --csv alexnet.csv
+    """
+    from sim.analysis.metrics import metrics
+    from sim.engine.simulate import simulate
+    from sim.formats.io import check_writable, write_chrome_trace, write_csv
+    from sim.strategies import parse_strategy
+
+    opts = _strategy_options(kw)
+    chosen = parse_strategy(strategy, **opts)
+    scenario = _scenario(kw)
+    for path in (csv_path, chrome_path):
+        if path:
+            check_writable(path)
+    if html_path:
+        from sim.cli.timeline import check_html_path
+
+        check_html_path(html_path)
+    trace, stats = simulate(scenario, chosen)
+    m = metrics(trace)
+    if csv_path:
+        write_csv(trace, csv_path)
+    if chrome_path:
+        write_chrome_trace(trace, chrome_path)
+    if html_path:
+        from sim.cli.timeline import write_run_html
+
+        write_run_html(trace, html_path)
+    if not m.steady:
+        err.print(
+            f"[yellow]warning:[/] {chosen.name} has not settled in {scenario.iterations} "
+            "iterations (the last periods' iteration times still differ); the figures are "
+            "estimates: raise --iterations",
+            soft_wrap=True,
+        )
+    doc = {
+        "scenario": scenario.summary(),
+        "strategy": chosen.name,
+        **m.as_dict(),
+        "spans": len(trace),
+        "events": stats.events,
+    }
+    if as_json:
+        _emit_json(doc)
+        return
+    out.print(
+        f"{chosen.name}: iteration {fmt_time(m.iteration_time_s)}, "
+        f"{m.throughput_samples_per_s:,.0f} samples/s, comm {fmt_time(m.comm_s)}, "
+        f"exposed {fmt_time(m.exposed_comm_s)} (overlap {m.overlap_fraction:.0%}), "
+        f"peak memory {fmt_bytes(m.peak_memory_bytes)}; {len(trace)} spans"
+    )
+    for path, what in ((csv_path, "CSV"), (chrome_path, "Chrome trace"), (html_path, "timeline")):
+        if path:
+            out.print(f"wrote {what}: {path}")
+
+
+def _read_convergence(path: str) -> tuple[dict[str, float | None], float | None, list[str]]:
+    """(median iterations to target per strategy, the target, notes) from a
+    `dtsim convergence` JSON."""
+    from calibrate.convergence.runs import read_json, summarise
+
+    result = read_json(path)
+    iterations: dict[str, float | None] = {}
+    notes = []
+    for row in summarise(result):
+        its = row["iterations_to_target_median"]
+        if its is not None and its <= 0:
+            raise InputError(
+                f"{row['strategy']} is at the target accuracy before training (step 0): "
+                "measure with a higher --target-accuracy",
+                file=path,
+            )
+        iterations[row["strategy"]] = its
+        if row["seeds_reached"] < row["seeds_total"]:
+            notes.append(
+                f"{row['strategy']} reached the target in {row['seeds_reached']} of "
+                f"{row['seeds_total']} convergence seeds"
+            )
+    s = result.settings
+    seeds = s.get("seeds")
+    count = len(seeds) if isinstance(seeds, list) else seeds
+    notes.append(
+        f"iterations to accuracy {s.get('target_accuracy')} measured on {s.get('dataset')} "
+        f"with {s.get('model')} ({count} seeds, median); the simulated workload's own "
+        "convergence may differ"
+    )
+    return iterations, s.get("target_accuracy"), notes
+
+
+def _skipped_note(skipped: list[str]) -> list[str]:
+    if not skipped:
+        return []
+    return [f"skipped {', '.join(skipped)}: the profile has no NICs to reach a server over"]
+
+
+def _add_calibrate() -> None:
+    from sim.cli.calibrate import calibrate, convergence, validate
+
+    main.add_command(calibrate)
+    main.add_command(validate)
+    main.add_command(convergence)
+
+    from sim.cli.timeline import timeline
+
+    main.add_command(timeline)
+
+
+_add_calibrate()
+
+
+def _add_scale() -> None:
+    from sim.cli.scale import sweep, tune
+
+    main.add_command(sweep)
+    main.add_command(tune)
+
+
+_add_scale()
+
+
+def cli_entry() -> None:
+    """The ``dtsim`` console script: click's usage errors become one line and exit 2."""
+    try:
+        code = main.main(standalone_mode=False)
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "dtsim"
+        error_line("error", f"{e.format_message()} (see '{where} --help')")
+        raise SystemExit(2) from None
+    except click.ClickException as e:
+        e.show()
+        raise SystemExit(e.exit_code) from None
+    except click.Abort:
+        err.print("aborted")
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    cli_entry()

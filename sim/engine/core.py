@@ -1,0 +1,328 @@
+"""The SimPy engine: runs a task graph on compute streams, channels and fluid links.
+
+Resources per rank: one exclusive compute stream, ``graph.channels`` exclusive
+communication channels, and fluid links (one per link class) shared by the collectives
+that load them. Sharing is processor sharing: a collective's bandwidth part progresses
+at ``1 / max(load of each link it crosses)``, recomputed whenever a collective or a
+compute task starts or ends. While any collective runs on a rank, that rank's compute
+progresses at ``1 / (1 + interference_factor)``.
+
+Ranks: in representative mode ``ranks=1`` and the one rank stands for all (every
+collective was costed for the whole group). In explicit mode every rank runs its own
+copy of the graph, and a collective starts when its last member arrives (has its input
+ready) and its channel is free; it then loads the links of every member. A channel is
+one queue shared by all ranks, so they agree on the order of collectives.
+Stragglers exist only in explicit mode: a compute task's work on rank r is multiplied
+by its jitter draw for (r, task) and by 1 / (rank r's speed); a slow NIC is in the
+collective costs the strategy was built with (:mod:`sim.model.stragglers`), not here.
+
+The engine is deterministic: SimPy orders simultaneous events by insertion, and every
+choice here (heaps keyed by priority then task id) is a pure function of the graph.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from sim.engine.graph import COMPUTE, NO_RESOURCE, TaskGraph
+from sim.engine.trace import MemorySample, Span
+
+
+class _Activity:
+    """Work in progress: compute on one rank (``links is None``), or a collective.
+
+    ``remaining`` is work in seconds at full rate, as of time ``last``. Each activity
+    has its own finish timer; a change of rate re-arms it and the stale one is ignored.
+    """
+
+    __slots__ = ("remaining", "rate", "last", "version", "rank", "links", "on_done")
+
+    def __init__(self, work, rank, links, on_done):
+        self.remaining = work
+        self.rate = 1.0
+        self.last = 0.0
+        self.version = 0
+        self.rank = rank
+        self.links = links
+        self.on_done = on_done
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    events: int  # task starts, task ends and latency-phase ends processed
+    tasks: int
+
+
+class Engine:
+    """Run ``graph`` on ``ranks`` ranks. Use :meth:`run` once."""
+
+    def __init__(
+        self,
+        graph: TaskGraph,
+        *,
+        ranks: int = 1,
+        interference_factor: float = 0.0,
+        base_memory_bytes: float = 0.0,
+        jitter: float = 0.0,
+        seed: int = 0,
+        jitter_mu: float = 0.0,
+        rank_speeds: Sequence[float] | None = None,
+    ):
+        """``jitter``, ``jitter_mu``: σ and μ of the log of a per-(rank, task) compute-time
+        multiplier (σ = 0: none). ``rank_speeds``: each rank's compute speed as a fraction
+        of full speed (its compute tasks take 1/speed as long)."""
+        self.graph = graph
+        self.ranks = ranks
+        self.slow = 1.0 / (1.0 + interference_factor)
+        self.base_memory = base_memory_bytes
+        self.env = simpy.Environment()
+        n = len(graph.tasks)
+        self.n = n
+        children: list[list[int]] = [[] for _ in range(n)]
+        for t in graph.tasks:
+            for d in t.deps:
+                children[d].append(t.id)
+        self.children = children
+        self.tasks = graph.tasks
+        # Resources as small integers: queue of (rank, resource) is rank * R + index.
+        names = sorted({t.resource for t in graph.tasks if t.resource != NO_RESOURCE})
+        self.res_index = {name: i for i, name in enumerate(names)}
+        self.n_res = max(1, len(names))
+        self.task_res = [self.res_index.get(t.resource, -1) for t in graph.tasks]
+        self.scale = None
+        if jitter > 0:
+            rng = np.random.default_rng(seed)
+            # Per (rank, task) compute-time multipliers, lognormal with the given spread.
+            self.scale = rng.lognormal(jitter_mu, jitter, size=(ranks, n))
+        self.rank_factor: list[float] | None = None
+        if rank_speeds is not None:
+            if len(rank_speeds) != ranks:
+                raise ValueError(f"{len(rank_speeds)} rank speeds for {ranks} ranks")
+            if any(not s > 0 for s in rank_speeds):
+                raise ValueError("rank speeds must be > 0")
+            self.rank_factor = [1.0 / s for s in rank_speeds]
+        self.events = 0
+
+    # -- fluid system -------------------------------------------------------------------
+    def _arm(self, a: _Activity) -> None:
+        """Bring ``a`` up to now at its old rate, take its new rate, re-arm its timer."""
+        now = self.env.now
+        if now > a.last:
+            a.remaining -= a.rate * (now - a.last)
+            if a.remaining < 0:
+                a.remaining = 0.0
+            a.last = now
+        if a.links is None:
+            a.rate = self.slow if self._comm_active[a.rank] else 1.0
+        else:
+            worst = 1
+            load = self._link_load
+            for key in a.links:
+                c = load[key]
+                if c > worst:
+                    worst = c
+            a.rate = 1.0 / worst
+        a.version += 1
+        version = a.version
+        ev = self.env.timeout(a.remaining / a.rate)
+        ev.callbacks.append(lambda _e: self._maybe_done(a, version))
+
+    def _maybe_done(self, a: _Activity, version: int) -> None:
+        if version != a.version:
+            return  # re-armed since
+        a.version += 1
+        if a.links is None:
+            self._compute_act[a.rank] = None
+        else:
+            self._end_flow(a)
+        a.on_done()
+
+    def _start_compute(self, rank: int, work: float, on_done) -> None:
+        a = _Activity(work, rank, None, on_done)
+        a.last = self.env.now
+        self._compute_act[rank] = a
+        self._arm(a)
+
+    def _start_flow(self, work: float, links: tuple, on_done) -> None:
+        a = _Activity(work, -1, links, on_done)
+        a.last = self.env.now
+        touched = set()
+        for key in links:
+            self._link_load[key] = self._link_load.get(key, 0) + 1
+            flows = self._link_flows.setdefault(key, [])
+            touched.update(flows)
+            flows.append(a)
+        for other in sorted(touched, key=self._flow_order.__getitem__):
+            self._arm(other)
+        self._flow_order[a] = len(self._flow_order)
+        self._arm(a)
+
+    def _end_flow(self, a: _Activity) -> None:
+        touched = set()
+        for key in a.links:
+            self._link_load[key] -= 1
+            flows = self._link_flows[key]
+            flows.remove(a)
+            touched.update(flows)
+        del self._flow_order[a]
+        for other in sorted(touched, key=self._flow_order.__getitem__):
+            self._arm(other)
+
+    def _set_comm_active(self, ranks: range, delta: int) -> None:
+        for r in ranks:
+            self._comm_active[r] += delta
+            a = self._compute_act[r]
+            if a is not None:
+                self._arm(a)
+
+    # -- tasks --------------------------------------------------------------------------
+    def _ready(self, gid: int) -> None:
+        rank, tid = divmod(gid, self.n)
+        task = self.tasks[tid]
+        res = self.task_res[tid]
+        if res < 0:
+            self._start[gid] = self.env.now
+            ev = self.env.timeout(task.work_s)
+            ev.callbacks.append(lambda _e: self._finish(gid))
+            self.events += 1
+            return
+        if task.resource == COMPUTE:
+            q = rank * self.n_res + res
+        else:
+            # A collective is ready once every member rank has produced its input. All
+            # ranks take part in every collective and issue them on the same channels,
+            # so a channel is one queue shared by the ranks: they agree on the order
+            # (as NCCL requires, and as Horovod's and ByteScheduler's coordinators
+            # ensure), and the best globally ready collective goes first.
+            count = self._arrived.get(tid, 0) + 1
+            if count < self.ranks:
+                self._arrived[tid] = count
+                return
+            self._arrived.pop(tid, None)
+            q = res
+            gid = tid
+        heapq.heappush(self._queues[q], (task.priority, tid, gid))
+        if not self._busy[q]:
+            self._dispatch(q)
+
+    def _dispatch(self, q: int) -> None:
+        queue = self._queues[q]
+        if not queue:
+            return
+        _, tid, gid = heapq.heappop(queue)
+        self._busy[q] = True
+        task = self.tasks[tid]
+        if task.resource == COMPUTE:
+            rank = q // self.n_res
+            self._start[gid] = self.env.now
+            self.events += 1
+            work = task.work_s
+            if self.scale is not None:
+                work *= self.scale[rank, tid]
+            if self.rank_factor is not None:
+                work *= self.rank_factor[rank]
+            self._start_compute(rank, work, lambda: self._finish(gid))
+            return
+        self._start_collective(tid, q)
+
+    def _start_collective(self, tid: int, q: int) -> None:
+        task = self.graph.tasks[tid]
+        members = [r * self.n + tid for r in range(self.ranks)]
+        now = self.env.now
+        for gid in members:
+            self._start[gid] = now
+        self.events += len(members)
+        everyone = range(self.ranks)
+        self._set_comm_active(everyone, +1)  # interference starts with the collective
+        links = tuple((r, c) for r in everyone for c in task.links)
+
+        def done() -> None:
+            self._set_comm_active(everyone, -1)
+            for gid in members:
+                self._finish(gid)
+            self._busy[q] = False
+            self._dispatch(q)
+
+        def flow() -> None:
+            if task.work_s <= 0:
+                done()
+            else:
+                self._start_flow(task.work_s, links, done)
+
+        if task.latency_s > 0:
+            ev = self.env.timeout(task.latency_s)
+
+            def after_latency(_e: object) -> None:
+                self.events += 1
+                flow()
+
+            ev.callbacks.append(after_latency)
+        else:
+            flow()
+
+    def _finish(self, gid: int) -> None:
+        rank, tid = divmod(gid, self.n)
+        task = self.tasks[tid]
+        now = self.env.now
+        self._spans.append(
+            Span(
+                rank,
+                task.resource or "timer",
+                task.kind,
+                task.iteration,
+                task.label,
+                self._start[gid],
+                now,
+                task.bytes,
+            )
+        )
+        if task.memory_bytes:
+            self._mem[rank] += task.memory_bytes
+            self._memory.append(MemorySample(rank, now, self._mem[rank]))
+        self._done += 1
+        self.events += 1
+        base = rank * self.n
+        deps_left = self._deps_left
+        for child in self.children[tid]:
+            g = base + child
+            deps_left[g] -= 1
+            if deps_left[g] == 0:
+                self._ready(g)
+        res = self.task_res[tid]
+        if res >= 0 and task.resource == COMPUTE:
+            q = rank * self.n_res + res
+            self._busy[q] = False
+            self._dispatch(q)
+
+    def run(self) -> tuple[list[Span], list[MemorySample], EngineStats]:
+        self._link_load: dict = {}
+        self._link_flows: dict = {}
+        self._flow_order: dict = {}
+        self._compute_act: list[_Activity | None] = [None] * self.ranks
+        self._comm_active = [0] * self.ranks
+        self._queues: list[list] = [[] for _ in range(self.ranks * self.n_res)]
+        self._busy = [False] * (self.ranks * self.n_res)
+        self._arrived: dict[int, int] = {}
+        self._start = [0.0] * (self.n * self.ranks)
+        self._deps_left = [len(t.deps) for t in self.graph.tasks] * self.ranks
+        self._spans: list[Span] = []
+        self._mem = [self.base_memory] * self.ranks
+        self._memory = [MemorySample(r, 0.0, self.base_memory) for r in range(self.ranks)]
+        self._done = 0
+        for r in range(self.ranks):
+            for t in self.graph.tasks:
+                if not t.deps:
+                    self._ready(r * self.n + t.id)
+        self.env.run()
+        if self._done != self.n * self.ranks:
+            stuck = [t.label for t in self.graph.tasks if self._deps_left[t.id] > 0][:5]
+            raise RuntimeError(
+                f"simulation deadlocked: {self.n * self.ranks - self._done} tasks never ran "
+                f"(first: {stuck}); the strategy built a cyclic or unsatisfiable graph"
+            )
+        return self._spans, self._memory, EngineStats(self.events, self.n * self.ranks)

@@ -1,0 +1,168 @@
+"""Run one scenario under one strategy: costs -> task graph -> engine -> Trace."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import MappingProxyType
+
+from sim.engine.core import Engine, EngineStats
+from sim.engine.trace import Trace
+from sim.model.collectives import CollectiveCost, CostModel
+from sim.model.costs import layer_cost, update_cost_s
+from sim.model.scenario import OPTIMIZER_STATE_COPIES, Scenario
+from sim.model.stragglers import SlowNicTopology
+from sim.model.topology import Topology
+from sim.strategies.base import BuildContext, Strategy
+
+FP32_BYTES = 4
+
+
+def build_context(scenario: Scenario) -> BuildContext:
+    """Per-layer costs and cached collective costs for ``scenario``."""
+    hw = scenario.hardware
+    dev = hw.device
+    b = scenario.batch_per_device
+    size = scenario.dtype_bytes
+    layers = scenario.workload.layers
+    costs = [layer_cost(layer, dev, b, scenario.dtype, size) for layer in layers]
+    state = OPTIMIZER_STATE_COPIES[scenario.optimizer]
+    topology = (
+        SlowNicTopology(hw, scenario.placement, dict(scenario.slow_nics))
+        if scenario.slow_nics
+        else Topology(hw, scenario.placement)
+    )
+    model = CostModel(topology)
+    allreduce_cache: dict[float, CollectiveCost] = {}
+    ps_cache: dict[tuple[float, int], CollectiveCost] = {}
+
+    def allreduce(nbytes: float) -> CollectiveCost:
+        c = allreduce_cache.get(nbytes)
+        if c is None:
+            c = model.cost("allreduce", nbytes, algorithm=scenario.collective_algorithm)
+            allreduce_cache[nbytes] = c
+        return c
+
+    def push_pull(nbytes: float, servers: int) -> CollectiveCost:
+        key = (nbytes, servers)
+        c = ps_cache.get(key)
+        if c is None:
+            c = model.parameter_server(nbytes, scenario.devices, servers)
+            ps_cache[key] = c
+        return c
+
+    return BuildContext(
+        scenario=scenario,
+        names=tuple(layer.name for layer in layers),
+        forward_s=tuple(c.forward_s for c in costs),
+        backward_s=tuple(c.backward_s for c in costs),
+        update_s=tuple(update_cost_s(layer.params, dev, size, state) for layer in layers),
+        grad_bytes=tuple(float(layer.params * size) for layer in layers),
+        tensor_bytes=tuple(tuple(float(t * size) for t in layer.param_tensors) for layer in layers),
+        activation_bytes=tuple(layer.activation_elements_per_sample * b * size for layer in layers),
+        allreduce=allreduce,
+        push_pull=push_pull,
+        iterations=scenario.iterations,
+    )
+
+
+def static_memory_bytes(ctx: BuildContext, strategy: Strategy) -> dict[str, float]:
+    """Weights, gradients, optimizer state and the strategy's extra buffers, per device.
+
+    Below 4 bytes per value the run is mixed precision (Micikevicius et al., ICLR 2018):
+    the optimizer keeps an fp32 master copy of the weights and its state in fp32. A
+    parameter server's workers keep no optimizer state (the servers do).
+    """
+    sc = ctx.scenario
+    params = sc.workload.total_params
+    weights = float(params * sc.dtype_bytes)
+    master = params * FP32_BYTES if sc.dtype_bytes < FP32_BYTES else 0.0
+    state = float(params * FP32_BYTES * OPTIMIZER_STATE_COPIES[sc.optimizer])
+    if not getattr(strategy, "workers_hold_optimizer_state", True):
+        master = state = 0.0
+    return {
+        "weights": weights,
+        "gradients": weights,
+        "master_weights": master,
+        "optimizer_state": state,
+        "strategy_buffers": strategy.extra_buffer_bytes(ctx),
+    }
+
+
+def warmup_iterations(scenario: Scenario, strategy: Strategy) -> int:
+    """Iterations to skip before steady state: the pipeline a delay builds must fill
+    (1 + d), and per-layer gating takes a few iterations to settle (a quarter of the
+    run). Never more than leaves one measured window."""
+    delay = getattr(strategy, "delay", 0)
+    return min(max(scenario.iterations - 2, 0), max(1 + delay, scenario.iterations // 4))
+
+
+def simulate(
+    scenario: Scenario, strategy: Strategy, ctx: BuildContext | None = None
+) -> tuple[Trace, EngineStats]:
+    """Simulate ``scenario`` under ``strategy``; returns the Trace and engine statistics."""
+    ctx = ctx or build_context(scenario)
+    graph = strategy.build(ctx)
+    memory = static_memory_bytes(ctx, strategy)
+    explicit = scenario.ranks == "explicit"
+    # Jitter and slow ranks exist only in explicit mode (make_scenario refuses them
+    # otherwise; a representative copy such as what-if's one-device baseline ignores them).
+    mu, sigma = scenario.jitter_lognormal() if explicit else (0.0, 0.0)
+    engine = Engine(
+        graph,
+        ranks=scenario.devices if explicit else 1,
+        interference_factor=scenario.hardware.interference_factor,
+        base_memory_bytes=sum(memory.values()),
+        jitter=sigma,
+        jitter_mu=mu,
+        rank_speeds=scenario.rank_speeds() if explicit and scenario.slow_ranks else None,
+        seed=scenario.seed,
+    )
+    spans, samples, stats = engine.run()
+    meta = {
+        "strategy": strategy.name,
+        "ranks_mode": scenario.ranks,
+        "global_batch": scenario.global_batch,
+        "batch_per_device": scenario.batch_per_device,
+        "devices": scenario.devices,
+        "iterations": scenario.iterations,
+        "warmup_iterations": warmup_iterations(scenario, strategy),
+        "period": strategy.channels,
+        "jitter": sigma,
+        "device_memory_bytes": scenario.hardware.device.memory_bytes,
+        "static_memory_bytes": dict(memory),
+        **({"stragglers": scenario.straggler_summary()} if scenario.has_stragglers else {}),
+        # Which link classes each collective loads (the timeline's link rows).
+        "comm_links": {t.label: list(t.links) for t in graph.tasks if t.kind == "comm" and t.links},
+    }
+    return Trace(tuple(spans), tuple(samples), MappingProxyType(meta)), stats
+
+
+# Longest run the what-if will extend to while waiting for steady state.
+MAX_STEADY_ITERATIONS = 640
+
+
+def simulate_steady(
+    scenario: Scenario, strategy: Strategy, ctx: BuildContext | None = None
+) -> tuple[Trace, EngineStats, int]:
+    """Simulate, doubling the iterations until the run settles (``metrics.is_steady``) or
+    reaches :data:`MAX_STEADY_ITERATIONS`. Returns the Trace, stats and iterations run.
+
+    A delay of d needs more than 1 + d iterations to settle when communication outlasts
+    compute: its backlog grows until the d buffers are full.
+    """
+    from sim.analysis.metrics import is_steady
+
+    iterations = scenario.iterations
+    while True:
+        sc = (
+            scenario
+            if iterations == scenario.iterations
+            else dataclasses.replace(scenario, iterations=iterations)
+        )
+        run_ctx = ctx
+        if ctx is not None and iterations != ctx.iterations:
+            run_ctx = dataclasses.replace(ctx, scenario=sc, iterations=iterations)
+        trace, stats = simulate(sc, strategy, run_ctx)
+        if is_steady(trace) or iterations >= MAX_STEADY_ITERATIONS:
+            return trace, stats, iterations
+        iterations = min(MAX_STEADY_ITERATIONS, max(iterations * 2, 8))
