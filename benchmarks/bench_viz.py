@@ -27,6 +27,7 @@ from cdp import Browser, find_chromium  # noqa: E402
 
 from hardware_profiles import load_profile  # noqa: E402
 from sim.analysis.device_sweep import sweep_devices  # noqa: E402
+from sim.app.spec import ScenarioSpec  # noqa: E402
 from sim.engine.simulate import simulate  # noqa: E402
 from sim.model.scenario import make_scenario  # noqa: E402
 from sim.strategies import parse_strategies, parse_strategy  # noqa: E402
@@ -106,7 +107,7 @@ def main() -> None:
     }
     strategies = parse_strategies("sync,bucketed,delayed:1")
     counts = [8, 16, 32, 64]
-    rows = sweep_devices(options, strategies, counts)
+    rows = sweep_devices(ScenarioSpec(**options, devices=counts[0]), strategies, counts)
     last = [r for r in rows if r["devices"] == counts[-1]]
     page = out / "scaling.html"
     viz.write_html([viz.scaling_figure(rows), viz.breakdown_figure(last)], page)
@@ -114,9 +115,7 @@ def main() -> None:
     size = page.stat().st_size / 1e6
     print(f"scaling: {size:.2f} MB, render {seconds:.2f} s, {len(errors)} JS errors")
     # The what-if page of the largest count: three strategies' timelines.
-    from sim.analysis.whatif import scenario_from_options
-
-    scenario = scenario_from_options(**{**options, "devices": counts[-1]})
+    scenario = ScenarioSpec(**{**options, "devices": counts[-1]}).build()
     traces = viz.whatif_traces(scenario, strategies, last)
     page = out / "whatif_timeline.html"
     viz.write_html(viz.timeline_figure(traces), page)

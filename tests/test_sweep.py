@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from sim.analysis.grid_sweep import RESULT_COLUMNS, expand, load_spec, point_key, run_sweep
 from sim.analysis.metrics import metrics
-from sim.analysis.whatif import run_whatif, scenario_from_options
+from sim.analysis.whatif import run_whatif
+from sim.app.spec import ScenarioSpec
 from sim.cli.scale import sweep as sweep_command
 from sim.engine.simulate import simulate_steady
 from sim.errors import InputError
@@ -108,10 +109,10 @@ def test_each_row_is_the_whatif_figures_of_its_point(serial):
     ]
     assert serial["error"].isna().all()
     row = serial[(serial.devices == 16) & (serial.nic_gbps == 25) & (serial.strategy == "sync")]
-    sc = scenario_from_options(
+    sc = ScenarioSpec(
         hardware="dgx1-p100", workload="alexnet", devices=16, global_batch=256, nic_gbps=25.0,
         iterations=6,
-    )  # fmt: skip
+    ).build()  # fmt: skip
     rows = {r["strategy"]: r for r in run_whatif(sc, [parse_strategy("sync")])}
     assert row["iteration_time_s"].item() == rows["sync"]["iteration_time_s"]
     assert row["parallel_efficiency"].item() == pytest.approx(rows["sync"]["parallel_efficiency"])

@@ -10,14 +10,14 @@ from click.testing import CliRunner
 
 from sim.analysis.metrics import metrics
 from sim.analysis.tune import geometric_sizes, tune
-from sim.analysis.whatif import scenario_from_options
+from sim.app.spec import ScenarioSpec
 from sim.cli.scale import tune as tune_command
 from sim.engine.simulate import simulate_steady
 from sim.errors import InputError
 from sim.strategies import parse_strategy
 
 # AlexNet on two DGX-1 nodes at 10 Gb/s: communication-bound, so strategies differ.
-ARGS = dict(
+ARGS = ScenarioSpec(
     hardware="dgx1-p100",
     workload="alexnet",
     devices=16,
@@ -53,7 +53,7 @@ def test_the_tuner_searches_every_family_and_picks_the_fastest(result):
     # The best really is the minimum of what was evaluated.
     assert best.objective_s == min(c.objective_s for c in result.candidates if c.objective_s)
     # Re-simulating the winner gives its figure (the search reports real runs).
-    sc = scenario_from_options(**ARGS)
+    sc = ARGS.build()
     trace, _, _ = simulate_steady(sc, parse_strategy(best.strategy, **best.options))
     assert metrics(trace).iteration_time_s == best.iteration_time_s
     # The margin is over the best of another family.
@@ -80,7 +80,7 @@ def test_sizes_giving_the_same_graph_are_simulated_once(result):
 
 def test_the_tuner_beats_or_ties_the_default_whatif_strategies(result):
     """Every default spec the what-if runs is in the tuner's space: none is faster."""
-    sc = scenario_from_options(**ARGS)
+    sc = ARGS.build()
     for spec in ("sync", "layerwise", "bucketed", "horovod", "delayed:1", "priority"):
         trace, _, _ = simulate_steady(sc, parse_strategy(spec))
         assert result.best.iteration_time_s <= metrics(trace).iteration_time_s * (1 + 1e-12)

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 
 from hardware_profiles import load_profile
 from sim.analysis.device_sweep import parse_device_counts, sweep_devices
+from sim.app.spec import ScenarioSpec
 from sim.cli.timeline import read_trace_file, timeline
 from sim.engine.simulate import simulate
 from sim.engine.trace import MemorySample, Span, Trace
@@ -435,15 +436,13 @@ def test_sweep_devices_and_whatif_page(tmp_path):
         "iterations": 6,
     }
     strategies = parse_strategies("sync,bucketed")
-    rows = sweep_devices(options, strategies, [8, 16])
+    rows = sweep_devices(ScenarioSpec(**options, devices=8), strategies, [8, 16])
     assert [(r["devices"], r["strategy"]) for r in rows if r["strategy"] == "sync"] == [
         (8, "sync"),
         (16, "sync"),
     ]
     assert len(rows) == 4
-    from sim.analysis.whatif import scenario_from_options
-
-    scenario = scenario_from_options(**{**options, "devices": 8})
+    scenario = ScenarioSpec(**{**options, "devices": 8}).build()
     mine = [r for r in rows if r["devices"] == 8]
     traces = viz.whatif_traces(scenario, strategies, mine)
     assert [name for name, _ in traces] == [r["strategy"] for r in mine]

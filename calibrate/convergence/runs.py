@@ -146,17 +146,15 @@ def layer_staleness(strategy: str, layers: int) -> tuple[int, ...]:
     layer, each in 0..d (one per layer). Unknown strategies raise InputError.
     """
     from sim.strategies import parse_strategy
-    from sim.strategies.async_layerwise import AsyncLayerwise
-    from sim.strategies.delayed import Delayed
 
     if not isinstance(strategy, str):
         raise InputError(f"a strategy is a name like 'delayed:2', got {strategy!r}", key="strategy")
     base, at, per_layer = strategy.strip().partition("@")
     parsed = parse_strategy(base)
-    delay = parsed.delay if isinstance(parsed, Delayed | AsyncLayerwise) else 0
+    delay = parsed.staleness
     if not at:
         return (delay,) * layers
-    if not isinstance(parsed, AsyncLayerwise):
+    if not parsed.per_layer_staleness:
         raise InputError(
             f"'{strategy}': per-layer staleness (@s0,s1,...) applies to async-layerwise:d only",
             key="strategy",

@@ -211,20 +211,11 @@ class Plan:
 def plan_strategy(spec: str) -> Plan:
     """Parse ``sync``, ``layerwise``, ``bucketed[:MB]`` or ``delayed:d`` (InputError else)."""
     from sim.strategies import parse_strategy
-    from sim.strategies.bucketed import Bucketed
-    from sim.strategies.delayed import Delayed
-    from sim.strategies.layerwise import Layerwise
-    from sim.strategies.sync import Sync
 
     s = parse_strategy(spec)
-    if isinstance(s, Sync):
-        return Plan(s.name, "sync")
-    if isinstance(s, Layerwise) and s.apply == "wait-all" and not s.per_tensor:
-        return Plan(s.name, "layerwise")
-    if isinstance(s, Bucketed):
-        return Plan(s.name, "bucketed", 0, s.cap_mib * MiB, s.first_cap_mib * MiB)
-    if isinstance(s, Delayed):
-        return Plan(s.name, "delayed", s.delay)
+    real = s.real_run_plan()
+    if real is not None and real.kind in KINDS:
+        return Plan(s.name, real.kind, real.delay, real.cap_bytes, real.first_cap_bytes)
     raise InputError(
         f"strategy '{spec}' has no real implementation; real runs support sync, layerwise, "
         "bucketed[:MB] and delayed:d",

@@ -6,10 +6,11 @@ No plotting here (``--sweep-devices --json`` needs no plotly); see
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sim.analysis.whatif import run_whatif
+from sim.app.spec import ScenarioSpec
 from sim.errors import InputError
 from sim.strategies.base import Strategy
 
@@ -34,23 +35,21 @@ def parse_device_counts(text: str, key: str = "sweep-devices") -> list[int]:
 
 
 def sweep_devices(
-    options: Mapping[str, Any],
+    spec: ScenarioSpec,
     strategies: Sequence[Strategy],
     devices: Sequence[int],
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`sim.analysis.whatif.run_whatif` at each device count, every other option as in
-    ``options`` (names as :func:`sim.analysis.whatif.scenario_from_options` takes them). Each row
-    gets a ``devices`` key; rows are ordered by devices, then as what-if sorts them.
+    ``spec``. Each row gets a ``devices`` key; rows are ordered by devices, then as what-if
+    sorts them.
 
     With ``global_batch`` (strong scaling) every count must divide it: the scenario's
     InputError says which does not.
     """
-    from sim.cli.scale import scenario_from_cli  # the straggler options too
-
     rows: list[dict[str, Any]] = []
     for n in devices:
-        scenario = scenario_from_cli({**options, "devices": n})
+        scenario = spec.replace(devices=n).build()
 
         def step(name: str, n: int = n) -> None:
             if progress:

@@ -80,7 +80,6 @@ AXES: dict[str, tuple[str, bool]] = {  # name -> (type, may be null)
     "bucket_mb": (_FLOAT, False),
 }
 REQUIRED = ("hardware", "workload", "devices", "strategy")
-SIZED_STRATEGIES = ("bucketed", "horovod", "priority")
 # Options that do not change a one-device run (no communication, one rank).
 _BASELINE_OPTIONS = ("hardware", "workload", "dtype", "optimizer", "iterations")
 RESULT_COLUMNS = (
@@ -191,10 +190,17 @@ def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec) -> S
     return SweepSpec(axes, file)
 
 
+def _is_sized(family: str) -> bool:
+    """Whether a strategy family takes a size in MiB (bucket, fusion or partition)."""
+    from sim.strategies import REGISTRY, parse_strategy
+
+    return family in REGISTRY and parse_strategy(family).tunes == "size"
+
+
 def _bucket_of(strategy: str) -> float | None:
     """The size in MiB a sized strategy spec names (``horovod:64:2`` -> 64), else None."""
     base, _, param = strategy.partition(":")
-    if base not in SIZED_STRATEGIES or not param:
+    if not param or not _is_sized(base):
         return None
     try:
         return float(param.partition(":")[0])
@@ -227,7 +233,7 @@ def expand(spec: SweepSpec) -> list[Point]:
     strategies: list[tuple[str, float | None]] = []
     for s in axes["strategy"]:
         base, _, param = s.partition(":")
-        if "bucket_mb" in axes and base in SIZED_STRATEGIES and not param:
+        if "bucket_mb" in axes and not param and _is_sized(base):
             strategies.extend((f"{base}:{mb:g}", mb) for mb in axes["bucket_mb"])
         else:
             strategies.append((s, _bucket_of(s)))
@@ -247,27 +253,10 @@ def expand(spec: SweepSpec) -> list[Point]:
 
 
 # -- the work (module-level functions: Dask pickles them by reference) -------------------------
-_STRAGGLER_AXES = ("jitter_cv", "slow_rank", "slow_node", "slow_nic")
-
-
 def _scenario(options: Mapping[str, Any]):
-    from sim.analysis.whatif import scenario_from_options
-    from sim.cli.scale import straggler_kwargs
-    from sim.model.scenario import with_stragglers
+    from sim.app.spec import ScenarioSpec
 
-    opts = {k: v for k, v in options.items() if v is not None and k not in _STRAGGLER_AXES}
-    scenario = scenario_from_options(**opts)
-    extra = straggler_kwargs(
-        {
-            "jitter_cv": options.get("jitter_cv"),
-            **{
-                k: [x.strip() for x in str(options[k]).split(",") if x.strip()]
-                for k in ("slow_rank", "slow_node", "slow_nic")
-                if options.get(k)
-            },
-        }
-    )
-    return with_stragglers(scenario, **extra) if extra else scenario
+    return ScenarioSpec.from_options(options).build()
 
 
 def _baseline_key(options: Mapping[str, Any]) -> str | None:

@@ -32,16 +32,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sim.app.spec import ScenarioSpec
 from sim.errors import InputError
 from sim.model.scenario import Scenario
 
 MIB = 2**20
 DEFAULT_STRATEGIES = ("bucketed", "horovod", "priority", "delayed", "layerwise", "sync")
-SIZED = ("bucketed", "horovod", "priority")
-DELAYED = ("delayed", "async-layerwise")
-PLAIN = ("sync", "ps")
 LAYERWISE_APPLY = ("wait-all", "in-order", "as-ready")
-KNOWN = SIZED + DELAYED + PLAIN + ("layerwise",)
 OBJECTIVES = ("iteration", "time-to-accuracy")
 
 
@@ -126,8 +123,8 @@ def _graph_signature(graph: Any, strategy: Any, ctx: Any) -> int:
     extra = (
         graph.channels,
         strategy.extra_buffer_bytes(ctx),
-        getattr(strategy, "delay", 0),
-        getattr(strategy, "workers_hold_optimizer_state", True),
+        strategy.staleness,
+        strategy.workers_hold_optimizer_state,
     )
     return hash((tasks, extra))
 
@@ -227,7 +224,7 @@ def _refine(ev: _Evaluator, family: str, tried: list[Candidate], hi_mib: float) 
 
 
 def tune(
-    scenario_args: Mapping[str, Any] | Scenario,
+    scenario_args: ScenarioSpec | Scenario,
     *,
     strategies: Sequence[str] = DEFAULT_STRATEGIES,
     bucket_sizes_mb: Sequence[float] | None = None,
@@ -238,9 +235,8 @@ def tune(
 ) -> TuneResult:
     """Search ``strategies`` (families: see the module docstring) on one scenario.
 
-    ``scenario_args``: a :class:`Scenario`, or options as
-    :func:`sim.analysis.whatif.scenario_from_options` takes them (plus ``jitter_cv``,
-    ``slow_ranks``, ``slow_nodes``, ``slow_nics``). ``bucket_sizes_mb``: the sizes to
+    ``scenario_args``: a :class:`Scenario`, or a :class:`~sim.app.spec.ScenarioSpec`
+    that builds one. ``bucket_sizes_mb``: the sizes to
     try (default: geometric, 1 MiB to the whole gradient), refined around the best
     unless ``refine`` is False. ``objective``: ``iteration`` (time per iteration) or
     ``time-to-accuracy`` (needs ``convergence``: iterations to the target per strategy
@@ -258,13 +254,15 @@ def tune(
             "(--convergence conv.json from `dtsim convergence`)",
             key="convergence",
         )
+    from sim.strategies import REGISTRY, parse_strategy
+
     families = []
     for s in strategies:
         s = s.strip()
-        if s not in KNOWN:
+        if s not in REGISTRY:
             raise InputError(
                 f"cannot tune '{s}': give strategy families without parameters, from "
-                f"{', '.join(KNOWN)} (the tuner chooses sizes and delays)",
+                f"{', '.join(REGISTRY)} (the tuner chooses sizes and delays)",
                 key="strategies",
             )
         if s not in families:
@@ -278,7 +276,7 @@ def tune(
         for mb in bucket_sizes_mb:
             if not (isinstance(mb, (int, float)) and math.isfinite(mb) and mb > 0):
                 raise InputError(f"bucket sizes must be numbers > 0 MiB, got {mb!r}", key="sizes")
-    scenario = scenario_args if isinstance(scenario_args, Scenario) else _scenario(scenario_args)
+    scenario = scenario_args if isinstance(scenario_args, Scenario) else scenario_args.build()
     ev = _Evaluator(scenario, objective, convergence)
     total_mib = sum(ev.ctx.grad_bytes) / MIB
     sizes = (
@@ -289,17 +287,18 @@ def tune(
     hi_mib = max(sizes[-1], total_mib)
     notes: list[str] = []
     for family in families:
-        if family in SIZED:
+        tunes = parse_strategy(family).tunes
+        if tunes == "size":
             tried = [
                 ev.evaluate(Candidate(family, f"{family}:{_size_text(mb)}", size_mib=mb))
                 for mb in sizes
             ]
             if refine:
                 _refine(ev, family, tried, hi_mib)
-        elif family in DELAYED:
+        elif tunes == "delay":
             for d in delays:
                 ev.evaluate(Candidate(family, f"{family}:{d}", delay=d))
-        elif family == "layerwise":
+        elif tunes == "apply":
             for apply in LAYERWISE_APPLY:
                 options = {} if apply == "wait-all" else {"apply": apply}
                 ev.evaluate(Candidate(family, "layerwise", options=options))
@@ -346,14 +345,3 @@ def tune(
         wall_s=time.perf_counter() - t0,
         notes=notes,
     )
-
-
-def _scenario(options: Mapping[str, Any]) -> Scenario:
-    from sim.analysis.whatif import scenario_from_options
-    from sim.model.scenario import with_stragglers
-
-    straggler_keys = ("jitter_cv", "slow_ranks", "slow_nodes", "slow_nics")
-    extra = {k: options[k] for k in straggler_keys if options.get(k)}
-    base = {k: v for k, v in options.items() if k not in straggler_keys and v is not None}
-    scenario = scenario_from_options(**base)
-    return with_stragglers(scenario, **extra) if extra else scenario

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sim.analysis.metrics import Metrics, metrics
 from sim.engine.simulate import build_context, simulate_steady
-from sim.model.scenario import Scenario, make_scenario
+from sim.engine.trace import Trace
+from sim.model.scenario import Scenario
 from sim.model.topology import make_placement
 from sim.strategies import parse_strategy
 from sim.strategies.base import Strategy
@@ -78,7 +80,7 @@ def run_whatif(
                 "peak_memory_bytes": m.peak_memory_bytes,
                 "compute_s": m.compute_s,
                 "memory_exceeds_device": m.memory_exceeds_device,
-                "staleness": getattr(strategy, "delay", 0),
+                "staleness": strategy.staleness,
                 "iterations_simulated": iterations,
                 "steady": m.steady,
             }
@@ -126,34 +128,6 @@ def recommend(rows: list[dict], scenario: Scenario) -> str:
     if close:
         note += f"; within 1%: {', '.join(close)}"
     return f"Use {name}: {why}{note}."
-
-
-def scenario_from_options(**kw) -> Scenario:
-    """Build a scenario from CLI-style options (names as in ``dtsim whatif --help``)."""
-    from hardware_profiles import load_profile
-    from sim.model.scenario import with_interference, with_nic_bandwidth
-    from workloads import load_workload
-
-    hw = load_profile(kw["hardware"])
-    if kw.get("nic_gbps") is not None:
-        hw = with_nic_bandwidth(hw, kw["nic_gbps"])
-    if kw.get("interference") is not None:
-        hw = with_interference(hw, kw["interference"])
-    wl = load_workload(kw["workload"])
-    return make_scenario(
-        wl,
-        hw,
-        kw["devices"],
-        global_batch=kw.get("global_batch"),
-        batch_per_device=kw.get("batch_per_device"),
-        devices_per_node=kw.get("devices_per_node"),
-        dtype=kw.get("dtype", "fp32"),
-        iterations=kw.get("iterations", 20),
-        ranks=kw.get("ranks", "representative"),
-        optimizer=kw.get("optimizer", "momentum"),
-        jitter=kw.get("jitter", 0.0),
-        seed=kw.get("seed", 0),
-    )
 
 
 def run_notes(rows: list[dict], scenario: Scenario) -> list[str]:
@@ -231,3 +205,53 @@ def recommend_time_to_accuracy(rows: list[dict], target: float | None = None) ->
         margin = nxt["time_to_target_s"] / best["time_to_target_s"] - 1
         why += f"; next: {nxt['strategy']} ({margin:+.1%} slower)"
     return f"Use {best['strategy']} (optimising time to accuracy, not time per iteration): {why}."
+
+
+# -- extrapolated collectives -----------------------------------------------------------------
+def extrapolation_notes(runs: Iterable[Trace | Mapping[str, Any]]) -> list[str]:
+    """Notes on the collectives a measured table costed outside its sizes: empty when none.
+
+    ``runs``: Traces (read from ``meta["extrapolated_collectives"]``, written by
+    ``simulate``) or rows/dicts carrying an ``"extrapolated_collectives"`` list of
+    ``{"op", "bytes", "nearest_measured_bytes", "factor"}``. Sizes several runs share are
+    noted once. At most two lines: above the table (the time grows from the largest
+    measured size at a measured rate, a guess the further it goes) and below it (between
+    the fit's latency and the smallest measured size).
+    """
+    from sim.units import fmt_bytes
+
+    def _factor(f: float) -> str:  # 1.0005 must not print as "1x"
+        short = f"{f:.3g}"
+        return f"{short if short != '1' else f'{f:.6g}'}x"
+
+    seen: dict[tuple[str, float], Mapping[str, Any]] = {}
+    for run in runs:
+        entries = (
+            run.meta.get("extrapolated_collectives", ())
+            if isinstance(run, Trace)
+            else run.get("extrapolated_collectives", ())
+        )
+        for e in entries or ():
+            seen.setdefault((e["op"], e["bytes"]), e)
+    notes = []
+    above = sorted((e for e in seen.values() if e["factor"] > 1), key=lambda e: e["bytes"])
+    if above:
+        top = above[-1]
+        sizes = ", ".join(f"{fmt_bytes(e['bytes'])} ({_factor(e['factor'])})" for e in above[-3:])
+        measure_to = 1 << math.ceil(math.log2(top["bytes"]))
+        notes.append(
+            f"extrapolated beyond the profile's measured table (largest measured size "
+            f"{fmt_bytes(top['nearest_measured_bytes'])}): {len(above)} collective size(s), "
+            f"{'the largest ' if len(above) > 3 else ''}{sizes}; measure up to "
+            f"{fmt_bytes(measure_to)} (`dtsim calibrate comm --sizes MIN:MAX`) to replace "
+            "the guess"
+        )
+    below = [e for e in seen.values() if e["factor"] < 1]
+    if below:
+        low = min(below, key=lambda e: e["factor"])
+        notes.append(
+            f"{len(below)} collective size(s) below the profile's smallest measured size "
+            f"({fmt_bytes(low['nearest_measured_bytes'])}) are costed between the fitted "
+            f"latency and that size's time (down to {_factor(low['factor'])} it)"
+        )
+    return notes

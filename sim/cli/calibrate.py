@@ -37,6 +37,8 @@ OP_ALIASES = {
     "broadcast": "broadcast",
 }
 DEFAULT_OPS = "allreduce,allgather,reducescatter,bcast"
+# The default collective sweep; calibrate all extends it to the workload's gradients.
+DEFAULT_SIZES = "4KiB:64MiB"
 PROGRESS_HELP = (
     "How collectives progress while a rank computes: thread = a communication thread "
     "(NCCL, gloo, Horovod, MPI progress threads); test = only inside Test calls made by "
@@ -469,10 +471,11 @@ def _comm_options(fn: Callable, repeats_flag: str = "--repeats") -> Callable:
             click.option("--np", "np_", type=int, default=2, show_default=True, help="Ranks."),
             click.option(
                 "--sizes",
-                default="4KiB:64MiB",
+                default=DEFAULT_SIZES,
                 show_default=True,
                 help="MIN:MAX (doubling) or a list: 4KiB,1MiB,64MiB. Total bytes, as "
-                "nccl-tests counts them.",
+                "nccl-tests counts them. calibrate all raises the default's MAX to the "
+                "next power of two at or above the workload's fp32 gradients.",
             ),
             click.option(
                 "--ops",
@@ -757,6 +760,9 @@ def calibrate_all(
     size_list, op_list = _check_sweep(np_, sizes, ops)
     if "allreduce" not in op_list:
         raise InputError("calibrate all needs allreduce in --ops (it sets the link)", key="ops")
+    sizes_note = None
+    if sizes == DEFAULT_SIZES:
+        size_list, sizes_note = _cover_gradients(size_list, workload, np_, hostfile)
     rank_threads = _threads_per_rank(np_, threads) if device == "cpu" else None
     timings: dict[str, float] = {}
     with _bar() as bar:
@@ -879,8 +885,45 @@ def calibrate_all(
         "measured_collectives": section,
         "interference": _interference_doc(interference),
         "timings_s": timings,
+        **({"sizes_note": sizes_note} if sizes_note else {}),
     }
     return summary, result, section, interference
+
+
+def _cover_gradients(
+    size_list: list[int], workload: str, np_: int, hostfile: str | None
+) -> tuple[list[int], str | None]:
+    """The default sweep, doubled on up to the next power of two at or above the
+    workload's fp32 gradients: the largest collective it issues (sync's one all-reduce of
+    every gradient), so the simulator measures it rather than extrapolating beyond the
+    table. On one host the ranks' buffers (a send and a receive buffer of the size each)
+    must fit in half its memory. Returns the sizes and a note, None if unchanged."""
+    from workloads import load_workload
+
+    grad_bytes = load_workload(workload).total_params * 4  # calibration trains in fp32
+    top = 1 << max(0, (grad_bytes - 1).bit_length())
+    largest = max(size_list)
+    if top <= largest:
+        return size_list, None
+    cap = 16 * 2**30  # _check_sweep's limit
+    if hostfile is None and hasattr(os, "sysconf"):
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        cap = min(cap, memory // 2 // (2 * np_))
+    extra = []
+    size = largest * 2
+    while size <= min(top, cap):
+        extra.append(size)
+        size *= 2
+    if not extra:
+        return size_list, None
+    sweep = f"{fmt_bytes(min(size_list))}:{fmt_bytes(extra[-1])}".replace(" ", "")
+    note = (
+        f"--sizes raised to {sweep}: the workload's gradients are {fmt_bytes(grad_bytes)} "
+        "(sync all-reduces them at once)"
+    )
+    if extra[-1] < top:
+        note += f"; {fmt_bytes(top)} would not fit {np_} ranks' buffers in half this host's memory"
+    return size_list + extra, note
 
 
 @calibrate.command("all")
@@ -946,6 +989,8 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
     )
     o.print(_fit_table(section, f"{kw['backend']}, {kw['np_']} ranks"))
     o.print(_fit_note(section))
+    if "sizes_note" in summary:
+        o.print(summary["sizes_note"])
     o.print(f"interference factor {interference.factor:.3f}")
     o.print(
         f"took {timings['total_s']:.1f} s (compute {timings['compute_s']:.1f} s, comm "
@@ -1049,7 +1094,7 @@ def validate(
     if workload_profile and not hardware:
         raise InputError("--workload-profile goes with --hardware")
     # Warm-up is 1 + d iterations, and the steady figure needs two windows after it.
-    most = max(getattr(parse_strategy(n), "delay", 0) for n in names)
+    most = max(parse_strategy(n).staleness for n in names)
     if iterations < 3 + most:
         raise InputError(
             f"--iterations must be >= {3 + most} (warm-up of 1 + d = {1 + most} iterations, "

@@ -12,8 +12,10 @@ from typing import Any
 import click
 from rich.table import Table
 
+from sim.app.spec import ScenarioSpec
+from sim.app.whatif import StrategyOptions
 from sim.cli.common import emit_json, err, error_line, handles_input_errors, out
-from sim.cli.scale import scenario_from_cli, straggler_options
+from sim.cli.scale import straggler_options
 from sim.cli.timeline import html_option, sweep_devices_option
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_count, fmt_time, parse_bytes, size_sweep
@@ -307,7 +309,7 @@ def workloads_show(name: str, as_json: bool) -> None:
     default="auto",
     show_default=True,
     help="auto uses the profile's measured table when calibration wrote one for this op "
-    "and group (the fitted α-β model outside its size range), else the fastest closed "
+    "and group (extrapolated beyond its sizes, and said so), else the fastest closed "
     "form, as NCCL's tuner would (MPI's set on CPUs). measured insists on the table.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -340,10 +342,18 @@ def collective(
     topo = Topology(p, make_placement(p, devices, devices_per_node))
     model = CostModel(topo)
     costs = [model.cost(op, n, algorithm=algorithm) for n in sizes]
-    if as_json:
-        _emit_json(costs[0].as_dict() if size is not None else [c.as_dict() for c in costs])
-        return
     g = topo.group()
+    table = p.measured(op, g.ranks, g.nodes)
+    from_table = table is not None and any(
+        c.algorithm.startswith(("measured:", "extrapolated:")) for c in costs
+    )
+    raised = table.raised_points if table is not None and from_table else 0
+    if as_json:
+        docs = [
+            {**c.as_dict(), **({"table_points_raised": raised} if raised else {})} for c in costs
+        ]
+        _emit_json(docs[0] if size is not None else docs)
+        return
     out.print(
         f"{op} over {devices} x {p.device.model} on '{p.name}' "
         f"({g.nodes} node(s) x {g.per_node}; intra-node {g.intra_class or '-'}, "
@@ -361,6 +371,31 @@ def collective(
             f"{c.busbw_bytes_per_s / 1e9:.2f}",
         )
     out.print(t)
+    if table is None or not from_table:
+        return
+    span = f"the measured {op} table ({fmt_bytes(table.sizes_bytes[0])} to "
+    span += f"{fmt_bytes(table.sizes_bytes[-1])}, {len(table.sizes_bytes)} sizes)"
+    outside = [c for c in costs if c.extrapolated_from_bytes is not None]
+    if outside:
+        fs = sorted({c.extrapolation_factor for c in outside})
+        factors = (
+            ", ".join(f"{f:.6g}x" for f in fs) if len(fs) <= 3 else f"{fs[0]:.4g}x to {fs[-1]:.4g}x"
+        )
+        what = (
+            f"{fmt_bytes(outside[0].bytes)} is"
+            if len(costs) == 1
+            else f"{len(outside)} of {len(costs)} sizes are"
+        )
+        out.print(
+            f"{what} extrapolated from {span}: {factors} the nearest measured size "
+            "(`dtsim calibrate comm --sizes MIN:MAX` measures them)"
+        )
+    if raised:
+        out.print(
+            f"{raised} of {len(table.sizes_bytes)} points of {span} took less time than a "
+            "smaller size (measurement noise); they are raised to that time so the cost "
+            "never falls as bytes grow"
+        )
 
 
 # -- scenario options shared by whatif and run -------------------------------------------
@@ -455,12 +490,12 @@ def scenario_options(fn: Callable) -> Callable:
     return straggler_options(fn)
 
 
-def _scenario(kw: dict):
-    return scenario_from_cli(kw)
+def _spec(kw: dict) -> ScenarioSpec:
+    return ScenarioSpec.from_options(kw)
 
 
-def _strategy_options(kw: dict) -> dict:
-    return {"apply": kw.pop("apply"), "per_tensor": kw.pop("per_tensor")}
+def _strategy_options(kw: dict) -> StrategyOptions:
+    return StrategyOptions(apply=kw.pop("apply"), per_tensor=kw.pop("per_tensor"))
 
 
 @main.command()
@@ -517,31 +552,12 @@ def whatif(
     """
     from rich.progress import Progress
 
-    from sim.analysis.whatif import (
-        RESULT_KEYS,
-        TTA_KEYS,
-        add_time_to_accuracy,
-        recommend,
-        recommend_time_to_accuracy,
-        run_notes,
-        run_whatif,
-    )
-    from sim.strategies import parse_strategies
+    from sim.analysis.device_sweep import parse_device_counts
+    from sim.analysis.whatif import RESULT_KEYS
+    from sim.app.whatif import WhatifRequest
+    from sim.app.whatif import whatif as whatif_job
 
-    convergence = _read_convergence(convergence_file) if convergence_file else None
-
-    opts = _strategy_options(kw)
-    chosen = parse_strategies(strategies, **opts)
-    scenario = _scenario(kw)
-    skipped = []
-    if strategies.strip() == "all" and scenario.hardware.nics.count_per_node == 0:
-        # A one-node profile (e.g. from `dtsim calibrate all`) has no NICs to reach a
-        # parameter server over.
-        skipped = [s.name for s in chosen if s.name.split(":")[0] == "ps"]
-        chosen = [s for s in chosen if s.name not in skipped]
-    from sim.analysis.device_sweep import parse_device_counts, sweep_devices
-
-    counts = parse_device_counts(sweep) if sweep else None
+    counts = parse_device_counts(sweep) if sweep else ()
     if counts and not (html_path or as_json):
         raise InputError(
             "--sweep-devices draws speedup and efficiency against devices: add --html FILE "
@@ -552,43 +568,36 @@ def whatif(
         from sim.cli.timeline import check_html_path
 
         check_html_path(html_path)
-    if counts:
-        # Every count must make a scenario: say which one does not, before simulating.
-        for n in counts:
-            try:
-                scenario_from_cli({**kw, "devices": n})
-            except InputError as e:
-                raise InputError(f"--sweep-devices {n}: {e.reason}", key="sweep-devices") from None
+    options = _strategy_options(kw)
+    request = WhatifRequest(
+        spec=_spec(kw),
+        strategies=strategies,
+        options=options,
+        convergence_path=convergence_file,
+        sweep_devices=tuple(counts),
+    )
     if as_json:
-        rows = run_whatif(scenario, chosen)
+        result = whatif_job(request)
     else:
         with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
-            task = bar.add_task("simulating", total=len(chosen))
+            task = bar.add_task("simulating", total=None)
 
-            def step(name: str) -> None:
-                bar.update(task, description=f"simulating {name}", advance=1)
+            def step(name: str, total: int) -> None:
+                bar.update(task, description=f"simulating {name}", advance=1, total=total)
 
-            rows = run_whatif(scenario, chosen, progress=step)
-    sweep_rows = sweep_devices(kw, chosen, counts) if counts else None
+            result = whatif_job(request, progress=step)
+    scenario, rows, sweep_rows = result.scenario, result.rows, result.sweep_rows
     if html_path:
         from sim.cli.timeline import write_whatif_html
 
-        write_whatif_html(html_path, scenario, chosen, rows, sweep_rows)
-    keys: tuple[str, ...] = RESULT_KEYS
-    advice = recommend(rows, scenario)
-    tta_notes: list[str] = []
-    if convergence is not None:
-        iterations, target, tta_notes = convergence
-        rows = add_time_to_accuracy(rows, iterations)
-        keys = RESULT_KEYS + TTA_KEYS
-        advice = recommend_time_to_accuracy(rows, target)
+        write_whatif_html(html_path, scenario, result.strategies, rows, sweep_rows)
     if as_json:
         _emit_json(
             {
                 "scenario": scenario.summary(),
-                "results": [{k: r[k] for k in keys} for r in rows],
-                "recommendation": advice,
-                "notes": run_notes(rows, scenario) + _skipped_note(skipped) + tta_notes,
+                "results": [{k: r[k] for k in result.columns} for r in rows],
+                "recommendation": result.recommendation,
+                "notes": result.notes,
                 **(
                     {"sweep": [{k: r[k] for k in ("devices", *RESULT_KEYS)} for r in sweep_rows]}
                     if sweep_rows
@@ -597,6 +606,8 @@ def whatif(
             }
         )
         return
+    convergence = result.with_convergence or None
+    advice = result.recommendation
     sc = scenario.summary()
     out.print(
         f"[bold]{sc['workload']}[/] on {sc['devices']} x {scenario.hardware.device.model} "
@@ -654,7 +665,7 @@ def whatif(
                 f"{fmt_bytes(r['peak_memory_bytes'])} per device; the device has "
                 f"{fmt_bytes(scenario.hardware.device.memory_bytes)}"
             )
-    for note in run_notes(rows, scenario) + _skipped_note(skipped) + tta_notes:
+    for note in result.notes:
         err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     out.print(advice, soft_wrap=True)
     if html_path:
@@ -689,14 +700,12 @@ def run(
       dtsim run --hardware dgx1-p100 --workload alexnet --devices 8 --global-batch 256
         --strategy delayed:1 --chrome-trace alexnet.json --csv alexnet.csv
     """
-    from sim.analysis.metrics import metrics
-    from sim.engine.simulate import simulate
+    from sim.app.whatif import RunRequest
+    from sim.app.whatif import run as run_job
     from sim.formats.io import check_writable, write_chrome_trace, write_csv
-    from sim.strategies import parse_strategy
 
-    opts = _strategy_options(kw)
-    chosen = parse_strategy(strategy, **opts)
-    scenario = _scenario(kw)
+    options = _strategy_options(kw)
+    request = RunRequest(spec=_spec(kw), strategy=strategy, options=options)
     for path in (csv_path, chrome_path):
         if path:
             check_writable(path)
@@ -704,8 +713,14 @@ def run(
         from sim.cli.timeline import check_html_path
 
         check_html_path(html_path)
-    trace, stats = simulate(scenario, chosen)
-    m = metrics(trace)
+    result = run_job(request)
+    scenario, chosen, trace, stats, m = (
+        result.scenario,
+        result.strategy,
+        result.trace,
+        result.stats,
+        result.metrics,
+    )
     if csv_path:
         write_csv(trace, csv_path)
     if chrome_path:
@@ -714,13 +729,8 @@ def run(
         from sim.cli.timeline import write_run_html
 
         write_run_html(trace, html_path)
-    if not m.steady:
-        err.print(
-            f"[yellow]warning:[/] {chosen.name} has not settled in {scenario.iterations} "
-            "iterations (the last periods' iteration times still differ); the figures are "
-            "estimates: raise --iterations",
-            soft_wrap=True,
-        )
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     doc = {
         "scenario": scenario.summary(),
         "strategy": chosen.name,
@@ -740,45 +750,6 @@ def run(
     for path, what in ((csv_path, "CSV"), (chrome_path, "Chrome trace"), (html_path, "timeline")):
         if path:
             out.print(f"wrote {what}: {path}")
-
-
-def _read_convergence(path: str) -> tuple[dict[str, float | None], float | None, list[str]]:
-    """(median iterations to target per strategy, the target, notes) from a
-    `dtsim convergence` JSON."""
-    from calibrate.convergence.runs import read_json, summarise
-
-    result = read_json(path)
-    iterations: dict[str, float | None] = {}
-    notes = []
-    for row in summarise(result):
-        its = row["iterations_to_target_median"]
-        if its is not None and its <= 0:
-            raise InputError(
-                f"{row['strategy']} is at the target accuracy before training (step 0): "
-                "measure with a higher --target-accuracy",
-                file=path,
-            )
-        iterations[row["strategy"]] = its
-        if row["seeds_reached"] < row["seeds_total"]:
-            notes.append(
-                f"{row['strategy']} reached the target in {row['seeds_reached']} of "
-                f"{row['seeds_total']} convergence seeds"
-            )
-    s = result.settings
-    seeds = s.get("seeds")
-    count = len(seeds) if isinstance(seeds, list) else seeds
-    notes.append(
-        f"iterations to accuracy {s.get('target_accuracy')} measured on {s.get('dataset')} "
-        f"with {s.get('model')} ({count} seeds, median); the simulated workload's own "
-        "convergence may differ"
-    )
-    return iterations, s.get("target_accuracy"), notes
-
-
-def _skipped_note(skipped: list[str]) -> list[str]:
-    if not skipped:
-        return []
-    return [f"skipped {', '.join(skipped)}: the profile has no NICs to reach a server over"]
 
 
 def _add_calibrate() -> None:

@@ -1,8 +1,9 @@
 """``dtsim sweep`` and ``dtsim tune``, and the straggler options of ``whatif``/``run``.
 
 Registered by :mod:`sim.cli.main`: ``main.add_command(sweep)``, ``main.add_command(tune)``;
-its ``scenario_options`` adds :func:`straggler_options` and builds scenarios with
-:func:`scenario_from_cli`. This module does not import :mod:`sim.cli.main` (no import cycle).
+its ``scenario_options`` adds :func:`straggler_options`; every command turns its options
+into a :class:`sim.app.spec.ScenarioSpec`. This module does not import :mod:`sim.cli.main`
+(no import cycle).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,6 @@ from rich.table import Table
 from sim.cli.common import err, handles_input_errors, out
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_time
-
-STRAGGLER_KEYS = ("jitter_cv", "slow_rank", "slow_node", "slow_nic")
-
 
 _fail_cleanly = handles_input_errors
 
@@ -70,57 +68,6 @@ def straggler_options(fn: Callable) -> Callable:
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
-
-
-def parse_fractions(items: Sequence[str], option: str, what: str) -> dict[int, float]:
-    """``["3:0.5", "5:0.8"]`` -> ``{3: 0.5, 5: 0.8}``; the ranges are checked by
-    :func:`sim.model.scenario.with_stragglers`."""
-    out_map: dict[int, float] = {}
-    key = option.lstrip("-")
-    for item in items:
-        index_text, sep, fraction_text = item.partition(":")
-        try:
-            index = int(index_text)
-            fraction = float(fraction_text)
-        except ValueError:
-            index = None
-        if not sep or index is None:
-            raise InputError(
-                f"{option} takes {what.upper()}:FRACTION, e.g. {option} 3:0.5; got '{item}'",
-                key=key,
-            )
-        if index in out_map:
-            raise InputError(f"{what} {index} is given twice", key=key)
-        out_map[index] = fraction
-    return out_map
-
-
-def straggler_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The :func:`sim.model.scenario.with_stragglers` arguments the straggler options give
-    (empty if none was given). ``options`` is not changed."""
-    kw: dict[str, Any] = {}
-    if options.get("jitter_cv"):
-        kw["jitter_cv"] = float(options["jitter_cv"])
-    for opt, name, what in (
-        ("slow_rank", "slow_ranks", "rank"),
-        ("slow_node", "slow_nodes", "node"),
-        ("slow_nic", "slow_nics", "node"),
-    ):
-        items = options.get(opt) or ()
-        if items:
-            kw[name] = parse_fractions(items, f"--{opt.replace('_', '-')}", what)
-    return kw
-
-
-def scenario_from_cli(options: Mapping[str, Any]):
-    """:func:`sim.analysis.whatif.scenario_from_options` plus the straggler options."""
-    from sim.analysis.whatif import scenario_from_options
-    from sim.model.scenario import with_stragglers
-
-    extra = straggler_kwargs(options)
-    base = {k: v for k, v in options.items() if k not in STRAGGLER_KEYS}
-    scenario = scenario_from_options(**base)
-    return with_stragglers(scenario, **extra) if extra else scenario
 
 
 # -- sweep ------------------------------------------------------------------------------------
@@ -435,13 +382,17 @@ def tune(
             key="convergence",
         )
     if convergence_file:
-        convergence = _read_convergence(convergence_file)
+        from sim.app.convergence import read_iterations_to_target
+
+        convergence = read_iterations_to_target(convergence_file).iterations
     elif objective == "time-to-accuracy":
         raise InputError(
             "--objective time-to-accuracy needs --convergence conv.json (from `dtsim convergence`)",
             key="convergence",
         )
-    scenario = scenario_from_cli(kw)
+    from sim.app.spec import ScenarioSpec
+
+    scenario = ScenarioSpec.from_options(kw).build()
     with err.status("tuning", spinner="dots") if not as_json and err.is_terminal else nullcontext():
         result = run_tune(
             scenario,
@@ -456,15 +407,6 @@ def tune(
         _emit_json({"scenario": scenario.summary(), **result.as_dict()})
         return
     _print_tune(result)
-
-
-def _read_convergence(path: str) -> dict[str, float | None]:
-    """Median iterations to the target per strategy from a `dtsim convergence` JSON."""
-    from calibrate.convergence.runs import read_json, summarise
-
-    return {
-        row["strategy"]: row["iterations_to_target_median"] for row in summarise(read_json(path))
-    }
 
 
 def _print_tune(result: Any) -> None:

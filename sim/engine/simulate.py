@@ -6,6 +6,7 @@ import dataclasses
 from types import MappingProxyType
 
 from sim.engine.core import Engine, EngineStats
+from sim.engine.graph import Task, TaskGraph
 from sim.engine.trace import Trace
 from sim.model.collectives import CollectiveCost, CostModel
 from sim.model.costs import layer_cost, update_cost_s
@@ -77,7 +78,7 @@ def static_memory_bytes(ctx: BuildContext, strategy: Strategy) -> dict[str, floa
     weights = float(params * sc.dtype_bytes)
     master = params * FP32_BYTES if sc.dtype_bytes < FP32_BYTES else 0.0
     state = float(params * FP32_BYTES * OPTIMIZER_STATE_COPIES[sc.optimizer])
-    if not getattr(strategy, "workers_hold_optimizer_state", True):
+    if not strategy.workers_hold_optimizer_state:
         master = state = 0.0
     return {
         "weights": weights,
@@ -92,8 +93,35 @@ def warmup_iterations(scenario: Scenario, strategy: Strategy) -> int:
     """Iterations to skip before steady state: the pipeline a delay builds must fill
     (1 + d), and per-layer gating takes a few iterations to settle (a quarter of the
     run). Never more than leaves one measured window."""
-    delay = getattr(strategy, "delay", 0)
+    delay = strategy.staleness
     return min(max(scenario.iterations - 2, 0), max(1 + delay, scenario.iterations // 4))
+
+
+def _extrapolated_collectives(ctx: BuildContext, graph: TaskGraph) -> list[dict]:
+    """The graph's all-reduces whose cost a measured table extrapolated beyond its sizes:
+    ``{"op", "bytes", "nearest_measured_bytes", "factor"}`` sorted by bytes, from the
+    context's cached costs. A comm task is matched to its cost by its bandwidth part, so
+    a parameter server's push-pull of the same size is not mistaken for an all-reduce."""
+    sc = ctx.scenario
+    if not sc.hardware.measured_collectives or sc.collective_algorithm not in ("auto", "measured"):
+        return []
+    comms: dict[float, Task] = {}
+    for t in graph.tasks:
+        if t.kind == "comm" and t.bytes > 0:
+            comms.setdefault(t.bytes, t)
+    out = []
+    for nbytes, task in sorted(comms.items()):
+        c = ctx.allreduce(nbytes)
+        if c.extrapolated_from_bytes is not None and c.bandwidth_s == task.work_s:
+            out.append(
+                {
+                    "op": c.op,
+                    "bytes": nbytes,
+                    "nearest_measured_bytes": c.extrapolated_from_bytes,
+                    "factor": c.extrapolation_factor,
+                }
+            )
+    return out
 
 
 def simulate(
@@ -133,6 +161,12 @@ def simulate(
         **({"stragglers": scenario.straggler_summary()} if scenario.has_stragglers else {}),
         # Which link classes each collective loads (the timeline's link rows).
         "comm_links": {t.label: list(t.links) for t in graph.tasks if t.kind == "comm" and t.links},
+        # All-reduces a measured table costed beyond its sizes (whatif.extrapolation_notes).
+        **(
+            {"extrapolated_collectives": extrapolated}
+            if (extrapolated := _extrapolated_collectives(ctx, graph))
+            else {}
+        ),
     }
     return Trace(tuple(spans), tuple(samples), MappingProxyType(meta)), stats
 

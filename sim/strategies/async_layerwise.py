@@ -13,13 +13,20 @@ from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
 from sim.strategies._params import int_param
-from sim.strategies.base import BuildContext, build_data_parallel, layer_buckets
+from sim.strategies.base import BuildContext, StrategyDefaults, build_data_parallel, layer_buckets
 
 
 @dataclass(frozen=True)
-class AsyncLayerwise:
+class AsyncLayerwise(StrategyDefaults):
+    family = "async-layerwise"
+    tunes = "delay"
+    per_layer_staleness = True
     delay: int
     name: str = "async-layerwise"
+
+    @property
+    def staleness(self) -> int:
+        return self.delay
 
     @property
     def channels(self) -> int:

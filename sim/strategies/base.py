@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from sim.engine.graph import COMPUTE, NO_RESOURCE, TaskGraph, channel
 from sim.errors import InputError
@@ -65,8 +65,38 @@ class BuildContext:
         return tuple(i for i, b in enumerate(self.grad_bytes) if b > 0)
 
 
+@dataclass(frozen=True)
+class RealRunPlan:
+    """How a real MPI run executes a strategy (``calibrate.realrun`` implements the
+    kinds): ``sync``, ``layerwise``, ``bucketed`` (caps in bytes), ``delayed`` (delay)."""
+
+    kind: str
+    delay: int = 0
+    cap_bytes: float = 25 * 2**20
+    first_cap_bytes: float = 2**20
+
+
 class Strategy(Protocol):
-    """A gradient-synchronisation strategy: a name and a graph builder."""
+    """A gradient-synchronisation strategy: what it is, and its graph builder.
+
+    Everything outside a strategy's module reads these, never its class or its name:
+    ``family`` (the registry name, e.g. ``delayed``), ``staleness`` (iterations between
+    computing a gradient and applying it: the convergence module's d), ``size_mib``
+    (its bucket/fusion/partition size, if it has one), ``tunes`` (what ``dtsim tune``
+    searches for the family: ``size``, ``delay``, ``apply`` or None), ``channels`` (concurrent
+    communication channels; also the period the steady state is averaged over),
+    ``per_layer_staleness`` (whether convergence runs may give each layer its own
+    staleness), ``workers_hold_optimizer_state`` and :meth:`real_run_plan`.
+    """
+
+    @property
+    def family(self) -> str: ...
+
+    @property
+    def tunes(self) -> str | None: ...
+
+    @property
+    def per_layer_staleness(self) -> bool: ...
 
     @property
     def name(self) -> str: ...
@@ -74,11 +104,54 @@ class Strategy(Protocol):
     @property
     def channels(self) -> int: ...
 
+    @property
+    def staleness(self) -> int: ...
+
+    @property
+    def size_mib(self) -> float | None: ...
+
+    @property
+    def workers_hold_optimizer_state(self) -> bool: ...
+
     def build(self, ctx: BuildContext) -> TaskGraph: ...
 
     def extra_buffer_bytes(self, ctx: BuildContext) -> float:
         """Device memory beyond weights, gradients, optimizer state and activations."""
         ...
+
+    def real_run_plan(self) -> RealRunPlan | None:
+        """How ``dtsim validate`` runs it for real; None if it has no real implementation."""
+        ...
+
+
+class StrategyDefaults:
+    """The common answers to :class:`Strategy`'s questions; a strategy class derives
+    from it and overrides what differs (its dataclass fields may override properties)."""
+
+    tunes: ClassVar[str | None] = None
+    per_layer_staleness: ClassVar[bool] = False
+
+    @property
+    def channels(self) -> int:
+        return 1
+
+    @property
+    def staleness(self) -> int:
+        return 0
+
+    @property
+    def size_mib(self) -> float | None:
+        return None
+
+    @property
+    def workers_hold_optimizer_state(self) -> bool:
+        return True
+
+    def extra_buffer_bytes(self, ctx: BuildContext) -> float:
+        return 0.0
+
+    def real_run_plan(self) -> RealRunPlan | None:
+        return None
 
 
 def layer_buckets(ctx: BuildContext) -> list[Bucket]:

@@ -13,17 +13,31 @@ from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
 from sim.strategies._params import float_param
-from sim.strategies.base import BuildContext, build_data_parallel, fill_buckets
+from sim.strategies.base import (
+    BuildContext,
+    RealRunPlan,
+    StrategyDefaults,
+    build_data_parallel,
+    fill_buckets,
+)
 
 MIB = 2**20
 
 
 @dataclass(frozen=True)
-class Bucketed:
+class Bucketed(StrategyDefaults):
+    family = "bucketed"
+    tunes = "size"
     cap_mib: float = 25.0
     first_cap_mib: float = 1.0
     name: str = "bucketed"
-    channels: int = 1
+
+    @property
+    def size_mib(self) -> float:
+        return self.cap_mib
+
+    def real_run_plan(self) -> RealRunPlan:
+        return RealRunPlan("bucketed", 0, self.cap_mib * MIB, self.first_cap_mib * MIB)
 
     def buckets(self, ctx: BuildContext):
         return fill_buckets(ctx, self.cap_mib * MIB, self.first_cap_mib * MIB)

@@ -12,14 +12,23 @@ from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
 from sim.strategies._params import int_param
-from sim.strategies.base import BuildContext, build_data_parallel
+from sim.strategies.base import BuildContext, RealRunPlan, StrategyDefaults, build_data_parallel
 from sim.strategies.sync import all_gradients
 
 
 @dataclass(frozen=True)
-class Delayed:
+class Delayed(StrategyDefaults):
+    family = "delayed"
+    tunes = "delay"
     delay: int
     name: str = "delayed"
+
+    @property
+    def staleness(self) -> int:
+        return self.delay
+
+    def real_run_plan(self) -> RealRunPlan:
+        return RealRunPlan("delayed", self.delay)
 
     @property
     def channels(self) -> int:

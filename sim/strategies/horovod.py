@@ -21,17 +21,22 @@ from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
 from sim.strategies._params import float_param
-from sim.strategies.base import Bucket, BuildContext, build_data_parallel
+from sim.strategies.base import Bucket, BuildContext, StrategyDefaults, build_data_parallel
 
 MIB = 2**20
 
 
 @dataclass(frozen=True)
-class Horovod:
+class Horovod(StrategyDefaults):
+    family = "horovod"
+    tunes = "size"
     fusion_mib: float = 128.0
     cycle_ms: float = 1.0
     name: str = "horovod"
-    channels: int = 1
+
+    @property
+    def size_mib(self) -> float:
+        return self.fusion_mib
 
     def fused(self, ctx: BuildContext) -> tuple[list[Bucket], list[float]]:
         """Fused buffers in send order, and how long each waits, once its last gradient is

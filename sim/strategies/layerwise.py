@@ -15,25 +15,37 @@ from dataclasses import dataclass
 from sim.engine.graph import TaskGraph
 from sim.errors import InputError
 from sim.strategies._params import no_param
-from sim.strategies.base import BuildContext, build_data_parallel, layer_buckets, tensor_buckets
+from sim.strategies.base import (
+    BuildContext,
+    RealRunPlan,
+    StrategyDefaults,
+    build_data_parallel,
+    layer_buckets,
+    tensor_buckets,
+)
 
 APPLY = ("wait-all", "in-order", "as-ready")
 
 
 @dataclass(frozen=True)
-class Layerwise:
+class Layerwise(StrategyDefaults):
+    family = "layerwise"
+    tunes = "apply"
     apply: str = "wait-all"
     per_tensor: bool = False
     name: str = "layerwise"
-    channels: int = 1
 
     def build(self, ctx: BuildContext) -> TaskGraph:
         buckets = tensor_buckets(ctx) if self.per_tensor else layer_buckets(ctx)
         updates = "single" if self.apply == "wait-all" else self.apply
         return build_data_parallel(ctx, buckets, updates=updates)
 
-    def extra_buffer_bytes(self, ctx: BuildContext) -> float:
-        return 0.0
+    def real_run_plan(self) -> RealRunPlan | None:
+        # The real runs implement the study's default: one reduction per layer, applied
+        # after all of them.
+        if self.apply == "wait-all" and not self.per_tensor:
+            return RealRunPlan("layerwise")
+        return None
 
 
 def parse(

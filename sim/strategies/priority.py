@@ -14,16 +14,21 @@ from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
 from sim.strategies._params import float_param
-from sim.strategies.base import Bucket, BuildContext, build_data_parallel
+from sim.strategies.base import Bucket, BuildContext, StrategyDefaults, build_data_parallel
 
 MIB = 2**20
 
 
 @dataclass(frozen=True)
-class Priority:
+class Priority(StrategyDefaults):
+    family = "priority"
+    tunes = "size"
     partition_mib: float = 4.0
     name: str = "priority"
-    channels: int = 1
+
+    @property
+    def size_mib(self) -> float:
+        return self.partition_mib
 
     def partitions(self, ctx: BuildContext) -> list[Bucket]:
         cap = self.partition_mib * MIB

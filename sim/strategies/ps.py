@@ -12,15 +12,18 @@ from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
 from sim.strategies._params import int_param
-from sim.strategies.base import BuildContext, build_data_parallel, layer_buckets
+from sim.strategies.base import BuildContext, StrategyDefaults, build_data_parallel, layer_buckets
 
 
 @dataclass(frozen=True)
-class ParameterServer:
+class ParameterServer(StrategyDefaults):
+    family = "ps"
     servers: int | None = None
     name: str = "ps"
-    channels: int = 1
-    workers_hold_optimizer_state: bool = False  # the servers keep it
+
+    @property
+    def workers_hold_optimizer_state(self) -> bool:
+        return False  # the servers keep it
 
     def server_count(self, ctx: BuildContext) -> int:
         return self.servers or ctx.scenario.placement.nodes
@@ -33,9 +36,6 @@ class ParameterServer:
             per_layer_gating=True,
             push_pull_servers=self.server_count(ctx),
         )
-
-    def extra_buffer_bytes(self, ctx: BuildContext) -> float:
-        return 0.0
 
 
 def parse(spec: str, param: str | None, **_options) -> ParameterServer:

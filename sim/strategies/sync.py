@@ -9,7 +9,13 @@ from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
 from sim.strategies._params import no_param
-from sim.strategies.base import Bucket, BuildContext, build_data_parallel
+from sim.strategies.base import (
+    Bucket,
+    BuildContext,
+    RealRunPlan,
+    StrategyDefaults,
+    build_data_parallel,
+)
 
 
 def all_gradients(ctx: BuildContext) -> list[Bucket]:
@@ -18,15 +24,15 @@ def all_gradients(ctx: BuildContext) -> list[Bucket]:
 
 
 @dataclass(frozen=True)
-class Sync:
+class Sync(StrategyDefaults):
+    family = "sync"
     name: str = "sync"
-    channels: int = 1
 
     def build(self, ctx: BuildContext) -> TaskGraph:
         return build_data_parallel(ctx, all_gradients(ctx))
 
-    def extra_buffer_bytes(self, ctx: BuildContext) -> float:
-        return 0.0
+    def real_run_plan(self) -> RealRunPlan:
+        return RealRunPlan("sync")
 
 
 def parse(spec: str, param: str | None, **_options) -> Sync:
