@@ -16,6 +16,7 @@ def _row(name: str, it: float, staleness: int = 0) -> dict:
         "strategy": name,
         "iteration_time_s": it,
         "staleness": staleness,
+        "update_rule": f"delayed:{staleness}" if staleness else "sync",
         "memory_exceeds_device": False,
     }
 
@@ -46,7 +47,7 @@ def test_unmeasured_or_unreached_strategies_have_no_time():
     out = {r["strategy"]: r for r in add_time_to_accuracy(rows, {"sync": 10, "delayed:1": None})}
     assert out["delayed:2"]["time_to_target_s"] is None  # not measured
     assert out["delayed:1"]["time_to_target_s"] is None  # never reached
-    assert convergence_entry("async-layerwise:2", 2, {"delayed:2": 7}) == 7
+    assert convergence_entry("async-layerwise:2", "delayed:2", {"delayed:2": 7}) == 7
 
 
 def test_convergence_then_whatif(tmp_path):

@@ -184,7 +184,7 @@ class _Evaluator:
             c.steady = m.steady
             self.seen[signature] = c
         if self.convergence is not None:
-            its = convergence_entry(strategy.name, c.delay, self.convergence)
+            its = convergence_entry(strategy.name, strategy.update_rule, self.convergence)
             c.iterations_to_target = its
             assert c.iteration_time_s is not None
             c.time_to_target_s = its * c.iteration_time_s if its is not None else None

@@ -81,6 +81,7 @@ def run_whatif(
                 "compute_s": m.compute_s,
                 "memory_exceeds_device": m.memory_exceeds_device,
                 "staleness": strategy.staleness,
+                "update_rule": strategy.update_rule,
                 "iterations_simulated": iterations,
                 "steady": m.steady,
             }
@@ -156,14 +157,15 @@ def run_notes(rows: list[dict], scenario: Scenario) -> list[str]:
 TTA_KEYS = ("iterations_to_target", "time_to_target_s", "speedup_to_target_vs_sync")
 
 
-def convergence_entry(strategy: str, staleness: int, table: Mapping[str, Any]) -> Any:
+def convergence_entry(strategy: str, update_rule: str, table: Mapping[str, Any]) -> Any:
     """The convergence figures that apply to ``strategy``: its own entry, else the entry
-    of a strategy with the same update arithmetic. Strategies that wait for iteration t's
-    updates before forward(t+1) (layerwise, bucketed, horovod, priority, ps) do sync's
-    arithmetic; async-layerwise:d does delayed:d's (calibrate/convergence/runs.py shows why)."""
+    of its update rule (:attr:`sim.strategies.base.Strategy.update_rule`). Strategies that
+    wait for iteration t's updates before forward(t+1) (layerwise, bucketed, horovod,
+    priority, ps) do sync's arithmetic; async-layerwise:d does delayed:d's
+    (calibrate/convergence/runs.py shows why); local-sgd:k has its own."""
     if strategy in table:
         return table[strategy]
-    names = ("sync", "delayed:0") if staleness == 0 else (f"delayed:{staleness}",)
+    names = ("sync", "delayed:0") if update_rule == "sync" else (update_rule,)
     return next((table[n] for n in names if n in table), None)
 
 
@@ -174,7 +176,7 @@ def add_time_to_accuracy(rows: list[dict], iterations: Mapping[str, float | None
     sync. Sorted by time to target (unknown last)."""
     out = []
     for r in rows:
-        its = convergence_entry(r["strategy"], r["staleness"], iterations)
+        its = convergence_entry(r["strategy"], r["update_rule"], iterations)
         tta = its * r["iteration_time_s"] if its is not None else None
         out.append({**r, "iterations_to_target": its, "time_to_target_s": tta})
     sync = next((r for r in out if r["strategy"] == "sync"), None)

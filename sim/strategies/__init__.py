@@ -15,6 +15,7 @@ from sim.strategies import (
     delayed,
     horovod,
     layerwise,
+    local_sgd,
     priority,
     ps,
     sync,
@@ -30,6 +31,7 @@ REGISTRY: dict[str, Callable[..., Strategy]] = {
     "async-layerwise": async_layerwise.parse,
     "priority": priority.parse,
     "ps": ps.parse,
+    "local-sgd": local_sgd.parse,
 }
 
 # What `--strategies all` runs.

@@ -85,8 +85,11 @@ class Strategy(Protocol):
     (its bucket/fusion/partition size, if it has one), ``tunes`` (what ``dtsim tune``
     searches for the family: ``size``, ``delay``, ``apply`` or None), ``channels`` (concurrent
     communication channels; also the period the steady state is averaged over),
-    ``per_layer_staleness`` (whether convergence runs may give each layer its own
-    staleness), ``workers_hold_optimizer_state`` and :meth:`real_run_plan`.
+    ``update_rule`` (the strategy whose convergence figures apply: ``sync`` for every
+    strategy that applies iteration t's averaged gradient before forward(t+1),
+    ``delayed:d`` for a staleness of d, or its own name), ``per_layer_staleness``
+    (whether convergence runs may give each layer its own staleness),
+    ``workers_hold_optimizer_state`` and :meth:`real_run_plan`.
     """
 
     @property
@@ -106,6 +109,9 @@ class Strategy(Protocol):
 
     @property
     def staleness(self) -> int: ...
+
+    @property
+    def update_rule(self) -> str: ...
 
     @property
     def size_mib(self) -> float | None: ...
@@ -138,6 +144,10 @@ class StrategyDefaults:
     @property
     def staleness(self) -> int:
         return 0
+
+    @property
+    def update_rule(self) -> str:
+        return f"delayed:{self.staleness}" if self.staleness else "sync"
 
     @property
     def size_mib(self) -> float | None:
