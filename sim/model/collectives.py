@@ -18,6 +18,11 @@ Operations in MPICH", IJHPCA 2005; NCCL's ring and double-binary-tree algorithms
   n/g per device on its share of the node's NICs, intra all-gather
 - parameter server: each of S servers receives p·n/S and sends p·n/S.
 
+A calibrated profile's measured table (``MeasuredCollective``) replaces the closed forms
+for its op and group under ``auto``; :func:`measured_time` makes it a continuous,
+non-decreasing function of bytes inside, below and above the measured sizes, and marks
+the costs outside them as extrapolated.
+
 Every cost is split into a latency part and a bandwidth part: the engine shares the
 bandwidth part of concurrent collectives on the links they cross. Busbw follows
 nccl-tests (PERFORMANCE.md): all-reduce algbw·2(p-1)/p, reduce-scatter and all-gather
@@ -51,6 +56,8 @@ class CollectiveCost:
 
     ``links`` names the link classes the collective loads ("nvlink", "network", ...):
     concurrent collectives that load the same class on the same rank share it.
+    ``extrapolated_from_bytes``: for a cost a measured table gave outside its size range,
+    the measured size it was extrapolated from (the table's first or last); else None.
     """
 
     op: str
@@ -60,10 +67,19 @@ class CollectiveCost:
     latency_s: float
     bandwidth_s: float
     links: tuple[str, ...]
+    extrapolated_from_bytes: float | None = None
 
     @property
     def time_s(self) -> float:
         return self.latency_s + self.bandwidth_s
+
+    @property
+    def extrapolation_factor(self) -> float:
+        """bytes / the nearest measured size (> 1 above the table, < 1 below it); 1.0 for
+        a cost that was not extrapolated."""
+        if self.extrapolated_from_bytes is None:
+            return 1.0
+        return self.bytes / self.extrapolated_from_bytes
 
     @property
     def algbw_bytes_per_s(self) -> float:
@@ -82,6 +98,14 @@ class CollectiveCost:
             "time_s": self.time_s,
             "algbw_bytes_per_s": self.algbw_bytes_per_s,
             "busbw_bytes_per_s": self.busbw_bytes_per_s,
+            **(
+                {
+                    "extrapolated_from_bytes": self.extrapolated_from_bytes,
+                    "extrapolation_factor": self.extrapolation_factor,
+                }
+                if self.extrapolated_from_bytes is not None
+                else {}
+            ),
         }
 
 
@@ -186,20 +210,20 @@ class CostModel:
         return CollectiveCost(op, algorithm, nbytes, p, lat, bw, links)
 
     def _measured(self, m: MeasuredCollective, n: float, g: GroupLinks) -> CollectiveCost:
-        """Inside the measured range: the table, interpolated linearly in log(bytes) and
-        log(time). Outside it: the fitted ring model. The latency part is the fit's α
-        term (capped at the total), so concurrent collectives share the rest."""
-        lat_coef, bw_coef = _flat_terms(m.op, "ring", 1.0, m.ranks, _Level(1.0, 1.0, "fit"))
-        alpha_part = lat_coef * m.alpha_s
-        if m.sizes_bytes[0] <= n <= m.sizes_bytes[-1]:
-            total = _loglog_interp(n, m.sizes_bytes, m.times_s)
-            algorithm = f"measured:{m.backend}"
-        else:
-            total = alpha_part + bw_coef * n / m.bandwidth_bytes_per_s
-            algorithm = f"fitted:{m.backend}"
-        latency = min(alpha_part, total)
+        """The measured table's cost (:func:`measured_time`) on the group's links."""
+        t = measured_time(m, n)
+        inside = t.extrapolated_from_bytes is None
         _, links = self._flat(g)
-        return CollectiveCost(m.op, algorithm, n, g.ranks, latency, total - latency, links)
+        return CollectiveCost(
+            m.op,
+            f"{'measured' if inside else 'extrapolated'}:{m.backend}",
+            n,
+            g.ranks,
+            t.latency_s,
+            t.time_s - t.latency_s,
+            links,
+            t.extrapolated_from_bytes,
+        )
 
     def _hierarchical(self, op: str, n: float, g: GroupLinks) -> CollectiveCost:
         """Intra-node reduce-scatter, inter-node op on n/g per device, intra all-gather.
@@ -282,14 +306,67 @@ class CostModel:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class TableTime:
+    """A measured table's time for one size: ``time_s`` in all, ``latency_s`` of it not
+    shared with concurrent collectives, and the measured size it was extrapolated from
+    (None inside the table)."""
+
+    time_s: float
+    latency_s: float
+    extrapolated_from_bytes: float | None
+
+
+def measured_time(m: MeasuredCollective, n: float) -> TableTime:
+    """The time of ``m.op`` over ``n`` > 0 bytes from a measured table: continuous and
+    non-decreasing in ``n`` everywhere.
+
+    With the table's times raised to their running maximum (``m.envelope_times_s``),
+    first size x0 at time T0 and last size xk at Tk:
+
+    - inside [x0, xk]: the envelope interpolated linearly in log(bytes) and log(time);
+    - below x0: the line from the latency part L (at 0 bytes) to T0 (at x0),
+      L + (T0 - L)·n/x0: an α-β line through the first point with the fit's α;
+    - above xk: Tk + (n - xk)·s, continuing from the last point at the slower of two
+      per-byte rates the measurements ground: the largest size's own, s = Tk/xk (its
+      algbw, latency included, so never faster than the table's end ran), and the
+      α-β fit's bandwidth term (when the fit, over all sizes, says the link is slower).
+      Where the last point's rate is the slower, Tk + (n - xk)·Tk/xk = Tk·n/xk: the
+      algbw stays at its largest measured value. The last segment's own slope is not
+      used: it is the difference of two noisy times and can be zero or negative.
+
+    The latency part is the fit's α term (2(p-1)·α for a ring all-reduce), capped at the
+    total, so concurrent collectives share the rest.
+    """
+    lat_coef, bw_coef = _flat_terms(m.op, "ring", 1.0, m.ranks, _Level(1.0, 1.0, "fit"))
+    alpha_part = lat_coef * m.alpha_s
+    xs, ys = m.sizes_bytes, m.envelope_times_s
+    x0, t0, xk, tk = xs[0], ys[0], xs[-1], ys[-1]
+    nearest: float | None = None
+    if n < x0:
+        floor = min(alpha_part, t0)
+        # min(): n/x0 < 1, but rounding must not lift the line above the first point.
+        total = min(t0, floor + (t0 - floor) * (n / x0))
+        nearest = x0
+    elif n > xk:
+        per_byte_s = max(tk / xk, bw_coef / m.bandwidth_bytes_per_s)
+        total = tk + (n - xk) * per_byte_s
+        nearest = xk
+    else:
+        total = _loglog_interp(n, xs, ys)
+    return TableTime(total, min(alpha_part, total), nearest)
+
+
 def _loglog_interp(x: float, xs: tuple[float, ...], ys: tuple[float, ...]) -> float:
-    """Piecewise-linear interpolation of log(y) against log(x); xs increasing, x inside."""
+    """Piecewise-linear interpolation of log(y) against log(x); xs increasing, ys
+    non-decreasing, x inside. The result is clamped to its segment's ends so rounding
+    never lets it step past a table point (the cost must not fall as x grows)."""
     i = bisect.bisect_left(xs, x)
     if xs[i] == x:
         return ys[i]
     x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
     t = math.log(x / x0) / math.log(x1 / x0)
-    return math.exp(math.log(y0) + t * math.log(y1 / y0))
+    return min(y1, max(y0, math.exp(math.log(y0) + t * math.log(y1 / y0))))
 
 
 def _flat_terms(op: str, algorithm: str, n: float, p: int, level: _Level) -> tuple[float, float]:

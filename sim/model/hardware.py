@@ -82,7 +82,8 @@ class MeasuredCollective:
 
     ``sizes_bytes``/``times_s``: the measured table, sizes strictly increasing (total
     bytes as nccl-tests counts them). ``alpha_s``/``bandwidth_bytes_per_s``: the
-    least-squares fit of the ring model, used outside the table's range.
+    least-squares fit of the ring model; it gives the latency part of every cost and
+    bounds the rate at which costs grow beyond the table (``sim.model.collectives``).
     """
 
     op: str
@@ -94,6 +95,28 @@ class MeasuredCollective:
     fit_worst_error: float
     sizes_bytes: tuple[float, ...]
     times_s: tuple[float, ...]
+
+    @property
+    def envelope_times_s(self) -> tuple[float, ...]:
+        """``times_s`` raised to their running maximum, so time never falls as bytes grow.
+
+        A measured table can dip from noise (a larger size timed faster than a smaller
+        one). The running maximum is the least non-decreasing sequence that is never
+        below a measurement: it keeps every point that is already in order and raises a
+        dip to the slowest smaller size, never lowering a measured time (isotonic
+        regression would average the two and report a measured size faster than it ran).
+        """
+        out: list[float] = []
+        top = 0.0
+        for t in self.times_s:
+            top = max(top, t)
+            out.append(top)
+        return tuple(out)
+
+    @property
+    def raised_points(self) -> int:
+        """How many points :attr:`envelope_times_s` raised above their measured time."""
+        return sum(e > t for e, t in zip(self.envelope_times_s, self.times_s, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
