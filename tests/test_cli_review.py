@@ -9,7 +9,7 @@ from cli_helpers import bad
 from sim.engine.trace import Span, Trace
 
 pytest.importorskip("torch")  # calibrate.realrun.training writes the trace JSON
-from calibrate.realrun.training import trace_to_json  # noqa: E402
+from sim.formats.trace_files import trace_to_json  # noqa: E402
 
 WHATIF = (
     "whatif",

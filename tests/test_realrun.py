@@ -23,14 +23,12 @@ from calibrate.realrun.training import (
     RealRunError,
     global_batch,
     plan_strategy,
-    read_trace,
     run_real,
-    trace_from_json,
-    trace_to_json,
 )
 from sim.analysis.metrics import iteration_time_s
 from sim.engine.trace import MemorySample, Span, Trace
 from sim.errors import InputError
+from sim.formats.trace_files import read_trace, trace_from_json, trace_to_json
 from sim.strategies.base import fill_buckets
 from workloads import load_workload
 

@@ -26,13 +26,14 @@ from click.testing import CliRunner
 from hardware_profiles import load_profile
 from sim.analysis.device_sweep import parse_device_counts, sweep_devices
 from sim.app.spec import ScenarioSpec
-from sim.cli.timeline import read_trace_file, timeline
+from sim.cli.timeline import timeline
 from sim.engine.simulate import simulate
 from sim.engine.trace import MemorySample, Span, Trace
 from sim.errors import InputError
 from sim.formats.chrome_trace import assign_lanes, check_chrome_trace, chrome_trace
 from sim.formats.io import chrome_trace as io_chrome_trace
 from sim.formats.io import write_chrome_trace, write_csv
+from sim.formats.trace_files import read_trace_file
 from sim.model.scenario import make_scenario
 from sim.strategies import parse_strategies, parse_strategy
 from sim.viz import figures as viz
@@ -382,7 +383,7 @@ def test_read_csv_and_json_traces(tmp_path):
     write_csv(HAND, csv_path)
     back = read_trace_file(csv_path)
     assert back.spans == HAND.spans and back.meta["source"] == "hand.csv"
-    from calibrate.realrun.training import write_trace
+    from sim.formats.trace_files import write_trace
 
     json_path = tmp_path / "hand.trace.json"
     write_trace(HAND, json_path)
@@ -402,7 +403,7 @@ def test_read_csv_and_json_traces(tmp_path):
 def test_timeline_command(tmp_path):
     a, b = tmp_path / "a.csv", tmp_path / "m.trace.json"
     write_csv(HAND, a)
-    from calibrate.realrun.training import write_trace
+    from sim.formats.trace_files import write_trace
 
     write_trace(MEASURED, b)
     out = tmp_path / "page.html"

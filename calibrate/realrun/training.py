@@ -144,13 +144,11 @@ from calibrate.measure.comm import (
     _session_pids,
     start_mpi_job,
 )
-from sim.engine.trace import SPAN_FIELDS, MemorySample, Span, Trace
+from sim.engine.trace import Span, Trace
 from sim.errors import InputError
-from sim.formats.io import write_atomic
+from sim.formats.trace_files import read_trace, write_trace
 
 MiB = 1 << 20
-TRACE_FORMAT = "dtsim-trace"
-TRACE_VERSION = 1
 PREGENERATE_LIMIT = 1 << 30  # bytes of one rank's input shards drawn before the loop
 CLOCK_ROUNDS = 20
 REPORT_INTERVAL_S = 0.25  # how often a rank's helper thread reports position and progress
@@ -293,52 +291,6 @@ def global_batch(tm: Any, seed: int, iteration: int, samples: int) -> tuple[Any,
 def _shard(tm: Any, seed: int, iteration: int, rank: int, size: int, b: int) -> tuple[Any, Any]:
     x, y = global_batch(tm, seed, iteration, size * b)
     return x[rank * b : (rank + 1) * b].clone(), y[rank * b : (rank + 1) * b].clone()
-
-
-# -- trace files ------------------------------------------------------------------------
-def trace_to_json(trace: Trace) -> str:
-    """A Trace as JSON: meta, the span fields, spans as rows, memory samples as rows."""
-    return json.dumps(
-        {
-            "format": TRACE_FORMAT,
-            "version": TRACE_VERSION,
-            "meta": dict(trace.meta),
-            "span_fields": list(SPAN_FIELDS),
-            "spans": [list(s) for s in trace.spans],
-            "memory": [list(m) for m in trace.memory],
-        },
-        separators=(",", ":"),
-    )
-
-
-def trace_from_json(text: str) -> Trace:
-    """The inverse of :func:`trace_to_json` (ValueError if it is not such a document)."""
-    doc = json.loads(text)
-    if not isinstance(doc, dict) or doc.get("format") != TRACE_FORMAT:
-        raise ValueError(f"not a {TRACE_FORMAT} document")
-    if tuple(doc.get("span_fields", ())) != SPAN_FIELDS:
-        raise ValueError(f"span fields {doc.get('span_fields')} are not {list(SPAN_FIELDS)}")
-    spans = tuple(
-        Span(int(r), str(res), str(k), int(it), str(lab), float(a), float(b), float(n))
-        for r, res, k, it, lab, a, b, n in doc["spans"]
-    )
-    memory = tuple(MemorySample(int(r), float(t), float(n)) for r, t, n in doc.get("memory", ()))
-    return Trace(spans, memory, MappingProxyType(dict(doc.get("meta", {}))))
-
-
-def write_trace(trace: Trace, path: str | Path) -> None:
-    write_atomic(path, trace_to_json(trace))
-
-
-def read_trace(path: str | Path) -> Trace:
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror or err}", file=str(path)) from None
-    try:
-        return trace_from_json(text)
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(f"not a dtsim trace: {err}", file=str(path)) from None
 
 
 def _slug(text: str) -> str:

@@ -648,15 +648,7 @@ def _write_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], path: 
 
 
 def _write_parquet(df: Any, path: Path) -> None:
-    import tempfile
+    from sim.formats.io import atomic_target
 
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_target(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

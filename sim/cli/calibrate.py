@@ -1075,7 +1075,7 @@ def validate(
       dtsim validate --hardware my-box.yaml --workload-profile my-box.small-cnn.yaml
     """
     _need_torch()
-    from calibrate.realrun.training import RealRunError, plan_strategy, run_real, write_trace
+    from calibrate.realrun.training import RealRunError, plan_strategy, run_real
     from calibrate.validation.compare import (
         RESULT_KEYS,
         compare,
@@ -1084,6 +1084,7 @@ def validate(
         same_ranking,
     )
     from hardware_profiles import load_profile
+    from sim.formats.trace_files import write_trace
     from sim.strategies import parse_strategy
     from workloads import load_workload
 

@@ -6,20 +6,18 @@ Registered by :mod:`sim.cli.main`: ``main.add_command(timeline)``.
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import click
 
 from sim.cli.common import handles_input_errors
-from sim.engine.trace import SPAN_FIELDS, Span, Trace
+from sim.engine.trace import Trace
 from sim.errors import InputError
+from sim.formats.trace_files import read_trace_file
 
 DEFAULT_MAX_SPANS = 100_000  # as sim.viz.figures.MAX_SPANS (not imported: it would load plotly)
 
@@ -54,80 +52,6 @@ def check_html_path(path: str, inputs: Sequence[str | Path] = ()) -> None:
     target = Path(path).resolve()
     if any(Path(p).resolve() == target for p in inputs):
         raise InputError("--html would overwrite an input file", file=path)
-
-
-# -- reading traces ----------------------------------------------------------------------
-def read_trace_csv(path: str | Path) -> Trace:
-    """A Trace from ``dtsim run --csv`` (the span fields, one span a line). The CSV holds
-    no scenario facts: no global batch (so no throughput), warm-up taken as 1."""
-    file = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror or err}", file=file) from None
-    rows = csv.reader(text.splitlines())
-    header = next(rows, None)
-    if header is None or tuple(header) != SPAN_FIELDS:
-        raise InputError(
-            f"not a dtsim span CSV: the header must be {','.join(SPAN_FIELDS)}", file=file
-        )
-    spans = []
-    for line, row in enumerate(rows, start=2):
-        if not row:
-            continue
-        try:
-            r, res, kind, it, label, a, b, n = row
-            spans.append(Span(int(r), res, kind, int(it), label, float(a), float(b), float(n)))
-        except ValueError:
-            raise InputError(
-                f"line {line}: expected {len(SPAN_FIELDS)} fields "
-                "(rank, resource, kind, iteration, label, start_s, end_s, bytes) with numbers "
-                "where numbers belong",
-                file=file,
-            ) from None
-        if spans[-1].end_s < spans[-1].start_s:
-            raise InputError(f"line {line}: end_s is before start_s", file=file)
-    if not spans:
-        raise InputError("the CSV has no spans", file=file)
-    return Trace(tuple(spans), (), MappingProxyType({"source": Path(path).name}))
-
-
-def read_trace_file(path: str | Path) -> Trace:
-    """A Trace from a dtsim trace JSON (``calibrate.realrun.training.write_trace``: measured runs)
-    or a span CSV (``dtsim run --csv``), told apart by content."""
-    from calibrate.realrun.training import TRACE_FORMAT, read_trace
-
-    file = str(path)
-    p = Path(path)
-    if not p.exists():
-        raise InputError("file not found", file=file)
-    if p.is_dir():
-        raise InputError("is a folder, not a trace file", file=file)
-    try:
-        with p.open("rb") as f:
-            head = f.read(4096).lstrip()
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror or err}", file=file) from None
-    if not head.startswith(b"{"):
-        return read_trace_csv(path)
-    if b'"traceEvents"' in head:
-        raise InputError(
-            "this is a Chrome trace (open it in https://ui.perfetto.dev); give the dtsim "
-            f"trace JSON ({TRACE_FORMAT}) or the CSV of `dtsim run --csv`",
-            file=file,
-        )
-    trace = read_trace(path)
-    for i, sp in enumerate(trace.spans):
-        if not (math.isfinite(sp.start_s) and math.isfinite(sp.end_s) and sp.end_s >= sp.start_s):
-            raise InputError(
-                f"span {i} runs from {sp.start_s} to {sp.end_s}: times must be finite, "
-                "with end >= start",
-                file=file,
-                key=f"spans[{i}]",
-            )
-    if not trace.spans:
-        raise InputError("the trace has no spans", file=file)
-    return trace
 
 
 def trace_names(paths: Sequence[str | Path], traces: Sequence[Trace]) -> list[str]:

@@ -8,6 +8,8 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sim.engine.trace import SPAN_FIELDS, Trace
@@ -27,29 +29,42 @@ def check_writable(path: str | Path) -> Path:
     return folder
 
 
-def write_atomic(path: str | Path, text: str) -> None:
+@contextmanager
+def atomic_target(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` for a writer that needs a file name: renamed onto
+    ``path`` when the block ends, removed if it fails, so ``path`` is either its old self
+    or complete. A full disk or a closed folder becomes one :class:`InputError` naming
+    the file. Every output of dtsim goes through here."""
     path = Path(path)
     folder = check_writable(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
         raise InputError(f"cannot write here: {err.strerror}", file=str(path)) from None
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
+        yield tmp
         # mkstemp makes the file 0600; give it the mode a plain open() would (umask).
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except OSError as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         raise InputError(f"cannot write: {err.strerror or err}", file=str(path)) from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (text or bytes) to ``path`` through :func:`atomic_target`."""
+    with atomic_target(path) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            with tmp.open("w", newline="") as f:
+                f.write(data)
 
 
 def trace_csv(trace: Trace) -> str:

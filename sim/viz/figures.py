@@ -37,7 +37,6 @@ import html
 import math
 import os
 import shutil
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -921,7 +920,7 @@ def export_static(
             f"cannot tell the image format from '{path.suffix}': use .png, .svg or .pdf",
             file=str(path),
         )
-    folder = check_writable(path)
+    check_writable(path)
     try:
         import kaleido  # noqa: F401
     except ImportError:
@@ -959,14 +958,7 @@ def export_static(
     finally:
         if saved is None:
             os.environ.pop("BROWSER_PATH", None)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, data)
 
 
 # -- pages for the commands ---------------------------------------------------------------

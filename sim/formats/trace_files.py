@@ -1,0 +1,136 @@
+"""Trace files, read and written in one place: dtsim's Trace JSON (measured runs from
+``dtsim validate``, predictions beside them) and the span CSV of ``dtsim run --csv``.
+Chrome traces are written by :mod:`sim.formats.chrome_trace`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from types import MappingProxyType
+
+from sim.engine.trace import SPAN_FIELDS, MemorySample, Span, Trace
+from sim.errors import InputError
+from sim.formats.io import write_atomic
+
+TRACE_FORMAT = "dtsim-trace"
+TRACE_VERSION = 1
+
+
+# -- dtsim trace JSON ------------------------------------------------------------------------
+def trace_to_json(trace: Trace) -> str:
+    """A Trace as JSON: meta, the span fields, spans as rows, memory samples as rows."""
+    return json.dumps(
+        {
+            "format": TRACE_FORMAT,
+            "version": TRACE_VERSION,
+            "meta": dict(trace.meta),
+            "span_fields": list(SPAN_FIELDS),
+            "spans": [list(s) for s in trace.spans],
+            "memory": [list(m) for m in trace.memory],
+        },
+        separators=(",", ":"),
+    )
+
+
+def trace_from_json(text: str) -> Trace:
+    """The inverse of :func:`trace_to_json` (ValueError if it is not such a document)."""
+    doc = json.loads(text)
+    if not isinstance(doc, dict) or doc.get("format") != TRACE_FORMAT:
+        raise ValueError(f"not a {TRACE_FORMAT} document")
+    if tuple(doc.get("span_fields", ())) != SPAN_FIELDS:
+        raise ValueError(f"span fields {doc.get('span_fields')} are not {list(SPAN_FIELDS)}")
+    spans = tuple(
+        Span(int(r), str(res), str(k), int(it), str(lab), float(a), float(b), float(n))
+        for r, res, k, it, lab, a, b, n in doc["spans"]
+    )
+    memory = tuple(MemorySample(int(r), float(t), float(n)) for r, t, n in doc.get("memory", ()))
+    return Trace(spans, memory, MappingProxyType(dict(doc.get("meta", {}))))
+
+
+def write_trace(trace: Trace, path: str | Path) -> None:
+    write_atomic(path, trace_to_json(trace))
+
+
+def read_trace(path: str | Path) -> Trace:
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror or err}", file=str(path)) from None
+    try:
+        return trace_from_json(text)
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"not a dtsim trace: {err}", file=str(path)) from None
+
+
+# -- reading traces ----------------------------------------------------------------------
+def read_trace_csv(path: str | Path) -> Trace:
+    """A Trace from ``dtsim run --csv`` (the span fields, one span a line). The CSV holds
+    no scenario facts: no global batch (so no throughput), warm-up taken as 1."""
+    file = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror or err}", file=file) from None
+    rows = csv.reader(text.splitlines())
+    header = next(rows, None)
+    if header is None or tuple(header) != SPAN_FIELDS:
+        raise InputError(
+            f"not a dtsim span CSV: the header must be {','.join(SPAN_FIELDS)}", file=file
+        )
+    spans = []
+    for line, row in enumerate(rows, start=2):
+        if not row:
+            continue
+        try:
+            r, res, kind, it, label, a, b, n = row
+            spans.append(Span(int(r), res, kind, int(it), label, float(a), float(b), float(n)))
+        except ValueError:
+            raise InputError(
+                f"line {line}: expected {len(SPAN_FIELDS)} fields "
+                "(rank, resource, kind, iteration, label, start_s, end_s, bytes) with numbers "
+                "where numbers belong",
+                file=file,
+            ) from None
+        if spans[-1].end_s < spans[-1].start_s:
+            raise InputError(f"line {line}: end_s is before start_s", file=file)
+    if not spans:
+        raise InputError("the CSV has no spans", file=file)
+    return Trace(tuple(spans), (), MappingProxyType({"source": Path(path).name}))
+
+
+def read_trace_file(path: str | Path) -> Trace:
+    """A Trace from a dtsim trace JSON (:func:`write_trace`: measured runs, predictions)
+    or a span CSV (``dtsim run --csv``), told apart by content."""
+    file = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise InputError("file not found", file=file)
+    if p.is_dir():
+        raise InputError("is a folder, not a trace file", file=file)
+    try:
+        with p.open("rb") as f:
+            head = f.read(4096).lstrip()
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror or err}", file=file) from None
+    if not head.startswith(b"{"):
+        return read_trace_csv(path)
+    if b'"traceEvents"' in head:
+        raise InputError(
+            "this is a Chrome trace (open it in https://ui.perfetto.dev); give the dtsim "
+            f"trace JSON ({TRACE_FORMAT}) or the CSV of `dtsim run --csv`",
+            file=file,
+        )
+    trace = read_trace(path)
+    for i, sp in enumerate(trace.spans):
+        if not (math.isfinite(sp.start_s) and math.isfinite(sp.end_s) and sp.end_s >= sp.start_s):
+            raise InputError(
+                f"span {i} runs from {sp.start_s} to {sp.end_s}: times must be finite, "
+                "with end >= start",
+                file=file,
+                key=f"spans[{i}]",
+            )
+    if not trace.spans:
+        raise InputError("the trace has no spans", file=file)
+    return trace
