@@ -115,8 +115,10 @@ def main() -> None:
     size = page.stat().st_size / 1e6
     print(f"scaling: {size:.2f} MB, render {seconds:.2f} s, {len(errors)} JS errors")
     # The what-if page of the largest count: three strategies' timelines.
-    scenario = ScenarioSpec(**{**options, "devices": counts[-1]}).build()
-    traces = viz.whatif_traces(scenario, strategies, last)
+    from sim.app.whatif import WhatifRequest, whatif
+
+    spec = ScenarioSpec(**options, devices=counts[-1])
+    traces = whatif(WhatifRequest(spec, strategies="sync,bucketed,delayed:1")).traces_in_row_order()
     page = out / "whatif_timeline.html"
     viz.write_html(viz.timeline_figure(traces), page)
     seconds, _, errors = render(page, out / "whatif_timeline.png", 1)

@@ -25,7 +25,9 @@ from click.testing import CliRunner
 
 from hardware_profiles import load_profile
 from sim.analysis.device_sweep import parse_device_counts, sweep_devices
+from sim.analysis.whatif import RESULT_KEYS
 from sim.app.spec import ScenarioSpec
+from sim.app.whatif import WhatifRequest, whatif
 from sim.cli.timeline import timeline
 from sim.engine.simulate import simulate
 from sim.engine.trace import MemorySample, Span, Trace
@@ -443,9 +445,12 @@ def test_sweep_devices_and_whatif_page(tmp_path):
         (16, "sync"),
     ]
     assert len(rows) == 4
-    scenario = ScenarioSpec(**{**options, "devices": 8}).build()
+    result = whatif(WhatifRequest(ScenarioSpec(**options, devices=8), strategies="sync,bucketed"))
     mine = [r for r in rows if r["devices"] == 8]
-    traces = viz.whatif_traces(scenario, strategies, mine)
+    assert [{k: r[k] for k in RESULT_KEYS} for r in result.rows] == [
+        {k: r[k] for k in RESULT_KEYS} for r in mine
+    ]
+    traces = result.traces_in_row_order()
     assert [name for name, _ in traces] == [r["strategy"] for r in mine]
     for (_, trace), r in zip(traces, mine, strict=True):  # the same runs as the table's
         assert viz.summary_rows([("x", trace)])[0]["iteration_time_s"] == r["iteration_time_s"]

@@ -45,8 +45,10 @@ def run_whatif(
     scenario: Scenario,
     strategies: Sequence[Strategy],
     progress: Callable[[str], None] | None = None,
+    traces: dict[str, Trace] | None = None,
 ) -> list[dict]:
-    """Results sorted by iteration time; each row has :data:`RESULT_KEYS` and more."""
+    """Results sorted by iteration time; each row has :data:`RESULT_KEYS` and more.
+    ``traces``, if given, receives each strategy's Trace (the run its row came from)."""
     ctx = build_context(scenario)
     baseline = parse_strategy("sync")
     runs: list[tuple[Strategy, Metrics, int]] = []
@@ -57,6 +59,8 @@ def run_whatif(
         trace, _, iterations = simulate_steady(scenario, strategy, ctx)
         m = metrics(trace)
         runs.append((strategy, m, iterations))
+        if traces is not None:
+            traces[strategy.name] = trace
         if strategy.name == "sync":
             sync_time = m.iteration_time_s
     if sync_time is None:

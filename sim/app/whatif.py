@@ -45,6 +45,10 @@ class WhatifResult:
     notes: list[str]
     sweep_rows: list[dict[str, Any]] | None = None
     with_convergence: bool = False
+    traces: dict[str, Trace] = field(default_factory=dict)  # by strategy name
+
+    def traces_in_row_order(self) -> list[tuple[str, Trace]]:
+        return [(r["strategy"], self.traces[r["strategy"]]) for r in self.rows]
 
 
 def whatif(
@@ -62,6 +66,7 @@ def whatif(
         RESULT_KEYS,
         TTA_KEYS,
         add_time_to_accuracy,
+        extrapolation_notes,
         recommend,
         recommend_time_to_accuracy,
         run_notes,
@@ -84,8 +89,12 @@ def whatif(
             request.spec.replace(devices=n).build()
         except InputError as e:
             raise InputError(f"--sweep-devices {n}: {e.reason}", key="sweep-devices") from None
+    traces: dict[str, Trace] = {}
     rows = run_whatif(
-        scenario, chosen, progress=(lambda name: progress(name, len(chosen))) if progress else None
+        scenario,
+        chosen,
+        progress=(lambda name: progress(name, len(chosen))) if progress else None,
+        traces=traces,
     )
     sweep_rows = (
         sweep_devices(request.spec, chosen, request.sweep_devices)
@@ -94,7 +103,7 @@ def whatif(
     )
     columns: tuple[str, ...] = RESULT_KEYS
     advice = recommend(rows, scenario)
-    notes = run_notes(rows, scenario)
+    notes = run_notes(rows, scenario) + extrapolation_notes(traces.values())
     if skipped:
         notes.append(
             f"skipped {', '.join(skipped)}: the profile has no NICs to reach a server over"
@@ -113,6 +122,7 @@ def whatif(
         notes=notes,
         sweep_rows=sweep_rows,
         with_convergence=convergence is not None,
+        traces=traces,
     )
 
 

@@ -590,7 +590,7 @@ def whatif(
     if html_path:
         from sim.cli.timeline import write_whatif_html
 
-        write_whatif_html(html_path, scenario, result.strategies, rows, sweep_rows)
+        write_whatif_html(html_path, scenario, result.traces_in_row_order(), rows, sweep_rows)
     if as_json:
         _emit_json(
             {

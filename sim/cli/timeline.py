@@ -83,16 +83,15 @@ def write_run_html(trace: Trace, path: str | Path, name: str | None = None) -> N
 def write_whatif_html(
     path: str | Path,
     scenario: Any,
-    strategies: Sequence[Any],
+    traces: Sequence[tuple[str, Trace]],
     rows: Sequence[Mapping[str, Any]],
     sweep_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> None:
     """``dtsim whatif --html``: the scaling plot (with --sweep-devices), every strategy's
-    timeline (simulated again: deterministic, so the Traces the table came from) and
-    the breakdown of an iteration."""
+    timeline (the Traces the table came from, in row order) and the breakdown of an
+    iteration."""
     from sim.viz import figures as viz
 
-    traces = viz.whatif_traces(scenario, strategies, rows)
     viz.write_html(
         viz.whatif_figures(traces, rows, sweep_rows),
         path,

@@ -962,27 +962,6 @@ def export_static(
 
 
 # -- pages for the commands ---------------------------------------------------------------
-def whatif_traces(
-    scenario: Any, strategies: Sequence[Any], rows: Sequence[Mapping[str, Any]]
-) -> list[tuple[str, Trace]]:
-    """The Trace behind each what-if row, simulated again with the iterations that row
-    needed to settle (the simulator is deterministic: the same Trace), in row order."""
-    from sim.engine.simulate import build_context, simulate
-
-    by_name = {s.name: s for s in strategies}
-    ctx = build_context(scenario)
-    out = []
-    for r in rows:
-        n = int(r.get("iterations_simulated", scenario.iterations))
-        sc = scenario if n == scenario.iterations else dataclasses.replace(scenario, iterations=n)
-        run_ctx = (
-            ctx if n == ctx.iterations else dataclasses.replace(ctx, scenario=sc, iterations=n)
-        )
-        trace, _ = simulate(sc, by_name[r["strategy"]], run_ctx)
-        out.append((str(r["strategy"]), trace))
-    return out
-
-
 def whatif_figures(
     traces: Sequence[tuple[str, Trace]],
     rows: Sequence[Mapping[str, Any]],
