@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,25 +19,27 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from calibrate.errors import CalibrationError
+from sim.app.calibration import (
+    DEFAULT_OPS,
+    DEFAULT_SIZES,
+    CalibrateAllRequest,
+    ProgressSink,
+    calibrate_all,
+    check_sweep,
+    comm_section,
+    compute_summary,
+    interference_doc,
+    run_comm,
+    run_compute,
+    run_interference,
+    write_yaml,
+)
+from sim.app.validation import DEFAULT_STRATEGIES
 from sim.cli.common import err, handles_errors
 from sim.cli.common import out as console
 from sim.errors import InputError
-from sim.units import fmt_bytes, fmt_time, parse_bytes, size_sweep
+from sim.units import fmt_bytes, fmt_time, parse_bytes
 
-OP_ALIASES = {
-    "allreduce": "allreduce",
-    "all_reduce": "allreduce",
-    "reducescatter": "reduce-scatter",
-    "reduce-scatter": "reduce-scatter",
-    "reduce_scatter": "reduce-scatter",
-    "allgather": "allgather",
-    "all_gather": "allgather",
-    "bcast": "broadcast",
-    "broadcast": "broadcast",
-}
-DEFAULT_OPS = "allreduce,allgather,reducescatter,bcast"
-# The default collective sweep; calibrate all extends it to the workload's gradients.
-DEFAULT_SIZES = "4KiB:64MiB"
 PROGRESS_HELP = (
     "How collectives progress while a rank computes: thread = a communication thread "
     "(NCCL, gloo, Horovod, MPI progress threads); test = only inside Test calls made by "
@@ -62,55 +63,6 @@ def _need_torch() -> None:
         ) from None
 
 
-def _parse_ops(text: str) -> list[str]:
-    ops = []
-    for raw in text.split(","):
-        name = raw.strip().lower()
-        if not name:
-            continue
-        if name not in OP_ALIASES:
-            raise InputError(
-                f"unknown op {raw.strip()!r}; choose from allreduce, allgather, reducescatter, "
-                "bcast",
-                key="ops",
-            )
-        ops.append(OP_ALIASES[name])
-    if not ops:
-        raise InputError("--ops is empty", key="ops")
-    return list(dict.fromkeys(ops))
-
-
-def _parse_sizes(text: str) -> list[int]:
-    if ":" in text:
-        sizes = size_sweep(text)
-    else:
-        sizes = [parse_bytes(x.strip(), "sizes") for x in text.split(",") if x.strip()]
-    if not sizes or any(s < 1 for s in sizes):
-        raise InputError(
-            f"cannot use {text!r} as sizes: give MIN:MAX (e.g. 4KiB:64MiB) or a list of sizes "
-            "of at least 1 byte",
-            key="sizes",
-        )
-    return [int(s) for s in sizes]
-
-
-def _check_sweep(np_: int, sizes: str, ops: str) -> tuple[list[int], list[str]]:
-    """Sizes and ops of a collective sweep, refused before anything runs if they cannot
-    give a fit: a fit needs two ranks and two distinct sizes."""
-    if np_ < 2:
-        raise InputError(f"--np must be >= 2 (a collective needs two ranks), got {np_}", key="np")
-    size_list, op_list = _parse_sizes(sizes), _parse_ops(ops)
-    if len(set(size_list)) < 2:
-        raise InputError(
-            f"--sizes {sizes} gives one size; the α-β fit needs at least 2 distinct sizes "
-            "(e.g. 4KiB:64MiB)",
-            key="sizes",
-        )
-    if max(size_list) > 16 * 2**30:
-        raise InputError(f"--sizes {sizes}: at most 16 GiB per collective", key="sizes")
-    return size_list, op_list
-
-
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -123,16 +75,6 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
-def _write_yaml(path: Path, doc: dict, header: str) -> None:
-    import yaml
-
-    from sim.formats.io import check_writable, write_atomic
-
-    check_writable(str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(str(path), header + yaml.safe_dump(doc, sort_keys=False, width=100))
-
-
 def _bar() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
@@ -143,6 +85,20 @@ def _bar() -> Progress:
         transient=True,
         disable=not err.is_terminal and os.environ.get("DTSIM_PROGRESS") != "1",
     )
+
+
+def _progress_to(bar: Progress | None) -> ProgressSink:
+    """Draw the application layer's progress reports as rich bars (nothing if None)."""
+    tasks: dict[str, Any] = {}
+
+    def report(label: str, done: int, total: int | None) -> None:
+        if bar is None:
+            return
+        if label not in tasks:
+            tasks[label] = bar.add_task(label, total=total)
+        bar.update(tasks[label], completed=done, total=total)
+
+    return report
 
 
 @click.group()
@@ -213,31 +169,6 @@ def _compute_table(result: Any) -> Table:
     return t
 
 
-def _compute_summary(result: Any) -> dict:
-    return {
-        "workload": result.workload.name,
-        "device": result.device.model,
-        "batch": result.batch,
-        "repeats": result.repeats,
-        "layer_sum_s": result.layer_sum_s,
-        "whole_model_s": result.whole_model_s,
-        "whole_model_iqr_s": result.whole_model_iqr_s,
-        "gap_fraction": result.gap,
-        "outside_layers_s": result.outside_s,
-        "layers": [
-            {
-                "name": lt.name,
-                "kind": lt.kind,
-                "forward_s": lt.forward_s,
-                "backward_s": lt.backward_s,
-                "forward_iqr_s": lt.forward_iqr_s,
-                "backward_iqr_s": lt.backward_iqr_s,
-            }
-            for lt in result.layers
-        ],
-    }
-
-
 def _gap_line(result: Any) -> str:
     ok = abs(result.gap) <= 0.15
     colour = "green" if ok else "yellow"
@@ -246,43 +177,6 @@ def _gap_line(result: Any) -> str:
         f"{fmt_time(result.whole_model_s)} (no hooks): gap [{colour}]{result.gap:+.1%}[/] "
         f"(target within ±15%); {fmt_time(result.outside_s)} per pass outside every layer "
         "(loss, bookkeeping) is folded into the last layer's forward"
-    )
-
-
-def _run_compute(
-    *,
-    workload: str | None,
-    torch_model: str | None,
-    input_shape: tuple[int, ...] | None,
-    device: str,
-    batch: int,
-    threads: int | None,
-    repeats: int,
-    warmup: int,
-    csv_path: Path | None,
-    resume: bool,
-    bar: Progress | None,
-) -> Any:
-    from calibrate.measure.compute import calibrate_compute
-
-    task = bar.add_task("compute", total=warmup + 2 * repeats) if bar else None
-
-    def step(done: int, total: int) -> None:
-        if bar is not None and task is not None:
-            bar.update(task, completed=done, total=total)
-
-    return calibrate_compute(
-        workload,
-        device=device,
-        batch=batch,
-        threads=threads,
-        warmup=warmup,
-        repeats=repeats,
-        torch_model=torch_model,
-        input_shape=input_shape,
-        csv_path=csv_path,
-        resume=resume,
-        progress=step,
     )
 
 
@@ -352,7 +246,7 @@ def compute_cmd(
         if target:
             check_writable(target)
     with _bar() as bar:
-        result = _run_compute(
+        result = run_compute(
             workload=workload,
             torch_model=torch_model,
             input_shape=_parse_shape(input_shape),
@@ -363,18 +257,18 @@ def compute_cmd(
             warmup=warmup,
             csv_path=Path(csv_path) if csv_path else None,
             resume=resume,
-            bar=None if as_json else bar,
+            progress=_progress_to(None if as_json else bar),
         )
     if out:
         from workloads.loader import to_document
 
-        _write_yaml(
+        write_yaml(
             Path(out),
             to_document(result.workload),
             "# Written by `dtsim calibrate compute`; format: workloads/README.md\n",
         )
     if as_json:
-        sys.stdout.write(json.dumps(_compute_summary(result), indent=2) + "\n")
+        sys.stdout.write(json.dumps(compute_summary(result), indent=2) + "\n")
         return
     out_console = console
     out_console.print(_compute_table(result))
@@ -413,48 +307,6 @@ def _fit_note(section: list[dict]) -> str:
     return (
         f"the α-β fit misses some points by more than {TARGET_FIT_ERROR:.0%} for {names}: the "
         "simulator uses the measured table inside its size range and the fit only outside it"
-    )
-
-
-def _comm_section(samples: list, nodes: int = 1) -> list[dict]:
-    from calibrate.measure.profile import fit_all, measured_collectives_section, medians
-
-    tables = medians(samples)
-    return measured_collectives_section(tables, fit_all(tables), nodes=nodes)
-
-
-def _run_comm(
-    *,
-    backend: str,
-    np: int,
-    sizes: list[int],
-    ops: list[str],
-    csv_path: Path,
-    repeats: int,
-    timeout_s: float,
-    hostfile: str | None,
-    resume: bool,
-    bar: Progress | None,
-) -> list:
-    from calibrate.measure.comm import run_comm_sweep
-
-    task = bar.add_task(f"comm ({backend}, np={np})", total=len(sizes) * len(ops)) if bar else None
-
-    def step(done: int, total: int) -> None:
-        if bar is not None and task is not None:
-            bar.update(task, completed=done, total=total)
-
-    return run_comm_sweep(
-        backend=backend,
-        np=np,
-        sizes=sizes,
-        ops=ops,
-        csv_path=csv_path,
-        repeats=repeats,
-        timeout_s=timeout_s,
-        hostfile=hostfile,
-        resume=resume,
-        progress=step,
     )
 
 
@@ -562,7 +414,7 @@ def comm_cmd(
     else:
         if resume and not csv_path:
             raise InputError("--resume needs --csv (the file of raw samples to resume from)")
-        size_list, op_list = _check_sweep(np_, sizes, ops)
+        size_list, op_list = check_sweep(np_, sizes, ops)
         from sim.formats.io import check_writable
 
         for target in (out, csv_path):
@@ -571,7 +423,7 @@ def comm_cmd(
         # Raw samples stream to --csv, else to a file in the temp dir (named below).
         path = Path(csv_path) if csv_path else Path(tempfile.mkstemp(suffix=".comm.csv")[1])
         with _bar() as bar:
-            samples = _run_comm(
+            samples = run_comm(
                 backend=backend,
                 np=np_,
                 sizes=size_list,
@@ -581,12 +433,12 @@ def comm_cmd(
                 timeout_s=timeout_s,
                 hostfile=hostfile,
                 resume=resume,
-                bar=None if as_json else bar,
+                progress=_progress_to(None if as_json else bar),
             )
-        section = _comm_section(samples)
+        section = comm_section(samples)
         title = f"{backend}, {np_} ranks (raw samples: {path})"
     if out:
-        _write_yaml(
+        write_yaml(
             Path(out),
             {"measured_collectives": section},
             "# Written by `dtsim calibrate comm`: the measured_collectives section of a "
@@ -657,8 +509,8 @@ def interference_cmd(
     interference_factor (compute runs at 1/(1+factor) during communication).
     """
     _need_torch()
-    result = _run_interference(np_, threads, seconds, parse_bytes(size), timeout_s, progress)
-    doc = _interference_doc(result)
+    result = run_interference(np_, threads, seconds, parse_bytes(size), timeout_s, progress)
+    doc = interference_doc(result)
     if as_json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
@@ -670,262 +522,7 @@ def interference_cmd(
     )
 
 
-def _threads_per_rank(np_: int, threads: int | None) -> int:
-    if threads is not None:
-        if threads < 1:
-            raise InputError(f"--threads must be >= 1, got {threads}")
-        return threads
-    return max(1, (os.cpu_count() or 1) // max(1, np_))
-
-
-def _run_interference(
-    np_: int,
-    threads: int | None,
-    seconds: float,
-    nbytes: float,
-    timeout_s: float,
-    progress: str = "thread",
-) -> Any:
-    from calibrate.measure.comm import measure_interference
-
-    if np_ < 2:
-        raise InputError(f"--np must be >= 2 (interference needs a collective), got {np_}")
-    if not (0 < seconds <= 600):
-        raise InputError(f"--seconds must be in (0, 600], got {seconds}")
-    if not (1 <= nbytes <= 16 * 2**30):
-        raise InputError(f"--bytes must be between 1 B and 16 GiB, got {nbytes:g}")
-    if not (timeout_s > 0 and timeout_s < float("inf")):
-        raise InputError(f"--timeout must be a positive number of seconds, got {timeout_s}")
-    return measure_interference(
-        np=np_,
-        threads=_threads_per_rank(np_, threads),
-        seconds=seconds,
-        bytes=int(nbytes),
-        timeout_s=timeout_s,
-        progress=progress,
-    )
-
-
-def _interference_doc(result: Any) -> dict:
-    return {
-        "factor": result.factor,
-        "compute_alone_s": result.compute_alone_s,
-        "compute_with_comm_s": result.compute_with_comm_s,
-        "threads": result.threads,
-        "bytes": result.bytes,
-        "ranks": [{"rank": s.rank, "host": s.host, "factor": s.factor} for s in result.samples],
-    }
-
-
 # -- all ------------------------------------------------------------------------------------
-def calibrate_all(
-    *,
-    out: str,
-    name: str | None,
-    workload: str,
-    device: str,
-    batch: int,
-    threads: int | None,
-    repeats: int,
-    warmup: int,
-    backend: str,
-    np_: int,
-    sizes: str,
-    ops: str,
-    comm_repeats: int,
-    hostfile: str | None,
-    timeout_s: float,
-    resume: bool,
-    quiet: bool,
-    progress: str = "thread",
-) -> tuple[dict, Any, list[dict], Any]:
-    """The whole calibration (see `dtsim calibrate all --help`); writes the profile and the
-    workload, returns (summary, compute result, measured_collectives, interference)."""
-    from calibrate.measure.device import gemm_flops, memory_bandwidth, provenance
-    from calibrate.measure.fit import Fit
-    from calibrate.measure.profile import hardware_document
-    from sim.formats.io import check_writable
-
-    started = time.perf_counter()
-    path = Path(out)
-    if path.suffix not in (".yaml", ".yml"):
-        raise InputError(f"--out must end in .yaml or .yml, got {out!r}")
-    stem = path.with_suffix("")
-    base = workload.split(":")[0] if not workload.endswith((".yaml", ".yml")) else "workload"
-    workload_path = Path(f"{stem}.{base}.yaml")
-    compute_csv, comm_csv = Path(f"{stem}.compute.csv"), Path(f"{stem}.comm.csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for p in (path, workload_path, compute_csv, comm_csv):
-        check_writable(str(p))
-    size_list, op_list = _check_sweep(np_, sizes, ops)
-    if "allreduce" not in op_list:
-        raise InputError("calibrate all needs allreduce in --ops (it sets the link)", key="ops")
-    sizes_note = None
-    if sizes == DEFAULT_SIZES:
-        size_list, sizes_note = _cover_gradients(size_list, workload, np_, hostfile)
-    rank_threads = _threads_per_rank(np_, threads) if device == "cpu" else None
-    timings: dict[str, float] = {}
-    with _bar() as bar:
-        live = None if quiet else bar
-        t0 = time.perf_counter()
-        from calibrate.measure.compute import achieved_flops, calibrate_compute_ranks
-
-        if device == "cpu" and np_ > 1 and hostfile is None:
-            # The ranks of a real run compute at once and share the host: measure so.
-            if live is not None:
-                live.add_task(f"compute on {np_} ranks at once", total=None)
-            result, gemm, membw = calibrate_compute_ranks(
-                np_,
-                workload,
-                device=device,
-                batch=batch,
-                threads=rank_threads,
-                warmup=warmup,
-                repeats=repeats,
-                csv_path=compute_csv,
-                resume=resume,
-                timeout_s=timeout_s,
-            )
-        else:
-            result = _run_compute(
-                workload=workload,
-                torch_model=None,
-                input_shape=None,
-                device=device,
-                batch=batch,
-                threads=rank_threads,
-                repeats=repeats,
-                warmup=warmup,
-                csv_path=compute_csv,
-                resume=resume,
-                bar=live,
-            )
-            gemm, membw = gemm_flops(result.device), memory_bandwidth(result.device)
-        info = result.device
-        # The roofline's ceiling: the GEMM's rate, or what a layer kind reached if more
-        # (a convolution's kernel can beat a square GEMM), so efficiencies stay <= 1.
-        gemm = max(gemm, achieved_flops(result))
-        timings["compute_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        samples = _run_comm(
-            backend=backend,
-            np=np_,
-            sizes=size_list,
-            ops=op_list,
-            csv_path=comm_csv,
-            repeats=comm_repeats,
-            timeout_s=timeout_s,
-            hostfile=hostfile,
-            resume=resume,
-            bar=live,
-        )
-        timings["comm_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if live is not None:
-            live.add_task("interference", total=None)
-        interference = _run_interference(np_, rank_threads, 1.0, 16 << 20, timeout_s, progress)
-        timings["interference_s"] = time.perf_counter() - t0
-    from calibrate.measure.compute import fitted_efficiency
-
-    section = _comm_section(samples)
-    link = next(m for m in section if m["op"] == "allreduce")
-    link_fit = Fit(
-        "allreduce",
-        link["ranks"],
-        link["alpha_us"] * 1e-6,
-        link["bandwidth_gb_per_s"] * 1e9,
-        link["fit_worst_error"],
-        (),
-    )
-    prov = provenance(
-        info,
-        ranks=np_,
-        backend=backend,
-        workload=result.workload.name,
-        batch=batch,
-        command="dtsim calibrate all",
-        interference_progress=progress,
-    )
-    doc = hardware_document(
-        name=name or path.stem,
-        device_kind=info.kind,
-        device_model=info.model,
-        ranks=np_,
-        memory_bytes_per_rank=info.memory_bytes / (np_ if info.kind == "cpu" else 1),
-        gemm_flops=gemm,
-        memory_bandwidth=membw,
-        efficiency=fitted_efficiency(result, gemm),
-        link_fit=link_fit,
-        collectives=section,
-        interference=interference.factor,
-        provenance=prov,
-    )
-    from hardware_profiles.loader import parse_profile
-    from workloads.loader import to_document
-
-    parse_profile(doc, str(path))  # what is written must load: fail before writing
-    _write_yaml(
-        workload_path,
-        to_document(result.workload),
-        "# Written by `dtsim calibrate all`; format: workloads/README.md\n",
-    )
-    _write_yaml(
-        path, doc, "# Written by `dtsim calibrate all`; format: hardware_profiles/SCHEMA.md\n"
-    )
-    timings["total_s"] = time.perf_counter() - started
-    summary = {
-        "profile": str(path),
-        "workload": str(workload_path),
-        "samples": [str(compute_csv), str(comm_csv)],
-        "device": info.model,
-        "gemm_flops": gemm,
-        "memory_bandwidth_bytes_per_s": membw,
-        "efficiency": doc["device"]["efficiency"],
-        "compute": _compute_summary(result),
-        "measured_collectives": section,
-        "interference": _interference_doc(interference),
-        "timings_s": timings,
-        **({"sizes_note": sizes_note} if sizes_note else {}),
-    }
-    return summary, result, section, interference
-
-
-def _cover_gradients(
-    size_list: list[int], workload: str, np_: int, hostfile: str | None
-) -> tuple[list[int], str | None]:
-    """The default sweep, doubled on up to the next power of two at or above the
-    workload's fp32 gradients: the largest collective it issues (sync's one all-reduce of
-    every gradient), so the simulator measures it rather than extrapolating beyond the
-    table. On one host the ranks' buffers (a send and a receive buffer of the size each)
-    must fit in half its memory. Returns the sizes and a note, None if unchanged."""
-    from workloads import load_workload
-
-    grad_bytes = load_workload(workload).total_params * 4  # calibration trains in fp32
-    top = 1 << max(0, (grad_bytes - 1).bit_length())
-    largest = max(size_list)
-    if top <= largest:
-        return size_list, None
-    cap = 16 * 2**30  # _check_sweep's limit
-    if hostfile is None and hasattr(os, "sysconf"):
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        cap = min(cap, memory // 2 // (2 * np_))
-    extra = []
-    size = largest * 2
-    while size <= min(top, cap):
-        extra.append(size)
-        size *= 2
-    if not extra:
-        return size_list, None
-    sweep = f"{fmt_bytes(min(size_list))}:{fmt_bytes(extra[-1])}".replace(" ", "")
-    note = (
-        f"--sizes raised to {sweep}: the workload's gradients are {fmt_bytes(grad_bytes)} "
-        "(sync all-reduces them at once)"
-    )
-    if extra[-1] < top:
-        note += f"; {fmt_bytes(top)} would not fit {np_} ranks' buffers in half this host's memory"
-    return size_list + extra, note
-
-
 @calibrate.command("all")
 @click.option(
     "--out",
@@ -970,11 +567,34 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
         --batch-per-device 32
     """
     _need_torch()
-    summary, result, section, interference = calibrate_all(**kw, quiet=as_json)
+    size_list, op_list = check_sweep(kw["np_"], kw["sizes"], kw["ops"])
+    request = CalibrateAllRequest(
+        out=kw["out"],
+        name=kw["name"],
+        workload=kw["workload"],
+        device=kw["device"],
+        batch=kw["batch"],
+        threads=kw["threads"],
+        repeats=kw["repeats"],
+        warmup=kw["warmup"],
+        backend=kw["backend"],
+        np=kw["np_"],
+        sizes=None if kw["sizes"] == DEFAULT_SIZES else tuple(size_list),
+        ops=tuple(op_list),
+        comm_repeats=kw["comm_repeats"],
+        hostfile=kw["hostfile"],
+        timeout_s=kw["timeout_s"],
+        resume=kw["resume"],
+        progress_mode=kw["progress"],
+    )
+    with _bar() as bar:
+        outcome = calibrate_all(request, _progress_to(None if as_json else bar))
+    summary, result, section = outcome.summary, outcome.compute, outcome.collectives
+    interference = outcome.interference
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
-    path, workload_path, info = Path(kw["out"]), summary["workload"], result.device
+    path, workload_path, info = outcome.profile_path, summary["workload"], result.device
     gemm, membw, timings = (
         summary["gemm_flops"],
         summary["memory_bandwidth_bytes_per_s"],
@@ -1004,7 +624,7 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
 
 
 # -- validate -------------------------------------------------------------------------------
-DEFAULT_VALIDATE_STRATEGIES = "sync,layerwise,bucketed,delayed:1,delayed:2"
+DEFAULT_VALIDATE_STRATEGIES = ",".join(DEFAULT_STRATEGIES)
 
 
 @click.command("validate")
@@ -1075,165 +695,31 @@ def validate(
       dtsim validate --hardware my-box.yaml --workload-profile my-box.small-cnn.yaml
     """
     _need_torch()
-    from calibrate.realrun.training import RealRunError, plan_strategy, run_real
-    from calibrate.validation.compare import (
-        RESULT_KEYS,
-        compare,
-        measured_stats,
-        predict,
-        same_ranking,
+    from sim.app.validation import ValidateRequest
+    from sim.app.validation import validate as validate_job
+
+    request = ValidateRequest(
+        np=np_,
+        workload=workload,
+        strategies=tuple(strategies.split(",")),
+        iterations=iterations,
+        repeats=repeats,
+        batch=batch,
+        threads=threads,
+        hostfile=hostfile,
+        hardware=hardware,
+        workload_profile=workload_profile,
+        out_dir=out_dir,
+        timeout_s=timeout_s,
     )
-    from hardware_profiles import load_profile
-    from sim.formats.trace_files import write_trace
-    from sim.strategies import parse_strategy
-    from workloads import load_workload
-
-    names = [s.strip() for s in strategies.split(",") if s.strip()]
-    if not names:
-        raise InputError("--strategies is empty", key="strategies")
-    names = [plan_strategy(n).name for n in names]  # refuse what cannot run for real, now
-    if workload_profile and not hardware:
-        raise InputError("--workload-profile goes with --hardware")
-    # Warm-up is 1 + d iterations, and the steady figure needs two windows after it.
-    most = max(parse_strategy(n).staleness for n in names)
-    if iterations < 3 + most:
-        raise InputError(
-            f"--iterations must be >= {3 + most} (warm-up of 1 + d = {1 + most} iterations, "
-            f"then at least two to measure), got {iterations}"
-        )
-    if workload_profile:
-        trained = load_workload(workload).name
-        described = load_workload(workload_profile).name
-        if trained.split(":")[0] != described.split(":")[0]:
-            raise InputError(
-                f"--workload {workload} trains '{trained}' but --workload-profile "
-                f"{workload_profile} describes '{described}': give the profile of the same model"
-            )
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(
-            "--out names a file; give a directory for the report and traces", file=out_dir
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create the directory: {e.strerror}", file=out_dir) from None
-    from sim.formats.io import check_writable
-
-    check_writable(str(out / "report.json"))
-    rank_threads = _threads_per_rank(np_, threads)
-    started = time.perf_counter()
     with _bar() as bar:
-        live = None if as_json else bar
-        if hardware is None:
-            summary, _, _, _ = calibrate_all(
-                out=str(out / "profile.yaml"),
-                name="validate",
-                workload=workload,
-                device="cpu",
-                batch=batch,
-                threads=rank_threads,
-                repeats=10,
-                warmup=3,
-                backend="mpi",
-                np_=np_,
-                sizes="4KiB:64MiB",
-                ops="allreduce",
-                comm_repeats=5,
-                hostfile=hostfile,
-                timeout_s=timeout_s,
-                resume=False,
-                quiet=as_json,
-                # The real runs progress MPI's non-blocking collectives by Test calls from
-                # the training thread: calibrate interference the same way.
-                progress="test",
-            )
-            hardware, workload_profile = str(out / "profile.yaml"), summary["workload"]
-        profile = load_profile(hardware)
-        wl = load_workload(workload_profile or workload)
-        tasks: dict[str, Any] = {}
-
-        def step(strategy: str, done: int, total: int) -> None:
-            if live is None:
-                return
-            if strategy not in tasks:
-                tasks[strategy] = live.add_task(f"real run {strategy}", total=total)
-            live.update(tasks[strategy], completed=done, total=total)
-
-        failure: CalibrationError | None = None
-        try:
-            real = run_real(
-                workload=workload,
-                strategies=names,
-                np=np_,
-                iterations=iterations,
-                batch_per_rank=batch,
-                threads=rank_threads,
-                repeats=repeats,
-                hostfile=hostfile,
-                timeout_s=timeout_s,
-                out_dir=out,
-                progress=step,
-            )
-        except RealRunError as e:
-            # Keep what finished: report the strategies whose runs all completed.
-            failure, real = e, list(e.partial)
-            done = {r.strategy for r in real}
-            names = [n for n in names if n in done]
-            real = [r for r in real if r.strategy in names]
-        if live is not None:
-            live.add_task("simulating", total=None)
-        predicted = predict(
-            profile,
-            wl,
-            ranks=np_,
-            batch_per_rank=batch,
-            strategies=names,
-            iterations=iterations,
-        )
-    measured: dict[str, list] = {name: [] for name in names}
-    identical = True
-    for r in real:
-        measured[r.strategy].append(measured_stats(r.trace))
-        identical &= r.weights_identical
-    rows = compare(measured, predicted)
-    predicted_paths = {}
-    for name, (_, trace) in predicted.items():
-        path = out / f"predicted_{name.replace(':', '-')}.trace.json"
-        write_trace(trace, path)
-        predicted_paths[name] = str(path)
-    scenario = {
-        "workload": wl.name,
-        "ranks": np_,
-        "batch_per_device": batch,
-        "threads_per_rank": rank_threads,
-        "iterations": iterations,
-        "repeats": repeats,
-        "hardware": hardware,
-        "workload_profile": workload_profile,
-        "device": profile.device.model,
-        "hostfile": hostfile,
-    }
-    report = {
-        "scenario": scenario,
-        "results": [{k: row[k] for k in RESULT_KEYS} for row in rows],
-        "details": rows,
-        "weights_identical": identical,
-        "same_ranking": same_ranking(rows),
-        "measured_traces": [str(r.trace_path) for r in real],
-        "predicted_traces": predicted_paths,
-        "wall_s": time.perf_counter() - started,
-    }
-    from sim.formats.io import write_atomic
-
-    if failure is not None:
-        report["error"] = str(failure)
-    write_atomic(str(out / "report.json"), json.dumps(report, indent=2) + "\n")
-    if failure is not None:
-        kept = ", ".join(names) if names else "none"
-        raise CalibrationError(
-            f"{failure} (finished strategies kept in {out / 'report.json'}: {kept})"
-        )
+        result = validate_job(request, _progress_to(None if as_json else bar))
+    rows, report, scenario = result.rows, result.report, result.scenario
+    identical, out, rank_threads = (
+        result.weights_identical,
+        result.report_path.parent,
+        result.threads_per_rank,
+    )
     if as_json:
         sys.stdout.write(
             json.dumps({"scenario": scenario, "results": report["results"]}, indent=2) + "\n"
@@ -1241,8 +727,8 @@ def validate(
         return
     o = console
     t = Table(
-        title=f"{wl.name}, {np_} ranks x batch {batch}, {rank_threads} thread(s) each, "
-        f"{iterations} iterations x {repeats} repeats"
+        title=f"{result.workload_name}, {np_} ranks x batch {batch}, {rank_threads} thread(s) "
+        f"each, {iterations} iterations x {repeats} repeats"
     )
     for col in (
         "strategy",

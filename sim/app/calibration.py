@@ -1,0 +1,479 @@
+"""Calibration and validation jobs (the application layer of ``dtsim calibrate`` and
+``dtsim validate``): typed requests in, results out; no printing, no click.
+
+Progress goes to a callback ``progress(label, done, total)`` (``total`` None: a phase of
+unknown length); the CLI draws it as bars. torch and mpi4py are imported inside the
+measuring functions only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sim.errors import InputError
+from sim.units import fmt_bytes, parse_bytes, size_sweep
+
+# A sink for progress: (what, done so far, total or None).
+ProgressSink = Callable[[str, int, "int | None"], None]
+
+
+def no_progress(label: str, done: int, total: int | None) -> None:
+    pass
+
+
+OP_ALIASES = {
+    "allreduce": "allreduce",
+    "all_reduce": "allreduce",
+    "reducescatter": "reduce-scatter",
+    "reduce-scatter": "reduce-scatter",
+    "reduce_scatter": "reduce-scatter",
+    "allgather": "allgather",
+    "all_gather": "allgather",
+    "bcast": "broadcast",
+    "broadcast": "broadcast",
+}
+DEFAULT_OPS = "allreduce,allgather,reducescatter,bcast"
+# The default collective sweep; calibrate all extends it to the workload's gradients.
+DEFAULT_SIZES = "4KiB:64MiB"
+
+
+def parse_ops(text: str) -> list[str]:
+    ops = []
+    for raw in text.split(","):
+        name = raw.strip().lower()
+        if not name:
+            continue
+        if name not in OP_ALIASES:
+            raise InputError(
+                f"unknown op {raw.strip()!r}; choose from allreduce, allgather, reducescatter, "
+                "bcast",
+                key="ops",
+            )
+        ops.append(OP_ALIASES[name])
+    if not ops:
+        raise InputError("--ops is empty", key="ops")
+    return list(dict.fromkeys(ops))
+
+
+def parse_sizes(text: str) -> list[int]:
+    if ":" in text:
+        sizes = size_sweep(text)
+    else:
+        sizes = [parse_bytes(x.strip(), "sizes") for x in text.split(",") if x.strip()]
+    if not sizes or any(s < 1 for s in sizes):
+        raise InputError(
+            f"cannot use {text!r} as sizes: give MIN:MAX (e.g. 4KiB:64MiB) or a list of sizes "
+            "of at least 1 byte",
+            key="sizes",
+        )
+    return [int(s) for s in sizes]
+
+
+def check_sweep(np_: int, sizes: str, ops: str) -> tuple[list[int], list[str]]:
+    """Sizes and ops of a collective sweep, refused before anything runs if they cannot
+    give a fit: a fit needs two ranks and two distinct sizes."""
+    if np_ < 2:
+        raise InputError(f"--np must be >= 2 (a collective needs two ranks), got {np_}", key="np")
+    size_list, op_list = parse_sizes(sizes), parse_ops(ops)
+    check_sizes(size_list, sizes)
+    return size_list, op_list
+
+
+def check_sizes(size_list: list[int], text: str) -> None:
+    """Two distinct sizes at least (the α-β fit), none above 16 GiB."""
+    if len(set(size_list)) < 2:
+        raise InputError(
+            f"--sizes {text} gives one size; the α-β fit needs at least 2 distinct sizes "
+            "(e.g. 4KiB:64MiB)",
+            key="sizes",
+        )
+    if max(size_list) > 16 * 2**30:
+        raise InputError(f"--sizes {text}: at most 16 GiB per collective", key="sizes")
+
+
+def write_yaml(path: Path, doc: dict, header: str) -> None:
+    import yaml
+
+    from sim.formats.io import check_writable, write_atomic
+
+    check_writable(str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(str(path), header + yaml.safe_dump(doc, sort_keys=False, width=100))
+
+
+def compute_summary(result: Any) -> dict:
+    return {
+        "workload": result.workload.name,
+        "device": result.device.model,
+        "batch": result.batch,
+        "repeats": result.repeats,
+        "layer_sum_s": result.layer_sum_s,
+        "whole_model_s": result.whole_model_s,
+        "whole_model_iqr_s": result.whole_model_iqr_s,
+        "gap_fraction": result.gap,
+        "outside_layers_s": result.outside_s,
+        "layers": [
+            {
+                "name": lt.name,
+                "kind": lt.kind,
+                "forward_s": lt.forward_s,
+                "backward_s": lt.backward_s,
+                "forward_iqr_s": lt.forward_iqr_s,
+                "backward_iqr_s": lt.backward_iqr_s,
+            }
+            for lt in result.layers
+        ],
+    }
+
+
+def comm_section(samples: list, nodes: int = 1) -> list[dict]:
+    from calibrate.measure.profile import fit_all, measured_collectives_section, medians
+
+    tables = medians(samples)
+    return measured_collectives_section(tables, fit_all(tables), nodes=nodes)
+
+
+def threads_per_rank(np_: int, threads: int | None) -> int:
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be >= 1, got {threads}")
+        return threads
+    return max(1, (os.cpu_count() or 1) // max(1, np_))
+
+
+def run_interference(
+    np_: int,
+    threads: int | None,
+    seconds: float,
+    nbytes: float,
+    timeout_s: float,
+    progress: str = "thread",
+) -> Any:
+    from calibrate.measure.comm import measure_interference
+
+    if np_ < 2:
+        raise InputError(f"--np must be >= 2 (interference needs a collective), got {np_}")
+    if not (0 < seconds <= 600):
+        raise InputError(f"--seconds must be in (0, 600], got {seconds}")
+    if not (1 <= nbytes <= 16 * 2**30):
+        raise InputError(f"--bytes must be between 1 B and 16 GiB, got {nbytes:g}")
+    if not (timeout_s > 0 and timeout_s < float("inf")):
+        raise InputError(f"--timeout must be a positive number of seconds, got {timeout_s}")
+    return measure_interference(
+        np=np_,
+        threads=threads_per_rank(np_, threads),
+        seconds=seconds,
+        bytes=int(nbytes),
+        timeout_s=timeout_s,
+        progress=progress,
+    )
+
+
+def interference_doc(result: Any) -> dict:
+    return {
+        "factor": result.factor,
+        "compute_alone_s": result.compute_alone_s,
+        "compute_with_comm_s": result.compute_with_comm_s,
+        "threads": result.threads,
+        "bytes": result.bytes,
+        "ranks": [{"rank": s.rank, "host": s.host, "factor": s.factor} for s in result.samples],
+    }
+
+
+def cover_gradients(
+    size_list: list[int], workload: str, np_: int, hostfile: str | None
+) -> tuple[list[int], str | None]:
+    """The default sweep, doubled on up to the next power of two at or above the
+    workload's fp32 gradients: the largest collective it issues (sync's one all-reduce of
+    every gradient), so the simulator measures it rather than extrapolating beyond the
+    table. On one host the ranks' buffers (a send and a receive buffer of the size each)
+    must fit in half its memory. Returns the sizes and a note, None if unchanged."""
+    from workloads import load_workload
+
+    grad_bytes = load_workload(workload).total_params * 4  # calibration trains in fp32
+    top = 1 << max(0, (grad_bytes - 1).bit_length())
+    largest = max(size_list)
+    if top <= largest:
+        return size_list, None
+    cap = 16 * 2**30  # check_sweep's limit
+    if hostfile is None and hasattr(os, "sysconf"):
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        cap = min(cap, memory // 2 // (2 * np_))
+    extra = []
+    size = largest * 2
+    while size <= min(top, cap):
+        extra.append(size)
+        size *= 2
+    if not extra:
+        return size_list, None
+    sweep = f"{fmt_bytes(min(size_list))}:{fmt_bytes(extra[-1])}".replace(" ", "")
+    note = (
+        f"--sizes raised to {sweep}: the workload's gradients are {fmt_bytes(grad_bytes)} "
+        "(sync all-reduces them at once)"
+    )
+    if extra[-1] < top:
+        note += f"; {fmt_bytes(top)} would not fit {np_} ranks' buffers in half this host's memory"
+    return size_list + extra, note
+
+
+def run_compute(
+    *,
+    workload: str | None,
+    torch_model: str | None,
+    input_shape: tuple[int, ...] | None,
+    device: str,
+    batch: int,
+    threads: int | None,
+    repeats: int,
+    warmup: int,
+    csv_path: Path | None,
+    resume: bool,
+    progress: ProgressSink = no_progress,
+) -> Any:
+    """Per-layer times of one process (``calibrate.measure.compute.calibrate_compute``)."""
+    from calibrate.measure.compute import calibrate_compute
+
+    progress("compute", 0, warmup + 2 * repeats)
+    return calibrate_compute(
+        workload,
+        device=device,
+        batch=batch,
+        threads=threads,
+        warmup=warmup,
+        repeats=repeats,
+        torch_model=torch_model,
+        input_shape=input_shape,
+        csv_path=csv_path,
+        resume=resume,
+        progress=lambda done, total: progress("compute", done, total),
+    )
+
+
+def run_comm(
+    *,
+    backend: str,
+    np: int,
+    sizes: list[int],
+    ops: list[str],
+    csv_path: Path,
+    repeats: int,
+    timeout_s: float,
+    hostfile: str | None,
+    resume: bool,
+    progress: ProgressSink = no_progress,
+) -> list:
+    """A collective sweep over real ranks (``calibrate.measure.comm.run_comm_sweep``)."""
+    from calibrate.measure.comm import run_comm_sweep
+
+    label = f"comm ({backend}, np={np})"
+    progress(label, 0, len(sizes) * len(ops))
+    return run_comm_sweep(
+        backend=backend,
+        np=np,
+        sizes=sizes,
+        ops=ops,
+        csv_path=csv_path,
+        repeats=repeats,
+        timeout_s=timeout_s,
+        hostfile=hostfile,
+        resume=resume,
+        progress=lambda done, total: progress(label, done, total),
+    )
+
+
+# -- calibrate all ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CalibrateAllRequest:
+    """``dtsim calibrate all``: ``sizes`` None means the default sweep, extended up to the
+    workload's gradients; ``progress_mode`` how collectives progress while a rank
+    computes when interference is measured (``thread`` or ``test``)."""
+
+    out: str
+    workload: str = "small-cnn"
+    name: str | None = None
+    device: str = "cpu"
+    batch: int = 32
+    threads: int | None = None
+    repeats: int = 10
+    warmup: int = 3
+    backend: str = "mpi"
+    np: int = 2
+    sizes: tuple[int, ...] | None = None
+    ops: tuple[str, ...] = ("allreduce", "allgather", "reduce-scatter", "broadcast")
+    comm_repeats: int = 5
+    hostfile: str | None = None
+    timeout_s: float = 120.0
+    resume: bool = False
+    progress_mode: str = "thread"
+
+
+@dataclass(frozen=True)
+class CalibrateAllResult:
+    summary: dict[str, Any]  # what `--json` prints
+    compute: Any  # calibrate.measure.compute's result
+    collectives: list[dict]  # the profile's measured_collectives section
+    interference: Any  # calibrate.measure.comm's interference result
+    profile_path: Path
+    workload_path: Path
+
+
+def calibrate_all(
+    request: CalibrateAllRequest, progress: ProgressSink = no_progress
+) -> CalibrateAllResult:
+    """The whole calibration (see ``dtsim calibrate all --help``): compute (on every rank
+    at once when the ranks share this host), collectives, interference; writes the
+    profile and the workload with its measured times, atomically, after checking that
+    what is written loads."""
+    from calibrate.measure.compute import (
+        achieved_flops,
+        calibrate_compute_ranks,
+        fitted_efficiency,
+    )
+    from calibrate.measure.device import gemm_flops, memory_bandwidth, provenance
+    from calibrate.measure.fit import Fit
+    from calibrate.measure.profile import hardware_document
+    from hardware_profiles.loader import parse_profile
+    from sim.formats.io import check_writable
+    from workloads.loader import to_document
+
+    r = request
+    started = time.perf_counter()
+    path = Path(r.out)
+    if path.suffix not in (".yaml", ".yml"):
+        raise InputError(f"--out must end in .yaml or .yml, got {r.out!r}")
+    if r.np < 2:
+        raise InputError(f"--np must be >= 2 (a collective needs two ranks), got {r.np}", key="np")
+    if "allreduce" not in r.ops:
+        raise InputError("calibrate all needs allreduce in --ops (it sets the link)", key="ops")
+    size_list, sizes_note = list(r.sizes or ()), None
+    if r.sizes is None:
+        size_list, sizes_note = cover_gradients(
+            parse_sizes(DEFAULT_SIZES), r.workload, r.np, r.hostfile
+        )
+    check_sizes(size_list, " ".join(map(str, r.sizes)) if r.sizes else DEFAULT_SIZES)
+    stem = path.with_suffix("")
+    base = r.workload.split(":")[0] if not r.workload.endswith((".yaml", ".yml")) else "workload"
+    workload_path = Path(f"{stem}.{base}.yaml")
+    compute_csv, comm_csv = Path(f"{stem}.compute.csv"), Path(f"{stem}.comm.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for p in (path, workload_path, compute_csv, comm_csv):
+        check_writable(str(p))
+    rank_threads = threads_per_rank(r.np, r.threads) if r.device == "cpu" else None
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if r.device == "cpu" and r.np > 1 and r.hostfile is None:
+        # The ranks of a real run compute at once and share the host: measure so.
+        progress(f"compute on {r.np} ranks at once", 0, None)
+        result, gemm, membw = calibrate_compute_ranks(
+            r.np,
+            r.workload,
+            device=r.device,
+            batch=r.batch,
+            threads=rank_threads,
+            warmup=r.warmup,
+            repeats=r.repeats,
+            csv_path=compute_csv,
+            resume=r.resume,
+            timeout_s=r.timeout_s,
+        )
+    else:
+        result = run_compute(
+            workload=r.workload,
+            torch_model=None,
+            input_shape=None,
+            device=r.device,
+            batch=r.batch,
+            threads=rank_threads,
+            repeats=r.repeats,
+            warmup=r.warmup,
+            csv_path=compute_csv,
+            resume=r.resume,
+            progress=progress,
+        )
+        gemm, membw = gemm_flops(result.device), memory_bandwidth(result.device)
+    info = result.device
+    # The roofline's ceiling: the GEMM's rate, or what a layer kind reached if more
+    # (a convolution's kernel can beat a square GEMM), so efficiencies stay <= 1.
+    gemm = max(gemm, achieved_flops(result))
+    timings["compute_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    samples = run_comm(
+        backend=r.backend,
+        np=r.np,
+        sizes=size_list,
+        ops=list(r.ops),
+        csv_path=comm_csv,
+        repeats=r.comm_repeats,
+        timeout_s=r.timeout_s,
+        hostfile=r.hostfile,
+        resume=r.resume,
+        progress=progress,
+    )
+    timings["comm_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    progress("interference", 0, None)
+    interference = run_interference(r.np, rank_threads, 1.0, 16 << 20, r.timeout_s, r.progress_mode)
+    timings["interference_s"] = time.perf_counter() - t0
+    section = comm_section(samples)
+    link = next(m for m in section if m["op"] == "allreduce")
+    link_fit = Fit(
+        "allreduce",
+        link["ranks"],
+        link["alpha_us"] * 1e-6,
+        link["bandwidth_gb_per_s"] * 1e9,
+        link["fit_worst_error"],
+        (),
+    )
+    prov = provenance(
+        info,
+        ranks=r.np,
+        backend=r.backend,
+        workload=result.workload.name,
+        batch=r.batch,
+        command="dtsim calibrate all",
+        interference_progress=r.progress_mode,
+    )
+    doc = hardware_document(
+        name=r.name or path.stem,
+        device_kind=info.kind,
+        device_model=info.model,
+        ranks=r.np,
+        memory_bytes_per_rank=info.memory_bytes / (r.np if info.kind == "cpu" else 1),
+        gemm_flops=gemm,
+        memory_bandwidth=membw,
+        efficiency=fitted_efficiency(result, gemm),
+        link_fit=link_fit,
+        collectives=section,
+        interference=interference.factor,
+        provenance=prov,
+    )
+    parse_profile(doc, str(path))  # what is written must load: fail before writing
+    write_yaml(
+        workload_path,
+        to_document(result.workload),
+        "# Written by `dtsim calibrate all`; format: workloads/README.md\n",
+    )
+    write_yaml(
+        path, doc, "# Written by `dtsim calibrate all`; format: hardware_profiles/SCHEMA.md\n"
+    )
+    timings["total_s"] = time.perf_counter() - started
+    summary = {
+        "profile": str(path),
+        "workload": str(workload_path),
+        "samples": [str(compute_csv), str(comm_csv)],
+        "device": info.model,
+        "gemm_flops": gemm,
+        "memory_bandwidth_bytes_per_s": membw,
+        "efficiency": doc["device"]["efficiency"],
+        "compute": compute_summary(result),
+        "measured_collectives": section,
+        "interference": interference_doc(interference),
+        "timings_s": timings,
+        **({"sizes_note": sizes_note} if sizes_note else {}),
+    }
+    return CalibrateAllResult(summary, result, section, interference, path, workload_path)

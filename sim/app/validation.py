@@ -1,0 +1,208 @@
+"""The validation job (``dtsim validate``): calibrate, train for real under each
+strategy, simulate the same scenario, compare; no printing, no click."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from calibrate.errors import CalibrationError
+from sim.app.calibration import (
+    CalibrateAllRequest,
+    ProgressSink,
+    no_progress,
+    calibrate_all,
+    threads_per_rank,
+)
+from sim.errors import InputError
+
+DEFAULT_STRATEGIES = ("sync", "layerwise", "bucketed", "delayed:1", "delayed:2")
+
+
+@dataclass(frozen=True)
+class ValidateRequest:
+    """Train ``workload`` on ``np`` ranks under each of ``strategies`` (``repeats`` runs
+    of ``iterations``), and predict the same. Without ``hardware``, the machine is
+    calibrated first into ``out_dir``; with it, ``workload_profile`` may give the
+    workload's measured times."""
+
+    np: int = 2
+    workload: str = "small-cnn"
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    iterations: int = 20
+    repeats: int = 3
+    batch: int = 32
+    threads: int | None = None
+    hostfile: str | None = None
+    hardware: str | None = None
+    workload_profile: str | None = None
+    out_dir: str = "dtsim-validate"
+    timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class ValidateResult:
+    rows: list[dict[str, Any]]  # calibrate.validation.compare.compare's rows
+    report: dict[str, Any]  # what report.json holds
+    scenario: dict[str, Any]
+    workload_name: str
+    threads_per_rank: int
+    report_path: Path
+    weights_identical: bool
+
+
+def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> ValidateResult:
+    """Checks first (nothing runs on bad input), then calibration, real runs, prediction
+    and comparison. A rank that dies keeps the finished strategies: report.json is
+    written with them and the error, then :class:`CalibrationError` is raised."""
+    from calibrate.realrun.training import RealRunError, plan_strategy, run_real
+    from calibrate.validation.compare import (
+        RESULT_KEYS,
+        compare,
+        measured_stats,
+        predict,
+        same_ranking,
+    )
+    from hardware_profiles import load_profile
+    from sim.formats.io import check_writable, write_atomic
+    from sim.formats.trace_files import write_trace
+    from sim.strategies import parse_strategy
+    from workloads import load_workload
+
+    r = request
+    names = [s.strip() for s in r.strategies if s.strip()]
+    if not names:
+        raise InputError("--strategies is empty", key="strategies")
+    names = [plan_strategy(n).name for n in names]  # refuse what cannot run for real, now
+    if r.workload_profile and not r.hardware:
+        raise InputError("--workload-profile goes with --hardware")
+    # Warm-up is 1 + d iterations, and the steady figure needs two windows after it.
+    most = max(parse_strategy(n).staleness for n in names)
+    if r.iterations < 3 + most:
+        raise InputError(
+            f"--iterations must be >= {3 + most} (warm-up of 1 + d = {1 + most} iterations, "
+            f"then at least two to measure), got {r.iterations}"
+        )
+    if r.workload_profile:
+        trained = load_workload(r.workload).name
+        described = load_workload(r.workload_profile).name
+        if trained.split(":")[0] != described.split(":")[0]:
+            raise InputError(
+                f"--workload {r.workload} trains '{trained}' but --workload-profile "
+                f"{r.workload_profile} describes '{described}': give the profile of the same "
+                "model"
+            )
+    out = Path(r.out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(
+            "--out names a file; give a directory for the report and traces", file=r.out_dir
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the directory: {e.strerror}", file=r.out_dir) from None
+    report_path = out / "report.json"
+    check_writable(str(report_path))
+    rank_threads = threads_per_rank(r.np, r.threads)
+    started = time.perf_counter()
+    hardware, workload_profile = r.hardware, r.workload_profile
+    if hardware is None:
+        calibration = calibrate_all(
+            CalibrateAllRequest(
+                out=str(out / "profile.yaml"),
+                name="validate",
+                workload=r.workload,
+                device="cpu",
+                batch=r.batch,
+                threads=rank_threads,
+                repeats=10,
+                warmup=3,
+                backend="mpi",
+                np=r.np,
+                sizes=None,
+                ops=("allreduce",),
+                comm_repeats=5,
+                hostfile=r.hostfile,
+                timeout_s=r.timeout_s,
+                # The real runs progress MPI's non-blocking collectives by Test calls from
+                # the training thread: calibrate interference the same way.
+                progress_mode="test",
+            ),
+            progress,
+        )
+        hardware, workload_profile = str(calibration.profile_path), str(calibration.workload_path)
+    profile = load_profile(hardware)
+    wl = load_workload(workload_profile or r.workload)
+    failure: CalibrationError | None = None
+    try:
+        real = run_real(
+            workload=r.workload,
+            strategies=names,
+            np=r.np,
+            iterations=r.iterations,
+            batch_per_rank=r.batch,
+            threads=rank_threads,
+            repeats=r.repeats,
+            hostfile=r.hostfile,
+            timeout_s=r.timeout_s,
+            out_dir=out,
+            progress=lambda strategy, done, total: progress(f"real run {strategy}", done, total),
+        )
+    except RealRunError as e:
+        # Keep what finished: report the strategies whose runs all completed.
+        failure, real = e, list(e.partial)
+        done = {x.strategy for x in real}
+        names = [n for n in names if n in done]
+        real = [x for x in real if x.strategy in names]
+    progress("simulating", 0, None)
+    predicted = predict(
+        profile,
+        wl,
+        ranks=r.np,
+        batch_per_rank=r.batch,
+        strategies=names,
+        iterations=r.iterations,
+    )
+    measured: dict[str, list] = {name: [] for name in names}
+    identical = True
+    for x in real:
+        measured[x.strategy].append(measured_stats(x.trace))
+        identical &= x.weights_identical
+    rows = compare(measured, predicted)
+    predicted_paths = {}
+    for name, (_, trace) in predicted.items():
+        path = out / f"predicted_{name.replace(':', '-')}.trace.json"
+        write_trace(trace, path)
+        predicted_paths[name] = str(path)
+    scenario = {
+        "workload": wl.name,
+        "ranks": r.np,
+        "batch_per_device": r.batch,
+        "threads_per_rank": rank_threads,
+        "iterations": r.iterations,
+        "repeats": r.repeats,
+        "hardware": hardware,
+        "workload_profile": workload_profile,
+        "device": profile.device.model,
+        "hostfile": r.hostfile,
+    }
+    report: dict[str, Any] = {
+        "scenario": scenario,
+        "results": [{k: row[k] for k in RESULT_KEYS} for row in rows],
+        "details": rows,
+        "weights_identical": identical,
+        "same_ranking": same_ranking(rows),
+        "measured_traces": [str(x.trace_path) for x in real],
+        "predicted_traces": predicted_paths,
+        "wall_s": time.perf_counter() - started,
+    }
+    if failure is not None:
+        report["error"] = str(failure)
+    write_atomic(str(report_path), json.dumps(report, indent=2) + "\n")
+    if failure is not None:
+        kept = ", ".join(names) if names else "none"
+        raise CalibrationError(f"{failure} (finished strategies kept in {report_path}: {kept})")
+    return ValidateResult(rows, report, scenario, wl.name, rank_threads, report_path, identical)
