@@ -27,9 +27,33 @@ def _trace(iterations: int, period: float, comm: float, wait: float, warmup: int
 def test_measured_stats_reads_windows_after_warmup():
     m = measured_stats(_trace(6, period=0.010, comm=0.004, wait=0.001))
     assert m.iteration_s == pytest.approx(0.010)
-    assert m.comm_s == pytest.approx(0.004)
+    # Communication is the simulator's: the union of comm and wait spans (here the wait
+    # lies outside the comm span: 0.004 + 0.001).
+    assert m.comm_s == pytest.approx(0.005)
     assert m.exposed_s == pytest.approx(0.001)
-    assert m.overlap == pytest.approx(0.75)
+    assert m.overlap == pytest.approx(0.8)
+    # The budget's parts: 0.2 periods of forward, the rest idle (0.001 of it blocked).
+    assert m.parts is not None
+    assert m.parts.forward_s == pytest.approx(0.002)
+    assert m.parts.exposed_s == pytest.approx(0.008)
+    assert m.parts.collectives_s == {"all": pytest.approx(0.004)}
+
+
+def test_error_budget_sets_components_beside_predictions():
+    from calibrate.validation.compare import error_budget
+
+    runs = [measured_stats(_trace(6, period=0.010, comm=0.004, wait=0.001))] * 3
+    # Predicted: the same trace with a slower forward (0.003 instead of 0.002 s).
+    predicted = _trace(6, period=0.010, comm=0.004, wait=0.001)
+    slower = tuple(
+        s._replace(end_s=s.start_s + 0.003) if s.kind == "forward" and s.rank == 0 else s
+        for s in predicted.spans
+    )
+    budget = {r["component"]: r for r in error_budget(runs, Trace(slower, meta=predicted.meta))}
+    assert budget["forward_s"]["error_fraction"] == pytest.approx(0.5)
+    assert budget["iteration_s"]["error_fraction"] == pytest.approx(0.0)
+    assert budget["collective all"]["predicted_s"] == pytest.approx(0.004)
+    assert budget["outside_s"]["measured_s"] == pytest.approx(0.007)
 
 
 def test_warmup_windows_are_dropped():

@@ -1,13 +1,17 @@
 """Compare a real, measured data-parallel run with dtsim's prediction of the same scenario.
 
-Measured side (a Trace recorded by :mod:`calibrate.realrun.training`, rank 0):
+Measured side (a Trace recorded by :mod:`calibrate.realrun.training`, rank 0), read by
+:func:`sim.analysis.breakdown.breakdown` exactly as a simulated Trace is: the mean over
+the steady windows after the warm-up (1 + d iterations) of the iteration time, each
+compute kind, communication (the union of comm spans); a repeat's figure, then the
+median and interquartile range over repeats. Exposed communication is the time the
+compute stream waits on communication: in the simulator its idle time, in a real run
+the union of the ``wait`` spans (the main thread blocked on a collective; its other
+idle time is bookkeeping between layers, reported apart). Overlap = 1 - exposed /
+communication.
 
-- iteration time: the median length of the iteration windows (forward of the first
-  layer to the next one) after the warm-up (1 + d iterations); a repeat's figure, then
-  the median and interquartile range over repeats;
-- communication: the union of the comm spans in each window; exposed communication:
-  the union of the ``wait`` spans (the main thread blocked on a collective); overlap =
-  1 - exposed / communication, the simulator's definition.
+The error budget (:func:`error_budget`) sets each component beside its prediction, so
+errors that cancel in the iteration time are seen.
 
 Predicted side: the same workload (with the per-layer times measured on this machine),
 ranks, per-rank batch, plain SGD, simulated with the calibrated profile until it
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sim.analysis import metrics as M
+from sim.analysis.breakdown import Breakdown, breakdown
 from sim.engine.trace import Trace
 from sim.model.hardware import HardwareProfile
 from workloads.model import Workload
@@ -44,6 +49,7 @@ class Measured:
     iteration_s: float
     comm_s: float
     exposed_s: float
+    parts: Breakdown | None = None
 
     @property
     def overlap(self) -> float:
@@ -54,20 +60,8 @@ class Measured:
 
 def measured_stats(trace: Trace, rank: int = 0) -> Measured:
     """Steady-state figures of one measured Trace (see the module docstring)."""
-    warm = int(trace.meta.get("warmup_iterations", 1))
-    windows = [w for w in M.iteration_windows(trace, rank) if w[0] >= warm]
-    if not windows:
-        windows = M.iteration_windows(trace, rank)
-    if not windows:
-        raise ValueError("the trace has fewer than two iterations on rank 0")
-    mine = [s for s in trace.spans if s.rank == rank]
-    comm = sorted((s.start_s, s.end_s) for s in mine if s.kind == "comm")
-    wait = sorted((s.start_s, s.end_s) for s in mine if s.kind == "wait")
-    return Measured(
-        iteration_s=statistics.median(hi - lo for _, lo, hi in windows),
-        comm_s=statistics.median(M.union_in(comm, lo, hi) for _, lo, hi in windows),
-        exposed_s=statistics.median(M.union_in(wait, lo, hi) for _, lo, hi in windows),
-    )
+    b = breakdown(trace, rank)
+    return Measured(iteration_s=b.iteration_s, comm_s=b.comm_s, exposed_s=b.blocked_s, parts=b)
 
 
 def _iqr(values: Sequence[float]) -> float:
@@ -153,8 +147,47 @@ def compare(
                 "measured_exposed_s": statistics.median(m.exposed_s for m in runs),
                 "predicted_exposed_s": pm.exposed_comm_s,
                 "repeats": len(runs),
+                "budget": error_budget(runs, predicted[s][1]),
             }
         )
+    return rows
+
+
+BUDGET_PARTS = ("forward_s", "backward_s", "update_s", "comm_s", "exposed_s", "iteration_s")
+
+
+def error_budget(runs: Sequence[Measured], trace: Trace | None) -> list[dict[str, Any]]:
+    """Per component: the measured median over repeats and its IQR, the prediction, and
+    the error. Components are :data:`BUDGET_PARTS`, then each collective (its mean
+    duration, by bucket label), then the measured time outside every layer and wait
+    (``outside_s``: bookkeeping the simulator has only folded into the last forward).
+    Empty without the predicted Trace or the measured breakdowns."""
+    parts = [m.parts for m in runs if m.parts is not None]
+    if trace is None or not parts:
+        return []
+    predicted = breakdown(trace)
+    rows = []
+
+    def row(name: str, values: list[float], p: float | None) -> None:
+        med = statistics.median(values)
+        rows.append(
+            {
+                "component": name,
+                "measured_s": med,
+                "measured_iqr_s": _iqr(values),
+                "predicted_s": p,
+                "error_fraction": (p / med - 1) if (p is not None and med > 0) else None,
+            }
+        )
+
+    for name in BUDGET_PARTS:
+        pred = getattr(predicted, name)
+        values = [m.blocked_s if name == "exposed_s" else getattr(m, name) for m in parts]
+        row(name, values, pred)
+    for label in sorted({k for m in parts for k in m.collectives_s}):
+        values = [m.collectives_s[label] for m in parts if label in m.collectives_s]
+        row(f"collective {label}", values, predicted.collectives_s.get(label))
+    row("outside_s", [max(0.0, m.exposed_s - m.blocked_s) for m in parts], None)
     return rows
 
 

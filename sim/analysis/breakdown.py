@@ -1,0 +1,75 @@
+"""Where an iteration goes, component by component, for a simulated or a measured Trace.
+
+The error budget of ``dtsim validate`` reads both sides through this one function, with
+the definitions of :mod:`sim.analysis.metrics`: the steady windows, communication as the
+union of comm spans, exposed communication as the compute stream's idle time in a
+window. Per window (then the mean over the steady windows):
+
+- ``forward_s``, ``backward_s``, ``update_s``: the compute spans of each kind;
+- ``comm_s`` and ``exposed_s``: as :func:`sim.analysis.metrics.comm_time_s` and
+  :func:`~sim.analysis.metrics.exposed_comm_s`;
+- ``blocked_s``: the union of ``wait`` spans of a measured run (its main thread blocked
+  on a collective); in a measured run ``exposed_s - blocked_s`` is time spent outside
+  every layer and every wait (framework bookkeeping), which a simulation has only as
+  the calibrated time folded into the last layer's forward;
+- ``collectives_s``: the mean duration of one collective, by its label (bucket name).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sim.analysis import metrics as M
+from sim.engine.trace import Trace
+
+COMPONENTS = ("iteration_s", "forward_s", "backward_s", "update_s", "comm_s", "exposed_s")
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    iteration_s: float
+    forward_s: float
+    backward_s: float
+    update_s: float
+    comm_s: float
+    exposed_s: float
+    blocked_s: float
+    collectives_s: dict[str, float] = field(default_factory=dict)
+
+
+def breakdown(trace: Trace, rank: int = 0) -> Breakdown:
+    """The mean steady-state iteration of ``rank``, split into its components."""
+    windows = M.steady_windows(trace, rank)
+    if not windows:
+        raise ValueError("the trace has fewer than two iterations on this rank")
+    mine = [s for s in trace.spans if s.rank == rank]
+    per_kind: dict[str, list[float]] = {k: [] for k in ("forward", "backward", "update")}
+    blocked = []
+    waits = sorted((s.start_s, s.end_s) for s in mine if s.kind == "wait")
+    for _, lo, hi in windows:
+        for kind, values in per_kind.items():
+            values.append(
+                sum(
+                    min(s.end_s, hi) - max(s.start_s, lo)
+                    for s in mine
+                    if s.kind == kind and s.end_s > lo and s.start_s < hi
+                )
+            )
+        blocked.append(M.union_in(waits, lo, hi))
+    lo, hi = windows[0][1], windows[-1][2]
+    durations: dict[str, list[float]] = defaultdict(list)
+    for s in mine:
+        if s.kind == "comm" and lo <= s.start_s < hi:
+            durations[s.label].append(s.duration_s)
+    return Breakdown(
+        iteration_s=(hi - lo) / len(windows),
+        forward_s=statistics.fmean(per_kind["forward"]),
+        backward_s=statistics.fmean(per_kind["backward"]),
+        update_s=statistics.fmean(per_kind["update"]),
+        comm_s=M.comm_time_s(trace, rank, windows),
+        exposed_s=M.exposed_comm_s(trace, rank, windows),
+        blocked_s=statistics.fmean(blocked),
+        collectives_s={k: statistics.fmean(v) for k, v in sorted(durations.items())},
+    )
