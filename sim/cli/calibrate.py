@@ -757,12 +757,40 @@ def validate(
             f"{row['predicted_overlap_fraction']:.0%}",
         )
     o.print(t)
+    o.print(_budget_table(rows))
     worst = max(abs(r["error_fraction"]) for r in rows)
     o.print(
         f"worst |error| {worst:.1%} (target 10%, aim 5%); ranking measured vs predicted: "
         f"{'same' if report['same_ranking'] else 'DIFFERENT'}; weights identical on every "
         f"rank: {'yes' if identical else 'NO'}; wrote {out / 'report.json'} and the traces"
     )
+
+
+def _budget_table(rows: list[dict]) -> Table:
+    """Each component of an iteration, measured (median ± IQR over repeats) beside the
+    prediction, per strategy: errors that cancel in the iteration time show here."""
+    t = Table(title="error budget: measured (± IQR) / predicted, error")
+    t.add_column("component")
+    for row in rows:
+        t.add_column(row["strategy"], justify="right")
+    names = list(dict.fromkeys(b["component"] for row in rows for b in row["budget"]))
+    for name in names:
+        cells = []
+        for row in rows:
+            b = next((x for x in row["budget"] if x["component"] == name), None)
+            if b is None:
+                cells.append("-")
+                continue
+            text = f"{fmt_time(b['measured_s'])} ± {fmt_time(b['measured_iqr_s'])}"
+            if b["predicted_s"] is not None:
+                text += f" / {fmt_time(b['predicted_s'])}"
+            if b["error_fraction"] is not None:
+                e = b["error_fraction"]
+                colour = "green" if abs(e) <= 0.05 else ("yellow" if abs(e) <= 0.10 else "red")
+                text += f" [{colour}]{e:+.0%}[/]"
+            cells.append(text)
+        t.add_row(name.removesuffix("_s"), *cells)
+    return t
 
 
 # -- convergence ----------------------------------------------------------------------------
