@@ -73,6 +73,7 @@ def whatif(
         run_whatif,
     )
     from sim.app.convergence import read_iterations_to_target
+    from sim.model.costs import measurement_notes
     from sim.strategies import parse_strategies
 
     convergence = (
@@ -103,7 +104,11 @@ def whatif(
     )
     columns: tuple[str, ...] = RESULT_KEYS
     advice = recommend(rows, scenario)
-    notes = run_notes(rows, scenario) + extrapolation_notes(traces.values())
+    notes = (
+        run_notes(rows, scenario)
+        + measurement_notes(scenario.workload, scenario.hardware.device, scenario.batch_per_device)
+        + extrapolation_notes(traces.values())
+    )
     if skipped:
         notes.append(
             f"skipped {', '.join(skipped)}: the profile has no NICs to reach a server over"
