@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,8 @@ from calibrate.errors import CalibrationError
 from sim.app.calibration import (
     CalibrateAllRequest,
     ProgressSink,
-    no_progress,
     calibrate_all,
+    no_progress,
     threads_per_rank,
 )
 from sim.errors import InputError
@@ -52,12 +52,14 @@ class ValidateResult:
     threads_per_rank: int
     report_path: Path
     weights_identical: bool
+    load: list[Any] = field(default_factory=list)  # loadguard.LoadReport per section
 
 
 def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> ValidateResult:
     """Checks first (nothing runs on bad input), then calibration, real runs, prediction
     and comparison. A rank that dies keeps the finished strategies: report.json is
     written with them and the error, then :class:`CalibrationError` is raised."""
+    from calibrate.measure.loadguard import LoadReport, Section
     from calibrate.realrun.training import RealRunError, plan_strategy, run_real
     from calibrate.validation.compare import (
         RESULT_KEYS,
@@ -109,6 +111,7 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
     rank_threads = threads_per_rank(r.np, r.threads)
     started = time.perf_counter()
     hardware, workload_profile = r.hardware, r.workload_profile
+    loads: list[Any] = []
     if hardware is None:
         calibration = calibrate_all(
             CalibrateAllRequest(
@@ -134,29 +137,36 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
             progress,
         )
         hardware, workload_profile = str(calibration.profile_path), str(calibration.workload_path)
+        loads.extend(calibration.load)
     profile = load_profile(hardware)
     wl = load_workload(workload_profile or r.workload)
     failure: CalibrationError | None = None
+    guard = Section()
     try:
-        real = run_real(
-            workload=r.workload,
-            strategies=names,
-            np=r.np,
-            iterations=r.iterations,
-            batch_per_rank=r.batch,
-            threads=rank_threads,
-            repeats=r.repeats,
-            hostfile=r.hostfile,
-            timeout_s=r.timeout_s,
-            out_dir=out,
-            progress=lambda strategy, done, total: progress(f"real run {strategy}", done, total),
-        )
+        with guard:
+            real = run_real(
+                workload=r.workload,
+                strategies=names,
+                np=r.np,
+                iterations=r.iterations,
+                batch_per_rank=r.batch,
+                threads=rank_threads,
+                repeats=r.repeats,
+                hostfile=r.hostfile,
+                timeout_s=r.timeout_s,
+                out_dir=out,
+                progress=lambda s, done, total: progress(f"real run {s}", done, total),
+            )
     except RealRunError as e:
         # Keep what finished: report the strategies whose runs all completed.
         failure, real = e, list(e.partial)
         done = {x.strategy for x in real}
         names = [n for n in names if n in done]
         real = [x for x in real if x.strategy in names]
+    runs_load = LoadReport("real runs", available=guard.load is not None)
+    if guard.load is not None:
+        runs_load.attempts.append(guard.load)
+    loads.append(runs_load)
     progress("simulating", 0, None)
     predicted = predict(
         profile,
@@ -197,6 +207,7 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
         "same_ranking": same_ranking(rows),
         "measured_traces": [str(x.trace_path) for x in real],
         "predicted_traces": predicted_paths,
+        "load": [x.as_dict() for x in loads],
         "wall_s": time.perf_counter() - started,
     }
     if failure is not None:
@@ -205,4 +216,6 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
     if failure is not None:
         kept = ", ".join(names) if names else "none"
         raise CalibrationError(f"{failure} (finished strategies kept in {report_path}: {kept})")
-    return ValidateResult(rows, report, scenario, wl.name, rank_threads, report_path, identical)
+    return ValidateResult(
+        rows, report, scenario, wl.name, rank_threads, report_path, identical, loads
+    )

@@ -306,7 +306,8 @@ def _fit_note(section: list[dict]) -> str:
     names = ", ".join(f"{m['op']} ({m['fit_worst_error']:.0%})" for m in bad)
     return (
         f"the α-β fit misses some points by more than {TARGET_FIT_ERROR:.0%} for {names}: the "
-        "simulator uses the measured table inside its size range and the fit only outside it"
+        "simulator uses the measured table inside its size range and continues it beyond "
+        "(costs there are marked extrapolated)"
     )
 
 
@@ -611,7 +612,14 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
     o.print(_fit_note(section))
     if "sizes_note" in summary:
         o.print(summary["sizes_note"])
-    o.print(f"interference factor {interference.factor:.3f}")
+    factors = summary["interference"]["factors_measured"]
+    spread = (max(factors) - min(factors)) / max(abs(max(factors)), 1e-9) if factors else 0.0
+    o.print(
+        f"interference factor {interference.factor:.3f} (runs: "
+        + ", ".join(f"{f:.3f}" for f in factors)
+        + f"; spread {spread:.0%})"
+    )
+    _print_load(outcome.load)
     o.print(
         f"took {timings['total_s']:.1f} s (compute {timings['compute_s']:.1f} s, comm "
         f"{timings['comm_s']:.1f} s, interference {timings['interference_s']:.1f} s)"
@@ -658,6 +666,14 @@ DEFAULT_VALIDATE_STRATEGIES = ",".join(DEFAULT_STRATEGIES)
 )
 @click.option("--out", "out_dir", default="dtsim-validate", show_default=True)
 @click.option("--timeout", "timeout_s", type=float, default=300, show_default=True)
+@click.option(
+    "--from-trace",
+    "from_trace",
+    multiple=True,
+    metavar="TRACE",
+    help="Run nothing: compare the torch.profiler traces of a DDP job (repeat, or a folder) "
+    "with dtsim's bucketed prediction, using --hardware and --workload-profile.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document.")
 @_guarded
 def validate(
@@ -673,6 +689,7 @@ def validate(
     workload_profile: str | None,
     out_dir: str,
     timeout_s: float,
+    from_trace: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Train for real under each strategy and compare with dtsim's prediction.
@@ -693,7 +710,11 @@ def validate(
     Example:
       dtsim validate --np 2 --iterations 20 --repeats 3
       dtsim validate --hardware my-box.yaml --workload-profile my-box.small-cnn.yaml
+      dtsim validate --from-trace traces/ --hardware my-box.yaml --workload-profile my-job.yaml
     """
+    if from_trace:
+        _validate_from_trace(from_trace, hardware, workload_profile, iterations, as_json)
+        return
     _need_torch()
     from sim.app.validation import ValidateRequest
     from sim.app.validation import validate as validate_job
@@ -758,12 +779,62 @@ def validate(
         )
     o.print(t)
     o.print(_budget_table(rows))
+    _print_load(result.load)
     worst = max(abs(r["error_fraction"]) for r in rows)
     o.print(
         f"worst |error| {worst:.1%} (target 10%, aim 5%); ranking measured vs predicted: "
         f"{'same' if report['same_ranking'] else 'DIFFERENT'}; weights identical on every "
         f"rank: {'yes' if identical else 'NO'}; wrote {out / 'report.json'} and the traces"
     )
+
+
+def _print_load(reports: list[Any]) -> None:
+    """One line per timed section: how much other processes took, and whether the
+    figure stayed disturbed (then it is marked in the output and the report)."""
+    for report in reports:
+        colour = "red" if report.disturbed else "green"
+        err.print(f"[{colour}]load guard[/] {report.line()}", soft_wrap=True, markup=True)
+
+
+def _validate_from_trace(
+    traces: tuple[str, ...],
+    hardware: str | None,
+    workload_profile: str | None,
+    iterations: int,
+    as_json: bool,
+) -> None:
+    """``validate --from-trace``: the traced job beside dtsim's prediction, nothing run."""
+    from sim.app.trace_calibration import (
+        TraceValidationRequest,
+        describe_missing,
+        validate_from_traces,
+    )
+
+    if not hardware or not workload_profile:
+        raise InputError(
+            "--from-trace needs --hardware and --workload-profile (e.g. the files "
+            "`dtsim calibrate trace --out W.yaml --hardware-out H.yaml` wrote)"
+        )
+    rows, imported = validate_from_traces(
+        TraceValidationRequest(traces, hardware, workload_profile, iterations=iterations)
+    )
+    if as_json:
+        doc = {"traces": list(imported.files), "missing": list(imported.missing), "results": rows}
+        sys.stdout.write(json.dumps(doc, indent=2, default=float) + "\n")
+        return
+    row = rows[0]
+    e = row["error_fraction"]
+    colour = "green" if abs(e) <= 0.05 else ("yellow" if abs(e) <= 0.10 else "red")
+    console.print(
+        f"{imported.world_size} rank(s) traced, {len(imported.ranks)} read: iteration "
+        f"{fmt_time(row['measured_iteration_time_s'])} measured, "
+        f"{fmt_time(row['predicted_iteration_time_s'])} predicted ({row['strategy']}), "
+        f"error [{colour}]{e:+.1%}[/]"
+    )
+    console.print(_budget_table(rows))
+    note = describe_missing(imported.missing)
+    if note:
+        err.print(f"note: {note}", markup=False, highlight=False)
 
 
 def _budget_table(rows: list[dict]) -> Table:
@@ -949,3 +1020,138 @@ def convergence(
     for path in (out, html):
         if path:
             o.print(f"wrote {path}")
+
+
+# -- trace ----------------------------------------------------------------------------------
+@calibrate.command("trace")
+@click.argument("traces", nargs=-1, required=True, metavar="TRACE...")
+@click.option("--out", required=True, help="Write the workload with its measured times (YAML).")
+@click.option(
+    "--hardware-out",
+    default=None,
+    help="Also write a one-node hardware profile of the traced machine: the traced "
+    "collectives as its measured table, the optimizer step as its update cost.",
+)
+@click.option(
+    "--nic-gbps",
+    type=float,
+    default=None,
+    help="With --hardware-out: give the profile a network (one NIC per node at this many "
+    "Gb/s, a switch) so that whatif can ask about more nodes than the one traced.",
+)
+@click.option(
+    "--max-nodes",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="With --nic-gbps: the most nodes the profile's cluster holds.",
+)
+@click.option("--name", default=None, help="Workload name (default: the --out file's stem).")
+@click.option(
+    "--device-model",
+    default=None,
+    help="File the times under this device type (default: the trace's GPU, or "
+    "'<host> CPU (traced)'); give a hardware profile's device.model to predict with it.",
+)
+@click.option(
+    "--batch-per-device",
+    "batch",
+    type=int,
+    default=None,
+    help="Per-rank batch (default: the first dimension of the first layer's input).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_guarded
+def trace_cmd(
+    traces: tuple[str, ...],
+    out: str,
+    hardware_out: str | None,
+    nic_gbps: float | None,
+    max_nodes: int,
+    name: str | None,
+    device_model: str | None,
+    batch: int | None,
+    as_json: bool,
+) -> None:
+    """Calibrate from the training job you already run: torch.profiler traces in.
+
+    TRACE is the Kineto JSON that torch.profiler writes (one per rank, CPU or CUDA; a
+    folder of them is read whole), recorded with record_shapes=True (with_stack=True
+    adds nn.Module scopes, which name the layers). Writes the workload (each layer's
+    parameters, forward and backward time) and, with --hardware-out, a profile whose
+    measured table holds the collectives the job issued; prints the traced iterations
+    by dtsim's own metrics and what the traces did not contain.
+
+    \b
+    Example (a 2-rank DDP job profiled by python -m calibrate.realrun.ddp_profile):
+      dtsim calibrate trace traces/ --out my-job.yaml --hardware-out my-box.yaml \\
+        --nic-gbps 100
+      dtsim whatif --hardware my-box.yaml --workload my-job.yaml --devices 16 \\
+        --batch-per-device 32 --optimizer sgd --strategies bucketed,sync,delayed:1
+      dtsim validate --from-trace traces/ --hardware my-box.yaml --workload-profile my-job.yaml
+    """
+    from sim.app.trace_calibration import (
+        TraceCalibrationRequest,
+        calibrate_from_traces,
+        describe_missing,
+    )
+
+    result = calibrate_from_traces(
+        TraceCalibrationRequest(
+            traces, out, hardware_out, name, device_model, batch, nic_gbps, max_nodes
+        )
+    )
+    s = result.summary
+    if as_json:
+        sys.stdout.write(json.dumps(s, indent=2, allow_nan=False) + "\n")
+        return
+    o = console
+    t = Table(
+        title=f"{len(s['layers'])} layers, {s['ranks']} rank(s) ({s['backend'] or 'no backend'}) "
+        f"x batch {s['batch_per_device']}, on {s['device']}: mean over the traced iterations"
+    )
+    for col in ("layer", "kind", "params", "forward", "backward"):
+        t.add_column(col, justify="left" if col in ("layer", "kind") else "right")
+    for layer in s["layers"]:
+        t.add_row(
+            layer["name"],
+            layer["kind"],
+            f"{layer['params']:,}",
+            fmt_time(layer["forward_s"]),
+            fmt_time(layer["backward_s"]),
+        )
+    o.print(t)
+    m = Table(title="the traced iterations by dtsim's metrics (mean over iterations)")
+    for col in ("rank", "iterations", "iteration", "forward", "backward", "update", "comm"):
+        m.add_column(col, justify="right")
+    for col in ("exposed", "overlap", "arrival skew"):
+        m.add_column(col, justify="right")
+    for r in s["measured"]:
+        m.add_row(
+            str(r["rank"]),
+            str(r["iterations"]),
+            fmt_time(r["iteration_s"]),
+            fmt_time(r["forward_s"]),
+            fmt_time(r["backward_s"]),
+            fmt_time(r["update_s"]),
+            fmt_time(r["comm_s"]),
+            fmt_time(r["exposed_comm_s"]),
+            f"{r['overlap_fraction']:.0%}",
+            fmt_time(r["arrival_skew_s"]),
+        )
+    o.print(m)
+    if result.collectives:
+        o.print(_fit_table(result.collectives, "collectives the job issued (service time)"))
+    note = describe_missing(s["missing"])
+    if note:
+        err.print(f"note: {note}", markup=False, highlight=False)
+    o.print(f"wrote {s['workload']}" + (f" and {s['hardware']}" if s["hardware"] else ""))
+    if s["hardware"]:
+        devices = s["ranks"] * (8 if s["nic_gbps"] else 1)
+        o.print(
+            f"try: dtsim whatif --hardware {s['hardware']} --workload {s['workload']} "
+            f"--devices {devices} --batch-per-device {s['batch_per_device']} "
+            f"--optimizer {s['optimizer']} --strategies bucketed,sync,delayed:1",
+            markup=False,
+            highlight=False,
+        )
