@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim.analysis.whatif import RESULT_KEYS
 from sim.errors import InputError
 
 # Axes a spec may give, in the order of the table's columns. The types are checked
@@ -82,15 +83,9 @@ AXES: dict[str, tuple[str, bool]] = {  # name -> (type, may be null)
 REQUIRED = ("hardware", "workload", "devices", "strategy")
 # Options that do not change a one-device run (no communication, one rank).
 _BASELINE_OPTIONS = ("hardware", "workload", "dtype", "optimizer", "iterations")
+# The what-if's result columns (the strategy is a coordinate here), then the sweep's own.
 RESULT_COLUMNS = (
-    "iteration_time_s",
-    "throughput_samples_per_s",
-    "speedup_vs_sync",
-    "parallel_efficiency",
-    "comm_s",
-    "exposed_comm_s",
-    "overlap_fraction",
-    "peak_memory_bytes",
+    *(k for k in RESULT_KEYS if k != "strategy"),
     "memory_exceeds_device",
     "steady",
     "iterations_simulated",
