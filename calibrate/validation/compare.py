@@ -207,3 +207,44 @@ def same_ranking(rows: list[dict[str, Any]], tolerance: float = 0.0) -> bool:
             if (ma < mb) != (pa < pb):
                 return False
     return True
+
+
+def compare_trace(
+    measured: Trace,
+    hardware: HardwareProfile,
+    workload: Workload,
+    *,
+    strategy: str = "bucketed",
+    iterations: int = 20,
+    optimizer: str = "sgd",
+) -> list[dict[str, Any]]:
+    """:func:`compare`'s row for a job traced by its own profiler (a Trace from
+    :mod:`sim.formats.kineto`; DDP's bucketed all-reduce is ``bucketed``) against the
+    prediction of the same scenario: its ranks (``meta["devices"]``), per-rank batch
+    (``meta["batch_per_device"]``), ``workload``, ``hardware`` and ``optimizer``. Nothing
+    runs for real. Every traced rank counts as one repeat: the measured figures are the
+    median over ranks (rank 0 alone is what ``dtsim validate`` reads of its own runs).
+
+    The prediction is :func:`predict`'s without its jitter: the layer times of a traced
+    job are means over its iterations, so they already hold its noise, and the lognormal
+    jitter sized from their spread would add it again (on the CPU DDP job of the tests,
+    σ = 0.51: forward +11%, and the ranks drifted apart until nothing overlapped)."""
+    from sim.engine.simulate import simulate_steady
+    from sim.model.scenario import make_scenario
+    from sim.strategies import parse_strategy
+
+    ranks = measured.ranks
+    if not ranks:
+        raise ValueError("the measured trace has no spans")
+    runs = [measured_stats(measured, r) for r in ranks]
+    scenario = make_scenario(
+        workload,
+        hardware,
+        int(measured.meta.get("devices", len(ranks))),
+        batch_per_device=int(measured.meta["batch_per_device"]),
+        iterations=max(iterations, 8),
+        optimizer=optimizer,
+        seed=0,
+    )
+    trace, _, _ = simulate_steady(scenario, parse_strategy(strategy))
+    return compare({strategy: runs}, {strategy: (M.metrics(trace), trace)})

@@ -818,8 +818,15 @@ def _validate_from_trace(
     rows, imported = validate_from_traces(
         TraceValidationRequest(traces, hardware, workload_profile, iterations=iterations)
     )
+    skews = sorted(c.skew_s for c in imported.collectives)
+    skew = skews[len(skews) // 2] if skews else 0.0
     if as_json:
-        doc = {"traces": list(imported.files), "missing": list(imported.missing), "results": rows}
+        doc = {
+            "traces": list(imported.files),
+            "missing": list(imported.missing),
+            "arrival_skew_s": skew,
+            "results": rows,
+        }
         sys.stdout.write(json.dumps(doc, indent=2, default=float) + "\n")
         return
     row = rows[0]
@@ -832,6 +839,11 @@ def _validate_from_trace(
         f"error [{colour}]{e:+.1%}[/]"
     )
     console.print(_budget_table(rows))
+    if skew > 0:
+        console.print(
+            f"the ranks reached their collectives {fmt_time(skew)} apart (median): the "
+            "faster rank waits that long, which the prediction (identical ranks) does not"
+        )
     note = describe_missing(imported.missing)
     if note:
         err.print(f"note: {note}", markup=False, highlight=False)

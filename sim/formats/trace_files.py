@@ -101,8 +101,15 @@ def read_trace_csv(path: str | Path) -> Trace:
 
 
 def read_trace_file(path: str | Path) -> Trace:
-    """A Trace from a dtsim trace JSON (:func:`write_trace`: measured runs, predictions)
-    or a span CSV (``dtsim run --csv``), told apart by content."""
+    """A Trace from a dtsim trace JSON (:func:`write_trace`: measured runs, predictions),
+    a span CSV (``dtsim run --csv``), a Chrome trace (a torch.profiler/Kineto trace of a
+    real job, or any other, read by :mod:`sim.formats.kineto`), told apart by content, or
+    a folder of one job's torch.profiler traces (one file per rank, all ranks in one
+    Trace)."""
+    if Path(path).is_dir():
+        from sim.formats.kineto import read_kineto_trace
+
+        return read_kineto_trace(path)
     file = str(path)
     p = Path(path)
     if not p.exists():
@@ -117,11 +124,9 @@ def read_trace_file(path: str | Path) -> Trace:
     if not head.startswith(b"{"):
         return read_trace_csv(path)
     if b'"traceEvents"' in head:
-        raise InputError(
-            "this is a Chrome trace (open it in https://ui.perfetto.dev); give the dtsim "
-            f"trace JSON ({TRACE_FORMAT}) or the CSV of `dtsim run --csv`",
-            file=file,
-        )
+        from sim.formats.kineto import read_chrome_trace
+
+        return read_chrome_trace(path)
     trace = read_trace(path)
     for i, sp in enumerate(trace.spans):
         if not (math.isfinite(sp.start_s) and math.isfinite(sp.end_s) and sp.end_s >= sp.start_s):
