@@ -1,23 +1,123 @@
-"""Running ``dtsim`` as a user would, in a subprocess, for the CLI tests."""
+"""Running ``dtsim`` for the CLI tests: in this process, through click's CliRunner, as the
+console script runs it (tests/test_entry_point.py runs the installed script itself, and
+checks that both print the same)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import click
+from click import formatting
+from click.testing import CliRunner
+
+from sim.cli.common import err, error_line
+from sim.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class _ConsoleScript:
+    """What ``sim.cli.main:cli_entry`` does (keep the two in step), given its arguments:
+    click's usage errors become one line and exit 2."""
+
+    name = "dtsim"
+
+    def main(self, args: Sequence[str], prog_name: str, **extra: object) -> None:
+        # CliRunner fixes help at 80 columns; the script measures the terminal (a pipe: 80).
+        formatting.FORCED_WIDTH = None  # CliRunner puts its own value back afterwards
+        try:
+            code = main.main(args, prog_name, standalone_mode=False)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx else "dtsim"
+            error_line("error", f"{e.format_message()} (see '{where} --help')")
+            raise SystemExit(2) from None
+        except click.ClickException as e:
+            e.show()
+            raise SystemExit(e.exit_code) from None
+        except click.Abort:
+            err.print("aborted")
+            raise SystemExit(1) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
+
+
+class DtsimTimeout(BaseException):
+    """A BaseException, so neither the command's nor CliRunner's ``except Exception``
+    swallows it."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Stop a run that hangs, as the subprocess's timeout did (SIGALRM, main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise DtsimTimeout(f"dtsim ran for more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _as_a_new_process() -> Iterator[list[warnings.WarningMessage]]:
+    """Working directory the repository root; afterwards the environment, working
+    directory and torch's thread count as they were (``calibrate`` sets the threads). The
+    warnings a new interpreter would print are collected, for stderr."""
+    cwd, environ = os.getcwd(), dict(os.environ)
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch else None
+    os.chdir(ROOT)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            # Python's default filters, not pytest's.
+            warnings.resetwarnings()
+            for category in (
+                DeprecationWarning,
+                PendingDeprecationWarning,
+                ImportWarning,
+                ResourceWarning,
+            ):
+                warnings.simplefilter("ignore", category)
+            yield caught
+    finally:
+        os.chdir(cwd)
+        for name in set(os.environ) - set(environ):
+            del os.environ[name]
+        os.environ.update(environ)
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+
 def dtsim(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sim.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
+    """Run ``dtsim ARGS`` in this process, from the repository root; what a subprocess
+    would return: exit code, stdout and stderr (with the traceback and warnings Python
+    would print there)."""
+    argv = [str(a) for a in args]
+    with _as_a_new_process() as caught, _time_limit(timeout):
+        result = CliRunner().invoke(_ConsoleScript(), argv)  # type: ignore[arg-type]
+    stderr = result.stderr
+    for w in caught:
+        stderr += warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        assert result.exc_info is not None
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return subprocess.CompletedProcess(["dtsim", *argv], result.exit_code, result.stdout, stderr)
 
 
 def ok(*args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -74,6 +74,7 @@ def test_gpt2_output_projection_is_tied_to_the_token_embedding():
 
 
 # The first layer's input needs no gradient: its backward hook fires on output gradients.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 @pytest.mark.parametrize(("name", "batch", "out_shape"), RUN)
 def test_forward_backward_runs_layers_in_workload_order(name, batch, out_shape):

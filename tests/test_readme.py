@@ -60,6 +60,7 @@ def test_ci_runs_the_readme_test_command():
     assert tail in ci
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("block", "command"), _dtsim_commands())
 def test_readme_command_runs(block, command, block_dirs):
     args = shlex.split(command)[1:]

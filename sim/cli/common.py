@@ -8,16 +8,38 @@ import json
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from rich.markup import escape
 
 from sim.errors import InputError
 
-# Wide enough for the what-if table when output goes to a file or a pipe.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 130)
+
+class _StreamConsole:
+    """A rich Console for what sys.stdout (or sys.stderr) is when it prints, made anew when
+    that stream changes (click's CliRunner swaps it for each in-process run), so width and
+    colour follow the stream written to, as they do when the console script starts."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._stream: Any = None
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        stream = sys.stderr if self._stderr else sys.stdout
+        # Under a live progress bar rich wraps the stream; the console is still the same.
+        stream = getattr(stream, "rich_proxied_file", stream)
+        if self._console is None or stream is not self._stream:
+            # Wide enough for the what-if table when output goes to a file or a pipe.
+            width = None if stream.isatty() else 130
+            self._console = Console(stderr=self._stderr, highlight=False, width=width)
+            self._stream = stream
+        return getattr(self._console, name)
+
+
+out = cast(Console, _StreamConsole())
+err = cast(Console, _StreamConsole(stderr=True))
 
 
 def emit_json(doc: Any) -> None:
