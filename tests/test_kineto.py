@@ -310,6 +310,7 @@ def test_a_collective_waited_for_in_the_forward_is_waiting_and_is_said(tmp_path)
     is idle while it is in flight, so that is waiting, not time outside layers."""
     j = cpu_job(0)
     for t0 in (1_000_000, 1_001_000, 1_002_000):
+        j.op("aten::copy_", t0 + 39, 0.5, seq=100, dims=[[4], [4], []])
         j.x(
             "gloo:broadcast",
             t0 + 31,
@@ -323,7 +324,12 @@ def test_a_collective_waited_for_in_the_forward_is_waiting_and_is_said(tmp_path)
     s = imp.first.steps[0]
     assert round(s.outside_s / US, 6) == 120 - 8
     assert round(s.wait_s / US, 6) == 300 + 8
-    assert any("the forward waited 0.008 ms per iteration" in m for m in imp.missing)
+    assert any(
+        "the forward waited on collectives (broadcast) in 3 of 3 iteration(s), 0.008 ms" in m
+        for m in imp.missing
+    )
+    # DDP's copies of the broadcast buffers (no layer) do not become the first layer.
+    assert [t.name for t in imp.layers] == ["linear_0", "linear_1"] and imp.batch == 8
     assert {c.op for c in imp.collectives} == {"allreduce", "broadcast"}
 
 

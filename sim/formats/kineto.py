@@ -964,6 +964,7 @@ class _RankParser:
         cut: list[int] = []
         mismatched: list[int] = []
         forward_wait: list[float] = []  # µs per iteration blocked on collectives in the forward
+        forward_ops: set[str] = set()
         kept_windows: list[tuple[int, float, float]] = []
         comm_by_step: dict[int, list[tuple[Event, str, str, float, int]]] = defaultdict(list)
         step_of_window = [(lo, hi, n) for n, lo, hi in windows]
@@ -1014,6 +1015,8 @@ class _RankParser:
             forward_wait.append(
                 sum(b - a for a, b, k in pieces if k[0] == "wait" and b <= first_bwd)
             )
+            if forward_wait[-1]:
+                forward_ops.update(c[1] for c in comm_by_step.get(n, []) if c[0].ts < first_bwd)
             for a, b, (kind, idx) in pieces:
                 if kind == "fwd":
                     fwd[idx] += b - a
@@ -1050,12 +1053,14 @@ class _RankParser:
                 f"(ProfilerStep#{', #'.join(map(str, cut))})"
             )
         if any(forward_wait):
-            waited = statistics.fmean(forward_wait) * US * 1e3
+            waited = [w for w in forward_wait if w > 0]
             self.notes.append(
-                f"the forward waited {waited:.3g} ms per iteration on collectives (DDP's "
-                "buffer broadcast: broadcast_buffers=True with buffers such as BatchNorm's "
-                "running statistics): dtsim's strategies do not model it, so a prediction "
-                "leaves it out"
+                f"the forward waited on collectives ({', '.join(sorted(forward_ops))}) in "
+                f"{len(waited)} of {len(forward_wait)} iteration(s), "
+                f"{statistics.fmean(waited) * US * 1e3:.3g} ms each: DDP broadcasts its "
+                "buffers (broadcast_buffers=True; BatchNorm's running statistics) and, in its "
+                "second iteration, its rebuilt bucket order; dtsim's strategies model neither, "
+                "so a prediction leaves that time out"
             )
         if mismatched:
             self.notes.append(
