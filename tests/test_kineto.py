@@ -639,9 +639,15 @@ def test_dtsims_own_chrome_export_reads_back(tmp_path):
 # -- the commands ------------------------------------------------------------------------------
 def test_calibrate_trace_writes_a_workload_and_profile_that_whatif_reads(tmp_path):
     write_job(tmp_path)
-    out, hw = tmp_path / "job.yaml", tmp_path / "box.yaml"
-    doc = ok_json("calibrate", "trace", tmp_path, "--out", out, "--hardware-out", hw)
+    out, hw, page = tmp_path / "job.yaml", tmp_path / "box.yaml", tmp_path / "job.html"
+    doc = ok_json(
+        "calibrate", "trace", tmp_path, "--out", out, "--hardware-out", hw, "--html", page
+    )
     assert doc["ranks"] == 2 and doc["batch_per_device"] == 8 and doc["optimizer"] == "sgd"
+    # The page: the traced timeline beside dtsim's prediction of the same job.
+    assert page.stat().st_size > 0 and "bucketed (dtsim)" in page.read_text()
+    assert doc["prediction"]["strategy"] == "bucketed"
+    assert doc["prediction"]["measured_iteration_time_s"] == pytest.approx(1000 * US)
     assert [layer["name"] for layer in doc["layers"]] == ["linear_0", "linear_1"]
     (entry,) = doc["measured_collectives"]
     # Service times 100 and 300 µs (both ranks enter together) at 40 and 144 bytes.
@@ -715,6 +721,9 @@ def test_calibrate_trace_exits_2_naming_a_truncated_file(tmp_path):
         "calibrate", "trace", path, "--out", tmp_path / "w.yaml", "--nic-gbps", "10"
     )
     assert "must end in .yaml" in bad("calibrate", "trace", path, "--out", tmp_path / "w.txt")
+    assert "--hardware-out" in bad(
+        "calibrate", "trace", path, "--out", tmp_path / "w.yaml", "--html", tmp_path / "p.html"
+    )
 
 
 def test_validate_from_trace_compares_without_running(tmp_path):
@@ -801,8 +810,10 @@ def test_a_real_ddp_job_profiled_on_the_cpu_is_predicted_within_10_percent(
     )
     profile_ddp(request, np=2, timeout_s=120)
     out, hw = tmp_path / "job.yaml", tmp_path / "box.yaml"
-    doc = ok_json("calibrate", "trace", traces, "--out", out, "--hardware-out", hw)
+    page = tmp_path / "job.html"
+    doc = ok_json("calibrate", "trace", traces, "--out", out, "--hardware-out", hw, "--html", page)
     assert doc["ranks"] == 2 and doc["ranks_read"] == [0, 1] and doc["backend"] == "gloo"
+    assert page.is_file()
     assert doc["measured_collectives"] and doc["measured_collectives"][0]["op"] == "allreduce"
     if model == "small-cnn":
         from workloads import load_workload

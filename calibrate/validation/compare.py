@@ -217,13 +217,14 @@ def compare_trace(
     strategy: str = "bucketed",
     iterations: int = 20,
     optimizer: str = "sgd",
-) -> list[dict[str, Any]]:
-    """:func:`compare`'s row for a job traced by its own profiler (a Trace from
-    :mod:`sim.formats.kineto`; DDP's bucketed all-reduce is ``bucketed``) against the
-    prediction of the same scenario: its ranks (``meta["devices"]``), per-rank batch
-    (``meta["batch_per_device"]``), ``workload``, ``hardware`` and ``optimizer``. Nothing
-    runs for real. Every traced rank counts as one repeat: the measured figures are the
-    median over ranks (rank 0 alone is what ``dtsim validate`` reads of its own runs).
+) -> tuple[list[dict[str, Any]], Trace]:
+    """:func:`compare`'s row, and the predicted Trace, for a job traced by its own
+    profiler (a Trace from :mod:`sim.formats.kineto`; DDP's bucketed all-reduce is
+    ``bucketed``) against the prediction of the same scenario: its ranks
+    (``meta["devices"]``), per-rank batch (``meta["batch_per_device"]``), ``workload``,
+    ``hardware`` and ``optimizer``. Nothing runs for real. Every traced rank counts as one
+    repeat: the measured figures are the median over ranks (rank 0 alone is what
+    ``dtsim validate`` reads of its own runs).
 
     The prediction is :func:`predict`'s without its jitter: the layer times of a traced
     job are means over its iterations, so they already hold its noise, and the lognormal
@@ -247,4 +248,4 @@ def compare_trace(
         seed=0,
     )
     trace, _, _ = simulate_steady(scenario, parse_strategy(strategy))
-    return compare({strategy: runs}, {strategy: (M.metrics(trace), trace)})
+    return compare({strategy: runs}, {strategy: (M.metrics(trace), trace)}), trace

@@ -40,6 +40,7 @@ class TraceCalibrationRequest:
     batch: int | None = None
     nic_gbps: float | None = None  # the network of the cluster asked about (not traced)
     max_nodes: int = 1024
+    html: str | None = None  # a page: the traced timeline beside dtsim's prediction of it
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,15 @@ def _check_outputs(request: TraceCalibrationRequest) -> None:
             raise InputError(f"--nic-gbps must be a positive number, got {request.nic_gbps}")
     if request.max_nodes < 1:
         raise InputError(f"--max-nodes must be >= 1, got {request.max_nodes}")
+    if request.html is not None:
+        if not request.hardware_out:
+            raise InputError(
+                "--html draws dtsim's prediction of the traced job, which needs the profile: "
+                "give --hardware-out"
+            )
+        if not request.html.lower().endswith((".html", ".htm")):
+            raise InputError(f"--html must end in .html, got {request.html!r}", file=request.html)
+        check_writable(request.html)
 
 
 def measured_breakdowns(imported: KinetoImport) -> list[dict[str, Any]]:
@@ -298,7 +308,7 @@ def calibrate_from_traces(request: TraceCalibrationRequest) -> TraceCalibrationR
             "interference 0: the traced layer times already include the contention of the "
             f"collectives that ran beside them; {network}",
         ]
-        parse_profile(doc, str(hardware_path))  # what is written must load
+        profile = parse_profile(doc, str(hardware_path))  # what is written must load
         write_yaml(
             hardware_path,
             doc,
@@ -309,6 +319,8 @@ def calibrate_from_traces(request: TraceCalibrationRequest) -> TraceCalibrationR
         to_document(workload),
         "# Written by `dtsim calibrate trace`; format: workloads/README.md\n",
     )
+    if request.html is not None:
+        summary_prediction = _draw(request.html, imported, profile, workload, optimizer)
     summary = {
         "workload": str(out),
         "hardware": str(hardware_path) if hardware_path else None,
@@ -337,10 +349,38 @@ def calibrate_from_traces(request: TraceCalibrationRequest) -> TraceCalibrationR
         "measured_collectives": section,
         "measured": measured,
         "missing": notes,
+        "html": request.html,
     }
+    if request.html is not None:
+        summary["prediction"] = summary_prediction
     return TraceCalibrationResult(
         imported, out, hardware_path, optimizer, model, batch, section, measured, summary
     )
+
+
+def _draw(
+    path: str, imported: KinetoImport, profile: Any, workload: Any, optimizer: str
+) -> dict[str, Any]:
+    """The traced job's timeline beside dtsim's bucketed prediction of it (DDP is
+    bucketed), on one time axis in one page; the prediction's row of the comparison."""
+    from calibrate.validation.compare import compare_trace
+    from sim.viz import figures as viz
+
+    measured = imported.trace()
+    rows, predicted = compare_trace(measured, profile, workload, optimizer=optimizer)
+    fig = viz.timeline_figure(
+        [(f"{measured.meta['strategy']} (measured)", measured), ("bucketed (dtsim)", predicted)]
+    )
+    viz.write_html(
+        fig, path, title=f"dtsim calibrate trace: {workload.name}, measured and predicted"
+    )
+    row = rows[0]
+    return {
+        "strategy": row["strategy"],
+        "measured_iteration_time_s": row["measured_iteration_time_s"],
+        "predicted_iteration_time_s": row["predicted_iteration_time_s"],
+        "error_fraction": row["error_fraction"],
+    }
 
 
 @dataclass(frozen=True)
@@ -375,7 +415,7 @@ def validate_from_traces(
             "files calibrate trace wrote, or its --device-model",
             file=request.workload,
         )
-    rows = compare_trace(
+    rows, _ = compare_trace(
         imported.trace(),
         profile,
         workload,

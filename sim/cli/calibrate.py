@@ -1058,6 +1058,13 @@ def convergence(
     show_default=True,
     help="With --nic-gbps: the most nodes the profile's cluster holds.",
 )
+@click.option(
+    "--html",
+    default=None,
+    metavar="FILE",
+    help="With --hardware-out: a page with the traced timeline beside dtsim's prediction "
+    "of the same job (bucketed, as DDP), on one time axis.",
+)
 @click.option("--name", default=None, help="Workload name (default: the --out file's stem).")
 @click.option(
     "--device-model",
@@ -1080,6 +1087,7 @@ def trace_cmd(
     hardware_out: str | None,
     nic_gbps: float | None,
     max_nodes: int,
+    html: str | None,
     name: str | None,
     device_model: str | None,
     batch: int | None,
@@ -1097,7 +1105,7 @@ def trace_cmd(
     \b
     Example (a 2-rank DDP job profiled by python -m calibrate.realrun.ddp_profile):
       dtsim calibrate trace traces/ --out my-job.yaml --hardware-out my-box.yaml \\
-        --nic-gbps 100
+        --nic-gbps 100 --html my-job.html
       dtsim whatif --hardware my-box.yaml --workload my-job.yaml --devices 16 \\
         --batch-per-device 32 --optimizer sgd --strategies bucketed,sync,delayed:1
       dtsim validate --from-trace traces/ --hardware my-box.yaml --workload-profile my-job.yaml
@@ -1110,7 +1118,7 @@ def trace_cmd(
 
     result = calibrate_from_traces(
         TraceCalibrationRequest(
-            traces, out, hardware_out, name, device_model, batch, nic_gbps, max_nodes
+            traces, out, hardware_out, name, device_model, batch, nic_gbps, max_nodes, html
         )
     )
     s = result.summary
@@ -1157,6 +1165,14 @@ def trace_cmd(
     note = describe_missing(s["missing"])
     if note:
         err.print(f"note: {note}", markup=False, highlight=False)
+    if s.get("prediction"):
+        p = s["prediction"]
+        o.print(
+            f"dtsim's {p['strategy']} prediction of the traced job: "
+            f"{fmt_time(p['predicted_iteration_time_s'])} per iteration, measured "
+            f"{fmt_time(p['measured_iteration_time_s'])} ({p['error_fraction']:+.1%}); "
+            f"both timelines: {s['html']}"
+        )
     o.print(f"wrote {s['workload']}" + (f" and {s['hardware']}" if s["hardware"] else ""))
     if s["hardware"]:
         devices = s["ranks"] * (8 if s["nic_gbps"] else 1)
