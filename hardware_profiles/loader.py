@@ -45,6 +45,7 @@ class DeviceSpec(_Strict):
     memory_bandwidth_gb_per_s: float = Positive
     efficiency: dict[str, float]
     efficiency_by_dtype: dict[str, dict[str, float]] = Field(default_factory=dict)
+    compute_capability: float | None = Field(default=None, ge=1.0, le=100.0)
 
     @model_validator(mode="after")
     def _check(self) -> DeviceSpec:
@@ -78,6 +79,7 @@ class NvlinkSpec(_Strict):
 
 class NvswitchSpec(_Strict):
     bandwidth_gb_per_s_per_device: float = Positive
+    nvlink_sharp: bool = False
 
 
 class LinkSpec(_Strict):
@@ -154,6 +156,7 @@ class ProfileSpec(_Strict):
     sources: list[str] = Field(min_length=1)
     measured_collectives: list[MeasuredCollectiveSpec] = Field(default_factory=list)
     provenance: dict[str, str | int | float] = Field(default_factory=dict)
+    host_cpu_vendor: Literal["intel", "amd", "other"] = "intel"
 
 
 def parse_profile(data: object, origin: str) -> HardwareProfile:
@@ -182,6 +185,7 @@ def _build(spec: ProfileSpec, origin: str) -> HardwareProfile:
         memory_bandwidth_bytes_per_s=d.memory_bandwidth_gb_per_s * GB,
         efficiency=dict(d.efficiency),
         efficiency_by_dtype={k: dict(v) for k, v in d.efficiency_by_dtype.items()},
+        compute_capability=d.compute_capability,
     )
     intra = spec.intra_node
     nvlink = None
@@ -213,7 +217,17 @@ def _build(spec: ProfileSpec, origin: str) -> HardwareProfile:
         socket_link_bytes_per_s=(
             intra.socket_link.bandwidth_gb_per_s * GB if intra.socket_link else None
         ),
+        nvlink_sharp=bool(intra.nvswitch and intra.nvswitch.nvlink_sharp),
     )
+    if intra_node.nvlink_sharp and (d.kind != "gpu" or (d.compute_capability or 0) < 9.0):
+        # NCCL offers NVLS only on an NVSwitch with compute capability 9.0 or later
+        # (src/graph/search.cc); SHARP arrived with Hopper's third-generation NVSwitch.
+        raise InputError(
+            "NVLink SHARP needs GPUs of compute capability 9.0 or later; give "
+            "device.compute_capability",
+            file=origin,
+            key="intra_node.nvswitch.nvlink_sharp",
+        )
     n = spec.nics
     if n.devices is None:
         # Spread devices evenly over the NICs, in device order.
@@ -314,6 +328,7 @@ def _build(spec: ProfileSpec, origin: str) -> HardwareProfile:
         origin=origin,
         measured_collectives=tuple(measured),
         provenance={k: str(v) for k, v in spec.provenance.items()},
+        host_cpu_vendor=spec.host_cpu_vendor,
     )
 
 

@@ -27,7 +27,9 @@ Fractions = tuple[tuple[int, float], ...]
 class ScenarioSpec:
     """One scenario as a user names it. Units as on the command line: ``nic_gbps`` in
     Gb/s, ``interference`` as a fraction (0.05 = compute 5% slower while a collective
-    runs). ``slow_ranks``/``slow_nodes``/``slow_nics``: (index, fraction of full speed)."""
+    runs). ``slow_ranks``/``slow_nodes``/``slow_nics``: (index, fraction of full speed).
+    ``algorithm``: the all-reduce algorithm (``auto``: as NCCL's tuner or MPI would
+    choose; ``measured``; or one of :data:`sim.model.collectives.ALGORITHMS`)."""
 
     hardware: str
     workload: str
@@ -47,10 +49,12 @@ class ScenarioSpec:
     slow_ranks: Fractions = ()
     slow_nodes: Fractions = ()
     slow_nics: Fractions = ()
+    algorithm: str = "auto"
 
     def build(self) -> Scenario:
         """Load the profile and workload, apply the overrides, validate."""
         from hardware_profiles import load_profile
+        from sim.model.collectives import ALGORITHMS
         from sim.model.scenario import (
             make_scenario,
             with_interference,
@@ -59,6 +63,12 @@ class ScenarioSpec:
         )
         from workloads import load_workload
 
+        choices = ("auto", "measured", *ALGORITHMS)
+        if self.algorithm not in choices:
+            raise InputError(
+                f"unknown algorithm '{self.algorithm}'; choose one of {', '.join(choices)}",
+                key="algorithm",
+            )
         hw = load_profile(self.hardware)
         if self.nic_gbps is not None:
             hw = with_nic_bandwidth(hw, self.nic_gbps)
@@ -75,6 +85,7 @@ class ScenarioSpec:
             iterations=self.iterations,
             ranks=self.ranks,
             optimizer=self.optimizer,
+            collective_algorithm=self.algorithm,
             jitter=self.jitter,
             seed=self.seed,
         )

@@ -286,6 +286,18 @@ def workloads_show(name: str, as_json: bool) -> None:
 
 
 # -- collective ----------------------------------------------------------------------------
+ALGORITHM_CHOICES = [
+    "auto",
+    "ring",
+    "tree",
+    "hierarchical",
+    "halving-doubling",
+    "nvls",
+    "nvls-tree",
+    "measured",
+]
+
+
 @main.command()
 @click.option("--hardware", required=True, help=HARDWARE_HELP)
 @click.option("--devices", type=int, required=True, help="Number of ranks in the group.")
@@ -305,12 +317,13 @@ def workloads_show(name: str, as_json: bool) -> None:
 @click.option("--sweep", default=None, help="Size range MIN:MAX, doubling (like nccl-tests -f 2).")
 @click.option(
     "--algorithm",
-    type=click.Choice(["auto", "ring", "tree", "hierarchical", "halving-doubling", "measured"]),
+    type=click.Choice(ALGORITHM_CHOICES),
     default="auto",
     show_default=True,
     help="auto uses the profile's measured table when calibration wrote one for this op "
-    "and group (extrapolated beyond its sizes, and said so), else the fastest closed "
-    "form, as NCCL's tuner would (MPI's set on CPUs). measured insists on the table.",
+    "and group (extrapolated beyond its sizes, and said so), else the fastest algorithm "
+    "and protocol as NCCL's tuner would pick them (MPI's set on CPUs). measured insists "
+    "on the table; nvls (one node) and nvls-tree need NVLink SHARP.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @handles_input_errors
@@ -360,12 +373,13 @@ def collective(
         f"{g.rings} ring(s))"
     )
     t = Table()
-    for col in ("size", "algorithm", "time", "algbw (GB/s)", "busbw (GB/s)"):
+    for col in ("size", "algorithm", "protocol", "time", "algbw (GB/s)", "busbw (GB/s)"):
         t.add_column(col, justify="right")
     for c in costs:
         t.add_row(
             fmt_bytes(c.bytes),
             c.algorithm,
+            c.protocol or "-",
             fmt_time(c.time_s),
             f"{c.algbw_bytes_per_s / 1e9:.2f}",
             f"{c.busbw_bytes_per_s / 1e9:.2f}",
@@ -483,6 +497,14 @@ def scenario_options(fn: Callable) -> Callable:
             "--per-tensor",
             is_flag=True,
             help="layerwise: one reduction per parameter tensor, not per layer.",
+        ),
+        click.option(
+            "--algorithm",
+            type=click.Choice(ALGORITHM_CHOICES),
+            default="auto",
+            show_default=True,
+            help="All-reduce algorithm: auto picks as NCCL's tuner (MPI's set on CPUs), or "
+            "a measured table; see `dtsim collective --help`.",
         ),
     ]
     for opt in reversed(opts):

@@ -25,6 +25,10 @@ class Device:
     # dtype -> layer kind -> fraction, overriding ``efficiency`` for that dtype: tensor-core
     # dtypes reach a smaller fraction of their (much higher) peak than fp32 does.
     efficiency_by_dtype: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # CUDA compute capability (9.0 = Hopper): NCCL's tuner keys its per-generation
+    # constants on it (protocol bandwidth caps, LL128, NVLink SHARP). None: not a GPU,
+    # or not given (the cost model then uses NCCL's Ampere row).
+    compute_capability: float | None = None
 
     def efficiency_for(self, layer_kind: str, dtype: str | None = None) -> float:
         table = self.efficiency_by_dtype.get(dtype) if dtype else None
@@ -49,6 +53,8 @@ class IntraNode:
     nvswitch_bytes_per_s_per_device: float | None = None
     pcie_bytes_per_s: float | None = None
     socket_link_bytes_per_s: float | None = None  # QPI/UPI between CPU sockets
+    # The NVSwitch reduces in the switch (NVLink SHARP, NCCL's NVLS algorithms).
+    nvlink_sharp: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,9 @@ class HardwareProfile:
     origin: str = field(default="builtin")  # file path or "builtin"
     measured_collectives: tuple[MeasuredCollective, ...] = ()
     provenance: Mapping[str, str] = field(default_factory=dict)  # calibration: host, date...
+    # The hosts' CPU vendor ("intel", "amd", "other"): NCCL charges a per-step network
+    # overhead and caps its LL protocol by it across nodes (src/graph/tuning.cc).
+    host_cpu_vendor: str = "intel"
 
     def measured(self, op: str, ranks: int, nodes: int) -> MeasuredCollective | None:
         for m in self.measured_collectives:

@@ -262,7 +262,8 @@ class GroupLinks:
     intra_*: the ring through one node's members (NCCL-style rings over the best link
     class; ``intra_bandwidth`` is the aggregate of all parallel rings, per direction).
     inter_*: one node's share of the network (its NICs serving the members), after any
-    fat-tree oversubscription. Bandwidths here are raw; efficiencies are applied by the
+    fat-tree oversubscription; ``nics_used``/``ranks_per_nic`` say how the members share
+    those NICs. Bandwidths here are raw; efficiencies are applied by the
     cost model from the profile's collective parameters.
     """
 
@@ -275,6 +276,19 @@ class GroupLinks:
     inter_bandwidth_bytes_per_s: float
     inter_hops: int  # switch hops a node-to-node step crosses
     device_injection_bytes_per_s: float  # all of one device's links, per direction
+    # NIC sharing: how many NICs serve the members on a node, and the most members one
+    # NIC serves. A step in which every member sends across the network at once
+    # (halving-doubling, the inter-node phase of hierarchical, a parameter server's
+    # push) gives each member 1 / (nics_used × ranks_per_nic) of the node's share.
+    nics_used: int = 1
+    ranks_per_nic: int = 1
+
+    @property
+    def rank_network_share_bytes_per_s(self) -> float:
+        """One member's share of the network (raw, per direction) when every member of
+        its node sends across nodes at once: its NIC's bandwidth over the members that
+        NIC serves (after fat-tree oversubscription, and any slow NIC)."""
+        return self.inter_bandwidth_bytes_per_s / (max(1, self.nics_used) * self.ranks_per_nic)
 
 
 class Topology:
@@ -347,6 +361,7 @@ class Topology:
         nics = self.profile.nics
         used_nics = [k for k, devs in enumerate(nics.devices) if set(devs) & set(local)]
         inter_bw = len(used_nics) * nics.bandwidth_bytes_per_s
+        sharing = max((len(set(nics.devices[k]) & set(local)) for k in used_nics), default=1)
         fabric = self.profile.fabric
         nodes = len(by_node)
         hops = 1
@@ -364,6 +379,8 @@ class Topology:
             inter_bandwidth_bytes_per_s=inter_bw if nodes > 1 else float("inf"),
             inter_hops=hops if nodes > 1 else 0,
             device_injection_bytes_per_s=injection,
+            nics_used=len(used_nics),
+            ranks_per_nic=sharing,
         )
         self._group_cache[ranks] = out
         return out
