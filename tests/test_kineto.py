@@ -282,6 +282,23 @@ def test_collectives_service_time_and_arrival_skew(tmp_path):
     assert [round(c.skew_s / US, 6) for c in first] == [40] * 4
 
 
+def test_collectives_in_flight_together_share_their_busy_time_by_bytes(tmp_path):
+    """gloo runs two all-reduces at once: the first now lasts 395..600, beside the second
+    (555..855). Together they kept the channel busy 395..855 = 460 µs, shared by bytes:
+    40 / 184 and 144 / 184 of it, 100 and 360 µs."""
+    j = cpu_job(0)
+    for e in j.events:
+        if e["name"] == "gloo:all_reduce" and e["args"]["Input Dims"] == [[10]]:
+            e["dur"] = 205
+    imp = read_kineto([j.write(tmp_path / "r.json")])
+    first = [c for c in imp.collectives if c.step == 1]
+    assert [round(c.service_s / US, 6) for c in first] == [100, 360]
+    assert any("shares its busy time by bytes" in m for m in imp.missing)
+    # On the timeline they are two channels' spans, as they ran.
+    lanes = {s.resource for s in imp.trace().spans if s.kind == "comm" and s.iteration == 1}
+    assert lanes == {"comm0", "comm1"}
+
+
 def test_module_scopes_name_the_layers_and_parameter_free_modules_fold(tmp_path):
     imp = read_kineto([cpu_job(0, modules=True).write(tmp_path / "r.json")])
     assert [t.name for t in imp.layers] == ["Linear_0", "Linear_1"]
@@ -843,15 +860,10 @@ def test_a_real_ddp_job_profiled_on_the_cpu_is_predicted_within_10_percent(
     assert set(rows) == {"bucketed", "sync", "delayed:1"}
     predicted = rows["bucketed"]["iteration_time_s"]
     error = predicted / measured - 1
-    if skew > 0.05 * measured and abs(error) > 0.10:
-        # The ranks of one iteration reached their collectives far apart: other processes
-        # took the cores (2 ranks on a 2-core machine). The faster rank then waits, which
-        # a representative rank (no skew) cannot show; forward, backward and update are the
-        # traced means, so the error is that wait. Not a finding about the model.
-        pytest.skip(
-            f"host too busy: ranks arrived {skew * 1e3:.3g} ms apart at collectives "
-            f"(iteration {measured * 1e3:.3g} ms); bucketed error {error:+.1%}, exposed "
-            f"comm measured {[round(m['exposed_comm_s'] * 1e3, 2) for m in doc['measured']]} ms "
-            f"vs predicted {rows['bucketed']['exposed_comm_s'] * 1e3:.3g} ms"
-        )
-    assert abs(error) <= 0.10, (predicted, measured, doc["measured"])
+    # Within 10%, plus what the ranks' arrival skew explains: when other processes take
+    # the cores (2 ranks on a 2-core machine), the ranks reach a collective apart and the
+    # faster one waits; identical simulated ranks never do. Forward, backward and update
+    # are the traced means, so the skew is what is left (measured on this VM: -1% to -6%
+    # with skew under 8% of the iteration, -15% to -21% with skew of 14% to 41%).
+    allowed = 0.10 + skew / measured
+    assert abs(error) <= allowed, (error, allowed, predicted, measured, doc["measured"])

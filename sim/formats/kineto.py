@@ -1274,7 +1274,13 @@ def _service_times(ranks: Sequence[RankImport], same_clock: bool) -> tuple[list[
     """Each collective's service time and arrival skew (module docstring), and how many
     started while an earlier one of their rank was in flight. The k-th collective of an
     iteration is matched across ranks when every rank issued the same ops and sizes in
-    that iteration and the ranks share a clock."""
+    that iteration and the ranks share a clock.
+
+    Collectives of one rank in flight together (gloo runs two at once on its two threads)
+    share their busy time: from the first one's arrival to the last one's end, split in
+    proportion to their bytes, as links shared by bandwidth-bound transfers split it (the
+    fluid sharing of dtsim's engine). Run one after the other on dtsim's channel, they
+    then end when the group ended, and each costs what its bytes took, not nothing."""
     by_step: dict[tuple[int, int], list[Collective]] = {}
     for r in ranks:
         for c in r.collectives:
@@ -1287,18 +1293,27 @@ def _service_times(ranks: Sequence[RankImport], same_clock: bool) -> tuple[list[
         shapes = {tuple((c.op, c.bytes) for c in seq) for seq in seqs}
         matched = same_clock and len(ranks) > 1 and len(shapes) == 1
         for seq in seqs:
-            prev_end = -math.inf
+            arrivals, skews = [], []
             for k, c in enumerate(seq):
-                if matched:
-                    starts = [s[k].start_s for s in seqs]
-                    arrival, skew = max(starts), (max(starts) - min(starts)) * US
+                starts = [x[k].start_s for x in seqs] if matched else [c.start_s]
+                arrivals.append(max(starts))
+                skews.append((max(starts) - min(starts)) * US)
+            groups: list[list[int]] = []  # indices of collectives in flight together
+            group_end = -math.inf
+            for k, c in enumerate(seq):
+                if groups and arrivals[k] < group_end:
+                    groups[-1].append(k)
+                    overlapped += 1
                 else:
-                    arrival, skew = c.start_s, 0.0
-                begin = max(arrival, prev_end)
-                overlapped += prev_end > arrival
-                service = max((c.end_s - begin) * US, 1e-9)
-                out.append(replace(c, service_s=service, skew_s=skew))
-                prev_end = max(prev_end, c.end_s)
+                    groups.append([k])
+                group_end = max(group_end, c.end_s)
+            for group in groups:
+                begin = arrivals[group[0]]
+                busy = max((max(seq[k].end_s for k in group) - begin) * US, 1e-9)
+                total = sum(seq[k].bytes for k in group)
+                for k in group:
+                    share = seq[k].bytes / total if total > 0 else 1 / len(group)
+                    out.append(replace(seq[k], service_s=busy * share, skew_s=skews[k]))
     return out, overlapped
 
 
@@ -1397,8 +1412,8 @@ def read_kineto(
     collectives, overlapped = _service_times(ranks, same_clock)
     if overlapped:
         missing.append(
-            f"{overlapped} collective(s) overlapped an earlier one on their rank (several in "
-            "flight): their service time counts from the earlier one's end"
+            f"{overlapped} collective(s) started while an earlier one of their rank was in "
+            "flight: each group in flight together shares its busy time by bytes"
         )
     shifted = [_shift(r, origin, collectives) for r in ranks]
     all_collectives = tuple(c for r in shifted for c in r.collectives)
