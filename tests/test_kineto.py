@@ -797,6 +797,31 @@ def test_timeline_draws_kineto_traces_beside_dtsims(tmp_path):
     assert page.stat().st_size > 0
 
 
+# -- a real trace, kept small -------------------------------------------------------------------
+def test_a_real_torch_trace_of_a_ddp_job(tmp_path):
+    """tests/data/kineto/ddp-mlp-cpu: what torch 2.13's profiler wrote for the 2-rank gloo
+    DDP job of tests.data.kineto.user_model:mlp (784 -> 1024 -> 1024 -> 10, batch 32),
+    its first three profiled iterations, gzipped."""
+    imp = read_kineto([DATA / "ddp-mlp-cpu"])
+    assert [r.rank for r in imp.ranks] == [0, 1] and imp.first.backend == "gloo"
+    assert [t.name for t in imp.layers] == ["linear_0", "linear_1", "linear_2"]
+    assert [t.param_tensors for t in imp.layers] == [(802816, 1024), (1048576, 1024), (10240, 10)]
+    # addmm FLOPs per sample: 2 x 784 x 1024, 2 x 1024 x 1024, 2 x 1024 x 10.
+    assert [t.fwd_flops_per_sample for t in imp.layers] == [1605632, 2097152, 20480]
+    assert imp.batch == 32 and imp.first.optimizer == "SGD"
+    # DDP's buckets: the last two layers (1 MiB first-bucket cap passed), then the first.
+    for rank in (0, 1):
+        for step in (2, 3, 4):
+            sizes = [c.bytes for c in imp.collectives if c.rank == rank and c.step == step]
+            assert sizes == [(1049600 + 10250) * 4, 803840 * 4]
+    for st in imp.steps:
+        pieces = st.outside_s + sum(st.forward_s) + sum(st.backward_s) + st.update_s + st.wait_s
+        assert math.isclose(pieces, st.end_s - st.start_s, rel_tol=1e-9)
+    page = tmp_path / "t.html"
+    doc = ok_json("timeline", DATA / "ddp-mlp-cpu", "--html", page)
+    assert doc["traces"][0]["name"] == "DDP (measured)" and page.is_file()
+
+
 # -- a real DDP job ------------------------------------------------------------------------------
 @pytest.mark.skipif(not HAVE_MPI, reason="needs Open MPI's mpirun")
 @pytest.mark.mpi
