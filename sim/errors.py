@@ -1,4 +1,5 @@
-"""The one error type for bad input. The CLI turns it into exit code 2."""
+"""Error types: bad input (the CLI exits 2) and a broken physical bound (an internal
+error: exit 1)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,9 @@ class InputError(Exception):
             where.append(f"key '{self.key}'")
         prefix = ": ".join(where)
         return f"{prefix}: {self.reason}" if prefix else self.reason
+
+
+class PhysicalBoundError(Exception):
+    """A simulated result broke a physical lower bound (an iteration shorter than its
+    compute, or than the work on one channel or link): a bug in the simulator, never a
+    result. The CLI turns it into exit code 1 ("internal error")."""

@@ -97,15 +97,28 @@ def run_whatif(
 def recommend(rows: list[dict], scenario: Scenario) -> str:
     """One line: the strategy to use, and why.
 
-    Among the strategies that fit in device memory and are within 1% of the fastest,
-    the one with the least gradient staleness, then the least memory: a delay that
-    buys nothing measurable is not worth its convergence risk.
+    Among the strategies that settled (a run that has not is an estimate, never a
+    recommendation), fit in device memory and are within 1% of the fastest, the one
+    with the least gradient staleness, then the least memory: a delay that buys
+    nothing measurable is not worth its convergence risk.
     """
-    fitting = [r for r in rows if not r["memory_exceeds_device"]]
+    unsettled = [r["strategy"] for r in rows if not r["steady"]]
+    excluded = (
+        f" ({', '.join(unsettled)} not considered: not settled, so only an estimate)"
+        if unsettled
+        else ""
+    )
+    settled = [r for r in rows if r["steady"]]
+    if not settled:
+        return (
+            "No recommendation: no strategy settled to a steady state within the iterations "
+            "simulated, so every figure is an estimate; raise --iterations."
+        )
+    fitting = [r for r in settled if not r["memory_exceeds_device"]]
     if not fitting:
         return (
             "No strategy fits in device memory at this batch; lower the per-device batch "
-            "or use a larger device."
+            f"or use a larger device{excluded}."
         )
     fastest = fitting[0]["iteration_time_s"]
     near = [r for r in fitting if r["iteration_time_s"] <= fastest * 1.01]
@@ -132,7 +145,7 @@ def recommend(rows: list[dict], scenario: Scenario) -> str:
     close = [r["strategy"] for r in near if r is not best]
     if close:
         note += f"; within 1%: {', '.join(close)}"
-    return f"Use {name}: {why}{note}."
+    return f"Use {name}: {why}{note}{excluded}."
 
 
 def run_notes(rows: list[dict], scenario: Scenario) -> list[str]:
@@ -192,11 +205,20 @@ def add_time_to_accuracy(rows: list[dict], iterations: Mapping[str, float | None
 
 
 def recommend_time_to_accuracy(rows: list[dict], target: float | None = None) -> str:
-    """The strategy that reaches the target accuracy soonest (among those that fit in
-    memory and reached it), with its margin; rows from :func:`add_time_to_accuracy`."""
-    ok = [r for r in rows if r["time_to_target_s"] is not None and not r["memory_exceeds_device"]]
+    """The strategy that reaches the target accuracy soonest (among those that settled,
+    fit in memory and reached it), with its margin; rows from :func:`add_time_to_accuracy`.
+    A run that has not settled is an estimate, never a recommendation."""
+    ok = [
+        r
+        for r in rows
+        if r["time_to_target_s"] is not None
+        and not r["memory_exceeds_device"]
+        and r.get("steady", True)
+    ]
     goal = f"accuracy {target:g}" if target is not None else "the target accuracy"
     if not ok:
+        if any(r["time_to_target_s"] is not None and not r.get("steady", True) for r in rows):
+            return f"No recommendation: the strategies that reached {goal} have not settled."
         return f"No strategy reached {goal} in the convergence runs; run them longer."
     best = min(ok, key=lambda r: (r["time_to_target_s"], r["staleness"]))
     why = (

@@ -13,7 +13,7 @@ from typing import Any, cast
 from rich.console import Console
 from rich.markup import escape
 
-from sim.errors import InputError
+from sim.errors import InputError, PhysicalBoundError
 
 
 class _StreamConsole:
@@ -55,7 +55,8 @@ def handles_errors(
     failures: tuple[type[BaseException], ...] = (), label: str = "failed"
 ) -> Callable[[Callable], Callable]:
     """InputError -> exit 2; any of ``failures`` (e.g. a calibration whose rank died)
-    -> exit 1; both as one line on stderr."""
+    and PhysicalBoundError (a result that breaks a physical bound: a simulator bug, its
+    message names the scenario) -> exit 1; each as one line on stderr."""
 
     def decorate(fn: Callable) -> Callable:
         @wraps(fn)
@@ -71,6 +72,9 @@ def handles_errors(
                     "error", f"a file given is not text (UTF-8): {e.reason} at byte {e.start}"
                 )
                 raise SystemExit(2) from None
+            except PhysicalBoundError as e:
+                error_line("internal error", str(e))
+                raise SystemExit(1) from None
             except failures as e:
                 text = str(e)
                 if text.startswith(f"{label}: "):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from types import MappingProxyType
 
+import numpy as np
+
 from sim.engine.core import Engine, EngineStats
-from sim.engine.graph import Task, TaskGraph
+from sim.engine.graph import COMPUTE, Task, TaskGraph
 from sim.engine.trace import Trace
 from sim.model.collectives import CollectiveCost, CostModel
 from sim.model.costs import layer_cost, update_cost_s
@@ -167,8 +169,57 @@ def simulate(
             if (extrapolated := _extrapolated_collectives(ctx, graph))
             else {}
         ),
+        # What the scenario is and what each iteration asks of each resource: the physical
+        # bounds every result is checked against (sim.analysis.bounds). Dicts, so a Chrome
+        # trace's otherData (scalars only) is unchanged.
+        "scenario": scenario.summary(),
+        "work": work_per_iteration(graph, engine, strategy, scenario),
     }
     return Trace(tuple(spans), tuple(samples), MappingProxyType(meta)), stats
+
+
+def work_per_iteration(
+    graph: TaskGraph, engine: Engine, strategy: Strategy, scenario: Scenario
+) -> dict:
+    """What each iteration asks of each resource, for :mod:`sim.analysis.bounds`.
+
+    ``forward_backward_s``, ``update_s``: rank 0's compute work per iteration at full
+    speed (its jitter draws and speed applied), the time it takes when nothing slows it.
+    ``slowest_rank_factor``: how much longer the slowest rank's compute takes than rank
+    0's without jitter (1 with no slow rank). ``comm_s``: per iteration, latency plus
+    bandwidth work of its collectives, the least time they hold their channel
+    (``t mod channels``). ``links_s``: per link class and iteration, the bandwidth work
+    of the collectives that load it (a link delivers at most 1 s of work per second).
+    ``staleness``: forward(t + 1 + staleness) waits for iteration t's updates.
+    """
+    n = 1 + max((t.iteration for t in graph.tasks), default=0)
+    fb = np.zeros(n)
+    up = np.zeros(n)
+    comm = np.zeros(n)
+    links: dict[str, np.ndarray] = {}
+    scale = engine.scale[0] if engine.scale is not None else None
+    for t in graph.tasks:
+        if t.resource == COMPUTE:
+            work = t.work_s * (scale[t.id] if scale is not None else 1.0)
+            if t.kind == "update":
+                up[t.iteration] += work
+            else:
+                fb[t.iteration] += work
+        elif t.kind == "comm":
+            comm[t.iteration] += t.latency_s + t.work_s
+            for link in set(t.links):
+                links.setdefault(link, np.zeros(n))[t.iteration] += t.work_s
+    factors = engine.rank_factor or [1.0]
+    return {
+        "interference_factor": scenario.hardware.interference_factor,
+        "staleness": strategy.staleness,
+        "channels": graph.channels,
+        "forward_backward_s": (fb * factors[0]).tolist(),
+        "update_s": (up * factors[0]).tolist(),
+        "slowest_rank_factor": max(factors) / factors[0],
+        "comm_s": comm.tolist(),
+        "links_s": {k: v.tolist() for k, v in sorted(links.items())},
+    }
 
 
 # Longest run the what-if will extend to while waiting for steady state.
@@ -178,11 +229,13 @@ MAX_STEADY_ITERATIONS = 640
 def simulate_steady(
     scenario: Scenario, strategy: Strategy, ctx: BuildContext | None = None
 ) -> tuple[Trace, EngineStats, int]:
-    """Simulate, doubling the iterations until the run settles (``metrics.is_steady``) or
+    """Simulate, doubling the iterations until the run settles (``metrics.is_steady``: its
+    last period, of any length, repeats the one before, collectives' lags included) or
     reaches :data:`MAX_STEADY_ITERATIONS`. Returns the Trace, stats and iterations run.
 
     A delay of d needs more than 1 + d iterations to settle when communication outlasts
-    compute: its backlog grows until the d buffers are full.
+    compute: its backlog grows until the d buffers are full, and until then the windows
+    are the compute time, equal but not steady.
     """
     from sim.analysis.metrics import is_steady
 
