@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from workloads import transformer
 from workloads.algebra import Builder
 from workloads.model import Workload
 
@@ -391,6 +392,12 @@ BUILTIN: dict[str, Callable[..., Workload]] = {
     "gpt2-medium": gpt2_medium,
     "gpt2-large": gpt2_large,
     "gpt2-xl": gpt2_xl,
+    "llama2-7b": transformer.llama2_7b,
+    "llama2-13b": transformer.llama2_13b,
+    "llama2-70b": transformer.llama2_70b,
+    "llama3-8b": transformer.llama3_8b,
+    "llama3-70b": transformer.llama3_70b,
+    "gpt3-175b": transformer.gpt3_175b,
 }
 
 
