@@ -352,7 +352,7 @@ def test_delayed_3_is_not_slower_than_sync_on_a_tiny_model():
     ctx = build_context(sc)
     sync, _ = simulate(sc, _strategy("sync"), ctx)
     delayed, _ = simulate(sc, _strategy("delayed:3"), ctx)
-    # 31.93 us under issue #14's NCCL tuner model (20.53 us with the closed-form ring before).
+    # 31.93 us under issue #14's NCCL tuner model (20.53 us before it).
     assert M.iteration_time_s(sync) == pytest.approx(31.93e-6, rel=1e-3)
     assert M.iteration_time_s(delayed) <= M.iteration_time_s(sync) * (1 + 1e-9)
 
