@@ -7,6 +7,7 @@ path to a user's YAML file written to ``SCHEMA.md``.
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 
 from hardware_profiles.loader import load_profile_file, parse_profile
@@ -22,16 +23,19 @@ def builtin_names() -> list[str]:
 
 def load_profile(name_or_path: str) -> HardwareProfile:
     """A built-in profile by name, or a user's profile by path."""
+    from sim.formats.safe_read import excerpt, is_regular_file
+
     builtin = HERE / f"{name_or_path}.yaml"
-    if "/" not in name_or_path and builtin.is_file():
+    if "/" not in name_or_path and is_regular_file(builtin):
         return load_profile_file(builtin)
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    # os.path.exists, not Path.exists: a name too long for the file system is False.
+    if path.suffix in (".yaml", ".yml") or os.path.lexists(name_or_path):
         return load_profile_file(path)
-    close = difflib.get_close_matches(name_or_path, builtin_names(), n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name_or_path[:200], builtin_names(), n=3, cutoff=0.5)
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
     raise InputError(
-        f"unknown hardware profile '{name_or_path}'{hint} "
+        f"unknown hardware profile {excerpt(name_or_path)}{hint} "
         f"(built-ins: {', '.join(builtin_names())}; or give a path to a YAML file)",
         key="hardware",
     )

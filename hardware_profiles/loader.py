@@ -10,10 +10,17 @@ naming the file, the key and what is wrong; nothing half-loaded is returned.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from sim.errors import InputError
 from sim.formats.io import read_yaml_mapping, validation_problem
@@ -29,7 +36,36 @@ from sim.model.hardware import (
 )
 
 GB = 1e9
-Positive = Field(gt=0)
+
+# Bounds on every number and text, checked before anything is built: the SI values
+# (x 1e9, x 1e12, x 1e-6) must stay finite and positive, and a profile must not ask for
+# work no machine has (a million devices on a node, rings over them). Generous: the
+# largest real values are within a factor of 1000 of no bound.
+MAX_DEVICES_PER_NODE = 1024
+MAX_NODES = 1_000_000
+MIN_GB_PER_S, MAX_GB_PER_S = 1e-6, 1e9  # a link or NIC: 1 kB/s to 1 EB/s
+MIN_TFLOPS, MAX_TFLOPS = 1e-9, 1e9  # 1 kFLOP/s to 1 ZFLOP/s
+MAX_LATENCY_US = 1e6  # one second
+MAX_NAME_CHARS = 200
+MAX_TEXT_CHARS = 2000
+MAX_ENTRIES = 1000  # sources, provenance, dtypes, measured points
+
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+
+
+def _at_least(minimum: float, unit: str):
+    def check(value: float) -> float:
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum:g} {unit}, got {value:g}")
+        return value
+
+    return AfterValidator(check)
+
+
+GBPerS = Annotated[float, Field(gt=0, le=MAX_GB_PER_S), _at_least(MIN_GB_PER_S, "GB/s (or Gbit/s)")]
+LatencyUs = Annotated[float, Field(ge=0, le=MAX_LATENCY_US)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
 class _Strict(BaseModel):
@@ -38,13 +74,15 @@ class _Strict(BaseModel):
 
 class DeviceSpec(_Strict):
     kind: Literal["gpu", "cpu"]
-    model: str
-    count_per_node: int = Field(gt=0)
-    peak_tflops: dict[str, float]
-    memory_gib: float = Positive
-    memory_bandwidth_gb_per_s: float = Positive
-    efficiency: dict[str, float]
-    efficiency_by_dtype: dict[str, dict[str, float]] = Field(default_factory=dict)
+    model: Name
+    count_per_node: int = Field(gt=0, le=MAX_DEVICES_PER_NODE)
+    peak_tflops: dict[Name, float] = Field(max_length=MAX_ENTRIES)
+    memory_gib: float = Field(gt=0, le=1e9)
+    memory_bandwidth_gb_per_s: GBPerS
+    efficiency: dict[Name, float] = Field(max_length=MAX_ENTRIES)
+    efficiency_by_dtype: dict[Name, dict[Name, float]] = Field(
+        default_factory=dict, max_length=MAX_ENTRIES
+    )
     compute_capability: float | None = Field(default=None, ge=1.0, le=100.0)
 
     @model_validator(mode="after")
@@ -54,6 +92,10 @@ class DeviceSpec(_Strict):
         for dtype, v in self.peak_tflops.items():
             if v <= 0:
                 raise ValueError(f"peak_tflops.{dtype} must be > 0, got {v}")
+            if not MIN_TFLOPS <= v <= MAX_TFLOPS:
+                raise ValueError(
+                    f"peak_tflops.{dtype} must be from {MIN_TFLOPS:g} to {MAX_TFLOPS:g}, got {v:g}"
+                )
         if "default" not in self.efficiency:
             raise ValueError("efficiency must give a 'default' entry")
         for kind, v in self.efficiency.items():
@@ -73,17 +115,19 @@ class DeviceSpec(_Strict):
 
 
 class NvlinkSpec(_Strict):
-    bandwidth_gb_per_s_per_link: float = Positive
-    edges: list[tuple[int, int, int]]
+    bandwidth_gb_per_s_per_link: GBPerS
+    edges: list[tuple[int, int, Annotated[int, Field(le=MAX_ENTRIES)]]] = Field(
+        max_length=MAX_DEVICES_PER_NODE * 8
+    )
 
 
 class NvswitchSpec(_Strict):
-    bandwidth_gb_per_s_per_device: float = Positive
+    bandwidth_gb_per_s_per_device: GBPerS
     nvlink_sharp: bool = False
 
 
 class LinkSpec(_Strict):
-    bandwidth_gb_per_s: float = Positive
+    bandwidth_gb_per_s: GBPerS
 
 
 class IntraNodeSpec(_Strict):
@@ -94,23 +138,25 @@ class IntraNodeSpec(_Strict):
 
 
 class NicSpec(_Strict):
-    count_per_node: int = Field(ge=0)
-    bandwidth_gbit_per_s: float = Positive
-    latency_us: float = Field(ge=0)
-    devices: list[list[int]] | None = None
+    count_per_node: int = Field(ge=0, le=MAX_DEVICES_PER_NODE)
+    bandwidth_gbit_per_s: GBPerS
+    latency_us: LatencyUs
+    devices: list[Annotated[list[int], Field(max_length=MAX_DEVICES_PER_NODE)]] | None = Field(
+        default=None, max_length=MAX_DEVICES_PER_NODE
+    )
 
 
 class FabricSpec(_Strict):
     kind: Literal["switch", "fat-tree"]
-    max_nodes: int = Field(gt=0)
-    switch_latency_us: float = Field(ge=0, default=0.1)
-    oversubscription: float = Field(ge=1.0, default=1.0)
-    nodes_per_leaf: int = Field(gt=0, default=16)
+    max_nodes: int = Field(gt=0, le=MAX_NODES)
+    switch_latency_us: float = Field(ge=0, le=MAX_LATENCY_US, default=0.1)
+    oversubscription: float = Field(ge=1.0, le=1e6, default=1.0)
+    nodes_per_leaf: int = Field(gt=0, le=MAX_NODES, default=16)
 
 
 class LinkClassSpec(_Strict):
-    alpha_us: float = Field(ge=0)
-    efficiency: float = Field(gt=0, le=1)
+    alpha_us: LatencyUs
+    efficiency: Fraction
 
 
 class CollectiveSpec(_Strict):
@@ -123,19 +169,22 @@ class CollectiveSpec(_Strict):
 
 class MeasuredCollectiveSpec(_Strict):
     op: Literal["allreduce", "reduce-scatter", "allgather", "broadcast"]
-    ranks: int = Field(ge=2)
-    nodes: int = Field(default=1, gt=0)
-    backend: str
-    alpha_us: float = Field(ge=0)
-    bandwidth_gb_per_s: float = Positive
-    fit_worst_error: float = Field(ge=0)
-    points: list[tuple[float, float]] = Field(min_length=2)  # [bytes, microseconds]
+    ranks: int = Field(ge=2, le=10_000_000)
+    nodes: int = Field(default=1, gt=0, le=MAX_NODES)
+    backend: Name
+    alpha_us: LatencyUs
+    bandwidth_gb_per_s: GBPerS
+    fit_worst_error: float = Field(ge=0, le=1e6)
+    # [bytes, microseconds]
+    points: list[tuple[float, float]] = Field(min_length=2, max_length=MAX_ENTRIES)
 
     @model_validator(mode="after")
     def _check(self) -> MeasuredCollectiveSpec:
         sizes = [b for b, _ in self.points]
         if any(b <= 0 for b in sizes) or any(t <= 0 for _, t in self.points):
             raise ValueError("points: every [bytes, microseconds] must be > 0")
+        if any(b > 2**50 for b in sizes) or any(t > 1e12 for _, t in self.points):
+            raise ValueError("points: sizes must be at most 2^50 bytes and times 1e12 us")
         if any(b2 <= b1 for b1, b2 in zip(sizes, sizes[1:], strict=False)):
             raise ValueError("points: sizes must be strictly increasing")
         if self.nodes > self.ranks:
@@ -144,18 +193,20 @@ class MeasuredCollectiveSpec(_Strict):
 
 
 class ProfileSpec(_Strict):
-    name: str
-    description: str
-    ranks_per_node: int | None = Field(default=None, gt=0)
+    name: Name
+    description: Text
+    ranks_per_node: int | None = Field(default=None, gt=0, le=MAX_DEVICES_PER_NODE)
     device: DeviceSpec
     intra_node: IntraNodeSpec
     nics: NicSpec
     fabric: FabricSpec
     collective: CollectiveSpec
-    interference_factor: float = Field(ge=0)
-    sources: list[str] = Field(min_length=1)
-    measured_collectives: list[MeasuredCollectiveSpec] = Field(default_factory=list)
-    provenance: dict[str, str | int | float] = Field(default_factory=dict)
+    interference_factor: float = Field(ge=0, le=10)
+    sources: list[Text] = Field(min_length=1, max_length=MAX_ENTRIES)
+    measured_collectives: list[MeasuredCollectiveSpec] = Field(
+        default_factory=list, max_length=MAX_ENTRIES
+    )
+    provenance: dict[Name, Text | int | float] = Field(default_factory=dict, max_length=MAX_ENTRIES)
     host_cpu_vendor: Literal["intel", "amd", "other"] = "intel"
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
-from pathlib import Path
 
 from sim.errors import InputError
 from workloads.builtin import BUILTIN
@@ -58,16 +57,20 @@ def load_workload(name_or_path: str | os.PathLike[str], **params: object) -> Wor
             raise InputError(
                 f"YAML workloads take no parameters, got {', '.join(sorted(params))}", file=text
             )
-        if not Path(text).is_file():
+        if not os.path.lexists(text):
             raise InputError("workload file not found", file=text)
         from workloads.loader import load_yaml
 
         return load_yaml(text)
 
+    from sim.formats.safe_read import excerpt
+
     known = builtin_names()
-    close = difflib.get_close_matches(base, known, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(base[:200], known, n=3, cutoff=0.6)
     hint = f"did you mean: {', '.join(close)}?" if close else f"built-in: {', '.join(known)}"
-    raise InputError(f"unknown workload {text!r}; {hint} (or give a path to a .yaml/.yml file)")
+    raise InputError(
+        f"unknown workload {excerpt(text)}; {hint} (or give a path to a .yaml/.yml file)"
+    )
 
 
 def _call_builtin(name: str, params: dict[str, object]) -> Workload:

@@ -31,10 +31,24 @@ def _plain_number(value: Any) -> Any:
     return value
 
 
-Count = Annotated[int, BeforeValidator(_plain_number), Field(ge=0)]
-PositiveCount = Annotated[int, BeforeValidator(_plain_number), Field(gt=0)]
-Amount = Annotated[float, BeforeValidator(_plain_number), Field(ge=0, allow_inf_nan=False)]
-Text = Annotated[str, Field(min_length=1)]
+# Bounds, checked before anything is built: counts and amounts far beyond any model
+# (GPT-3 has 1.75e11 parameters and about 1e15 FLOPs per 2048-token sample), so that
+# every product the simulator forms stays finite, and a layer count it simulates in
+# seconds. A larger value is a typo, not a model.
+MAX_LAYERS = 10_000
+MAX_COUNT = 10**15
+MAX_AMOUNT = 1e21
+MAX_NAME_CHARS = 200
+MAX_TEXT_CHARS = 2000
+MAX_ENTRIES = 1000
+
+Count = Annotated[int, BeforeValidator(_plain_number), Field(ge=0, le=MAX_COUNT)]
+PositiveCount = Annotated[int, BeforeValidator(_plain_number), Field(gt=0, le=MAX_COUNT)]
+Amount = Annotated[
+    float, BeforeValidator(_plain_number), Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
+]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+LongText = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 
 
 class _Strict(BaseModel):
@@ -63,20 +77,26 @@ class LayerSpec(_Strict):
     activation_elements_per_sample: Amount | None = None
     activation_bytes_per_sample: Amount | None = None
     io_elements_per_sample: Amount | None = None
-    param_tensors: list[PositiveCount] | None = None
-    measured: dict[Text, Annotated[list[MeasuredPointSpec], Field(min_length=1)]] | None = None
+    param_tensors: Annotated[list[PositiveCount], Field(max_length=MAX_ENTRIES)] | None = None
+    measured: (
+        dict[Text, Annotated[list[MeasuredPointSpec], Field(min_length=1, max_length=MAX_ENTRIES)]]
+        | None
+    ) = None
 
 
 class WorkloadSpec(_Strict):
     """A whole workload file."""
 
     name: Text | None = None
-    description: str = ""
+    description: LongText = ""
     sample: Text = "sample"
-    sources: list[Text] = []
-    activation_dtype_bytes: PositiveCount = 4
-    provenance: dict[Text, str | int | float] = {}
-    layers: Annotated[list[LayerSpec], Field(min_length=1)]
+    sources: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]],
+        Field(max_length=MAX_ENTRIES),
+    ] = []
+    activation_dtype_bytes: Annotated[int, BeforeValidator(_plain_number), Field(gt=0, le=64)] = 4
+    provenance: Annotated[dict[Text, LongText | int | float], Field(max_length=MAX_ENTRIES)] = {}
+    layers: Annotated[list[LayerSpec], Field(min_length=1, max_length=MAX_LAYERS)]
 
 
 def load_yaml(path: str | os.PathLike[str]) -> Workload:

@@ -626,16 +626,16 @@ def write_json(result: ConvergenceResult, path: str | Path) -> None:
 
 
 def read_json(path: str | Path) -> ConvergenceResult:
-    try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror or err}", file=str(path)) from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"not JSON: {err}", file=str(path)) from None
+    from sim.formats.safe_read import excerpt
+    from sim.formats.safe_read import read_json as read_json_file
+
+    doc = read_json_file(path)  # a regular file, a size cap, a depth cap
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError(f"not a {FORMAT} document", file=str(path), key="format")
     if doc.get("version") != FORMAT_VERSION:
-        raise InputError(f"version {doc.get('version')!r} is not {FORMAT_VERSION}", file=str(path))
+        raise InputError(
+            f"version {excerpt(doc.get('version'))} is not {FORMAT_VERSION}", file=str(path)
+        )
     try:
         curves = tuple(
             Curve(
@@ -652,8 +652,20 @@ def read_json(path: str | Path) -> ConvergenceResult:
         wall = {str(k): float(v) for k, v in doc["wall_s"].items()}
         if not isinstance(settings.get("strategies"), list):
             raise KeyError("settings.strategies")
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputError(f"malformed {FORMAT} document: {err!r}", file=str(path)) from None
+        target = settings.get("target_accuracy")
+        if target is not None and (
+            isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 <= target <= 1
+        ):
+            raise ValueError(
+                f"settings.target_accuracy must be a number in [0, 1], got {excerpt(target)}"
+            )
+        for c in curves:
+            if c.iterations_to_target is not None and c.iterations_to_target < 0:
+                raise ValueError(f"curve {excerpt(c.strategy)}: iterations_to_target < 0")
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as err:
+        raise InputError(
+            f"malformed {FORMAT} document: {excerpt(err, 120)}", file=str(path)
+        ) from None
     for c in curves:
         if not len(c.steps) == len(c.train_loss) == len(c.test_accuracy):
             raise InputError(

@@ -539,8 +539,13 @@ class _Watch:
         return f"at {beat.op}" + (f" {beat.nbytes} B" if beat.nbytes else "")
 
     def laggard(self) -> int | None:
-        """The rank that stopped first: no heartbeat at all, else the smallest
-        (point, step), ties broken by the oldest heartbeat."""
+        """The rank that stopped first: a rank process of this host that is stopped
+        (SIGSTOP, a debugger), else one with no heartbeat at all, else the smallest
+        (point, step), ties broken by the oldest heartbeat. (The others are blocked in
+        the collective the stopped rank never joined, at the same point.)"""
+        stopped = stopped_ranks(self.beats)
+        if stopped:
+            return stopped[0]
         silent = [r for r in range(self.np) if r not in self.beats]
         if silent:
             return silent[0]
@@ -558,6 +563,20 @@ class _Watch:
         if beat is None:
             return f"rank {rank}"
         return f"rank {rank} (pid {beat.pid} on {beat.host})"
+
+
+def stopped_ranks(beats: dict[int, Any]) -> list[int]:
+    """Ranks (from their heartbeats' pid and host) whose process on this host is stopped
+    (state T or t in /proc), in rank order."""
+    local = socket.gethostname()
+    out = []
+    for rank in sorted(beats):
+        beat = beats[rank]
+        if beat.host == local:
+            st = _stat(beat.pid)
+            if st is not None and st[0] in ("T", "t"):
+                out.append(rank)
+    return out
 
 
 _FIRST_EXIT = re.compile(
@@ -592,8 +611,11 @@ def start_mpi_job(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
+    # The ranks leave when this process dies (SIGKILL leaves no time to kill them).
+    env[worker.SUPERVISOR_ENV] = worker.supervisor_token()
     env.update(env_extra or {})
-    for name in ("PYTHONPATH", "PYTHONUNBUFFERED", worker.FAULT_ENV, *(env_extra or {})):
+    names = ("PYTHONPATH", "PYTHONUNBUFFERED", worker.FAULT_ENV, worker.SUPERVISOR_ENV)
+    for name in (*names, *(env_extra or {})):
         if name in env:
             cmd += ["-x", name]
     cmd += [sys.executable, *python_args]
@@ -656,8 +678,10 @@ def _launch(
                 if _handle(line, watch, on_sample, on_progress, on_result):
                     last = time.monotonic()
             if time.monotonic() - last > timeout_s:
+                # Read the ranks' states (a stopped one is the culprit) before killing them.
+                message = _stall_message(watch, timeout_s, csv_path)
                 _kill_job(proc, watch)
-                raise CalibrationError(_stall_message(watch, timeout_s, csv_path))
+                raise CalibrationError(message)
         rc = proc.wait()
         reader.join(timeout=5)
         while True:  # anything the reader queued after the loop's last look
@@ -744,7 +768,8 @@ def _stall_message(watch: _Watch, timeout_s: float, csv_path: Path | None) -> st
     else:
         beat = watch.beats.get(rank)
         ago = f", last heartbeat {time.monotonic() - beat.when:.0f} s ago" if beat else ""
-        who = f"{watch.ident(rank)} stopped making progress {watch.where(rank)}{ago}"
+        state = " (its process is stopped: SIGSTOP?)" if rank in stopped_ranks(watch.beats) else ""
+        who = f"{watch.ident(rank)}{state} stopped making progress {watch.where(rank)}{ago}"
         others = sorted({watch.where(r) for r in watch.beats if r != rank})
         if others:
             who += "; the other ranks were waiting " + " / ".join(others)
@@ -846,6 +871,7 @@ def _kill_job(proc: subprocess.Popen[str], watch: _Watch) -> None:
                 pass
 
     signal_all(signal.SIGTERM)
+    signal_all(signal.SIGCONT)  # a stopped rank acts on SIGTERM only once it runs
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if proc.poll() is not None and not targets():

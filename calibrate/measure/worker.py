@@ -29,7 +29,9 @@ so the rank with the smallest (point, step) is the one that stopped first.
 Test hook: ``DTSIM_FAULT=rank:kind:after_points`` makes ``rank`` fail when it reaches
 point index ``after_points`` (after that point's first barrier, so every sample of the
 earlier points has been reported): kind ``die`` is ``os._exit(3)``, ``hang`` sleeps
-forever. It exists for the fault tests and does nothing unless set.
+forever, ``stop`` sends itself SIGSTOP just after its warm-up heartbeat, a moment after
+the other ranks sent theirs (so heartbeats alone would blame another rank). It exists for
+the fault tests and does nothing unless set.
 
 Imports stay light: numpy and mpi4py for the mpi backend, torch only for gloo/nccl and
 interference.
@@ -52,6 +54,66 @@ from typing import Any
 
 PREFIX = "DTSIM-"
 FAULT_ENV = "DTSIM_FAULT"
+# "host:pid:start" of the dtsim process that launched the job (set by
+# calibrate.measure.comm.start_mpi_job): a rank on that host exits when it is gone.
+SUPERVISOR_ENV = "DTSIM_SUPERVISOR"
+SUPERVISOR_POLL_S = 0.2
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of ``pid`` (clock ticks since boot, from /proc), or None if it is
+    gone. With the pid it names one process: a pid reused after it died starts later."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+    if len(fields) < 20 or fields[0] == "Z":
+        return None
+    return fields[19]
+
+
+def supervisor_token() -> str:
+    """``host:pid:start`` of this process, for :data:`SUPERVISOR_ENV`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid()) or ''}"
+
+
+def watch_supervisor(token: str | None = None, poll_s: float = SUPERVISOR_POLL_S) -> bool:
+    """If the dtsim process that launched this job (``token``, default from
+    :data:`SUPERVISOR_ENV`) runs on this host, watch it from a daemon thread and leave at
+    once (``os._exit``) when it is gone: killed with SIGKILL, its ranks would otherwise go
+    on computing and writing for seconds, or until mpirun notices. Returns whether it
+    watches."""
+    token = token if token is not None else os.environ.get(SUPERVISOR_ENV, "")
+    host, _, rest = token.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if not pid_text.isdigit() or host != socket.gethostname():
+        return False
+    pid = int(pid_text)
+
+    def alive() -> bool:
+        now = process_start(pid)
+        if now is None:
+            if os.path.isdir("/proc"):
+                return False
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                pass
+            return True
+        return not start or now == start
+
+    def watch() -> None:
+        while alive():
+            time.sleep(poll_s)
+        sys.stderr.write(f"{PREFIX}GONE the dtsim process {pid} is gone; this rank exits\n")
+        sys.stderr.flush()
+        os._exit(4)
+
+    threading.Thread(target=watch, name="dtsim-supervisor-watch", daemon=True).start()
+    return True
 
 
 def world() -> tuple[int, int]:
@@ -103,12 +165,26 @@ class Fault:
             rank, kind, after = spec.split(":")
             self.rank, self.kind, self.after = int(rank), kind, int(after)
         except ValueError:
-            raise ValueError(f"{FAULT_ENV}={spec!r}: expected rank:die|hang:after_points") from None
-        if kind not in ("die", "hang"):
-            raise ValueError(f"{FAULT_ENV}={spec!r}: kind must be die or hang")
+            raise ValueError(
+                f"{FAULT_ENV}={spec!r}: expected rank:die|hang|stop:after_points"
+            ) from None
+        if kind not in ("die", "hang", "stop"):
+            raise ValueError(f"{FAULT_ENV}={spec!r}: kind must be die, hang or stop")
+
+    def before_warmup(self, rank: int, point: int) -> None:
+        """Kind ``stop``: wait until the other ranks' warm-up heartbeats are older."""
+        if self.kind == "stop" and rank == self.rank and point == self.after:
+            time.sleep(0.5)
+
+    def after_warmup_heartbeat(self, rank: int, point: int) -> None:
+        if self.kind == "stop" and rank == self.rank and point == self.after:
+            import signal
+
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     def check(self, rank: int, point: int) -> None:
-        if rank != self.rank or point != self.after:
+        if rank != self.rank or point != self.after or self.kind == "stop":
             return
         if self.kind == "die":
             sys.stdout.flush()
@@ -332,7 +408,9 @@ def comm_loop(spec: dict[str, Any], sink: Sink) -> None:
         backend.barrier()
         fault.check(rank, i)
         call = backend.prepare(op, nbytes)
+        fault.before_warmup(rank, i)
         sink.heartbeat(i, 1, op, nbytes)
+        fault.after_warmup_heartbeat(rank, i)
         call()  # warm-up: connections, first-touch of the buffers
         calls = calls_per_sample(nbytes)
         for k in range(repeats):
@@ -612,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("comm", "interference", "compute"))
     parser.add_argument("--spec", required=True, help="JSON object or a file holding one")
     args = parser.parse_args(argv)
+    watch_supervisor()
     rank, _ = world()
     sink = Sink(rank)
     try:

@@ -143,6 +143,7 @@ from calibrate.measure.comm import (
     _output_tail,
     _session_pids,
     start_mpi_job,
+    stopped_ranks,
 )
 from sim.engine.trace import Span, Trace
 from sim.errors import InputError
@@ -943,6 +944,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m calibrate.realrun.training")
     parser.add_argument("--spec", required=True, help="JSON object or a file holding one")
     args = parser.parse_args(argv)
+    worker.watch_supervisor()  # leave at once if the dtsim process dies
     rank, _ = worker.world()
     sink = _RunSink(rank)
     try:
@@ -993,6 +995,9 @@ class _Watch:
         return f"in strategy '{strategy}' (repeat {repeat}) {at}"
 
     def laggard(self) -> int | None:
+        stopped = stopped_ranks(self.beats)  # SIGSTOP: the others wait for it
+        if stopped:
+            return stopped[0]
         silent = [r for r in range(self.np) if r not in self.beats]
         if silent:
             return silent[0]
@@ -1054,7 +1059,8 @@ def _stall_message(watch: _Watch, timeout_s: float) -> str:
     if rank is None:
         who = "no rank reported a heartbeat (stuck starting up?)"
     else:
-        who = f"{watch.ident(rank)} stopped making progress {watch.where(rank)}"
+        state = " (its process is stopped: SIGSTOP?)" if rank in stopped_ranks(watch.beats) else ""
+        who = f"{watch.ident(rank)}{state} stopped making progress {watch.where(rank)}"
         others = sorted({watch.where(r) for r in watch.beats if r != rank})
         if others:
             who += "; the other ranks were " + " / ".join(others)
@@ -1122,8 +1128,10 @@ def _launch(
                 if _handle(line, watch, progress):
                     last = time.monotonic()
             if time.monotonic() - last > timeout_s:
+                # Read the ranks' states (a stopped one is the culprit) before killing them.
+                message = _stall_message(watch, timeout_s)
                 _kill_job(proc, watch)  # type: ignore[arg-type]
-                raise RealRunError(_stall_message(watch, timeout_s))
+                raise RealRunError(message)
         rc = proc.wait()
         reader.join(timeout=5)
         while True:
@@ -1250,6 +1258,13 @@ def run_real(
     except RealRunError as err:
         err.partial = [_result(p) for p in watch.results]
         raise
+    except KeyboardInterrupt:
+        # Ctrl-C, or SIGTERM (the CLI turns it into the same): _launch has killed the
+        # job; the runs that finished are kept, as when a rank dies.
+        raise RealRunError(
+            "interrupted (Ctrl-C or SIGTERM); the job was stopped." + watch.kept(),
+            partial=[_result(p) for p in watch.results],
+        ) from None
     return [_result(p) for p in watch.results]
 
 

@@ -30,8 +30,12 @@ is the same whichever ran it, except ``wall_s``.
 "spawn"), so a script calling it needs the usual ``if __name__ == "__main__":`` guard.
 
 Resume: every point has a stable ``key`` (a hash of its coordinates). Finished points
-are appended to the output CSV as they complete; a rerun with ``resume=True`` keeps the
-rows whose key is still in the grid and simulates only the rest.
+are appended to the output CSV as they complete (each row fsynced); a rerun with
+``resume=True`` keeps the rows whose key is still in the grid and simulates only the
+rest, after dropping a last row cut by a kill or a full disk. An earlier table is never
+lost before the new one is complete: when appending to it would lose rows (``--no-resume``,
+or a grid with other columns), rows stream to ``<out>.partial`` instead, which a resume
+also reads, and the output is replaced atomically at the end.
 """
 
 from __future__ import annotations
@@ -212,10 +216,13 @@ def point_key(coords: Mapping[str, Any]) -> str:
     for axis in ("hardware", "workload"):
         value = keyed.get(axis)
         if isinstance(value, str) and value.lower().endswith((".yaml", ".yml")):
-            try:
-                digest = hashlib.sha1(Path(value).read_bytes()).hexdigest()[:12]
-            except OSError:
-                digest = "missing"
+            from sim.formats.safe_read import YAML_MAX_BYTES, read_input_bytes
+
+            try:  # a regular file only: a FIFO would block here
+                data = read_input_bytes(value, max_bytes=YAML_MAX_BYTES)
+                digest = hashlib.sha1(data).hexdigest()[:12]
+            except InputError:
+                digest = "missing"  # the point's own scenario says what is wrong
             keyed[axis] = f"{value}@{digest}"
     text = json.dumps(keyed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode()).hexdigest()[:16]
@@ -364,16 +371,27 @@ def local_cluster(n_workers: int | None = None):
     """A Dask LocalCluster on this machine: ``n_workers`` (default: the cores)
     single-threaded worker processes, quiet, its dashboard on a free port."""
     import logging
+    import signal
+    import threading
 
     from distributed import LocalCluster
 
-    return LocalCluster(
-        n_workers=n_workers or os.cpu_count() or 1,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",  # a free port: never clash with another cluster
-        silence_logs=logging.ERROR,
-    )
+    # The workers start ignoring SIGINT (an ignored signal stays ignored in a new
+    # process): Ctrl-C at a terminal reaches the whole process group, and this process,
+    # not every worker printing its own traceback, ends the sweep.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    try:
+        return LocalCluster(
+            n_workers=n_workers or os.cpu_count() or 1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # a free port: never clash with another cluster
+            silence_logs=logging.ERROR,
+        )
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -393,19 +411,33 @@ def _clean(value: Any) -> Any:
     return value
 
 
+MAX_TABLE_BYTES = 4 << 30  # a sweep table read back to resume
+
+
 def _read_finished(path: Path, keys: set[str]) -> dict[str, dict[str, Any]]:
-    """Rows of an earlier run whose key is still in the grid (later rows win)."""
+    """Rows of an earlier run whose key is still in the grid (later rows win). A last
+    row cut by a kill or a full disk is left out (the point is simulated again)."""
+    import io
+
     import pandas as pd
 
-    if not path.is_file() or path.stat().st_size == 0:
+    from sim.formats.io import complete_csv_prefix
+    from sim.formats.safe_read import read_input_bytes
+
+    if not os.path.lexists(path):
+        return {}
+    data = read_input_bytes(path, max_bytes=MAX_TABLE_BYTES, what="a sweep table")
+    data = data[: complete_csv_prefix(data)]
+    if not data.strip():
         return {}
     try:
         # Exact floats: pandas 3 parses round-trip by default and deprecates the option.
         exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
-        old = pd.read_csv(path, dtype={"key": str}, **exact)
+        old = pd.read_csv(io.StringIO(data.decode()), dtype={"key": str}, **exact)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise InputError(
-            f"cannot resume from it ({e}); remove it or pass --no-resume", file=str(path)
+            f"cannot resume from it ({str(e)[:200]}); remove it or pass --no-resume",
+            file=str(path),
         ) from None
     if "key" not in old.columns:
         raise InputError(
@@ -504,13 +536,20 @@ def run_sweep(
                 "writing Parquet needs pyarrow (pip install pyarrow)", key="parquet"
             ) from None
     keys = {p.key for p in points}
-    finished = _read_finished(out_path, keys) if (out_path is not None and resume) else {}
+    partial = partial_path(out_path) if out_path is not None else None
+    finished: dict[str, dict[str, Any]] = {}
+    if out_path is not None and partial is not None and resume:
+        finished = _read_finished(out_path, keys)
+        finished.update(_read_finished(partial, keys))  # an interrupted run's newer rows
     pending = [p for p in points if p.key not in finished]
     by_key = {p.key: p for p in points}
-
-    # Rewrite the CSV with only the kept rows, so that appended rows share its header.
-    if out_path is not None:
-        _write_csv([{**finished[p.key]} for p in points if p.key in finished], columns, out_path)
+    stream_to = None
+    if out_path is not None and partial is not None:
+        stream_to = _stream_target(out_path, partial, columns, resume)
+        if stream_to != out_path or not _has_rows(out_path):
+            # A fresh file: the header and the kept rows, so appended rows share it.
+            kept = [{**finished[p.key]} for p in points if p.key in finished]
+            _write_csv(kept, columns, stream_to)
 
     groups: dict[str, list[Point]] = {}
     for p in pending:
@@ -529,7 +568,7 @@ def run_sweep(
     results: dict[str, dict[str, Any]] = {}
     if progress:
         progress(done, total, None)
-    appender = _Appender(out_path, columns) if out_path is not None else None
+    appender = _Appender(stream_to, columns) if stream_to is not None else None
 
     def complete(row: dict[str, Any]) -> None:
         nonlocal done
@@ -601,6 +640,8 @@ def run_sweep(
     df = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
     if out_path is not None:
         _write_csv(rows, columns, out_path)
+        if stream_to is not None and stream_to != out_path:
+            stream_to.unlink(missing_ok=True)
     if parquet is not None:
         _write_parquet(df, Path(parquet))
     df.attrs.update(
@@ -613,20 +654,62 @@ def run_sweep(
     return df
 
 
+def partial_path(out: Path) -> Path:
+    """Where rows stream while an earlier table at ``out`` must stay whole."""
+    return out.with_name(out.name + ".partial")
+
+
+def _has_rows(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _header(path: Path) -> list[str] | None:
+    from sim.formats.safe_read import read_input_bytes
+
+    try:
+        head = read_input_bytes(path, max_bytes=MAX_TABLE_BYTES, what="a sweep table", head=65536)
+    except InputError:
+        return None
+    line = head.split(b"\n", 1)
+    if len(line) < 2:
+        return None
+    return next(csv.reader([line[0].decode(errors="replace")]), None)
+
+
+def _stream_target(out: Path, partial: Path, columns: Sequence[str], resume: bool) -> Path:
+    """The file finished rows are appended to: the output itself when that loses nothing
+    (it is new or empty, or a resume with the same columns, a cut last row dropped),
+    else ``<out>.partial``."""
+    from sim.formats.io import truncate_to_complete_rows
+
+    if os.path.lexists(partial):
+        return partial
+    if not _has_rows(out):
+        return out
+    if resume and _header(out) == list(columns):
+        truncate_to_complete_rows(out)
+        return out
+    return partial
+
+
 class _Appender:
-    """Appends finished rows to the CSV as they come (so an interrupted sweep resumes)."""
+    """Appends finished rows to the CSV as they come (so an interrupted sweep resumes),
+    each one fsynced."""
 
     def __init__(self, path: Path, columns: Sequence[str]):
+        from sim.formats.io import CsvAppender
+
         self.columns = list(columns)
-        self.file = open(path, "a", newline="")  # noqa: SIM115 (closed by close())
-        self.writer = csv.writer(self.file, lineterminator="\n")
+        self.csv = CsvAppender(path)
 
     def write(self, row: Mapping[str, Any]) -> None:
-        self.writer.writerow([_csv_cell(row.get(c)) for c in self.columns])
-        self.file.flush()
+        self.csv.write([_csv_cell(row.get(c)) for c in self.columns])
 
     def close(self) -> None:
-        self.file.close()
+        self.csv.close()
 
 
 def _write_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], path: Path) -> None:

@@ -5,6 +5,7 @@ and the rule that bad input is one line on stderr and exit code 2 (never a trace
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -33,7 +34,8 @@ class _StreamConsole:
         if self._console is None or stream is not self._stream:
             # Wide enough for the what-if table when output goes to a file or a pipe.
             width = None if stream.isatty() else 130
-            self._console = Console(stderr=self._stderr, highlight=False, width=width)
+            # emoji=False: ':100:' in a name or a strategy spec stays text.
+            self._console = Console(stderr=self._stderr, highlight=False, emoji=False, width=width)
             self._stream = stream
         return getattr(self._console, name)
 
@@ -43,11 +45,56 @@ err = cast(Console, _StreamConsole(stderr=True))
 
 
 def emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    """One JSON document on stdout. A NaN or infinity (never a result dtsim should give)
+    is written as null, so the document stays standard JSON."""
+    try:
+        text = json.dumps(doc, indent=2, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(doc), indent=2, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+# C0 and C1 control characters, DEL, and the bidirectional overrides that can make a
+# line read backwards: shown as escapes (\x1b), never sent to the terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+MAX_MESSAGE_CHARS = 1000
+
+
+def plain_text(value: object) -> str:
+    """Text from an input (a name in a profile, a strategy spec, a file name) as it
+    should reach the terminal: control characters as escapes (``\\x1b``), no newlines."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode(), str(value))
+
+
+def literal(value: object) -> str:
+    """Input-derived text to embed in rich markup (``out.print(f"... {literal(name)}")``,
+    a table cell): printed as given, never read as markup (``[/]``, ``[bold]``) or as
+    control sequences. (Emoji shortcodes such as ``:100:`` are off in both consoles.)"""
+    return escape(plain_text(value))
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut in the middle to at most about ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    head, tail = text[: limit * 3 // 4], text[-limit // 5 :]
+    return f"{head} ... ({len(text) - len(head) - len(tail):,} characters cut) ... {tail}"
 
 
 def error_line(label: str, text: str) -> None:
-    """``label: text`` on stderr, one line (user text is never read as markup)."""
+    """``label: text`` on stderr, one line of at most about :data:`MAX_MESSAGE_CHARS`
+    characters (user text is never read as markup or control sequences)."""
+    text = shorten(plain_text(text))
     err.print(f"[bold red]{escape(label)}:[/] {escape(text)}", soft_wrap=True)
 
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from sim.app.spec import ScenarioSpec
 from sim.app.whatif import StrategyOptions
-from sim.cli.common import emit_json, err, error_line, handles_input_errors, out
+from sim.cli.common import emit_json, err, error_line, handles_input_errors, literal, out
 from sim.cli.scale import straggler_options
 from sim.cli.timeline import html_option, sweep_devices_option
 from sim.errors import InputError
@@ -23,6 +23,7 @@ from sim.units import fmt_bytes, fmt_count, fmt_time, parse_bytes, size_sweep
 _emit_json = emit_json
 
 
+MAX_COLLECTIVE_BYTES = 2**50  # a PiB: a collective's size beyond any gradient
 HARDWARE_HELP = "Built-in profile name (see `dtsim profiles list`) or path to a profile YAML."
 WORKLOAD_HELP = "Built-in workload name (see `dtsim workloads list`) or path to a workload YAML."
 
@@ -85,7 +86,11 @@ def profiles_list(as_json: bool) -> None:
     for i in items:
         nic = f"{i['nics_per_node']} x {i['nic_bandwidth_bytes_per_s'] * 8 / 1e9:.0f} Gb/s"
         t.add_row(
-            i["name"], i["device_model"], str(i["devices_per_node"]), nic, str(i["max_nodes"])
+            literal(i["name"]),
+            literal(i["device_model"]),
+            str(i["devices_per_node"]),
+            nic,
+            str(i["max_nodes"]),
         )
     out.print(t)
 
@@ -115,18 +120,21 @@ def profiles_show(name: str, as_json: bool) -> None:
         _emit_json(summary)
         return
     d = p.device
-    out.print(f"[bold]{p.name}[/]: {p.description}")
-    out.print(f"  source file: {p.origin}")
+    out.print(f"[bold]{literal(p.name)}[/]: {literal(p.description)}")
+    out.print(f"  source file: {literal(p.origin)}")
     t = Table(show_header=False, box=None)
     t.add_row(
         "device",
-        f"{d.count_per_node} x {d.model} ({d.kind}), {p.ranks_per_node} ranks per node by default",
+        f"{d.count_per_node} x {literal(d.model)} ({d.kind}), "
+        f"{p.ranks_per_node} ranks per node by default",
     )
-    t.add_row("peak", ", ".join(f"{k} {v / 1e12:g} TFLOP/s" for k, v in d.peak_flops.items()))
+    t.add_row(
+        "peak", ", ".join(f"{literal(k)} {v / 1e12:g} TFLOP/s" for k, v in d.peak_flops.items())
+    )
     t.add_row(
         "memory", f"{fmt_bytes(d.memory_bytes)} at {d.memory_bandwidth_bytes_per_s / 1e9:g} GB/s"
     )
-    t.add_row("efficiency", ", ".join(f"{k} {v:g}" for k, v in d.efficiency.items()))
+    t.add_row("efficiency", ", ".join(f"{literal(k)} {v:g}" for k, v in d.efficiency.items()))
     intra = p.intra_node
     if intra.nvlink:
         t.add_row(
@@ -176,7 +184,7 @@ def profiles_show(name: str, as_json: bool) -> None:
     out.print(t)
     out.print("sources:")
     for s in p.sources:
-        out.print(f"  {s}")
+        out.print(f"  {literal(s)}")
 
 
 # -- workloads -----------------------------------------------------------------------------
@@ -229,12 +237,12 @@ def workloads_list(as_json: bool) -> None:
         t.add_column(col, justify="right" if col in ("layers", "params") else "left")
     for i in items:
         t.add_row(
-            i["name"],
+            literal(i["name"]),
             str(i["layers_count"]),
             fmt_count(i["total_params"]),
             fmt_count(i["total_fwd_flops_per_sample"]),
-            i["sample"],
-            i["description"],
+            literal(i["sample"]),
+            literal(i["description"]),
         )
     out.print(t)
 
@@ -255,7 +263,7 @@ def workloads_show(name: str, as_json: bool) -> None:
     if as_json:
         _emit_json(doc)
         return
-    t = Table(title=f"{w.name}: {w.description}", show_footer=True)
+    t = Table(title=f"{literal(w.name)}: {literal(w.description)}", show_footer=True)
     t.add_column("#", justify="right")
     t.add_column("layer", footer="total")
     t.add_column("kind")
@@ -274,15 +282,15 @@ def workloads_show(name: str, as_json: bool) -> None:
     for i, layer in enumerate(w.layers):
         t.add_row(
             str(i),
-            layer.name,
-            layer.kind,
+            literal(layer.name),
+            literal(layer.kind),
             f"{layer.params:,}",
             fmt_count(layer.fwd_flops_per_sample),
             fmt_count(layer.bwd_flops_per_sample),
             fmt_bytes(layer.activation_bytes_per_sample(4)),
         )
     out.print(t)
-    out.print(f"sample: {w.sample}")
+    out.print(f"sample: {literal(w.sample)}")
 
 
 # -- collective ----------------------------------------------------------------------------
@@ -351,6 +359,12 @@ def collective(
     if (size is None) == (sweep is None):
         raise InputError("give exactly one of --bytes SIZE or --sweep MIN:MAX", key="bytes")
     sizes = [parse_bytes(size)] if size is not None else size_sweep(str(sweep))
+    if max(sizes) > MAX_COLLECTIVE_BYTES or min(sizes) <= 0:
+        raise InputError(
+            "sizes must be > 0 B and at most 2^50 B (a PiB), "
+            f"got {max(sizes) if max(sizes) > MAX_COLLECTIVE_BYTES else min(sizes):g} B",
+            key="sweep" if sweep is not None else "bytes",
+        )
     p = load_profile(hardware)
     topo = Topology(p, make_placement(p, devices, devices_per_node))
     model = CostModel(topo)
@@ -368,7 +382,7 @@ def collective(
         _emit_json(docs[0] if size is not None else docs)
         return
     out.print(
-        f"{op} over {devices} x {p.device.model} on '{p.name}' "
+        f"{op} over {devices} x {literal(p.device.model)} on '{literal(p.name)}' "
         f"({g.nodes} node(s) x {g.per_node}; intra-node {g.intra_class or '-'}, "
         f"{g.rings} ring(s))"
     )
@@ -589,7 +603,7 @@ def whatif(
     if html_path:
         from sim.cli.timeline import check_html_path
 
-        check_html_path(html_path)
+        check_html_path(html_path, inputs=(kw["hardware"], kw["workload"], convergence_file or ""))
     options = _strategy_options(kw)
     request = WhatifRequest(
         spec=_spec(kw),
@@ -632,8 +646,9 @@ def whatif(
     advice = result.recommendation
     sc = scenario.summary()
     out.print(
-        f"[bold]{sc['workload']}[/] on {sc['devices']} x {scenario.hardware.device.model} "
-        f"('{sc['hardware']}', {sc['nodes']} node(s) x {sc['devices_per_node']}), "
+        f"[bold]{literal(sc['workload'])}[/] on {sc['devices']} x "
+        f"{literal(scenario.hardware.device.model)} "
+        f"('{literal(sc['hardware'])}', {sc['nodes']} node(s) x {sc['devices_per_node']}), "
         f"global batch {sc['global_batch']} ({sc['batch_per_device']} per device), {sc['dtype']}, "
         f"gradients {fmt_bytes(sc['gradient_bytes'])}"
     )
@@ -668,7 +683,7 @@ def whatif(
                 f"{up:.2f}x" if up is not None else "-",
             )
         t.add_row(
-            r["strategy"],
+            literal(r["strategy"]),
             fmt_time(r["iteration_time_s"]),
             f"{r['throughput_samples_per_s']:,.0f}",
             f"{r['speedup_vs_sync']:.2f}x",
@@ -683,15 +698,15 @@ def whatif(
     for r in rows:
         if r["memory_exceeds_device"]:
             err.print(
-                f"[yellow]warning:[/] {r['strategy']} needs "
+                f"[yellow]warning:[/] {literal(r['strategy'])} needs "
                 f"{fmt_bytes(r['peak_memory_bytes'])} per device; the device has "
                 f"{fmt_bytes(scenario.hardware.device.memory_bytes)}"
             )
     for note in result.notes:
-        err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
-    out.print(advice, soft_wrap=True)
+        err.print(f"[yellow]note:[/] {literal(note)}", soft_wrap=True)
+    out.print(literal(advice), soft_wrap=True)
     if html_path:
-        out.print(f"wrote timeline: {html_path}")
+        out.print(f"wrote timeline: {literal(html_path)}")
 
 
 @main.command()
@@ -724,10 +739,19 @@ def run(
     """
     from sim.app.whatif import RunRequest
     from sim.app.whatif import run as run_job
-    from sim.formats.io import check_writable, write_chrome_trace, write_csv
+    from sim.formats.io import (
+        check_distinct_outputs,
+        check_writable,
+        write_chrome_trace,
+        write_csv,
+    )
 
     options = _strategy_options(kw)
     request = RunRequest(spec=_spec(kw), strategy=strategy, options=options)
+    check_distinct_outputs(
+        {"--csv": csv_path, "--chrome-trace": chrome_path, "--html": html_path},
+        inputs=(kw["hardware"], kw["workload"]),
+    )
     for path in (csv_path, chrome_path):
         if path:
             check_writable(path)
@@ -752,7 +776,7 @@ def run(
 
         write_run_html(trace, html_path)
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {literal(warning)}", soft_wrap=True)
     doc = {
         "scenario": scenario.summary(),
         "strategy": chosen.name,
@@ -764,14 +788,14 @@ def run(
         _emit_json(doc)
         return
     out.print(
-        f"{chosen.name}: iteration {fmt_time(m.iteration_time_s)}, "
+        f"{literal(chosen.name)}: iteration {fmt_time(m.iteration_time_s)}, "
         f"{m.throughput_samples_per_s:,.0f} samples/s, comm {fmt_time(m.comm_s)}, "
         f"exposed {fmt_time(m.exposed_comm_s)} (overlap {m.overlap_fraction:.0%}), "
         f"peak memory {fmt_bytes(m.peak_memory_bytes)}; {len(trace)} spans"
     )
     for path, what in ((csv_path, "CSV"), (chrome_path, "Chrome trace"), (html_path, "timeline")):
         if path:
-            out.print(f"wrote {what}: {path}")
+            out.print(f"wrote {what}: {literal(path)}")
 
 
 def _add_calibrate() -> None:
@@ -799,8 +823,16 @@ def _add_scale() -> None:
 _add_scale()
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a command as Ctrl-C does: outputs kept, jobs killed
+
+
 def cli_entry() -> None:
-    """The ``dtsim`` console script: click's usage errors become one line and exit 2."""
+    """The ``dtsim`` console script: click's usage errors become one line and exit 2;
+    SIGTERM is handled as Ctrl-C (what finished is written, MPI jobs are killed)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = main.main(standalone_mode=False)
     except click.UsageError as e:

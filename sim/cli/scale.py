@@ -8,9 +8,7 @@ into a :class:`sim.app.spec.ScenarioSpec`. This module does not import :mod:`sim
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,15 +17,14 @@ from typing import Any
 import click
 from rich.table import Table
 
-from sim.cli.common import err, handles_input_errors, out
+from sim.cli.common import emit_json, err, handles_input_errors, literal, out
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_time
 
 _fail_cleanly = handles_input_errors
 
 
-def _emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+_emit_json = emit_json
 
 
 # -- stragglers: options for whatif / run / tune ----------------------------------------------
@@ -214,12 +211,15 @@ def sweep(
     out.print(
         f"{summary['points']} points ({summary['simulated']} simulated, {summary['resumed']} "
         f"resumed, {failed} failed) in {summary['wall_s']:.1f} s on {summary['executor']}; "
-        f"wrote {csv_path}" + (f" and {parquet_path}" if parquet_path else ""),
+        f"wrote {literal(csv_path)}" + (f" and {literal(parquet_path)}" if parquet_path else ""),
         soft_wrap=True,
     )
     if failed:
         first = df[df["error"].notna()].iloc[0]
-        err.print(f"[yellow]note:[/] first failure ({first['strategy']}): {first['error']}")
+        err.print(
+            f"[yellow]note:[/] first failure ({literal(first['strategy'])}): "
+            f"{literal(first['error'])}"
+        )
 
 
 def _print_best_per_scenario(df: Any, limit: int = 30) -> None:
@@ -245,8 +245,8 @@ def _print_best_per_scenario(df: Any, limit: int = 30) -> None:
         values = keys if isinstance(keys, tuple) else (keys,)
         speed = best["speedup_vs_sync"]
         t.add_row(
-            *("-" if _json_value(v) is None else str(_json_value(v)) for v in values),
-            str(best["strategy"]),
+            *("-" if _json_value(v) is None else literal(_json_value(v)) for v in values),
+            literal(best["strategy"]),
             fmt_time(best["iteration_time_s"]),
             f"{speed:.2f}x" if speed == speed and speed is not None else "-",
             f"{best['parallel_efficiency']:.0%}",
@@ -423,7 +423,9 @@ def _print_tune(result: Any) -> None:
     distinct = [c for c in result.candidates if c.same_as is None]
     for c in distinct[:15]:
         if c.error:
-            t.add_row(c.label, f"[red]{c.error}[/]", "", "", *(("",) if tta else ()))
+            t.add_row(
+                literal(c.label), f"[red]{literal(c.error)}[/]", "", "", *(("",) if tta else ())
+            )
             continue
         mem = fmt_bytes(c.peak_memory_bytes)
         if c.memory_exceeds_device:
@@ -431,10 +433,16 @@ def _print_tune(result: Any) -> None:
         extra: tuple[str, ...] = ()
         if tta:
             extra = (fmt_time(c.time_to_target_s) if c.time_to_target_s is not None else "-",)
-        t.add_row(c.label, fmt_time(c.iteration_time_s), fmt_time(c.exposed_comm_s), mem, *extra)
+        t.add_row(
+            literal(c.label),
+            fmt_time(c.iteration_time_s),
+            fmt_time(c.exposed_comm_s),
+            mem,
+            *extra,
+        )
     out.print(t)
     for note in result.notes:
-        err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+        err.print(f"[yellow]note:[/] {literal(note)}", soft_wrap=True)
     cost = (
         f"Search cost: {result.simulated} runs simulated for {result.evaluated} candidates "
         f"in {result.wall_s:.1f} s"
@@ -444,7 +452,9 @@ def _print_tune(result: Any) -> None:
         return
     b = result.best
     value = b.time_to_target_s if tta else b.iteration_time_s
-    line = f"Best: {b.label} ({fmt_time(value)}{' to target' if tta else ' per iteration'})"
+    line = (
+        f"Best: {literal(b.label)} ({fmt_time(value)}{' to target' if tta else ' per iteration'})"
+    )
     if result.runner_up is not None and result.margin is not None:
-        line += f", {result.margin:.1%} ahead of {result.runner_up.label}"
+        line += f", {result.margin:.1%} ahead of {literal(result.runner_up.label)}"
     out.print(f"{line}. {cost}.", soft_wrap=True)

@@ -6,15 +6,13 @@ Registered by :mod:`sim.cli.main`: ``main.add_command(timeline)``.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from sim.cli.common import handles_input_errors
+from sim.cli.common import emit_json, handles_input_errors, plain_text
 from sim.engine.trace import Trace
 from sim.errors import InputError
 from sim.formats.trace_files import read_trace_file
@@ -44,13 +42,12 @@ _fail_cleanly = handles_input_errors
 def check_html_path(path: str, inputs: Sequence[str | Path] = ()) -> None:
     """Refuse, before any work, an --html path that is not .html, is not writable, or
     would overwrite one of the command's inputs."""
-    from sim.formats.io import check_writable
+    from sim.formats.io import check_writable, same_file
 
     if not path.lower().endswith((".html", ".htm")):
         raise InputError(f"--html must end in .html, got {path!r}", file=path)
     check_writable(path)
-    target = Path(path).resolve()
-    if any(Path(p).resolve() == target for p in inputs):
+    if any(p and same_file(path, p) for p in inputs):
         raise InputError("--html would overwrite an input file", file=path)
 
 
@@ -175,11 +172,13 @@ def timeline(
             "note": note,
             "traces": viz.summary_rows(pairs),
         }
-        sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        emit_json(doc)
         return
     total = sum(len(t) for t in loaded)
-    click.echo(f"wrote timeline of {len(loaded)} trace(s), {total:,} spans: {html_path}")
+    click.echo(
+        f"wrote timeline of {len(loaded)} trace(s), {total:,} spans: {plain_text(html_path)}"
+    )
     if image:
-        click.echo(f"wrote image: {image}")
+        click.echo(f"wrote image: {plain_text(image)}")
     if note:
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {plain_text(note)}", err=True)

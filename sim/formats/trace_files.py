@@ -34,9 +34,12 @@ def trace_to_json(trace: Trace) -> str:
     )
 
 
-def trace_from_json(text: str) -> Trace:
-    """The inverse of :func:`trace_to_json` (ValueError if it is not such a document)."""
-    doc = json.loads(text)
+def trace_from_json(text: str, file: str = "<trace>") -> Trace:
+    """The inverse of :func:`trace_to_json` (ValueError if it is not such a document;
+    InputError if it is not JSON or nested too deeply)."""
+    from sim.formats.safe_read import load_json_text
+
+    doc = load_json_text(text, file)
     if not isinstance(doc, dict) or doc.get("format") != TRACE_FORMAT:
         raise ValueError(f"not a {TRACE_FORMAT} document")
     if tuple(doc.get("span_fields", ())) != SPAN_FIELDS:
@@ -54,12 +57,11 @@ def write_trace(trace: Trace, path: str | Path) -> None:
 
 
 def read_trace(path: str | Path) -> Trace:
+    from sim.formats.safe_read import JSON_MAX_BYTES, read_input_text
+
+    text = read_input_text(path, max_bytes=JSON_MAX_BYTES, what="a trace file")
     try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror or err}", file=str(path)) from None
-    try:
-        return trace_from_json(text)
+        return trace_from_json(text, str(path))
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(f"not a dtsim trace: {err}", file=str(path)) from None
 
@@ -68,11 +70,10 @@ def read_trace(path: str | Path) -> Trace:
 def read_trace_csv(path: str | Path) -> Trace:
     """A Trace from ``dtsim run --csv`` (the span fields, one span a line). The CSV holds
     no scenario facts: no global batch (so no throughput), warm-up taken as 1."""
+    from sim.formats.safe_read import JSON_MAX_BYTES, read_input_text
+
     file = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror or err}", file=file) from None
+    text = read_input_text(path, max_bytes=JSON_MAX_BYTES, what="a span CSV")
     rows = csv.reader(text.splitlines())
     header = next(rows, None)
     if header is None or tuple(header) != SPAN_FIELDS:
@@ -110,19 +111,16 @@ def read_trace_file(path: str | Path) -> Trace:
         from sim.formats.kineto import read_kineto_trace
 
         return read_kineto_trace(path)
+    from sim.formats.safe_read import JSON_MAX_BYTES, read_input_bytes
+
     file = str(path)
-    p = Path(path)
-    if not p.exists():
-        raise InputError("file not found", file=file)
-    if p.is_dir():
-        raise InputError("is a folder, not a trace file", file=file)
-    try:
-        with p.open("rb") as f:
-            head = f.read(4096).lstrip()
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror or err}", file=file) from None
+    # Checks the file is a regular file (not a FIFO, a device or a folder) before any read.
+    head = read_input_bytes(path, max_bytes=JSON_MAX_BYTES, what="a trace file", head=4096)
+    head = head.lstrip()
     if not head.startswith(b"{"):
-        return read_trace_csv(path)
+        trace = read_trace_csv(path)
+        _check_exclusive(trace, file)
+        return trace
     if b'"traceEvents"' in head:
         from sim.formats.kineto import read_chrome_trace
 
@@ -138,4 +136,43 @@ def read_trace_file(path: str | Path) -> Trace:
             )
     if not trace.spans:
         raise InputError("the trace has no spans", file=file)
+    _check_exclusive(trace, file)
     return trace
+
+
+def _check_exclusive(trace: Trace, file: str) -> None:
+    """A rank's compute stream runs one task at a time: two of its spans that overlap
+    (a span given twice, say) would count compute twice and make an iteration shorter
+    than its compute. And a rank's iterations start in order (iteration numbers from 0):
+    the iteration time is read from their starts."""
+    by_rank: dict[int, list[tuple[float, float, int]]] = {}
+    starts: dict[tuple[int, int], float] = {}
+    for i, sp in enumerate(trace.spans):
+        if sp.iteration < 0 or sp.rank < 0:
+            raise InputError(
+                f"span {i}: rank and iteration must be >= 0, got {sp.rank} and {sp.iteration}",
+                file=file,
+                key=f"spans[{i}]",
+            )
+        where = (sp.rank, sp.iteration)
+        starts[where] = min(starts.get(where, sp.start_s), sp.start_s)
+        if sp.resource == "compute":
+            by_rank.setdefault(sp.rank, []).append((sp.start_s, sp.end_s, i))
+    last: dict[int, tuple[int, float]] = {}
+    for (rank, iteration), start in sorted(starts.items()):
+        if rank in last and start < last[rank][1]:
+            raise InputError(
+                f"rank {rank}'s iteration {iteration} starts before its iteration "
+                f"{last[rank][0]} ({start:g} s < {last[rank][1]:g} s)",
+                file=file,
+            )
+        last[rank] = (iteration, start)
+    for rank, spans in by_rank.items():
+        spans.sort()
+        for (_, end, i), (start, _, j) in zip(spans, spans[1:], strict=False):
+            if start < end - 1e-9 * max(1.0, abs(end)):
+                raise InputError(
+                    f"spans {min(i, j)} and {max(i, j)} overlap on rank {rank}'s compute "
+                    "stream, which runs one task at a time (a span given twice?)",
+                    file=file,
+                )

@@ -23,6 +23,34 @@ from sim.units import DTYPE_BYTES
 from workloads.model import Workload
 
 RANK_MODES = ("representative", "explicit")
+
+# Bounds on a scenario, checked before anything is built: each keeps the SI values
+# finite and the simulation's cost (tasks = layers x iterations x simulated ranks, about
+# six events each) to seconds, not hours. A value beyond them is a typo or an attack,
+# not a cluster anyone runs.
+MAX_DEVICES = 10_000_000
+MAX_ITERATIONS = 100_000
+MAX_SIMULATED_TASKS = 600_000  # explicit mode: 1,024 ranks x ResNet-50 x 5 iterations fit
+MAX_TASKS_PER_RANK = 200_000  # one rank's chain: 10,000 layers x 20 iterations
+MAX_BATCH_PER_DEVICE = 2**31 - 1
+MAX_SEED = 2**64 - 1
+MAX_JITTER = 3.0  # σ of the log: a mean multiplier of e^4.5 = 90
+MAX_JITTER_CV = 10.0
+# A rank or NIC at less than a thousandth of full speed is a dead one; below that the
+# times stop meaning anything (1/5e-324 is infinite).
+MIN_FRACTION = 1e-3
+# What-if NIC bandwidths (Gb/s): 1 Mb/s to 1 Pb/s; interference up to 10x slower.
+MIN_NIC_GBPS, MAX_NIC_GBPS = 1e-3, 1e6
+MAX_INTERFERENCE = 10.0
+
+
+def _count(n: int) -> str:
+    """A whole number for a message, however large (10**400 has no float)."""
+    if abs(n) < 10**12:
+        return f"{n:,}"
+    return f"{'-' if n < 0 else ''}about 10^{int(math.log10(abs(n)))}"
+
+
 # Optimizer state per parameter, in copies of the weights (SGD with momentum as in the
 # study's Caffe runs; Adam keeps two moments).
 OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}
@@ -117,15 +145,23 @@ def with_nic_bandwidth(profile: HardwareProfile, gbit_per_s: float) -> HardwareP
         raise InputError(
             f"--nic-gbps must be a finite number > 0, got {gbit_per_s:g}", key="nic-gbps"
         )
+    if not MIN_NIC_GBPS <= gbit_per_s <= MAX_NIC_GBPS:
+        raise InputError(
+            f"--nic-gbps must be from {MIN_NIC_GBPS:g} to {MAX_NIC_GBPS:g} Gb/s, "
+            f"got {gbit_per_s:g}",
+            key="nic-gbps",
+        )
     nics = dataclasses.replace(profile.nics, bandwidth_bytes_per_s=gbit_per_s * 1e9 / 8)
     return dataclasses.replace(profile, nics=nics)
 
 
 def with_interference(profile: HardwareProfile, factor: float) -> HardwareProfile:
     """The profile with another compute/communication interference factor (a what-if)."""
-    if not (math.isfinite(factor) and factor >= 0):
+    if not (math.isfinite(factor) and 0 <= factor <= MAX_INTERFERENCE):
         raise InputError(
-            f"--interference must be a finite number >= 0, got {factor:g}", key="interference"
+            f"--interference must be a finite number >= 0 (at most {MAX_INTERFERENCE:g}: "
+            f"compute {MAX_INTERFERENCE:g}x slower), got {factor:g}",
+            key="interference",
         )
     return dataclasses.replace(profile, interference_factor=factor)
 
@@ -151,6 +187,10 @@ def make_scenario(
     slow_nics: Mapping[int, float] | None = None,
 ) -> Scenario:
     """Validate the inputs and build a :class:`Scenario` (stragglers: :func:`with_stragglers`)."""
+    if devices > MAX_DEVICES:
+        raise InputError(
+            f"--devices must be at most {MAX_DEVICES:,}, got {_count(devices)}", key="devices"
+        )
     placement = make_placement(hardware, devices, devices_per_node)
     if (global_batch is None) == (batch_per_device is None):
         raise InputError("give exactly one of --global-batch or --batch-per-device", key="batch")
@@ -169,6 +209,12 @@ def make_scenario(
         raise InputError(
             f"--batch-per-device must be >= 1, got {batch_per_device}", key="batch-per-device"
         )
+    if batch_per_device > MAX_BATCH_PER_DEVICE:
+        raise InputError(
+            f"the batch per device must be at most {MAX_BATCH_PER_DEVICE:,}, got "
+            f"{_count(batch_per_device)}",
+            key="batch-per-device",
+        )
     if dtype not in DTYPE_BYTES:
         raise InputError(
             f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPE_BYTES)}", key="dtype"
@@ -181,6 +227,12 @@ def make_scenario(
         )
     if iterations <= 0:
         raise InputError(f"--iterations must be >= 1, got {iterations}", key="iterations")
+    if iterations > MAX_ITERATIONS:
+        raise InputError(
+            f"--iterations must be at most {MAX_ITERATIONS:,}, got {_count(iterations)} (the "
+            "steady state needs tens)",
+            key="iterations",
+        )
     if ranks not in RANK_MODES:
         raise InputError(
             f"--ranks must be one of {', '.join(RANK_MODES)}, got '{ranks}'", key="ranks"
@@ -196,8 +248,32 @@ def make_scenario(
             f"unknown optimizer '{optimizer}'; choose one of {', '.join(OPTIMIZER_STATE_COPIES)}",
             key="optimizer",
         )
-    if not (math.isfinite(jitter) and jitter >= 0):
-        raise InputError(f"--jitter must be a finite number >= 0, got {jitter:g}", key="jitter")
+    if not (math.isfinite(jitter) and 0 <= jitter <= MAX_JITTER):
+        raise InputError(
+            f"--jitter must be a finite number >= 0 (σ of the log, at most {MAX_JITTER:g}), "
+            f"got {jitter:g}",
+            key="jitter",
+        )
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"--seed must be from 0 to 2**64 - 1, got {_count(seed)}", key="seed")
+    per_rank = len(workload.layers) * iterations
+    if per_rank > MAX_TASKS_PER_RANK:
+        raise InputError(
+            f"{len(workload.layers):,} layers x {iterations:,} iterations is "
+            f"{per_rank:,} tasks per rank to simulate, more than {MAX_TASKS_PER_RANK:,}: "
+            "give fewer --iterations",
+            key="iterations",
+        )
+    tasks = per_rank * (devices if ranks == "explicit" else 1)
+    if tasks > MAX_SIMULATED_TASKS:
+        raise InputError(
+            f"{len(workload.layers):,} layers x {iterations:,} iterations"
+            + (f" x {devices:,} ranks" if ranks == "explicit" else "")
+            + f" is {tasks:,} tasks to simulate, more than {MAX_SIMULATED_TASKS:,}: give "
+            "fewer --iterations"
+            + (" or devices, or representative ranks" if ranks == "explicit" else ""),
+            key="iterations",
+        )
     if jitter > 0 and ranks != "explicit":
         raise InputError(
             "--jitter needs --ranks explicit: it makes ranks differ, and representative mode "
@@ -259,6 +335,12 @@ def _fractions(
                 f"{what} {index}: the fraction of full speed must be in (0, 1], got {f:g}",
                 key=key,
             )
+        if f < MIN_FRACTION:
+            raise InputError(
+                f"{what} {index}: the fraction of full speed must be at least {MIN_FRACTION:g} "
+                f"(slower is a dead {what}), got {f:g}",
+                key=key,
+            )
         out[index] = f
     return out
 
@@ -301,9 +383,11 @@ def with_stragglers(
     """
     devices = scenario.devices
     placement = scenario.placement
-    if not (math.isfinite(jitter_cv) and jitter_cv >= 0):
+    if not (math.isfinite(jitter_cv) and 0 <= jitter_cv <= MAX_JITTER_CV):
         raise InputError(
-            f"--jitter-cv must be a finite number >= 0, got {jitter_cv:g}", key="jitter-cv"
+            f"--jitter-cv must be a finite number >= 0 (at most {MAX_JITTER_CV:g}), "
+            f"got {jitter_cv:g}",
+            key="jitter-cv",
         )
     if jitter_cv > 0 and scenario.jitter > 0:
         raise InputError(

@@ -1,36 +1,81 @@
-"""Parsing of strategy parameters (``delayed:2``, ``bucketed:25``): one clear error each."""
+"""Parsing of strategy parameters (``delayed:2``, ``bucketed:25``): one clear error each.
+
+Every parameter has bounds, checked here before anything is built: a size of 1e-320 MiB
+or a cycle of 1e-320 ms would make the sizes and counts derived from it infinite.
+"""
 
 from __future__ import annotations
 
+import math
+
 from sim.errors import InputError
 
+MAX_INT_PARAM = 1_000_000  # delays, servers, periods: far beyond any real setting
+MIN_SIZE_MIB, MAX_SIZE_MIB = 1e-6, 1e6  # one byte to a TiB
+MIN_TIME_MS, MAX_TIME_MS = 1e-3, 1e6  # one microsecond to a quarter of an hour
 
-def int_param(spec: str, text: str | None, *, default: int, minimum: int, meaning: str) -> int:
+
+def _quoted(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(text):,} characters)"
+
+
+def int_param(
+    spec: str,
+    text: str | None,
+    *,
+    default: int,
+    minimum: int,
+    meaning: str,
+    maximum: int = MAX_INT_PARAM,
+) -> int:
     if text is None or text == "":
         return default
     try:
-        value = int(text)
+        value = int(text) if len(text) <= 20 else None
     except ValueError:
         value = None
     if value is None or value < minimum:
         raise InputError(
-            f"'{spec}': {meaning} must be an integer >= {minimum}, got '{text}'", key="strategy"
+            f"'{_quoted(spec)}': {meaning} must be an integer >= {minimum}, got '{_quoted(text)}'",
+            key="strategy",
+        )
+    if value > maximum:
+        raise InputError(
+            f"'{_quoted(spec)}': {meaning} must be at most {maximum:,}, got {value:,}",
+            key="strategy",
         )
     return value
 
 
-def float_param(spec: str, text: str | None, *, default: float, meaning: str) -> float:
+def float_param(
+    spec: str,
+    text: str | None,
+    *,
+    default: float,
+    meaning: str,
+    minimum: float = MIN_SIZE_MIB,
+    maximum: float = MAX_SIZE_MIB,
+) -> float:
+    """A number > 0 in [minimum, maximum] (the defaults suit a size in MiB)."""
     if text is None or text == "":
         return default
     try:
-        value = float(text)
+        value: float | None = float(text)
     except ValueError:
         value = None
-    if value is None or not value > 0 or value != value or value == float("inf"):
-        raise InputError(f"'{spec}': {meaning} must be a number > 0, got '{text}'", key="strategy")
+    if value is None or not value > 0 or not math.isfinite(value):
+        raise InputError(
+            f"'{_quoted(spec)}': {meaning} must be a number > 0, got '{_quoted(text)}'",
+            key="strategy",
+        )
+    if not minimum <= value <= maximum:
+        raise InputError(
+            f"'{_quoted(spec)}': {meaning} must be from {minimum:g} to {maximum:g}, got {value:g}",
+            key="strategy",
+        )
     return value
 
 
 def no_param(spec: str, text: str | None) -> None:
     if text not in (None, ""):
-        raise InputError(f"'{spec}': this strategy takes no parameter", key="strategy")
+        raise InputError(f"'{_quoted(spec)}': this strategy takes no parameter", key="strategy")

@@ -210,6 +210,19 @@ def fill_buckets(
     return buckets
 
 
+def check_collective_count(count: int) -> None:
+    """Refuse more than :data:`MAX_COLLECTIVES_PER_ITERATION` collectives per iteration
+    (a strategy that can count its pieces calls this before making them)."""
+    if count > MAX_COLLECTIVES_PER_ITERATION:
+        raise InputError(
+            f"this strategy would issue {count:,} collectives per iteration (more than "
+            f"{MAX_COLLECTIVES_PER_ITERATION:,}); the simulation would take minutes and no "
+            "real system sends gradients in pieces that small: use a larger bucket or "
+            "partition size",
+            key="strategy",
+        )
+
+
 @dataclass
 class _Ids:
     forward: list[int] = field(default_factory=list)
@@ -247,14 +260,7 @@ def build_data_parallel(
       communication, since the gradients are in the communication pipeline.
     push_pull_servers: >0 means comm is a parameter-server push and pull.
     """
-    if len(buckets) > MAX_COLLECTIVES_PER_ITERATION:
-        raise InputError(
-            f"this strategy would issue {len(buckets):,} collectives per iteration (more than "
-            f"{MAX_COLLECTIVES_PER_ITERATION:,}); the simulation would take minutes and no "
-            "real system sends gradients in pieces that small: use a larger bucket or "
-            "partition size",
-            key="strategy",
-        )
+    check_collective_count(len(buckets))
     g = TaskGraph(channels=channels)
     L = ctx.layers
     history: list[_Ids] = []

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
-from sim.strategies._params import float_param
+from sim.strategies._params import MAX_TIME_MS, MIN_TIME_MS, float_param
 from sim.strategies.base import Bucket, BuildContext, StrategyDefaults, build_data_parallel
 
 MIB = 2**20
@@ -84,7 +84,14 @@ class Horovod(StrategyDefaults):
 def parse(spec: str, param: str | None, **_options) -> Horovod:
     fusion_text, _, cycle_text = (param or "").partition(":")
     fusion = float_param(spec, fusion_text, default=128.0, meaning="the fusion threshold in MiB")
-    cycle = float_param(spec, cycle_text, default=1.0, meaning="the cycle time in ms")
+    cycle = float_param(
+        spec,
+        cycle_text,
+        default=1.0,
+        meaning="the cycle time in ms",
+        minimum=MIN_TIME_MS,
+        maximum=MAX_TIME_MS,
+    )
     return Horovod(
         fusion_mib=fusion, cycle_ms=cycle, name="horovod" if not param else f"horovod:{param}"
     )

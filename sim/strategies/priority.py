@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
 from sim.strategies._params import float_param
-from sim.strategies.base import Bucket, BuildContext, StrategyDefaults, build_data_parallel
+from sim.strategies.base import (
+    Bucket,
+    BuildContext,
+    StrategyDefaults,
+    build_data_parallel,
+    check_collective_count,
+)
 
 MIB = 2**20
 
@@ -32,6 +38,10 @@ class Priority(StrategyDefaults):
 
     def partitions(self, ctx: BuildContext) -> list[Bucket]:
         cap = self.partition_mib * MIB
+        # Counted before they are made: priority:1e-6 on a large model is 10^8 of them.
+        check_collective_count(
+            sum(max(1, math.ceil(ctx.grad_bytes[layer] / cap)) for layer in ctx.param_layers)
+        )
         out = []
         for layer in reversed(ctx.param_layers):
             size = ctx.grad_bytes[layer]
