@@ -10,7 +10,7 @@ import numpy as np
 from sim.engine.core import Engine, EngineStats
 from sim.engine.graph import COMPUTE, Task, TaskGraph
 from sim.engine.trace import Trace
-from sim.model.collectives import CollectiveCost, CostModel
+from sim.model.collectives import SUPPORTED, CollectiveCost, CostModel
 from sim.model.costs import layer_cost, update_cost_s
 from sim.model.scenario import OPTIMIZER_STATE_COPIES, Scenario
 from sim.model.stragglers import SlowNicTopology
@@ -45,6 +45,21 @@ def build_context(scenario: Scenario) -> BuildContext:
             allreduce_cache[nbytes] = c
         return c
 
+    collective_cache: dict[tuple[str, float], CollectiveCost] = {}
+
+    def collective(op: str, nbytes: float) -> CollectiveCost:
+        """Any op over all devices. An algorithm the op does not have (a tree or NVLS
+        all-gather) leaves the choice to the tuner, as NCCL does for such an op."""
+        key = (op, nbytes)
+        c = collective_cache.get(key)
+        if c is None:
+            algorithm = scenario.collective_algorithm
+            if algorithm not in ("auto", "measured", *SUPPORTED[op]):
+                algorithm = "auto"
+            c = model.cost(op, nbytes, algorithm=algorithm)
+            collective_cache[key] = c
+        return c
+
     def push_pull(nbytes: float, servers: int) -> CollectiveCost:
         key = (nbytes, servers)
         c = ps_cache.get(key)
@@ -65,6 +80,7 @@ def build_context(scenario: Scenario) -> BuildContext:
         allreduce=allreduce,
         push_pull=push_pull,
         iterations=scenario.iterations,
+        collective=collective,
     )
 
 
@@ -73,7 +89,8 @@ def static_memory_bytes(ctx: BuildContext, strategy: Strategy) -> dict[str, floa
 
     Below 4 bytes per value the run is mixed precision (Micikevicius et al., ICLR 2018):
     the optimizer keeps an fp32 master copy of the weights and its state in fp32. A
-    parameter server's workers keep no optimizer state (the servers do).
+    parameter server's workers keep no optimizer state (the servers do). A sharded
+    strategy keeps a share of each (:meth:`Strategy.state_share`; ZeRO, SC'20, Figure 1).
     """
     sc = ctx.scenario
     params = sc.workload.total_params
@@ -82,11 +99,12 @@ def static_memory_bytes(ctx: BuildContext, strategy: Strategy) -> dict[str, floa
     state = float(params * FP32_BYTES * OPTIMIZER_STATE_COPIES[sc.optimizer])
     if not strategy.workers_hold_optimizer_state:
         master = state = 0.0
+    share = strategy.state_share(ctx)
     return {
-        "weights": weights,
-        "gradients": weights,
-        "master_weights": master,
-        "optimizer_state": state,
+        "weights": weights * share.weights,
+        "gradients": weights * share.gradients,
+        "master_weights": master * share.optimizer_state,
+        "optimizer_state": state * share.optimizer_state,
         "strategy_buffers": strategy.extra_buffer_bytes(ctx),
     }
 

@@ -13,12 +13,14 @@ from sim.strategies import (
     async_layerwise,
     bucketed,
     delayed,
+    fsdp,
     horovod,
     layerwise,
     local_sgd,
     priority,
     ps,
     sync,
+    zero,
 )
 from sim.strategies.base import BuildContext, Strategy
 
@@ -32,6 +34,8 @@ REGISTRY: dict[str, Callable[..., Strategy]] = {
     "priority": priority.parse,
     "ps": ps.parse,
     "local-sgd": local_sgd.parse,
+    "zero": zero.parse,
+    "fsdp": fsdp.parse,
 }
 
 # What `--strategies all` runs.

@@ -40,9 +40,20 @@ class Bucket:
     ready_layer: int
 
 
+def _no_collectives(op: str, nbytes: float) -> CollectiveCost:
+    raise ValueError(
+        f"this BuildContext has no {op} costs (sim.engine.simulate.build_context gives them)"
+    )
+
+
 @dataclass(frozen=True)
 class BuildContext:
-    """Costs a strategy needs, per layer in forward order (seconds, bytes)."""
+    """Costs a strategy needs, per layer in forward order (seconds, bytes).
+
+    ``collective(op, nbytes)``: the cost of ``op`` (``reduce-scatter``, ``allgather``,
+    ``allreduce``, ``broadcast``) over all devices, ``nbytes`` being the whole buffer
+    (nccl-tests' size: a reduce-scatter's input, an all-gather's output).
+    """
 
     scenario: Scenario
     names: tuple[str, ...]
@@ -55,6 +66,7 @@ class BuildContext:
     allreduce: Callable[[float], CollectiveCost]
     push_pull: Callable[[float, int], CollectiveCost]
     iterations: int
+    collective: Callable[[str, float], CollectiveCost] = _no_collectives
 
     @property
     def layers(self) -> int:
@@ -63,6 +75,23 @@ class BuildContext:
     @property
     def param_layers(self) -> tuple[int, ...]:
         return tuple(i for i, b in enumerate(self.grad_bytes) if b > 0)
+
+
+@dataclass(frozen=True)
+class StateShare:
+    """The fraction of each full copy of the model state a device keeps between
+    iterations: weights, gradients, and optimizer state with its fp32 master weights.
+
+    1 everywhere for data parallelism; ZeRO's stages shard the optimizer state (1/D),
+    then the gradients, then the weights over D devices (Rajbhandari et al., "ZeRO:
+    Memory Optimizations Toward Training Trillion Parameter Models", SC'20, Figure 1).
+    What a strategy gathers for a while (a sharded layer's full weights, its full
+    gradients before the reduce-scatter) is memory its tasks add and release.
+    """
+
+    weights: float = 1.0
+    gradients: float = 1.0
+    optimizer_state: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,7 +118,8 @@ class Strategy(Protocol):
     strategy that applies iteration t's averaged gradient before forward(t+1),
     ``delayed:d`` for a staleness of d, or its own name), ``per_layer_staleness``
     (whether convergence runs may give each layer its own staleness),
-    ``workers_hold_optimizer_state`` and :meth:`real_run_plan`.
+    ``workers_hold_optimizer_state``, :meth:`state_share` (sharded model state) and
+    :meth:`real_run_plan`.
     """
 
     @property
@@ -123,6 +153,10 @@ class Strategy(Protocol):
 
     def extra_buffer_bytes(self, ctx: BuildContext) -> float:
         """Device memory beyond weights, gradients, optimizer state and activations."""
+        ...
+
+    def state_share(self, ctx: BuildContext) -> StateShare:
+        """How much of the weights, gradients and optimizer state a device keeps."""
         ...
 
     def real_run_plan(self) -> RealRunPlan | None:
@@ -159,6 +193,9 @@ class StrategyDefaults:
 
     def extra_buffer_bytes(self, ctx: BuildContext) -> float:
         return 0.0
+
+    def state_share(self, ctx: BuildContext) -> StateShare:
+        return StateShare()
 
     def real_run_plan(self) -> RealRunPlan | None:
         return None
