@@ -1,6 +1,7 @@
 """Sharded data parallelism: ``zero:1``, ``zero:2``, ``zero:3`` and ``fsdp``.
 
-A hand-checkable ZeRO-3 timeline on 2 ranks with round numbers, the memory ZeRO's
+Hand-checkable ZeRO-3, ZeRO-2 and FSDP timelines on 2 ranks with round numbers (FSDP
+with and without backward prefetch), the memory ZeRO's
 stages keep (Rajbhandari et al., SC'20, Figure 1), and properties: one rank is plain
 data parallelism, memory never goes below the static share, an iteration is never
 shorter than its compute or its communication on the one communicator.
@@ -191,6 +192,83 @@ def test_zero2_on_two_ranks_by_hand():
     ]
     assert _timeline(trace, 1, "compute")[-1] == (11.0, 11.75, "update", "shard")
     assert min(s.start_s for s in trace.spans if s.iteration == 1) == 17.75
+
+
+def _toy_blocks() -> BuildContext:
+    """Four layers, two of them blocks (FSDP units), by hand: forward 1 s and backward
+    2 s each; parameters (fp32) embed 1 MiB, h.0 2 MiB, h.1 2 MiB, head 1 MiB; a
+    collective of n bytes takes n / (1 MiB/s); update 0.5 s per layer (1 s per shard)."""
+    ctx = _toy()
+    names = ("embed", "h.0.mlp", "h.1.mlp", "head")
+    mib = (1.0, 2.0, 2.0, 1.0)
+    layers = tuple(
+        Layer(n, "linear", int(m * MIB) // 4, 1.0, 2.0, 1.0, 2.0, (int(m * MIB) // 4,))
+        for n, m in zip(names, mib, strict=True)
+    )
+    scenario = dataclasses.replace(ctx.scenario, workload=Workload("toy", "blocks", layers))
+    return dataclasses.replace(
+        ctx,
+        scenario=scenario,
+        names=names,
+        forward_s=(1.0,) * 4,
+        backward_s=(2.0,) * 4,
+        update_s=(0.5,) * 4,
+        grad_bytes=tuple(m * MIB for m in mib),
+        tensor_bytes=tuple((m * MIB,) for m in mib),
+        activation_bytes=(0.0,) * 4,
+    )
+
+
+@pytest.mark.parametrize(
+    "prefetch, comm, backward, iteration_s",
+    [
+        # The root unit (embed + head, 2 MiB) is gathered first and kept to the end of
+        # backward; h.0 and h.1 are gathered before their forward and released after.
+        # With BACKWARD_PRE the root's pre-backward hook prefetches h.1, and h.1's
+        # prefetches h.0, ahead of h.1's reduce-scatter:
+        #   ag:root 0-2, ag:h.0 2-4, ag:h.1 4-6; forward embed 2-3, h.0 4-5, h.1 6-7,
+        #   head 7-8 (the root stays gathered);
+        #   ag-bwd:h.1 6-8, ag-bwd:h.0 8-10; backward head 8-10, h.1 10-12, h.0 12-14,
+        #   embed 14-16; rs:h.1 12-14, rs:h.0 14-16, rs:root 16-18 (after embed);
+        #   update 18-19 (2 s / 2 ranks): 19 s per iteration.
+        (
+            True,
+            [(0, 2, "ag:root"), (2, 4, "ag:h.0"), (4, 6, "ag:h.1"), (6, 8, "ag-bwd:h.1"),
+             (8, 10, "ag-bwd:h.0"), (12, 14, "rs:h.1"), (14, 16, "rs:h.0"), (16, 18, "rs:root")],
+            [(8, 10, "head"), (10, 12, "h.1.mlp"), (12, 14, "h.0.mlp"), (14, 16, "embed")],
+            19.0,
+        ),
+        # Without prefetching, h.0's all-gather is issued after h.1's reduce-scatter and
+        # waits for it on the communicator: ag-bwd:h.1 6-8, backward h.1 10-12, rs:h.1
+        # 12-14, ag-bwd:h.0 14-16, backward h.0 16-18, rs:h.0 18-20, embed 18-20,
+        # rs:root 20-22, update 22-23: 23 s, 4 s more.
+        (
+            False,
+            [(0, 2, "ag:root"), (2, 4, "ag:h.0"), (4, 6, "ag:h.1"), (6, 8, "ag-bwd:h.1"),
+             (12, 14, "rs:h.1"), (14, 16, "ag-bwd:h.0"), (18, 20, "rs:h.0"), (20, 22, "rs:root")],
+            [(8, 10, "head"), (10, 12, "h.1.mlp"), (16, 18, "h.0.mlp"), (18, 20, "embed")],
+            23.0,
+        ),
+    ],
+)  # fmt: skip
+def test_fsdp_on_two_ranks_by_hand(prefetch, comm, backward, iteration_s):
+    ctx = _toy_blocks()
+    strategy = FSDP(backward_prefetch=prefetch, name="fsdp")
+    spans, _, _ = Engine(strategy.build(ctx), ranks=2).run()
+    trace = Trace(tuple(spans))
+    for rank in (0, 1):
+        got = [(a, b, label) for a, b, _, label in _timeline(trace, rank, "comm0")]
+        assert got == [(float(a), float(b), label) for a, b, label in comm]
+        bwd = [
+            (a, b, label)
+            for a, b, kind, label in _timeline(trace, rank, "compute")
+            if kind == "backward"
+        ]
+        assert bwd == [(float(a), float(b), label) for a, b, label in backward]
+        assert (
+            min(s.start_s for s in trace.spans if s.rank == rank and s.iteration == 1)
+            == iteration_s
+        )
 
 
 # --------------------------------------------------------------------------- memory
