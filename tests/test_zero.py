@@ -1,10 +1,10 @@
 """Sharded data parallelism: ``zero:1``, ``zero:2``, ``zero:3`` and ``fsdp``.
 
 Hand-checkable ZeRO-3, ZeRO-2 and FSDP timelines on 2 ranks with round numbers (FSDP
-with and without backward prefetch), the memory ZeRO's
-stages keep (Rajbhandari et al., SC'20, Figure 1), and properties: one rank is plain
-data parallelism, memory never goes below the static share, an iteration is never
-shorter than its compute or its communication on the one communicator.
+with and without backward prefetch), the memory ZeRO's stages keep (Rajbhandari et al.,
+SC'20, Figure 1), and properties: one rank is plain data parallelism, memory never goes
+below the static share, an iteration is never shorter than its compute or its
+communication on the one communicator.
 """
 
 from __future__ import annotations
