@@ -517,3 +517,19 @@ def test_ctrl_c_in_validate_keeps_the_finished_strategies(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert [r["strategy"] for r in report["results"]] == ["sync"]
     assert not _children(proc.pid)
+
+
+def test_calibration_csvs_cut_by_a_full_disk_resume(tmp_path):
+    from calibrate.measure.comm import CSV_FIELDS, read_samples
+    from calibrate.measure.compute import _read_resume
+
+    comm = tmp_path / "c.comm.csv"
+    comm.write_text(",".join(CSV_FIELDS) + "\nmpi,allreduce,4096,2,0,1.5e-05,vm\nmpi,allre")
+    assert [s.bytes for s in read_samples(comm)] == [4096]  # the cut row is re-measured
+    compute = tmp_path / "c.compute.csv"
+    compute.write_text(
+        "workload,device,batch,threads,repeat,layer,phase,seconds\n"
+        "mlp,cpu,32,1,0,fc1,forward,0.001\nmlp,cpu,3"
+    )
+    assert _read_resume(compute, ("mlp", "cpu", 32, 1)) == {0: {("fc1", "forward"): 0.001}}
+    assert compute.read_text().endswith("0.001\n")  # cut back before appending

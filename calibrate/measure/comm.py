@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import os
 import queue
@@ -130,29 +131,35 @@ def plan_points(ops: list[str], sizes: list[int], ranks: int) -> list[tuple[str,
 
 def read_samples(csv_path: Path) -> list[CommSample]:
     """Every row of a sweep CSV (InputError naming the file and line if malformed)."""
+    from sim.formats.io import complete_csv_prefix
+
     out: list[CommSample] = []
     try:
-        with open(csv_path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                return out
-            if tuple(header) != CSV_FIELDS:
+        with open(csv_path, "rb") as raw:
+            data = raw.read()
+        # A last row cut by a kill or a full disk is left out: its point is incomplete,
+        # so it is measured again.
+        text = data[: complete_csv_prefix(data)].decode(errors="replace")
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        if header is None:
+            return out
+        if tuple(header) != CSV_FIELDS:
+            raise InputError(
+                f"line 1: expected the header {','.join(CSV_FIELDS)}, got {','.join(header)}",
+                file=str(csv_path),
+            )
+        for row in reader:
+            if not row:
+                continue
+            try:
+                b, op, n, p, k, s, host = row
+                out.append(CommSample(b, op, int(n), int(p), int(k), float(s), host))
+            except ValueError:
                 raise InputError(
-                    f"line 1: expected the header {','.join(CSV_FIELDS)}, got {','.join(header)}",
+                    f"line {reader.line_num}: not a sample row: {','.join(row)[:200]}",
                     file=str(csv_path),
-                )
-            for row in reader:
-                if not row:
-                    continue
-                try:
-                    b, op, n, p, k, s, host = row
-                    out.append(CommSample(b, op, int(n), int(p), int(k), float(s), host))
-                except ValueError:
-                    raise InputError(
-                        f"line {reader.line_num}: not a sample row: {','.join(row)}",
-                        file=str(csv_path),
-                    ) from None
+                ) from None
     except OSError as err:
         raise InputError(f"cannot read: {err.strerror or err}", file=str(csv_path)) from None
     return out
@@ -275,11 +282,14 @@ def run_comm_sweep(
         else:
             spec["master_addr"] = _master_addr(hostfile)
             spec["master_port"] = _free_port()
-            with open(csv_path, "a", newline="") as out:
+            from sim.formats.io import CsvAppender
+
+            appender = CsvAppender(csv_path)  # each row fsynced; a full disk is one line
+            try:
 
                 def on_sample(row: dict[str, Any]) -> None:
-                    out.write(_csv_row(_sample(row)) + "\n")
-                    out.flush()
+                    s = _sample(row)
+                    appender.write([s.backend, s.op, s.bytes, s.ranks, s.repeat, s.seconds, s.host])
 
                 _launch(
                     "comm",
@@ -292,6 +302,8 @@ def run_comm_sweep(
                     on_progress=progress,
                     csv_path=csv_path,
                 )
+            finally:
+                appender.close()
     if not rank0:
         return []
     wanted = {(backend, op, n, np) for op, n in points}

@@ -200,15 +200,22 @@ def _one_pass(tm: TorchModel, x: torch.Tensor, y: torch.Tensor) -> None:
 
 def _read_resume(csv_path: Path, key: tuple[str, str, int, int]) -> dict[int, dict]:
     """Completed repeats already in the CSV for this workload/device/batch/threads."""
+    from sim.formats.io import truncate_to_complete_rows
+
     done: dict[int, dict] = {}
     if not csv_path.is_file():
         return done
+    truncate_to_complete_rows(csv_path)  # a row cut by a kill or a full disk: re-measured
     with csv_path.open(newline="") as f:
         for row in csv.DictReader(f):
-            if (row["workload"], row["device"], int(row["batch"]), int(row["threads"])) != key:
-                continue
-            rep = done.setdefault(int(row["repeat"]), {})
-            rep[(row["layer"], row["phase"])] = float(row["seconds"])
+            try:
+                where = (row["workload"], row["device"], int(row["batch"]), int(row["threads"]))
+                if where != key:
+                    continue
+                repeat, seconds = int(row["repeat"]), float(row["seconds"])
+            except (KeyError, TypeError, ValueError):
+                continue  # not one of ours: this repeat is measured again
+            done.setdefault(repeat, {})[(row["layer"], row["phase"])] = seconds
     return done
 
 
