@@ -77,6 +77,15 @@ PUBLISHED = {
     "gpt2-medium": (355 * M, None, "REFERENCES.md"),
     "gpt2-large": (774 * M, None, "REFERENCES.md"),
     "gpt2-xl": (1.56 * G, None, "REFERENCES.md"),
+    # Released checkpoints' parameter counts (Hugging Face meta-llama config.json; Llama 2
+    # paper arXiv:2307.09288; Llama 3 paper arXiv:2407.21783); GPT-3: Brown et al. 2020,
+    # Table 2.1, 175.0B (dtsim's shapes give 174,604,259,328, 0.23% lower).
+    "llama2-7b": (6_738_415_616, None, "meta-llama/Llama-2-7b-hf"),
+    "llama2-13b": (13_015_864_320, None, "meta-llama/Llama-2-13b-hf"),
+    "llama2-70b": (68_976_648_192, None, "meta-llama/Llama-2-70b-hf"),
+    "llama3-8b": (8_030_261_248, None, "meta-llama/Meta-Llama-3-8B"),
+    "llama3-70b": (70_553_706_496, None, "meta-llama/Meta-Llama-3-70B"),
+    "gpt3-175b": (175.0 * G, None, "Brown et al. 2020"),
     # dtsim's own small models, by hand. small-cnn: conv1 32*3*25+32 = 2,432;
     # conv2 64*32*25+64 = 51,264; fc1 4096*512+512 = 2,097,664; fc2 512*10+10 = 5,130
     # -> 2,156,490. MACs: 32*32*32*75 + 16*16*64*800 + 4096*512 + 512*10 = 17,667,072.

@@ -10,8 +10,8 @@ processes' work, as a fraction of the machine's capacity over the section.
 A section is *disturbed* when others used more than ``DISTURBED_FRACTION`` of the
 CPUs. :func:`measure_quietly` re-runs a disturbed section once, after waiting (at most
 ``settle_s``, 30 s unless ``DTSIM_SETTLE_S`` says otherwise) for a quiet second, and
-reports every attempt, so the output can say what stayed disturbed. Without ``/proc`` (not Linux) nothing is measured and the
-report says so.
+reports every attempt, so the output can say what stayed disturbed. Without ``/proc``
+(not Linux) nothing is measured and the report says so.
 """
 
 from __future__ import annotations

@@ -682,7 +682,16 @@ def build_torch_model(workload: Workload) -> TorchModel:
     """
     base, colon, arg = workload.name.partition(":")
     if base not in _FAMILIES:
-        raise _unsupported(workload.name, "not a built-in workload")
+        from workloads import builtin_names
+
+        why = (
+            "a built-in decoder described by its shapes, with no torch model here (billions "
+            "of parameters: time it where it trains, or import a profiler trace with "
+            "`dtsim calibrate trace`)"
+            if base in builtin_names()
+            else "not a built-in workload"
+        )
+        raise _unsupported(workload.name, why)
     factory, default_seq_len = _FAMILIES[base]
     if default_seq_len is None:
         if colon:
