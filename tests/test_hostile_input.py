@@ -507,9 +507,9 @@ def test_ctrl_c_in_validate_keeps_the_finished_strategies(tmp_path):
         start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 180
-    while not list(tmp_path.glob("*layerwise*")) and time.monotonic() < deadline:
-        time.sleep(0.2)  # sync has finished once layerwise writes anything
-    time.sleep(3)
+    while not list(tmp_path.glob("*sync*.trace.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # sync's trace is written when its run finishes
+    time.sleep(5)  # layerwise starts, and rank 1 hangs in it
     os.killpg(proc.pid, __import__("signal").SIGINT)  # as a terminal's Ctrl-C
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, (out, err)
