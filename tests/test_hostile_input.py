@@ -533,3 +533,37 @@ def test_calibration_csvs_cut_by_a_full_disk_resume(tmp_path):
     )
     assert _read_resume(compute, ("mlp", "cpu", 32, 1)) == {0: {("fc1", "forward"): 0.001}}
     assert compute.read_text().endswith("0.001\n")  # cut back before appending
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_dask_sweep_is_one_quiet_line(tmp_path):
+    pytest.importorskip("distributed")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "hardware": "dgx-a100",
+                "workload": ["bert-large:128", "resnet50", "vgg16"],
+                "devices": [8, 16, 32, 64, 128, 256],
+                "batch_per_device": 8,
+                "iterations": 40,
+                "strategy": ["sync", "delayed:1", "bucketed", "layerwise", "priority"],
+                "bucket_mb": [1, 5, 25, 100],
+            }
+        )
+    )
+    out = tmp_path / "s.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim.cli", "sweep", str(spec), "--executor", "local",
+         "--workers", "1", "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while (not out.exists() or out.read_text().count("\n") < 3) and time.monotonic() < deadline:
+        time.sleep(0.2)  # some points are in
+    os.killpg(proc.pid, __import__("signal").SIGINT)  # a terminal's Ctrl-C: every process
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) <= 2, err
+    assert out.read_text().count("\n") >= 3  # the finished points are kept for a resume
