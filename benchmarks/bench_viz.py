@@ -16,25 +16,36 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import plotly.graph_objects as go
+from playwright.sync_api import sync_playwright
 
-import plotly.graph_objects as go  # noqa: E402
-from cdp import Browser, find_chromium  # noqa: E402
-
-from hardware_profiles import load_profile  # noqa: E402
-from sim.analysis.device_sweep import sweep_devices  # noqa: E402
-from sim.app.spec import ScenarioSpec  # noqa: E402
-from sim.engine.simulate import simulate  # noqa: E402
-from sim.model.scenario import make_scenario  # noqa: E402
-from sim.strategies import parse_strategies, parse_strategy  # noqa: E402
-from sim.viz import figures as viz  # noqa: E402
-from workloads import load_workload  # noqa: E402
+from hardware_profiles import load_profile
+from sim.analysis.device_sweep import sweep_devices
+from sim.app.spec import ScenarioSpec
+from sim.engine.simulate import simulate
+from sim.model.scenario import make_scenario
+from sim.strategies import parse_strategies, parse_strategy
+from sim.viz import figures as viz
+from workloads import load_workload
 
 RENDERED = "document.getElementById('dtsim-plot-0').dataset.dtsimRendered || null"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Debian's chromium, driven by playwright (no `playwright install`), as tests/test_viz_browser.py.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def big_trace(iterations: int):
@@ -52,15 +63,21 @@ def big_trace(iterations: int):
 
 def render(path: Path, shot: Path | None, repeat: int) -> tuple[float, int, list[str]]:
     best, n_traces, errors = float("inf"), 0, []
-    for i in range(repeat):
-        with Browser.start(width=1600, height=1000) as page:
-            page.load(path, timeout_s=120)
-            page.wait_for(f"!!({RENDERED})", timeout_s=120)
-            best = min(best, float(page.evaluate(RENDERED)) / 1e3)
-            n_traces = page.evaluate("document.getElementById('dtsim-plot-0').data.length")
-            errors = page.errors()
-            if shot and i == 0:
-                shot.write_bytes(page.screenshot())
+    with sync_playwright() as p:
+        for i in range(repeat):
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                errors = []
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                page.goto(path.as_uri(), timeout=120_000)
+                page.wait_for_function(f"!!({RENDERED})", timeout=120_000)
+                best = min(best, float(page.evaluate(RENDERED)) / 1e3)
+                n_traces = page.evaluate("document.getElementById('dtsim-plot-0').data.length")
+                if shot and i == 0:
+                    page.screenshot(path=shot)
+            finally:
+                browser.close()
     return best, n_traces, errors
 
 
@@ -69,7 +86,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/viz_shots")
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
-    if find_chromium() is None:
+    if CHROMIUM is None:
         sys.exit("needs chromium (apt-get install chromium)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,38 +16,24 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import click
 from click import formatting
 from click.testing import CliRunner
 
-from sim.cli.common import err, error_line
-from sim.cli.main import main
+from sim.cli.main import run_console_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class _ConsoleScript:
-    """What ``sim.cli.main:cli_entry`` does (keep the two in step), given its arguments:
-    click's usage errors become one line and exit 2."""
+    """The console script's own handling (``sim.cli.main.run_console_script``), given the
+    arguments CliRunner passes."""
 
     name = "dtsim"
 
     def main(self, args: Sequence[str], prog_name: str, **extra: object) -> None:
         # CliRunner fixes help at 80 columns; the script measures the terminal (a pipe: 80).
         formatting.FORCED_WIDTH = None  # CliRunner puts its own value back afterwards
-        try:
-            code = main.main(args, prog_name, standalone_mode=False)
-        except click.UsageError as e:
-            where = e.ctx.command_path if e.ctx else "dtsim"
-            error_line("error", f"{e.format_message()} (see '{where} --help')")
-            raise SystemExit(2) from None
-        except click.ClickException as e:
-            e.show()
-            raise SystemExit(e.exit_code) from None
-        except click.Abort:
-            err.print("aborted")
-            raise SystemExit(1) from None
-        raise SystemExit(code if isinstance(code, int) else 0)
+        run_console_script(args, prog_name)
 
 
 class DtsimTimeout(BaseException):

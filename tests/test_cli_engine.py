@@ -1,4 +1,4 @@
-"""``dtsim whatif`` and ``dtsim run``, run as a user runs them: a subprocess.
+"""``dtsim whatif`` and ``dtsim run`` as a user runs them (in-process, tests/cli_helpers.py).
 
 Good input: exit 0; ``--json`` prints one JSON document; files are written as asked.
 Bad input: exit 2, one line on stderr naming the problem, nothing on stdout, never a

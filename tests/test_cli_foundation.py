@@ -1,4 +1,5 @@
-"""The ``dtsim`` command line, run as a user runs it: a subprocess, real stdout and stderr.
+"""The ``dtsim`` command line as a user runs it (in-process through the console script's own
+handling, tests/cli_helpers.py; tests/test_entry_point.py runs the installed script).
 
 Good input: exit 0 and, with ``--json``, one JSON document on stdout. Bad input: exit 2,
 exactly one line on stderr, nothing on stdout, and never a Python traceback.

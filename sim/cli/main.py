@@ -6,7 +6,7 @@ Exit codes: 0 success, 2 bad input (one clear message, never a traceback), 1 fai
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -833,8 +833,15 @@ def cli_entry() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminated)
+    run_console_script()
+
+
+def run_console_script(args: Sequence[str] | None = None, prog_name: str | None = None) -> None:
+    """Run ``dtsim`` with ``args`` (default: the command line) as the console script does:
+    click's usage errors become one line and exit 2; ends with SystemExit(code). The
+    tests call it in-process with their arguments."""
     try:
-        code = main.main(standalone_mode=False)
+        code = main.main(args, prog_name, standalone_mode=False)
     except click.UsageError as e:
         where = e.ctx.command_path if e.ctx else "dtsim"
         error_line("error", f"{e.format_message()} (see '{where} --help')")
