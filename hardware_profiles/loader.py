@@ -201,7 +201,10 @@ class ProfileSpec(_Strict):
     nics: NicSpec
     fabric: FabricSpec
     collective: CollectiveSpec
-    interference_factor: float = Field(ge=0, le=10)
+    # Up to compute 100x slower: calibration writes 20 for compute serialised behind
+    # communication (calibrate.measure.worker.SERIALISED_FACTOR) and has measured ~12
+    # on a loaded 2-core box; beyond 100 a run is not a what-if but a stall.
+    interference_factor: float = Field(ge=0, le=100)
     sources: list[Text] = Field(min_length=1, max_length=MAX_ENTRIES)
     measured_collectives: list[MeasuredCollectiveSpec] = Field(
         default_factory=list, max_length=MAX_ENTRIES

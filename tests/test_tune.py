@@ -152,3 +152,23 @@ def test_cli_tune_json_and_text():
     assert bad.exit_code == 2 and "--slow-rank takes RANK:FRACTION" in bad.output
     bad = runner.invoke(tune_command, [*base, "--objective", "time-to-accuracy"])
     assert bad.exit_code == 2 and "needs --convergence" in bad.output
+
+
+def test_an_unsettled_run_is_listed_but_never_chosen(monkeypatch):
+    """A candidate whose run has not settled is an estimate: it cannot win, even when it
+    is the fastest (here every delayed run is made to look unsettled)."""
+    import dataclasses
+
+    import sim.analysis.metrics as metrics_module
+
+    real = metrics_module.metrics
+
+    def unsettled_delays(trace):
+        m = real(trace)
+        return dataclasses.replace(m, steady=False) if "delayed" in m.strategy else m
+
+    monkeypatch.setattr(metrics_module, "metrics", unsettled_delays)
+    r = tune(ARGS, strategies=["delayed", "sync"], delays=(1, 2), refine=False)
+    delayed = [c for c in r.candidates if c.family == "delayed"]
+    assert delayed and all(c.objective_s is None and c.steady is False for c in delayed)
+    assert r.best is not None and r.best.family == "sync"

@@ -19,7 +19,8 @@ Sizes that produce the same task graph (caps between the same two layer boundari
 give the same run, so each distinct graph is simulated once (the engine is
 deterministic); the others are recorded as ``same_as`` it. A candidate that does not
 fit in device memory, or that is bad input (e.g. too many partitions), is kept in the
-list but cannot win. Time to accuracy multiplies the iteration time by the measured
+list but cannot win; so is one whose run did not settle (its figure is an estimate).
+Time to accuracy multiplies the iteration time by the measured
 iterations to the target of the strategy's update rule
 (:func:`sim.analysis.whatif.convergence_entry`): strategies without a figure cannot win.
 """
@@ -189,7 +190,8 @@ class _Evaluator:
             assert c.iteration_time_s is not None
             c.time_to_target_s = its * c.iteration_time_s if its is not None else None
         value = c.iteration_time_s if self.objective == "iteration" else c.time_to_target_s
-        c.objective_s = None if c.memory_exceeds_device else value
+        # A run that has not settled is an estimate: it is listed, never chosen.
+        c.objective_s = None if (c.memory_exceeds_device or c.steady is False) else value
         return c
 
 
