@@ -89,3 +89,46 @@ def test_whatif_prints_the_note():
     )
     result = whatif(WhatifRequest(spec, strategies="sync"))
     assert any("scaled in proportion to the batch" in n for n in result.notes)
+
+
+def _with_steps(wl, steps):
+    from workloads.model import MeasuredUpdate
+
+    return dataclasses.replace(
+        wl,
+        measured_update=MappingProxyType({DEVICE: tuple(MeasuredUpdate(o, s) for o, s in steps)}),
+    )
+
+
+def test_a_measured_optimizer_step_is_the_update_split_by_parameters():
+    from sim.engine.simulate import build_context
+    from sim.model.scenario import make_scenario
+
+    wl = _with_steps(load_workload("mlp"), [("sgd", 3e-3), ("adam", 9e-3)])
+    for optimizer, step in (("sgd", 3e-3), ("adam", 9e-3)):
+        sc = make_scenario(wl, HW, 2, batch_per_device=8, optimizer=optimizer, iterations=3)
+        ctx = build_context(sc)
+        assert sum(ctx.update_s) == pytest.approx(step)
+        # Split by parameters: each layer's share is its parameters' share.
+        for layer, u in zip(wl.layers, ctx.update_s, strict=True):
+            assert u == pytest.approx(step * layer.params / wl.total_params)
+    # An optimizer that was not timed falls back to the traffic model, and says so.
+    sc = make_scenario(wl, HW, 2, batch_per_device=8, optimizer="momentum", iterations=3)
+    assert sum(build_context(sc).update_s) != pytest.approx(3e-3)
+    notes = measurement_notes(wl, HW.device, 8, "momentum")
+    assert any("momentum update is costed by memory traffic" in n for n in notes)
+    assert measurement_notes(wl, HW.device, 8, "sgd") == []
+
+
+def test_measured_steps_survive_the_workload_file(tmp_path):
+    import yaml
+
+    from workloads.loader import load_yaml, to_document
+
+    wl = _with_steps(load_workload("mlp"), [("sgd", 3e-3), ("adamw", 1.25e-2)])
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(to_document(wl)))
+    back = load_yaml(path)
+    assert back.update_seconds(DEVICE, "sgd") == pytest.approx(3e-3)
+    assert back.update_seconds(DEVICE, "adamw") == pytest.approx(1.25e-2)
+    assert back.update_seconds(DEVICE, "adam") is None

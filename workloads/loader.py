@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from sim.errors import InputError
 from sim.formats.io import read_yaml_mapping, validation_problem
-from workloads.model import Layer, MeasuredTime, Workload
+from workloads.model import Layer, MeasuredTime, MeasuredUpdate, Workload
 
 
 def _plain_number(value: Any) -> Any:
@@ -66,6 +66,15 @@ class MeasuredPointSpec(_Strict):
     repeats: Count = 0
 
 
+class MeasuredUpdateSpec(_Strict):
+    """One measured optimizer step of the whole model, milliseconds."""
+
+    optimizer: Text
+    step_ms: Amount
+    iqr_ms: Amount = 0.0
+    repeats: Count = 0
+
+
 class LayerSpec(_Strict):
     """One layer as written in YAML (per-sample quantities)."""
 
@@ -96,6 +105,9 @@ class WorkloadSpec(_Strict):
     ] = []
     activation_dtype_bytes: Annotated[int, BeforeValidator(_plain_number), Field(gt=0, le=64)] = 4
     provenance: Annotated[dict[Text, LongText | int | float], Field(max_length=MAX_ENTRIES)] = {}
+    measured_update: (
+        dict[Text, Annotated[list[MeasuredUpdateSpec], Field(max_length=MAX_ENTRIES)]] | None
+    ) = None
     layers: Annotated[list[LayerSpec], Field(min_length=1, max_length=MAX_LAYERS)]
 
 
@@ -131,6 +143,15 @@ def _to_workload(spec: WorkloadSpec, *, default_name: str, file: str) -> Workloa
         sample=spec.sample,
         sources=tuple(spec.sources),
         provenance=MappingProxyType({k: str(v) for k, v in spec.provenance.items()}),
+        measured_update=MappingProxyType(
+            {
+                device: tuple(
+                    MeasuredUpdate(m.optimizer, m.step_ms * 1e-3, m.iqr_ms * 1e-3, m.repeats)
+                    for m in steps
+                )
+                for device, steps in (spec.measured_update or {}).items()
+            }
+        ),
     )
 
 
@@ -178,6 +199,19 @@ def to_document(workload: Workload) -> dict[str, Any]:
     }
     if workload.provenance:
         doc["provenance"] = dict(workload.provenance)
+    if workload.measured_update:
+        doc["measured_update"] = {
+            device: [
+                {
+                    "optimizer": m.optimizer,
+                    "step_ms": m.seconds * 1e3,
+                    "iqr_ms": m.iqr_s * 1e3,
+                    "repeats": m.repeats,
+                }
+                for m in steps
+            ]
+            for device, steps in workload.measured_update.items()
+        }
     doc["layers"] = layers
     return doc
 

@@ -26,6 +26,17 @@ class MeasuredTime:
 
 
 @dataclass(frozen=True, slots=True)
+class MeasuredUpdate:
+    """A measured optimizer step of the whole model (fp32, one process) on one device
+    type: ``optimizer`` is dtsim's name (sgd, momentum, adam, adamw)."""
+
+    optimizer: str
+    seconds: float
+    iqr_s: float = 0.0
+    repeats: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Layer:
     """One layer of a model, per sample.
 
@@ -65,6 +76,17 @@ class Workload:
     sample: str = "image"  # what one sample is: "image", "sequence of 512 tokens", ...
     sources: tuple[str, ...] = ()
     provenance: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # device type -> measured optimizer steps (from calibration), one per optimizer.
+    measured_update: Mapping[str, tuple[MeasuredUpdate, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def update_seconds(self, device_model: str, optimizer: str) -> float | None:
+        """The measured step of ``optimizer`` on ``device_model``, if calibrated."""
+        for m in self.measured_update.get(device_model, ()):
+            if m.optimizer == optimizer:
+                return m.seconds
+        return None
 
     @property
     def total_params(self) -> int:

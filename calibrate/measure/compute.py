@@ -38,9 +38,23 @@ from calibrate.measure.device import DeviceInfo, provenance, resolve_device
 from calibrate.measure.models import TorchModel, build_torch_model, from_factory
 from sim.errors import InputError
 from workloads import load_workload
-from workloads.model import Layer, MeasuredTime, Workload
+from workloads.model import Layer, MeasuredTime, MeasuredUpdate, Workload
 
 CSV_FIELDS = ("workload", "device", "batch", "threads", "repeat", "layer", "phase", "seconds")
+# The optimizer steps timed after each whole-model pass: dtsim's name -> torch's optimizer
+# (torch's defaults: foreach kernels on CPU and CUDA; lr is irrelevant to the time).
+OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sgd": ("SGD", {"lr": 1e-3}),
+    "momentum": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
+    "adam": ("Adam", {"lr": 1e-3}),
+    "adamw": ("AdamW", {"lr": 1e-3}),
+}
+
+
+def make_optimizer(params: Any, optimizer: str) -> Any:
+    """The torch optimizer dtsim means by ``optimizer`` (one of :data:`OPTIMIZERS`)."""
+    name, kwargs = OPTIMIZERS[optimizer]
+    return getattr(torch.optim, name)(params, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -272,8 +286,26 @@ def calibrate_compute(
     step = 0
     try:
         clock = _Clock(info)
+        # Each optimizer's step, timed on the gradients of the whole-model pass; the
+        # warm-up steps create their state (Adam's first step allocates it).
+        optimizers = {o: make_optimizer(tm.model.parameters(), o) for o in OPTIMIZERS}
+        steps: dict[str, list[float]] = {o: [] for o in OPTIMIZERS}
+
+        def time_steps(r: int | None) -> None:
+            for name, opt in optimizers.items():
+                clock.reset()
+                clock.stamp()
+                opt.step()
+                done = clock.stamp()
+                if r is not None:
+                    steps[name].append(clock.seconds()[done])
+                    if writer is not None:
+                        base = [wl.name, info.model, batch, info.threads, r]
+                        writer.writerow([*base, "<update>", name, repr(steps[name][-1])])
+
         for _ in range(warmup):
             _one_pass(tm, x, y)
+            time_steps(None)
             step += 1
             if progress:
                 progress(step, total)
@@ -287,6 +319,9 @@ def calibrate_compute(
                 rows = complete[r]
                 whole.append(rows[("<whole>", "step")])
                 outside.append(rows.get(("<outside>", "step"), 0.0))
+                for name in OPTIMIZERS:
+                    if ("<update>", name) in rows:
+                        steps[name].append(rows[("<update>", name)])
                 for n in names:
                     per_layer[n].append((rows[(n, "forward")], rows[(n, "backward")]))
                 step += 2
@@ -298,6 +333,7 @@ def calibrate_compute(
             _one_pass(tm, x, y)
             end = clock.stamp()
             whole.append(clock.seconds()[end])
+            time_steps(r)
             step += 1
             if progress:
                 progress(step, total)
@@ -346,6 +382,15 @@ def calibrate_compute(
         )
     outside_s = statistics.median(outside)
     measured_wl = _with_measurements(wl, info, batch, repeats, times, outside_s)
+    updates = tuple(
+        MeasuredUpdate(name, statistics.median(v), _iqr(v), len(v))
+        for name, v in steps.items()
+        if v
+    )
+    if updates:
+        kept = {k: v for k, v in measured_wl.measured_update.items() if k != info.model}
+        kept[info.model] = updates
+        measured_wl = dataclasses.replace(measured_wl, measured_update=MappingProxyType(kept))
     return ComputeResult(
         measured_wl,
         info,

@@ -106,7 +106,13 @@ def whatif(
     advice = recommend(rows, scenario)
     notes = (
         run_notes(rows, scenario)
-        + measurement_notes(scenario.workload, scenario.hardware.device, scenario.batch_per_device)
+        + measurement_notes(
+            scenario.workload,
+            scenario.hardware.device,
+            scenario.batch_per_device,
+            scenario.optimizer,
+            scenario.dtype,
+        )
         + extrapolation_notes(traces.values())
     )
     if skipped:

@@ -487,10 +487,11 @@ def scenario_options(fn: Callable) -> Callable:
         ),
         click.option(
             "--optimizer",
-            type=click.Choice(["sgd", "momentum", "adam"]),
+            type=click.Choice(["sgd", "momentum", "adam", "adamw"]),
             default="momentum",
             show_default=True,
-            help="Sets optimizer state memory and update cost.",
+            help="Sets optimizer state memory and the update's cost: the workload's "
+            "measured step when `dtsim calibrate` timed it (fp32), else memory traffic.",
         ),
         click.option(
             "--jitter",

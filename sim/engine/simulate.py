@@ -73,7 +73,7 @@ def build_context(scenario: Scenario) -> BuildContext:
         names=tuple(layer.name for layer in layers),
         forward_s=tuple(c.forward_s for c in costs),
         backward_s=tuple(c.backward_s for c in costs),
-        update_s=tuple(update_cost_s(layer.params, dev, size, state) for layer in layers),
+        update_s=_update_costs(scenario, state),
         grad_bytes=tuple(float(layer.params * size) for layer in layers),
         tensor_bytes=tuple(tuple(float(t * size) for t in layer.param_tensors) for layer in layers),
         activation_bytes=tuple(layer.activation_elements_per_sample * b * size for layer in layers),
@@ -82,6 +82,18 @@ def build_context(scenario: Scenario) -> BuildContext:
         iterations=scenario.iterations,
         collective=collective,
     )
+
+
+def _update_costs(scenario: Scenario, state: int) -> tuple[float, ...]:
+    """Per layer, the optimizer update: the workload's measured step of this optimizer on
+    this device (calibrated in fp32; used for fp32 runs), split over the layers by
+    parameters; else the memory-traffic model (:func:`sim.model.costs.update_cost_s`)."""
+    dev, size, layers = scenario.hardware.device, scenario.dtype_bytes, scenario.workload.layers
+    measured = scenario.workload.update_seconds(dev.model, scenario.optimizer)
+    total = scenario.workload.total_params
+    if measured is not None and scenario.dtype == "fp32" and total > 0:
+        return tuple(measured * layer.params / total for layer in layers)
+    return tuple(update_cost_s(layer.params, dev, size, state) for layer in layers)
 
 
 def static_memory_bytes(ctx: BuildContext, strategy: Strategy) -> dict[str, float]:

@@ -63,11 +63,31 @@ def layer_cost(layer: Layer, device: Device, batch: int, dtype: str, dtype_bytes
     return LayerCost(fwd, bwd, "roofline")
 
 
-def measurement_notes(workload: Workload, device: Device, batch: int) -> list[str]:
+def measurement_notes(
+    workload: Workload,
+    device: Device,
+    batch: int,
+    optimizer: str | None = None,
+    dtype: str = "fp32",
+) -> list[str]:
     """What a reader must know about where the per-layer times come from: layers that
-    carry measurements for other devices only (a roofline is used), and measurements
-    scaled beyond the batches they were taken at. Empty for a roofline-only workload."""
+    carry measurements for other devices only (a roofline is used), measurements scaled
+    beyond the batches they were taken at, and an optimizer step costed by memory traffic
+    although the workload carries measured steps. Empty for a roofline-only workload."""
     notes: list[str] = []
+    steps = workload.measured_update.get(device.model, ())
+    if optimizer is not None and steps:
+        if workload.update_seconds(device.model, optimizer) is None:
+            names = ", ".join(m.optimizer for m in steps)
+            notes.append(
+                f"the {optimizer} update is costed by memory traffic: the workload's "
+                f"measured optimizer steps are for {names}"
+            )
+        elif dtype != "fp32":
+            notes.append(
+                f"the {optimizer} update is costed by memory traffic: its measured step is "
+                f"fp32 and this run is {dtype}"
+            )
     timed = [layer for layer in workload.layers if layer.measured]
     if not timed:
         return notes

@@ -54,7 +54,7 @@ def _count(n: int) -> str:
 
 # Optimizer state per parameter, in copies of the weights (SGD with momentum as in the
 # study's Caffe runs; Adam keeps two moments).
-OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}
+OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
 
 
 @dataclass(frozen=True)
