@@ -51,10 +51,16 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def make_optimizer(params: Any, optimizer: str) -> Any:
-    """The torch optimizer dtsim means by ``optimizer`` (one of :data:`OPTIMIZERS`)."""
+def make_optimizer(params: Any, optimizer: str, lr: float | None = None) -> Any:
+    """The torch optimizer dtsim means by ``optimizer`` (one of :data:`OPTIMIZERS`), with
+    learning rate ``lr`` (default: the timing's)."""
+    if optimizer not in OPTIMIZERS:
+        raise InputError(
+            f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}",
+            key="optimizer",
+        )
     name, kwargs = OPTIMIZERS[optimizer]
-    return getattr(torch.optim, name)(params, **kwargs)
+    return getattr(torch.optim, name)(params, **{**kwargs, **({"lr": lr} if lr else {})})
 
 
 @dataclass(frozen=True)

@@ -466,7 +466,16 @@ class _Comm:
 class _Trainer:
     """One rank's training of one (strategy, repeat): hooks, collectives, raw spans."""
 
-    def __init__(self, tm: Any, plan: Plan, data: Any, ctl: Any, lr: float, test: bool):
+    def __init__(
+        self,
+        tm: Any,
+        plan: Plan,
+        data: Any,
+        ctl: Any,
+        lr: float,
+        test: bool,
+        optimizer: str = "sgd",
+    ):
         import numpy as np
         import torch
         from mpi4py import MPI
@@ -479,6 +488,11 @@ class _Trainer:
         self.names = [name for name, _ in tm.layers]
         self.layer_params = [list(m.parameters()) for _, m in tm.layers]
         self.params = [p for ps in self.layer_params for p in ps]
+        from calibrate.measure.compute import make_optimizer
+
+        # torch's own optimizer (foreach kernels): the step `dtsim calibrate` times.
+        self.opt = make_optimizer(self.params, optimizer, lr)
+        self.optimizer = optimizer
         ids = [id(p) for p in self.params]
         if len(set(ids)) != len(ids):
             raise ValueError("a parameter belongs to two workload layers")
@@ -653,8 +667,13 @@ class _Trainer:
                 view = g.views[k]
                 view.div_(self.size)
                 for p, offset, n in g.slots:
-                    p.add_(view[offset : offset + n].view_as(p), alpha=-self.lr)
-        self.raw.append(("compute", "update", iteration, "sgd", u0, time.perf_counter(), 0.0))
+                    p.grad = view[offset : offset + n].view_as(p)  # the averaged gradient
+        self.opt.step()
+        for p in self.params:
+            p.grad = None  # the views are communication buffers, reused
+        self.raw.append(
+            ("compute", "update", iteration, self.optimizer, u0, time.perf_counter(), 0.0)
+        )
 
     # one iteration -----------------------------------------------------------------
     def forward_backward(self, t: int, x: Any, y: Any) -> None:
@@ -833,7 +852,7 @@ def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
             if shard_bytes <= PREGENERATE_LIMIT
             else None
         )
-        trainer = _Trainer(tm, plan, data, ctl, lr, test)
+        trainer = _Trainer(tm, plan, data, ctl, lr, test, str(spec.get("optimizer", "sgd")))
         if not trainer.verify():
             raise RuntimeError(
                 f"parameters differ across ranks after seeding (max |diff| "
@@ -1182,6 +1201,7 @@ def run_real(
     timeout_s: float = 300,
     out_dir: Path,
     lr: float = 0.01,
+    optimizer: str = "sgd",
     seed: int = 0,
     check: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
@@ -1240,6 +1260,7 @@ def run_real(
         "repeats": repeats,
         "out_dir": str(out_dir.resolve()),
         "lr": lr,
+        "optimizer": optimizer,
         "seed": seed,
         "check": check,
         "save_params": save_params,

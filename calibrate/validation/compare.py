@@ -95,6 +95,7 @@ def predict(
     batch_per_rank: int,
     strategies: Sequence[str],
     iterations: int,
+    optimizer: str = "sgd",
 ) -> dict[str, tuple[M.Metrics, Trace]]:
     """The simulator's metrics and Trace per strategy for the validated scenario."""
     from sim.engine.simulate import simulate_steady
@@ -107,7 +108,7 @@ def predict(
         ranks,
         batch_per_device=batch_per_rank,
         iterations=max(iterations, 8),
-        optimizer="sgd",
+        optimizer=optimizer,
         ranks="explicit",
         jitter=measured_jitter(workload, hardware.device.model),
         seed=0,

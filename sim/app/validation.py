@@ -41,6 +41,7 @@ class ValidateRequest:
     workload_profile: str | None = None
     out_dir: str = "dtsim-validate"
     timeout_s: float = 300.0
+    optimizer: str = "sgd"  # torch's, in the real runs; its timed step in the prediction
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
                 hostfile=r.hostfile,
                 timeout_s=r.timeout_s,
                 out_dir=out,
+                optimizer=r.optimizer,
                 progress=lambda s, done, total: progress(f"real run {s}", done, total),
             )
     except RealRunError as e:
@@ -175,6 +177,7 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
         batch_per_rank=r.batch,
         strategies=names,
         iterations=r.iterations,
+        optimizer=r.optimizer,
     )
     measured: dict[str, list] = {name: [] for name in names}
     identical = True
@@ -194,6 +197,7 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
         "threads_per_rank": rank_threads,
         "iterations": r.iterations,
         "repeats": r.repeats,
+        "optimizer": r.optimizer,
         "hardware": hardware,
         "workload_profile": workload_profile,
         "device": profile.device.model,

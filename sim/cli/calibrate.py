@@ -665,6 +665,13 @@ DEFAULT_VALIDATE_STRATEGIES = ",".join(DEFAULT_STRATEGIES)
     help="With --hardware: the workload YAML with measured per-layer times to predict with.",
 )
 @click.option("--out", "out_dir", default="dtsim-validate", show_default=True)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "momentum", "adam", "adamw"]),
+    default="sgd",
+    show_default=True,
+    help="torch's optimizer in the real runs; the prediction uses its step as calibrated.",
+)
 @click.option("--timeout", "timeout_s", type=float, default=300, show_default=True)
 @click.option(
     "--from-trace",
@@ -691,6 +698,7 @@ def validate(
     timeout_s: float,
     from_trace: tuple[str, ...],
     as_json: bool,
+    optimizer: str,
 ) -> None:
     """Train for real under each strategy and compare with dtsim's prediction.
 
@@ -732,6 +740,7 @@ def validate(
         workload_profile=workload_profile,
         out_dir=out_dir,
         timeout_s=timeout_s,
+        optimizer=optimizer,
     )
     with _bar() as bar:
         result = validate_job(request, _progress_to(None if as_json else bar))
