@@ -8,6 +8,8 @@ Graph shape for iteration t (L layers, forward order 0..L-1):
     forward(t, 0) -> ... -> forward(t, L-1) -> backward(t, L-1) -> ... -> backward(t, 0)
     backward(t, l) ready a bucket  ->  comm(t, bucket)  ->  update(t, ...)
     forward(t+1, 0) follows backward(t, 0) and waits for the updates its gating names.
+    With a delay d, update(t) is made while building pass t + d and waits for its
+    backward, so no pass ever reads two weight versions.
 """
 
 from __future__ import annotations
@@ -267,6 +269,7 @@ class _Ids:
     updates: dict[int, int] = field(default_factory=dict)  # layer -> update task
     all_updates: list[int] = field(default_factory=list)
     comm_of_layer: dict[int, list[int]] = field(default_factory=dict)
+    comms: list[int] = field(default_factory=list)
 
 
 def build_data_parallel(
@@ -283,7 +286,9 @@ def build_data_parallel(
 ) -> TaskGraph:
     """The one builder behind every strategy.
 
-    delay: forward(t+1) waits for updates of iteration t - delay.
+    delay: forward(t+1) waits for updates of iteration t - delay, and (delay > 0) the
+      update of iteration t waits for pass t + delay to stop reading the weights it
+      changes (see :func:`_add_updates`): pass s reads w_s = w_0 - η·Σ_{u<s-delay} g_u.
     channels: comm(t, .) runs on channel t mod channels.
     updates: "single" (one update after all comms of t), "as-ready" (one per layer, as
       its gradients arrive), "in-order" (one per layer, in backprop order), or "none"
@@ -368,7 +373,6 @@ def build_data_parallel(
         ids.backward = backward
         prev_tail = backward[0]
 
-        comm_ids = []
         res = channel(t % channels)
         for bi, (b, cost, apply_s) in enumerate(zip(buckets, costs, server_apply_s, strict=True)):
             deps = [backward[b.ready_layer]]
@@ -397,34 +401,69 @@ def build_data_parallel(
                 links=cost.links,
                 nbytes=b.bytes,
             )
-            comm_ids.append(cid)
+            ids.comms.append(cid)
             for layer in b.layers:
                 ids.comm_of_layer.setdefault(layer, []).append(cid)
 
-        prev = history[-1] if history else None
-        if updates == "single":
-            deps = list(comm_ids)
-            if prev is not None:
-                deps.extend(prev.all_updates)
-            work = sum(ctx.update_s)
-            uid = g.add("update", COMPUTE, t, "all", work, deps, (t, 2, 0))
-            ids.all_updates = [uid]
-            ids.updates = {layer: uid for layer in ctx.param_layers}
-        elif updates in ("as-ready", "in-order"):
-            previous_in_order: int | None = None
-            for k, layer in enumerate(reversed(ctx.param_layers)):
-                deps = list(ids.comm_of_layer[layer])
-                if updates == "in-order" and previous_in_order is not None:
-                    deps.append(previous_in_order)
-                if prev is not None and layer in prev.updates:
-                    deps.append(prev.updates[layer])
-                uid = g.add(
-                    "update", COMPUTE, t, ctx.names[layer], ctx.update_s[layer], deps, (t, 2, k)
-                )
-                ids.updates[layer] = uid
-                ids.all_updates.append(uid)
-                previous_in_order = uid
-        elif updates != "none":
-            raise ValueError(f"unknown update style {updates!r}")
         history.append(ids)
+        if delay == 0:
+            _add_updates(g, ctx, history, t, updates, None)
+        elif t >= delay:
+            _add_updates(g, ctx, history, t - delay, updates, backward)
+    # The last d iterations' gradients would be applied after passes the run never
+    # makes: apply them after its last backward, so that every comm has its update.
+    for u in range(max(0, ctx.iterations - delay), ctx.iterations):
+        if delay:
+            _add_updates(g, ctx, history, u, updates, history[-1].backward)
     return g
+
+
+def _add_updates(
+    g: TaskGraph,
+    ctx: BuildContext,
+    history: list[_Ids],
+    u: int,
+    updates: str,
+    after_backward: list[int] | None,
+) -> None:
+    """Create the update task(s) that apply iteration ``u``'s reduced gradient.
+
+    after_backward: with a delay d > 0, the backward tasks of pass u + d (or of the
+    run's last pass). The update of gradient u must not change weights that pass u + d
+    still reads, or that pass would mix two weight versions and pass u + d already
+    see g_u: a single update waits for backward(u + d, 0), the end of the pass; a
+    per-layer update of layer l waits for backward(u + d, l), after which that pass no
+    longer reads layer l's weights. forward(u + d + 1) waits for it, so pass s reads
+    w_s = w_0 - η·(g_0 + ... + g_{s-1-d}): the rule w_{t+1} = w_t - η·g_{t-d} of
+    ``calibrate.convergence.runs.apply_schedule``.
+    """
+    ids = history[u]
+    prev = history[u - 1] if u > 0 else None
+    if updates == "single":
+        deps = list(ids.comms)
+        if after_backward is not None:
+            deps.append(after_backward[0])
+        if prev is not None:
+            deps.extend(prev.all_updates)
+        work = sum(ctx.update_s)
+        uid = g.add("update", COMPUTE, u, "all", work, deps, (u, 2, 0))
+        ids.all_updates = [uid]
+        ids.updates = {layer: uid for layer in ctx.param_layers}
+    elif updates in ("as-ready", "in-order"):
+        previous_in_order: int | None = None
+        for k, layer in enumerate(reversed(ctx.param_layers)):
+            deps = list(ids.comm_of_layer[layer])
+            if after_backward is not None:
+                deps.append(after_backward[layer])
+            if updates == "in-order" and previous_in_order is not None:
+                deps.append(previous_in_order)
+            if prev is not None and layer in prev.updates:
+                deps.append(prev.updates[layer])
+            uid = g.add(
+                "update", COMPUTE, u, ctx.names[layer], ctx.update_s[layer], deps, (u, 2, k)
+            )
+            ids.updates[layer] = uid
+            ids.all_updates.append(uid)
+            previous_in_order = uid
+    elif updates != "none":
+        raise ValueError(f"unknown update style {updates!r}")
