@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sim.analysis.metrics import Metrics, metrics
+from sim.analysis.metrics import Metrics, cycle_wait_s, metrics
 from sim.engine.simulate import build_context, simulate_steady
 from sim.engine.trace import Trace
 from sim.model.scenario import Scenario
@@ -52,6 +52,7 @@ def run_whatif(
     ctx = build_context(scenario)
     baseline = parse_strategy("sync")
     runs: list[tuple[Strategy, Metrics, int]] = []
+    waits: dict[str, float] = {}
     sync_time = None
     for strategy in strategies:
         if progress:
@@ -59,6 +60,7 @@ def run_whatif(
         trace, _, iterations = simulate_steady(scenario, strategy, ctx)
         m = metrics(trace)
         runs.append((strategy, m, iterations))
+        waits[strategy.name] = cycle_wait_s(trace)
         if traces is not None:
             traces[strategy.name] = trace
         if strategy.name == "sync":
@@ -80,6 +82,8 @@ def run_whatif(
                 "parallel_efficiency": t1 / it if it > 0 else 0.0,
                 "comm_s": m.comm_s,
                 "exposed_comm_s": m.exposed_comm_s,
+                # The part of comm_s where only a cycle timer (Horovod) holds gradients.
+                "cycle_wait_s": waits[strategy.name],
                 "overlap_fraction": m.overlap_fraction,
                 "peak_memory_bytes": m.peak_memory_bytes,
                 "compute_s": m.compute_s,

@@ -661,6 +661,8 @@ def whatif(
         "vs sync",
         "efficiency",
         "comm",
+        # Horovod's comm includes its cycle-timer waits: shown apart when a row has them.
+        *(("cycle wait",) if any(r.get("cycle_wait_s", 0.0) > 0 for r in rows) else ()),
         "exposed",
         "overlap",
         "peak memory",
@@ -690,6 +692,11 @@ def whatif(
             f"{r['speedup_vs_sync']:.2f}x",
             f"{r['parallel_efficiency']:.0%}",
             fmt_time(r["comm_s"]),
+            *(
+                (fmt_time(r["cycle_wait_s"]) if r["cycle_wait_s"] > 0 else "-",)
+                if any(x.get("cycle_wait_s", 0.0) > 0 for x in rows)
+                else ()
+            ),
             fmt_time(r["exposed_comm_s"]),
             f"{r['overlap_fraction']:.0%}",
             mem,
