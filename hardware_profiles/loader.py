@@ -25,6 +25,7 @@ from pydantic import (
 from sim.errors import InputError
 from sim.formats.io import read_yaml_mapping, validation_problem
 from sim.model.hardware import (
+    EFFICIENCY_KEYS,
     Device,
     Fabric,
     HardwareProfile,
@@ -33,6 +34,7 @@ from sim.model.hardware import (
     MeasuredCollective,
     Nics,
     NvlinkMesh,
+    unknown_kind,
 )
 
 GB = 1e9
@@ -222,9 +224,24 @@ def parse_profile(data: object, origin: str) -> HardwareProfile:
     except ValidationError as err:
         key, reason = validation_problem(err, ProfileSpec)
         raise InputError(reason, file=origin, key=key) from None
+    _check_kinds(spec.device, origin)
     profile = _build(spec, origin)
     _check_topology(profile, origin)
     return profile
+
+
+def _check_kinds(d: DeviceSpec, origin: str) -> None:
+    """Efficiency keys must be layer kinds (workloads.model.LAYER_KINDS) or "default":
+    a misspelt kind would silently fall back to the default efficiency."""
+    tables = [("device.efficiency", d.efficiency)] + [
+        (f"device.efficiency_by_dtype.{dtype}", table)
+        for dtype, table in d.efficiency_by_dtype.items()
+    ]
+    for where, table in tables:
+        for kind in table:
+            reason = unknown_kind(kind, EFFICIENCY_KEYS)
+            if reason:
+                raise InputError(reason, file=origin, key=f"{where}.{kind}")
 
 
 def _build(spec: ProfileSpec, origin: str) -> HardwareProfile:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from sim.errors import InputError
 from sim.formats.io import read_yaml_mapping, validation_problem
+from sim.model.hardware import unknown_kind
 from workloads.model import Layer, MeasuredTime, MeasuredUpdate, Workload
 
 
@@ -136,6 +137,11 @@ def _to_workload(spec: WorkloadSpec, *, default_name: str, file: str) -> Workloa
             )
         seen[layer.name] = i
         layers.append(_to_layer(layer, spec.activation_dtype_bytes, file=file, where=where))
+        # After the layer's numbers, so a layer with both a bad number and a bad kind
+        # names the number first, as it always has.
+        reason = unknown_kind(layer.kind)
+        if reason:
+            raise InputError(reason, file=file, key=f"{where}.kind")
     return Workload(
         name=spec.name or default_name,
         description=spec.description,

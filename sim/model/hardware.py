@@ -7,10 +7,52 @@ YAML by :mod:`hardware_profiles.loader`, which converts file units (``_gb_per_s`
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 LINK_CLASSES = ("nvlink", "nvswitch", "pcie", "socket", "network")
+
+# Every layer kind a workload may name, with what it is. Hardware profiles key their
+# per-kind efficiencies on these (plus "default"); a kind not listed here is a typo.
+# The first group is what the built-in models use (workloads/algebra.py,
+# workloads/transformer.py); the second is what calibration writes for a user's
+# nn.Module and for a torch.profiler trace, where only the family is known
+# (calibrate/measure/models.py, sim/formats/kineto.py).
+LAYER_KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        "conv": "convolution (any dimension, grouped or not)",
+        "linear": "fully connected layer / matrix multiply",
+        "attention": (
+            "self-attention: Q/K/V/output projections and the QK^T, softmax, AV core "
+            "(BERT, GPT-2), or the core alone (Llama-style decoders, whose projections "
+            "are linear)"
+        ),
+        "embedding": "embedding lookup (token, position, segment)",
+        "batchnorm": "batch normalisation",
+        "layernorm": "layer normalisation",
+        "rmsnorm": "RMS normalisation",
+        "lrn": "local response normalisation",
+        "maxpool": "max pooling",
+        "avgpool": "average pooling (also global)",
+        "elementwise": "elementwise activation (GELU, SwiGLU)",
+        "norm": "a normalisation of unknown type (calibration of a user's model, traces)",
+        "pool": "a pooling of unknown type (calibration of a user's model, traces)",
+        "other": "anything else calibration or a trace found",
+    }
+)
+# Keys a profile's efficiency tables may hold: the layer kinds and the fallback.
+EFFICIENCY_KEYS = (*LAYER_KINDS, "default")
+
+
+def unknown_kind(kind: str, known: tuple[str, ...] = tuple(LAYER_KINDS)) -> str | None:
+    """None if ``kind`` is one of ``known``, else the reason, naming the closest kinds."""
+    if kind in known:
+        return None
+    close = difflib.get_close_matches(kind, known, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return f"unknown layer kind {kind!r}: {hint}known kinds: {', '.join(known)}"
 
 
 @dataclass(frozen=True, slots=True)
