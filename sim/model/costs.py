@@ -48,7 +48,22 @@ def _measured_at(points: tuple[MeasuredTime, ...], batch: int) -> LayerCost:
     return LayerCost(m.forward_s * scale, m.backward_s * scale, "measured-scaled")
 
 
-def layer_cost(layer: Layer, device: Device, batch: int, dtype: str, dtype_bytes: int) -> LayerCost:
+def layer_cost(
+    layer: Layer,
+    device: Device,
+    batch: int,
+    dtype: str,
+    dtype_bytes: int,
+    *,
+    input_gradient: bool = True,
+) -> LayerCost:
+    """Forward and backward time of ``layer`` at per-device ``batch``.
+
+    input_gradient: False for a layer whose input needs no gradient (the first layer
+    with parameters and any layer before it, whose input is the data): its roofline
+    backward is the weight-gradient part only (see :func:`backward_flops`). Measured
+    times already are what the framework ran.
+    """
     measured = layer.measured.get(device.model)
     if measured:
         return _measured_at(measured, batch)
@@ -57,10 +72,48 @@ def layer_cost(layer: Layer, device: Device, batch: int, dtype: str, dtype_bytes
     weights = layer.params * dtype_bytes
     io = layer.io_elements_per_sample * batch * dtype_bytes
     fwd = max(layer.fwd_flops_per_sample * batch / peak, (io + weights) / bw)
-    # Backward reads activations and output gradients, writes input and weight
-    # gradients: about twice the forward traffic.
-    bwd = max(layer.bwd_flops_per_sample * batch / peak, 2 * (io + weights) / bw)
+    bwd_flops = backward_flops(layer, input_gradient=input_gradient)
+    if input_gradient:
+        # Backward reads activations and output gradients, writes input and weight
+        # gradients: about twice the forward traffic.
+        bwd_traffic = 2 * (io + weights)
+    elif layer.params:
+        # Reads its input and output gradient, writes the weight gradient only.
+        bwd_traffic = io + weights
+    else:
+        return LayerCost(fwd, 0.0, "roofline")  # nothing below it needs a gradient
+    bwd = max(bwd_flops * batch / peak, bwd_traffic / bw)
     return LayerCost(fwd, bwd, "roofline")
+
+
+def backward_flops(layer: Layer, *, input_gradient: bool = True) -> float:
+    """Backward FLOPs per sample. A layer's backward computes the gradient of its input
+    (for a convolution or matrix product, a product as large as the forward) and of its
+    weights (another); the workloads' default is 2x forward. Without an input gradient
+    (the first layer: autograd skips the input's grad for data that does not require it)
+    only the weight-gradient part remains: bwd - fwd, and nothing for a layer without
+    parameters. AlexNet conv1's backward measures 0.69x its forward in torch (issue #14),
+    not 2x: cuDNN's weight-gradient kernel for it is faster than its forward.
+    """
+    if input_gradient:
+        return layer.bwd_flops_per_sample
+    if not layer.params:
+        return 0.0
+    return max(0.0, layer.bwd_flops_per_sample - layer.fwd_flops_per_sample)
+
+
+def layer_costs(
+    workload: Workload, device: Device, batch: int, dtype: str, dtype_bytes: int
+) -> list[LayerCost]:
+    """:func:`layer_cost` of every layer in forward order; the first layer with
+    parameters and those before it get no input gradient."""
+    first = next((i for i, layer in enumerate(workload.layers) if layer.params), None)
+    return [
+        layer_cost(
+            layer, device, batch, dtype, dtype_bytes, input_gradient=first is None or i > first
+        )
+        for i, layer in enumerate(workload.layers)
+    ]
 
 
 def measurement_notes(
@@ -114,12 +167,97 @@ def measurement_notes(
     return notes
 
 
-def update_cost_s(params: int, device: Device, dtype_bytes: int, state_copies: int) -> float:
-    """Optimizer step, memory-bound: read the fp32 weights, the gradients and the fp32
-    state; write the fp32 weights and state. In mixed precision (dtype below 4 bytes) the
-    fp32 master weights are updated and the low-precision copy rewritten."""
+@dataclass(frozen=True, slots=True)
+class OptimizerKernels:
+    """What one optimizer step does per parameter, in one implementation.
+
+    words: fp32 reads and writes of weights, state and temporaries, summed over its
+    kernels; grad_reads: reads of the gradient (in the training dtype); flops: arithmetic
+    per parameter; passes: kernels over the parameters (each reads and writes its
+    operands in memory, so unfused steps move more bytes than the state they touch).
+    """
+
+    words: int
+    grad_reads: int
+    flops: int
+    passes: int
+
+
+# Counted from torch/optim (torch 2.x): the per-tensor path (_single_tensor_sgd,
+# _single_tensor_adam: a Python loop over tensors) and the foreach path
+# (_multi_tensor_*: torch._foreach_* ops, one multi-tensor launch per op) run the same
+# elementwise kernels in sequence, so they move the same bytes (foreach saves only launch
+# overhead); the fused path (_fused_sgd, _fused_adam(w): torch._fused_adam_) reads and
+# writes each value once.
+#   sgd: param.add_(grad, alpha=-lr)
+#   momentum: buf.mul_(m); buf.add_(grad); param.add_(buf, alpha=-lr)
+#   adam: exp_avg.lerp_(grad, 1-b1); exp_avg_sq.mul_(b2); exp_avg_sq.addcmul_(grad, grad);
+#     denom = exp_avg_sq.sqrt(); denom.div_(bc2_sqrt); denom.add_(eps);
+#     param.addcdiv_(exp_avg, denom, -step_size)
+#   adamw: adam, after param.mul_(1 - lr*weight_decay)
+OPTIMIZER_KERNELS: dict[str, dict[str, OptimizerKernels]] = {
+    "sgd": {
+        "unfused": OptimizerKernels(2, 1, 2, 1),
+        "fused": OptimizerKernels(2, 1, 2, 1),
+    },
+    "momentum": {
+        "unfused": OptimizerKernels(7, 1, 5, 3),
+        "fused": OptimizerKernels(4, 1, 5, 1),
+    },
+    "adam": {
+        "unfused": OptimizerKernels(16, 3, 13, 7),
+        "fused": OptimizerKernels(6, 1, 13, 1),
+    },
+    "adamw": {
+        "unfused": OptimizerKernels(18, 3, 14, 8),
+        "fused": OptimizerKernels(6, 1, 14, 1),
+    },
+}
+OPTIMIZER_IMPLEMENTATIONS = ("per-tensor", "foreach", "fused")
+_BY_STATE_COPIES = {0: "sgd", 1: "momentum", 2: "adam"}
+
+
+def default_implementation(device: Device) -> str:
+    """torch's default: foreach when every tensor is on CUDA (since 2.0,
+    torch.optim.optimizer._default_to_fused_or_foreach; fused is opt-in), else the
+    per-tensor loop (CPU tensors)."""
+    return "foreach" if device.kind == "gpu" else "per-tensor"
+
+
+def update_cost_s(
+    params: int,
+    device: Device,
+    dtype_bytes: int,
+    state_copies: int,
+    *,
+    optimizer: str | None = None,
+    implementation: str | None = None,
+) -> float:
+    """One optimizer step over ``params`` parameters: the larger of its memory traffic
+    and its arithmetic (a roofline), kernel by kernel as the implementation runs it.
+
+    optimizer: ``sgd``, ``momentum``, ``adam`` or ``adamw`` (default: from
+    ``state_copies``, 0/1/2 -> sgd/momentum/adam). implementation: ``per-tensor``,
+    ``foreach`` or ``fused`` (default :func:`default_implementation`). The fp32 state and
+    weights are read and written as :data:`OPTIMIZER_KERNELS` counts, the gradient in the
+    training dtype. In mixed precision (dtype below 4 bytes) the fp32 master weights are
+    updated and the low-precision copy rewritten. Arithmetic runs at the device's fp32
+    peak times its ``elementwise`` (else default) efficiency.
+    """
+    name = optimizer or _BY_STATE_COPIES.get(state_copies)
+    if name not in OPTIMIZER_KERNELS:
+        raise ValueError(f"no kernel model for optimizer {name!r} ({state_copies} state copies)")
+    impl = implementation or default_implementation(device)
+    if impl not in OPTIMIZER_IMPLEMENTATIONS:
+        raise ValueError(f"unknown optimizer implementation {impl!r}")
+    k = OPTIMIZER_KERNELS[name]["fused" if impl == "fused" else "unfused"]
     fp32 = 4
-    traffic = params * (fp32 * (2 + 2 * state_copies) + dtype_bytes)
+    traffic = params * (fp32 * k.words + dtype_bytes * k.grad_reads)
     if dtype_bytes < fp32:
         traffic += params * dtype_bytes  # write the low-precision weights
-    return traffic / device.memory_bandwidth_bytes_per_s
+    memory_s = traffic / device.memory_bandwidth_bytes_per_s
+    peak = device.peak_flops.get("fp32", max(device.peak_flops.values(), default=0.0))
+    if peak <= 0:
+        return memory_s
+    compute_s = params * k.flops / (peak * device.efficiency_for("elementwise", "fp32"))
+    return max(memory_s, compute_s)
