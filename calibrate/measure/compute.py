@@ -493,7 +493,9 @@ def compute_loop(spec: dict, sink: Any) -> None:
     comm = MPI.COMM_WORLD
     comm.Barrier()
     result = calibrate_compute(
-        spec["workload"],
+        spec["workload"] if not spec.get("torch_model") else None,
+        torch_model=spec.get("torch_model"),
+        input_shape=tuple(spec["input_shape"]) if spec.get("input_shape") else None,
         device=spec["device"],
         batch=int(spec["batch"]),
         threads=spec["threads"],
@@ -538,6 +540,8 @@ def calibrate_compute_ranks(
     resume: bool = False,
     timeout_s: float = 300,
     hostfile: str | None = None,
+    torch_model: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> tuple[ComputeResult, float, float]:
     """:func:`calibrate_compute` on ``ranks`` mpirun ranks at once (rank 0's figures), and
     the GEMM FLOP/s and copy bandwidth measured the same way.
@@ -556,9 +560,12 @@ def calibrate_compute_ranks(
 
     if ranks < 1:
         raise InputError(f"ranks must be >= 1, got {ranks}")
-    load_workload(workload)  # bad names fail here, before launching anything
+    if torch_model is None:
+        load_workload(workload)  # bad names fail here, before launching anything
     spec = {
         "workload": workload,
+        "torch_model": torch_model,
+        "input_shape": list(input_shape) if input_shape else None,
         "device": device,
         "batch": batch,
         "threads": threads,

@@ -1016,3 +1016,21 @@ def from_factory(spec: str, input_shape: tuple[int, ...] | None) -> tuple[TorchM
         model, named, lambda batch: torch.randn(batch, *shape), make_target, loss
     )
     return torch_model, workload
+
+
+def model_and_workload(
+    workload: str | None,
+    torch_model: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> tuple[TorchModel, Workload]:
+    """The torch model to time or train and its workload: a user's ``torch_model``
+    ("package.module:factory", see :func:`from_factory`), else the built-in ``workload``.
+    Calibration, the real runs and their checks all resolve a model here."""
+    if torch_model is not None:
+        return from_factory(torch_model, input_shape)
+    if workload is None:
+        raise InputError("give a workload (--workload) or a model (--torch-model)")
+    from workloads import load_workload
+
+    wl = load_workload(workload)
+    return build_torch_model(wl), wl

@@ -810,7 +810,7 @@ def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
     import torch
     from mpi4py import MPI
 
-    from calibrate.measure.models import build_torch_model
+    from calibrate.measure.models import build_torch_model, from_factory
     from workloads import load_workload
 
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -833,7 +833,13 @@ def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
     fault = _Fault(os.environ.get(worker.FAULT_ENV))
     hosts = ctl.allgather(socket.gethostname())
     library = MPI.Get_library_version().strip().splitlines()[0]
-    wl = load_workload(spec["workload"])
+    user_model: str | None = spec.get("torch_model")
+    shape = tuple(spec["input_shape"]) if spec.get("input_shape") else None
+    wl = (
+        load_workload(spec["workload"])
+        if user_model is None
+        else from_factory(user_model, shape)[1]
+    )
     done: dict[str, int] = {}
     report = _Reporter(sink, threaded=not isinstance(sink, _InsideSink))
 
@@ -841,7 +847,7 @@ def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
         report.at(run, 0, 3)
         report.flush()
         torch.manual_seed(seed)
-        tm = build_torch_model(wl)
+        tm = build_torch_model(wl) if user_model is None else from_factory(user_model, shape)[0]
         tm.model.train()
         # Dropout draws differ per rank (as they would on different samples).
         torch.manual_seed(batch_seed(seed, -1 - rank))
@@ -1202,6 +1208,8 @@ def run_real(
     out_dir: Path,
     lr: float = 0.01,
     optimizer: str = "sgd",
+    torch_model: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
     seed: int = 0,
     check: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
@@ -1240,7 +1248,7 @@ def run_real(
     if not strategies:
         raise InputError("no strategy given", key="strategies")
     plans = [plan_strategy(s) for s in strategies]
-    _check_workload(workload)
+    _check_workload(workload, torch_model, input_shape)
     inside = _inside_mpirun(np)
     if not inside:
         _find_mpirun()
@@ -1253,6 +1261,8 @@ def run_real(
         raise InputError(f"cannot create: {err.strerror or err}", file=str(out_dir)) from None
     spec = {
         "workload": workload,
+        "torch_model": torch_model,
+        "input_shape": list(input_shape) if input_shape else None,
         "strategies": [p.name for p in plans],
         "iterations": iterations,
         "batch_per_rank": batch_per_rank,
@@ -1289,16 +1299,20 @@ def run_real(
     return [_result(p) for p in watch.results]
 
 
-def _check_workload(name: str) -> None:
-    """InputError unless ``name`` is a workload with a built-in torch model."""
+def _check_workload(
+    name: str, torch_model: str | None = None, input_shape: tuple[int, ...] | None = None
+) -> None:
+    """InputError unless ``name`` is a workload with a built-in torch model, or the user's
+    ``torch_model`` builds and runs (it is built for real: its forward is traced)."""
     import torch
 
-    from calibrate.measure.models import build_torch_model
-    from workloads import load_workload
+    from calibrate.measure.models import model_and_workload
 
-    wl = load_workload(name)
+    if torch_model is not None:
+        model_and_workload(None, torch_model, input_shape)
+        return
     with torch.device("meta"):
-        build_torch_model(wl)
+        model_and_workload(name)
 
 
 if __name__ == "__main__":

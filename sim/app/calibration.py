@@ -17,6 +17,7 @@ from typing import Any
 
 from sim.errors import InputError
 from sim.units import fmt_bytes, parse_bytes, size_sweep
+from workloads.model import Workload
 
 # A sink for progress: (what, done so far, total or None).
 ProgressSink = Callable[[str, int, "int | None"], None]
@@ -186,7 +187,7 @@ def interference_doc(result: Any) -> dict:
 
 
 def cover_gradients(
-    size_list: list[int], workload: str, np_: int, hostfile: str | None
+    size_list: list[int], workload: str | Workload, np_: int, hostfile: str | None
 ) -> tuple[list[int], str | None]:
     """The default sweep, doubled on up to the next power of two at or above the
     workload's fp32 gradients: the largest collective it issues (sync's one all-reduce of
@@ -195,7 +196,8 @@ def cover_gradients(
     must fit in half its memory. Returns the sizes and a note, None if unchanged."""
     from workloads import load_workload
 
-    grad_bytes = load_workload(workload).total_params * 4  # calibration trains in fp32
+    wl = load_workload(workload) if isinstance(workload, str) else workload
+    grad_bytes = wl.total_params * 4  # calibration trains in fp32
     top = 1 << max(0, (grad_bytes - 1).bit_length())
     largest = max(size_list)
     if top <= largest:
@@ -296,6 +298,10 @@ class CalibrateAllRequest:
     out: str
     workload: str = "small-cnn"
     name: str | None = None
+    # A user's model instead of the built-in workload: "package.module:factory" and the
+    # per-sample input shape (calibrate.measure.models.from_factory).
+    torch_model: str | None = None
+    input_shape: tuple[int, ...] | None = None
     device: str = "cpu"
     batch: int = 32
     threads: int | None = None
@@ -379,13 +385,24 @@ def calibrate_all(
     if "allreduce" not in r.ops:
         raise InputError("calibrate all needs allreduce in --ops (it sets the link)", key="ops")
     size_list, sizes_note = list(r.sizes or ()), None
+    calibrated: str | Workload = r.workload
+    if r.torch_model is not None:
+        from calibrate.measure.models import model_and_workload
+
+        # The user's model is built (and its forward traced) here, before any rank starts.
+        calibrated = model_and_workload(None, r.torch_model, r.input_shape)[1]
     if r.sizes is None:
         size_list, sizes_note = cover_gradients(
-            parse_sizes(DEFAULT_SIZES), r.workload, r.np, r.hostfile
+            parse_sizes(DEFAULT_SIZES), calibrated, r.np, r.hostfile
         )
     check_sizes(size_list, " ".join(map(str, r.sizes)) if r.sizes else DEFAULT_SIZES)
     stem = path.with_suffix("")
-    base = r.workload.split(":")[0] if not r.workload.endswith((".yaml", ".yml")) else "workload"
+    if r.torch_model is not None:
+        base = r.torch_model.rpartition(":")[2] or "model"
+    elif r.workload.endswith((".yaml", ".yml")):
+        base = "workload"
+    else:
+        base = r.workload.split(":")[0]
     workload_path = Path(f"{stem}.{base}.yaml")
     compute_csv, comm_csv = Path(f"{stem}.compute.csv"), Path(f"{stem}.comm.csv")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -410,6 +427,8 @@ def calibrate_all(
             return calibrate_compute_ranks(
                 r.np,
                 r.workload,
+                torch_model=r.torch_model,
+                input_shape=r.input_shape,
                 device=r.device,
                 batch=r.batch,
                 threads=rank_threads,
@@ -420,9 +439,9 @@ def calibrate_all(
                 timeout_s=r.timeout_s,
             )
         res = run_compute(
-            workload=r.workload,
-            torch_model=None,
-            input_shape=None,
+            workload=None if r.torch_model else r.workload,
+            torch_model=r.torch_model,
+            input_shape=r.input_shape,
             device=r.device,
             batch=r.batch,
             threads=rank_threads,

@@ -42,6 +42,8 @@ class ValidateRequest:
     out_dir: str = "dtsim-validate"
     timeout_s: float = 300.0
     optimizer: str = "sgd"  # torch's, in the real runs; its timed step in the prediction
+    torch_model: str | None = None  # a user's "package.module:factory" instead of workload
+    input_shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,12 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
             f"--iterations must be >= {3 + most} (warm-up of 1 + d = {1 + most} iterations, "
             f"then at least two to measure), got {r.iterations}"
         )
-    if r.workload_profile:
+    if r.torch_model is not None and r.hardware is not None and not r.workload_profile:
+        raise InputError(
+            "--torch-model with --hardware needs --workload-profile (the model's measured "
+            "times, from `dtsim calibrate all --torch-model`)"
+        )
+    if r.workload_profile and r.torch_model is None:
         trained = load_workload(r.workload).name
         described = load_workload(r.workload_profile).name
         if trained.split(":")[0] != described.split(":")[0]:
@@ -119,6 +126,8 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
                 out=str(out / "profile.yaml"),
                 name="validate",
                 workload=r.workload,
+                torch_model=r.torch_model,
+                input_shape=r.input_shape,
                 device="cpu",
                 batch=r.batch,
                 threads=rank_threads,
@@ -157,6 +166,8 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
                 timeout_s=r.timeout_s,
                 out_dir=out,
                 optimizer=r.optimizer,
+                torch_model=r.torch_model,
+                input_shape=r.input_shape,
                 progress=lambda s, done, total: progress(f"real run {s}", done, total),
             )
     except RealRunError as e:

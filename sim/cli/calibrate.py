@@ -101,6 +101,22 @@ def _progress_to(bar: Progress | None) -> ProgressSink:
     return report
 
 
+def _user_model_options(fn: Callable) -> Callable:
+    """``--torch-model`` and ``--input-shape``: the user's own model instead of a built-in."""
+    fn = click.option(
+        "--input-shape",
+        default=None,
+        help="Per-sample input shape for --torch-model, e.g. 3,32,32 (else the model's "
+        "dtsim_input_shape attribute).",
+    )(fn)
+    return click.option(
+        "--torch-model",
+        default=None,
+        help="Your own model: package.module:factory, a function returning a torch.nn.Module "
+        "(the workload is derived from its modules).",
+    )(fn)
+
+
 @click.group()
 def calibrate() -> None:
     """Measure this machine: per-layer compute, collectives, interference; write profiles.
@@ -182,18 +198,7 @@ def _gap_line(result: Any) -> str:
 
 @calibrate.command("compute")
 @click.option("--workload", default=None, help="Built-in workload (or a workload YAML).")
-@click.option(
-    "--torch-model",
-    default=None,
-    help="Your own model: package.module:factory, a function returning a torch.nn.Module "
-    "(the workload is derived from its modules).",
-)
-@click.option(
-    "--input-shape",
-    default=None,
-    help="Per-sample input shape for --torch-model, e.g. 3,32,32 (else the model's "
-    "dtsim_input_shape attribute).",
-)
+@_user_model_options
 @_compute_options
 @click.option("--out", default=None, help="Write the workload with its measured times (YAML).")
 @click.option(
@@ -539,6 +544,7 @@ def interference_cmd(
     show_default=True,
     help="Workload whose layers are timed (built-in with a torch model).",
 )
+@_user_model_options
 @_compute_options
 @lambda fn: _comm_options(fn, repeats_flag="--comm-repeats")
 @click.option("--resume", is_flag=True, help="Keep what the raw-sample CSVs already hold.")
@@ -573,6 +579,8 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
         out=kw["out"],
         name=kw["name"],
         workload=kw["workload"],
+        torch_model=kw["torch_model"],
+        input_shape=_parse_shape(kw["input_shape"]),
         device=kw["device"],
         batch=kw["batch"],
         threads=kw["threads"],
@@ -681,6 +689,7 @@ DEFAULT_VALIDATE_STRATEGIES = ",".join(DEFAULT_STRATEGIES)
     help="Run nothing: compare the torch.profiler traces of a DDP job (repeat, or a folder) "
     "with dtsim's bucketed prediction, using --hardware and --workload-profile.",
 )
+@_user_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document.")
 @_guarded
 def validate(
@@ -699,6 +708,8 @@ def validate(
     from_trace: tuple[str, ...],
     as_json: bool,
     optimizer: str,
+    torch_model: str | None,
+    input_shape: str | None,
 ) -> None:
     """Train for real under each strategy and compare with dtsim's prediction.
 
@@ -741,6 +752,8 @@ def validate(
         out_dir=out_dir,
         timeout_s=timeout_s,
         optimizer=optimizer,
+        torch_model=torch_model,
+        input_shape=_parse_shape(input_shape),
     )
     with _bar() as bar:
         result = validate_job(request, _progress_to(None if as_json else bar))
