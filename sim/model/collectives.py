@@ -766,15 +766,41 @@ class CostModel:
             t.extrapolated_from_bytes,
         )
 
-    def parameter_server(self, nbytes: float, workers: int, servers: int) -> CollectiveCost:
+    def parameter_server(
+        self,
+        nbytes: float,
+        workers: int,
+        servers: int,
+        *,
+        node_aggregation: bool = False,
+        colocated: bool = False,
+    ) -> CollectiveCost:
         """Push n bytes to S servers and pull n back (each server holds n/S).
 
         Servers are dedicated hosts with one NIC each. A server carries p·n/S in and
         p·n/S out; a worker carries n each way, and every worker of a node pushes at
         once, so it has its NIC's bandwidth over the workers on that NIC. The slower of
-        the two bounds each phase.
+        the two bounds each phase. The cost is both phases, push then pull, for one
+        tensor alone; NICs are full duplex, so a caller may run one tensor's pull while
+        the next one's push goes the other way (each phase is half of this cost).
+
+        node_aggregation: the GPUs of a node reduce their gradients first and one
+        worker per node pushes (MXNet's ``dist_device_sync`` kvstore; BytePS, Jiang et
+        al., OSDI'20, §4): servers carry N·n/S for N nodes, a node sends n over all its
+        NICs, and an intra-node reduce (ring, (g-1)/g·n) precedes the push and a
+        broadcast follows the pull.
+
+        colocated (with node_aggregation): BytePS's summation service also runs on the
+        worker nodes' CPUs, beside S CPU-only servers (one NIC each, bandwidth b; a node
+        has B over all its NICs). Node i keeps a share y of the sums: it sends and
+        receives n - y and serves (N-1)·y each way, n + (N-2)·y in all; each CPU server
+        takes x = (n - N·y)/S from N nodes. Balancing (n + (N-2)·y)/B = N·x/b gives
+        y = n·(N·B - S·b) / (S·b·(N-2) + N²·B), within [0, n/N] (equal bandwidths: the
+        paper's y = (N-S)·n / (N² + S·N - 2S); y = 0 once the servers' bandwidth S·b
+        reaches N·B: they carry everything, n per node, the bound BytePS reaches; S = 0:
+        y = n/N, 2(N-1)/N·n, all-reduce's traffic).
         """
-        if servers <= 0:
+        if servers < 0 or (servers == 0 and not colocated):
             raise InputError(f"parameter servers must be >= 1, got {servers}", key="servers")
         if self.profile.nics.count_per_node == 0:
             raise InputError(
@@ -782,21 +808,60 @@ class CostModel:
                 f"'{self.profile.name}' has none (one node); pick another strategy",
                 key="strategies",
             )
+        if colocated and not node_aggregation:
+            raise ValueError("colocated summation servers need node aggregation (BytePS)")
+        label = f"{'byteps' if colocated else 'ps'}:{servers}" + (
+            ":node" if node_aggregation and not colocated else ""
+        )
         if workers <= 0 or nbytes == 0:
-            return CollectiveCost("push-pull", f"ps:{servers}", nbytes, workers, 0.0, 0.0, ())
+            return CollectiveCost("push-pull", label, nbytes, workers, 0.0, 0.0, ())
         net = self.profile.collective["network"]
         nic_bw = self.profile.nics.bandwidth_bytes_per_s * net.efficiency
         g = self.topology.group()
-        if g.nodes > 1:
-            worker_bw = g.rank_network_share_bytes_per_s * net.efficiency
-        else:  # the workers' one node: its NICs without a fat-tree's spine
-            worker_bw = nic_bw / g.ranks_per_nic
-        server_s = workers * nbytes / servers / nic_bw
-        worker_s = nbytes / worker_bw
-        phase = max(server_s, worker_s)
         alpha = net.alpha_s + self.profile.nics.latency_s + self.profile.fabric.switch_latency_s
+        if not node_aggregation:
+            if g.nodes > 1:
+                worker_bw = g.rank_network_share_bytes_per_s * net.efficiency
+            else:  # the workers' one node: its NICs without a fat-tree's spine
+                worker_bw = nic_bw / g.ranks_per_nic
+            server_s = workers * nbytes / servers / nic_bw
+            worker_s = nbytes / worker_bw
+            phase = max(server_s, worker_s)
+            return CollectiveCost(
+                "push-pull", label, nbytes, workers, 2 * alpha, 2 * phase, ("network",)
+            )
+        nodes = max(1, g.nodes)
+        if g.nodes > 1:
+            node_bw = g.inter_bandwidth_bytes_per_s * net.efficiency
+        else:
+            node_bw = nic_bw * self.profile.nics.count_per_node
+        if colocated:
+            k = servers
+            own = nbytes / nodes  # k = 0: every sum on the worker nodes
+            if k:
+                num = nodes * node_bw - k * nic_bw
+                den = k * nic_bw * (nodes - 2) + nodes * nodes * node_bw
+                own = min(nbytes / nodes, max(0.0, nbytes * num / den))
+            node_s = (nbytes + (nodes - 2) * own) / node_bw
+            server_s = nodes * (nbytes - nodes * own) / k / nic_bw if k else 0.0
+        else:
+            node_s = nbytes / node_bw
+            server_s = nodes * nbytes / servers / nic_bw
+        intra_s = intra_alpha = 0.0
+        if g.per_node > 1 and g.intra_class is not None:
+            intra = self.profile.collective[g.intra_class]
+            intra_bw = g.intra_bandwidth_bytes_per_s * intra.efficiency
+            intra_s = (g.per_node - 1) / g.per_node * nbytes / intra_bw
+            intra_alpha = (g.per_node - 1) * intra.alpha_s
+        phase = max(node_s, server_s) + intra_s
         return CollectiveCost(
-            "push-pull", f"ps:{servers}", nbytes, workers, 2 * alpha, 2 * phase, ("network",)
+            "push-pull",
+            label,
+            nbytes,
+            workers,
+            2 * (alpha + intra_alpha),
+            2 * phase,
+            ("network",),
         )
 
 

@@ -12,6 +12,7 @@ from sim.errors import InputError
 from sim.strategies import (
     async_layerwise,
     bucketed,
+    byteps,
     delayed,
     fsdp,
     horovod,
@@ -33,6 +34,7 @@ REGISTRY: dict[str, Callable[..., Strategy]] = {
     "async-layerwise": async_layerwise.parse,
     "priority": priority.parse,
     "ps": ps.parse,
+    "byteps": byteps.parse,
     "local-sgd": local_sgd.parse,
     "zero": zero.parse,
     "fsdp": fsdp.parse,

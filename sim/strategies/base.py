@@ -283,6 +283,8 @@ def build_data_parallel(
     front_first: bool = False,
     hold_s: Sequence[float] | None = None,
     push_pull_servers: int = 0,
+    push_pull: Callable[[float], CollectiveCost] | None = None,
+    full_duplex: bool = False,
 ) -> TaskGraph:
     """The one builder behind every strategy.
 
@@ -300,25 +302,36 @@ def build_data_parallel(
     hold_s: per bucket, how long its gradients wait after the last one is ready before
       the collective may start (Horovod's cycle): a timer task, counted as
       communication, since the gradients are in the communication pipeline.
-    push_pull_servers: >0 means comm is a parameter-server push and pull.
+    push_pull_servers: >0 means comm is a parameter-server push and pull, costed by
+      ``push_pull`` (default ``ctx.push_pull`` with that many servers); the servers apply
+      the update (costed as the worker's, over S) unless ``updates`` names a worker update.
+    full_duplex: a push-pull runs as two tasks, the push on channel comm0 and the pull
+      (after the push and the servers' apply) on comm1, each half the push-pull's cost on
+      its own direction of the NIC (link classes ``network:out`` and ``network:in``): one
+      tensor's pull overlaps the next one's push, as on a full-duplex NIC.
     """
     check_collective_count(len(buckets))
-    g = TaskGraph(channels=channels)
+    duplex = bool(push_pull_servers) and full_duplex
+    g = TaskGraph(channels=2 if duplex else channels)
     L = ctx.layers
     history: list[_Ids] = []
     bucket_of_layer: dict[int, list[int]] = {}
     for bi, b in enumerate(buckets):
         for layer in b.layers:
             bucket_of_layer.setdefault(layer, []).append(bi)
+    if push_pull_servers and push_pull is None:
+
+        def push_pull(nbytes: float) -> CollectiveCost:
+            return ctx.push_pull(nbytes, push_pull_servers)
+
     costs = [
-        ctx.push_pull(b.bytes, push_pull_servers) if push_pull_servers else ctx.allreduce(b.bytes)
-        for b in buckets
+        push_pull(b.bytes) if push_pull is not None else ctx.allreduce(b.bytes) for b in buckets
     ]
     # Parameter servers apply the update to their 1/S shard between push and pull; the
     # worker waits for it (costed like the worker's own update, split over S servers).
     server_apply_s = [
         sum(ctx.update_s[layer] for layer in b.layers) / push_pull_servers
-        if push_pull_servers
+        if push_pull_servers and updates == "none"
         else 0.0
         for b in buckets
     ]
@@ -389,6 +402,36 @@ def build_data_parallel(
                     )
                 ]
             prio = (t, min(b.layers), bi) if front_first else (t, bi)
+            if duplex:
+                push = g.add(
+                    "comm",
+                    channel(0),
+                    t,
+                    f"{b.label}:push",
+                    cost.bandwidth_s / 2,
+                    deps,
+                    prio,
+                    latency_s=cost.latency_s / 2,
+                    links=tuple(f"{link}:out" for link in cost.links),
+                    nbytes=b.bytes,
+                )
+                cid = g.add(
+                    "comm",
+                    channel(1),
+                    t,
+                    f"{b.label}:pull",
+                    cost.bandwidth_s / 2,
+                    [push],
+                    prio,
+                    latency_s=cost.latency_s / 2 + apply_s,
+                    links=tuple(f"{link}:in" for link in cost.links),
+                    nbytes=b.bytes,
+                )
+                ids.comms.append(push)
+                ids.comms.append(cid)
+                for layer in b.layers:
+                    ids.comm_of_layer.setdefault(layer, []).append(cid)
+                continue
             cid = g.add(
                 "comm",
                 res,
