@@ -2,17 +2,28 @@
 
     python benchmarks/validate_published.py [--json]
 
-Each row is a published figure with its source, dtsim's prediction and the error.
-"fit" rows are figures a profile's efficiency was fitted to (their error shows the fit,
-not the model's accuracy); "held out" rows were not used to set any number; "NCCL model"
-rows compare with NCCL's own tuner formula (its constants are dtsim's, so they show what
-dtsim adds: the NIC's and switch's latency on network hops).
+Three tables, each row a published figure with its source, dtsim's prediction and the
+error:
+
+- single device: training throughput of one GPU (``published_throughput.py``). "fitted"
+  rows set the profiles' per-kind efficiencies (``published_fit.py``; their error shows
+  the fit); "held out" rows were set aside before the fit and never seen by it.
+- multi-node: published scaling efficiency across nodes (``published_scaling.py``); a
+  row off by more than 10% names the modelled cost that is wrong.
+- collectives and one node: nccl-tests bus bandwidth, NCCL's own latency formula ("NCCL
+  model": its constants are dtsim's, so they show what dtsim adds: the NIC's and
+  switch's latency on network hops) and 8-GPU ResNet-50 throughput.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+
+from published_fit import predicted as predicted_single
+from published_scaling import MULTI_NODE, predicted_efficiency, profile_of, with_compute_scaled
+from published_throughput import SINGLE_DEVICE
 
 from hardware_profiles import load_profile
 from sim.analysis.metrics import metrics
@@ -134,17 +145,123 @@ NCCL_LATENCIES = [
     ),
 ]
 
-# (what, kind, hardware, devices, dtype, batch per device, published img/s, source)
+# (what, kind, hardware, devices, dtype, batch per device, published img/s, source);
+# the one-GPU figures of the same tables are in published_throughput.py.
 TRAINING = [
-    ("ResNet-50 TF32, 1x A100", "fit", "dgx-a100", 1, "tf32", 256, 938.0, DLE_RN50),
-    ("ResNet-50 AMP, 1x A100", "fit", "dgx-a100", 1, "fp16", 256, 2470.0, DLE_RN50),
     ("ResNet-50 TF32, 8x A100 (DDP)", "held out", "dgx-a100", 8, "tf32", 256, 7248.0, DLE_RN50),
     ("ResNet-50 AMP, 8x A100 (DDP)", "held out", "dgx-a100", 8, "fp16", 256, 16621.0, DLE_RN50),
-    ("ResNet-50 FP32, 1x V100", "fit", "dgx1-v100", 1, "fp32", 112, 367.0, DLE_RN50),
-    ("ResNet-50 AMP, 1x V100", "fit", "dgx1-v100", 1, "fp16", 256, 1200.0, DLE_RN50),
     ("ResNet-50 FP32, 8x V100 (DDP)", "held out", "dgx1-v100", 8, "fp32", 112, 2855.0, DLE_RN50),
     ("ResNet-50 AMP, 8x V100 (DDP)", "held out", "dgx1-v100", 8, "fp16", 256, 8322.0, DLE_RN50),
 ]
+
+# Why a row is off by more than its table's bound: the modelled cost that is wrong.
+WINOGRAD = (
+    "conv FLOPs are counted as a direct convolution (workloads/algebra.py); cuDNN runs "
+    "3x3 and 5x5 convolutions as Winograd or FFT, with fewer FLOPs: the published rate is "
+    "{tflops:.1f} TFLOP/s of direct-convolution FLOPs against a peak of {peak:.1f}, which "
+    "no efficiency <= 1 reaches (tests/test_published.py)"
+)
+EXPLANATIONS = {
+    "ResNet-50 FP32 b32, P100": (
+        "a fixed per-step cost (kernel launches, framework) that dtsim's roofline lacks: "
+        "the published rate falls from 219 to 195 img/s at half the batch, dtsim's not"
+    ),
+    "BERT-large s128 FP32 b32, V100 (21.11)": (
+        "newer software (pytorch 21.11: fused LAMB, NVFuser) and a 4x larger micro-batch "
+        "than the 20.06 row the fit used; a profile holds one efficiency per kind"
+    ),
+    "BERT-large s512 TF32 b8, A100": (
+        "likely the attention layer's memory traffic: dtsim takes max(FLOPs, bytes) over "
+        "the whole layer, so the memory-bound softmax over 16x512x512 scores hides under "
+        "the projections' FLOPs (on V100, with half A100's FLOP/byte, the s512 rows are "
+        "within 13%); not yet tested"
+    ),
+}
+EXPLANATIONS["BERT-large s128 AMP b64, V100 (21.11)"] = EXPLANATIONS[
+    "BERT-large s128 FP32 b32, V100 (21.11)"
+]
+EXPLANATIONS["BERT-large s128 TF32 b128, A100 (21.11)"] = EXPLANATIONS[
+    "BERT-large s128 FP32 b32, V100 (21.11)"
+]
+EXPLANATIONS["BERT-large s128 AMP b256, A100 (21.11)"] = EXPLANATIONS[
+    "BERT-large s128 FP32 b32, V100 (21.11)"
+]
+EXPLANATIONS["BERT-large s512 AMP b16, A100"] = EXPLANATIONS["BERT-large s512 TF32 b8, A100"]
+SINGLE_BOUND = 0.15
+SCALING_BOUND = 0.10
+
+
+def direct_conv_tflops(what: str) -> tuple[float, float]:
+    """(the published rate in TFLOP/s of dtsim's FLOP count, the device's peak) for a
+    single-device row: training FLOPs per sample x samples per second."""
+    row = next(r for r in SINGLE_DEVICE if r.what == what)
+    w = load_workload(row.workload)
+    flops = w.total_fwd_flops_per_sample + w.total_bwd_flops_per_sample
+    peak = load_profile(row.profile).device.peak_flops[row.dtype]
+    return flops * row.samples_per_s / 1e12, peak / 1e12
+
+
+def single_device_rows() -> list[dict]:
+    out = []
+    for r in SINGLE_DEVICE:
+        p = predicted_single(r)
+        error = p / r.samples_per_s - 1
+        why = EXPLANATIONS.get(r.what, "")
+        if r.workload in ("vgg16", "alexnet") and r.profile == "dgx1-p100":
+            tflops, peak = direct_conv_tflops(r.what)
+            why = WINOGRAD.format(tflops=tflops, peak=peak)
+        out.append(
+            {
+                "what": r.what,
+                "kind": r.role,
+                "unit": "samples/s",
+                "published": r.samples_per_s,
+                "predicted": p,
+                "error": error,
+                "note": r.note,
+                "explanation": why if abs(error) > SINGLE_BOUND else "",
+                "source": r.source,
+            }
+        )
+    return out
+
+
+def multi_node_rows() -> list[dict]:
+    out = []
+    for r in MULTI_NODE:
+        eff, at = predicted_efficiency(r)
+        error = eff / r.published_efficiency - 1
+        row = {
+            "what": r.what,
+            "kind": "held out",
+            "unit": "efficiency",
+            "published": r.published_efficiency,
+            "predicted": eff,
+            "error": error,
+            "published_samples_per_s": r.published_at,
+            "predicted_samples_per_s": at,
+            "explanation": "",
+            "source": r.source,
+        }
+        if abs(error) > SCALING_BOUND and r.workload == "vgg16":
+            # Which cost: give VGG-16's convolutions the speed the published single-P100
+            # figure implies, and ask the communication model again.
+            factor = _published_over_dtsim("VGG-16 FP32 b64, P100")
+            fixed, _ = predicted_efficiency(r, with_compute_scaled(profile_of(r), "conv", factor))
+            row["explanation"] = (
+                f"compute, not communication: dtsim's VGG-16 is {factor:.2f}x too slow on "
+                "one P100 (direct-convolution FLOPs, see the single-device table), so its "
+                "all-reduce hides behind too long a backward. With conv compute set to the "
+                f"published single-P100 rate, dtsim gives {fixed:.3f} "
+                f"({fixed / r.published_efficiency - 1:+.1%}) (tests/test_published.py)"
+            )
+        out.append(row)
+    return out
+
+
+def _published_over_dtsim(what: str) -> float:
+    row = next(r for r in SINGLE_DEVICE if r.what == what)
+    return row.samples_per_s / predicted_single(row)
 
 
 def _cost(hw_name: str, devices: int, size: float, algorithm: str):
@@ -153,7 +270,7 @@ def _cost(hw_name: str, devices: int, size: float, algorithm: str):
     return model.cost("allreduce", size, algorithm=algorithm)
 
 
-def rows() -> list[dict]:
+def collective_rows() -> list[dict]:
     out = []
     for what, kind, hw_name, devices, size, algorithm, published, source in COLLECTIVES:
         cost = _cost(hw_name, devices, size, algorithm)
@@ -199,28 +316,69 @@ def rows() -> list[dict]:
     return out
 
 
+def rows() -> dict[str, list[dict]]:
+    """Every table: single device, multi-node, collectives and one node."""
+    return {
+        "single_device": single_device_rows(),
+        "multi_node": multi_node_rows(),
+        "collectives_and_one_node": collective_rows(),
+    }
+
+
+def median_held_out(table: list[dict]) -> float:
+    return statistics.median(abs(r["error"]) for r in table if r["kind"] == "held out")
+
+
+def _print_table(title: str, table: list[dict], fmt: str) -> None:
+    print(f"\n{title}")
+    print(f"{'figure':58} {'kind':10} {'published':>13} {'dtsim':>13} {'error':>7}")
+    for r in table:
+        print(
+            f"{r['what']:58} {r['kind']:10} {format(r['published'], fmt):>13} "
+            f"{format(r['predicted'], fmt):>13} {r['error']:>+7.1%}"
+        )
+        if r.get("explanation"):
+            print(f"{'':6}why: {r['explanation']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     args = ap.parse_args()
-    table = rows()
+    tables = rows()
     if args.json:
-        print(json.dumps(table, indent=2))
+        print(json.dumps(tables, indent=2))
         return
+    single = tables["single_device"]
+    _print_table("Single device: training throughput (samples/s)", single, ",.1f")
+    held = [r for r in single if r["kind"] == "held out"]
+    print(
+        f"held out: {len(held)} figures, median |error| {median_held_out(single):.1%} "
+        f"(target <= {SINGLE_BOUND:.0%}); worst {max(abs(r['error']) for r in held):.1%}"
+    )
+    multi = tables["multi_node"]
+    _print_table("Multi-node: scaling efficiency (throughput / (N x base))", multi, ".3f")
+    off = [r for r in multi if abs(r["error"]) > SCALING_BOUND]
+    print(
+        f"{len(multi)} figures, {len(multi) - len(off)} within {SCALING_BOUND:.0%}, "
+        f"{sum(1 for r in off if r['explanation'])} explained, "
+        f"{sum(1 for r in off if not r['explanation'])} unexplained"
+    )
+    other = tables["collectives_and_one_node"]
+    print("\nCollectives and one node")
     print(f"{'figure':62} {'kind':10} {'published':>12} {'dtsim':>12} {'error':>7}")
-    for r in table:
+    for r in other:
         print(
             f"{r['what']:62} {r['kind']:10} {r['published']:>8,.1f} {r['unit']:<5}"
             f"{r['predicted']:>8,.1f} {r['unit']:<5}{r['error']:>+7.1%}"
         )
-    held = [abs(r["error"]) for r in table if r["kind"] == "held out"]
-    print(
-        f"held out: {len(held)} figures, mean |error| {sum(held) / len(held):.1%}, "
-        f"worst {max(held):.1%}"
-    )
-    print("sources:")
-    for r in table:
-        print(f"  {r['what']}: {r['source']}")
+    print("\nsources:")
+    seen: set[str] = set()
+    for table in (single, multi, other):
+        for r in table:
+            if r["source"] not in seen:
+                seen.add(r["source"])
+                print(f"  - {r['source']}")
 
 
 if __name__ == "__main__":

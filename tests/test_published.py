@@ -1,0 +1,122 @@
+"""Published figures against dtsim (benchmarks/validate_published.py and its data):
+the tables hold what they claim, the built-in profiles carry the fit, held-out rows never
+reach the fit, and every multi-node row off by more than 10% is explained by a cost that
+this file checks."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import published_fit  # noqa: E402
+import published_scaling  # noqa: E402
+import validate_published  # noqa: E402
+from published_throughput import SINGLE_DEVICE  # noqa: E402
+
+from hardware_profiles import load_profile  # noqa: E402
+from sim.analysis.metrics import metrics  # noqa: E402
+from sim.engine.simulate import simulate  # noqa: E402
+from sim.model.scenario import make_scenario  # noqa: E402
+from sim.strategies import parse_strategy  # noqa: E402
+from workloads import builtin_names, load_workload  # noqa: E402
+
+
+def test_single_device_table_covers_devices_models_and_roles() -> None:
+    assert len(SINGLE_DEVICE) >= 15
+    assert len({r.profile for r in SINGLE_DEVICE}) >= 3
+    assert len({r.workload for r in SINGLE_DEVICE}) >= 4
+    assert {r.role for r in SINGLE_DEVICE} == {"fitted", "held out"}
+    assert len({r.what for r in SINGLE_DEVICE}) == len(SINGLE_DEVICE)
+    for r in SINGLE_DEVICE:
+        assert r.workload in builtin_names()
+        assert r.source and r.samples_per_s > 0 and r.batch > 0 and r.accumulation >= 1
+
+
+def test_one_device_step_is_what_the_simulator_runs() -> None:
+    """The fit's step time (forward + backward + update, summed) is the simulator's
+    one-device iteration, so the tables measure dtsim itself."""
+    row = next(r for r in SINGLE_DEVICE if r.what == "ResNet-50 FP32 b112, V100 (PyTorch)")
+    hw = load_profile(row.profile)
+    sc = make_scenario(
+        load_workload(row.workload), hw, 1, batch_per_device=row.batch, dtype=row.dtype
+    )
+    trace, _ = simulate(sc, parse_strategy("sync"))
+    assert metrics(trace).iteration_time_s == pytest.approx(
+        published_fit.step_time_s(row), rel=1e-9
+    )
+
+
+def test_builtin_profiles_carry_the_fit() -> None:
+    """Each fitted (profile, dtype, kind) in the YAML is the fit's value to 3 digits (2%
+    allowed, so a small change to the cost model does not fail here before a refit)."""
+    for (profile, dtype), values in published_fit.fit().items():
+        device = load_profile(profile).device
+        for param, value in values.items():
+            for kind in published_fit.FITTED_KINDS[param]:
+                assert device.efficiency_for(kind, dtype) == pytest.approx(value, rel=0.02), (
+                    profile,
+                    dtype,
+                    kind,
+                )
+
+
+def test_held_out_rows_never_reach_the_fit() -> None:
+    doubled = tuple(
+        replace(r, samples_per_s=2 * r.samples_per_s) if r.role == "held out" else r
+        for r in SINGLE_DEVICE
+    )
+    assert published_fit.fit(doubled) == published_fit.fit(SINGLE_DEVICE)
+
+
+@pytest.mark.parametrize("what", ["VGG-16 FP32 b64, P100", "AlexNet FP32 b512, P100"])
+def test_direct_conv_flops_cannot_reach_published_p100(what: str) -> None:
+    """The named cost behind the P100 VGG-16/AlexNet errors: counted as direct
+    convolution, the published rate needs more than the P100's peak FLOP/s, so no
+    efficiency in (0, 1] reproduces it; cuDNN's Winograd/FFT kernels do fewer FLOPs."""
+    tflops, peak = validate_published.direct_conv_tflops(what)
+    assert tflops > peak == pytest.approx(10.6)
+
+
+def test_vgg_scaling_error_is_the_compute_cost() -> None:
+    """Horovod's VGG-16 rows: off by more than 10% as dtsim stands; within 10% once its
+    convolutions run at the published single-P100 rate, with the communication model
+    untouched. ResNet-101 rows are within 10% as they stand."""
+    factor = validate_published._published_over_dtsim("VGG-16 FP32 b64, P100")
+    assert factor > 2
+    for row in published_scaling.MULTI_NODE:
+        if "Pascal" not in row.what:
+            continue
+        hw = published_scaling.profile_of(row)
+        eff, _ = published_scaling.predicted_efficiency(row, hw)
+        if row.workload == "vgg16":
+            assert abs(eff / row.published_efficiency - 1) > 0.10
+            fixed = published_scaling.with_compute_scaled(hw, "conv", factor)
+            eff, _ = published_scaling.predicted_efficiency(row, fixed)
+        assert abs(eff / row.published_efficiency - 1) <= 0.10, row.what
+
+
+def test_every_multi_node_row_is_close_or_explained() -> None:
+    rows = validate_published.multi_node_rows()
+    assert len(rows) >= 6
+    for r in rows:
+        assert abs(r["error"]) <= validate_published.SCALING_BOUND or r["explanation"], r["what"]
+        assert r["source"]
+
+
+def test_validate_published_prints_every_table(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["validate_published.py"])
+    validate_published.main()
+    out = capsys.readouterr().out
+    for title in ("Single device", "Multi-node", "Collectives and one node", "sources:"):
+        assert title in out
+    assert "held out: " in out and "median |error|" in out
+    for r in SINGLE_DEVICE:
+        assert r.what in out
