@@ -183,7 +183,9 @@ def test_the_sweep_summary_prints_markup_as_text(tmp_path):
     [
         (("--strategies", "horovod:128:1e-320"), "the cycle time in ms must be from"),
         (("--strategies", "priority:1e-320"), "the partition size in MiB must be from"),
-        (("--strategies", "delayed:100000000"), "must be at most 1,000,000"),
+        (("--strategies", "delayed:100000000"), "must be at most 100"),
+        (("--strategies", "async-layerwise:300"), "must be at most 100"),  # a minute, unsettled
+        (("--strategies", "ps:10000000"), "must be at most 1,000,000"),
         (("--ranks", "explicit", "--jitter-cv", "1e308"), "--jitter-cv must be"),
         (("--ranks", "explicit", "--jitter", "0.1", "--seed", "-1"), "--seed must be from 0"),
         (("--nic-gbps", "5e-324"), "--nic-gbps must be from 0.001"),
@@ -567,3 +569,54 @@ def test_ctrl_c_in_a_dask_sweep_is_one_quiet_line(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in err, err
     assert len(err.strip().splitlines()) <= 2, err
     assert out.read_text().count("\n") >= 3  # the finished points are kept for a resume
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"meta": {"warmup_iterations": "\u202eevil"}}, "meta.warmup_iterations"),
+        ({"meta": {"global_batch": -5}}, "meta.global_batch"),
+        ({"spans": [[float("inf"), "compute", "forward", 0, "l0", 0.0, 1e-3, 0.0]]}, "not a dtsim"),
+        ({"spans": [[0, "compute", "forward", 1, "l0", 0.0, 1e-3, 0.0],
+                    [0, "compute", "forward", 0, "l0", 2e-3, 3e-3, 0.0]]}, "starts before"),
+    ],
+)  # fmt: skip
+def test_trace_fields_read_as_numbers_are_checked(tmp_path, change, needle):
+    doc = {"format": "dtsim-trace", "version": 1, "meta": {}, "memory": [],
+           "spans": [[0, "compute", "forward", 0, "l0", 0.0, 1e-3, 0.0]],
+           "span_fields": ["rank", "resource", "kind", "iteration", "label", "start_s",
+                           "end_s", "bytes"]}  # fmt: skip
+    doc.update(change)
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps(doc))
+    _short_refusal(bad("timeline", p, "--html", tmp_path / "o.html"), needle)
+
+
+def test_too_many_spans_are_refused_before_they_are_built(tmp_path):
+    from sim.formats.trace_files import MAX_TRACE_SPANS
+
+    p = tmp_path / "t.csv"
+    row = "0,compute,forward,0,l,0.0,0.0,0\n"
+    p.write_text(
+        "rank,resource,kind,iteration,label,start_s,end_s,bytes\n" + row * (MAX_TRACE_SPANS + 1)
+    )
+    _short_refusal(bad("timeline", p, "--html", tmp_path / "o.html"), "more than 500,000 spans")
+
+
+def test_a_convergence_curve_without_steps_is_refused(tmp_path):
+    doc = {"format": "dtsim-convergence", "version": 1, "wall_s": {"sync": 1.0},
+           "settings": {"strategies": ["sync"], "target_accuracy": 0.8},
+           "curves": [{"strategy": "sync", "seed": 0, "steps": [], "train_loss": [],
+                       "test_accuracy": [], "iterations_to_target": None}]}  # fmt: skip
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(doc))
+    line = bad("whatif", *A100, *MLP, "--strategies", "sync", "--convergence", p)
+    _short_refusal(line, "no steps")
+
+
+def test_sweep_spec_strings_with_control_characters_are_refused(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({**yaml.safe_load(_sweep_spec(tmp_path).read_text()),
+                                    "strategy": ["sync", "a\rb"]}))  # fmt: skip
+    _short_refusal(bad("sweep", spec, "--executor", "serial", "--out", tmp_path / "s.csv"),
+                   "control characters")  # fmt: skip

@@ -662,6 +662,8 @@ def read_json(path: str | Path) -> ConvergenceResult:
         for c in curves:
             if c.iterations_to_target is not None and c.iterations_to_target < 0:
                 raise ValueError(f"curve {excerpt(c.strategy)}: iterations_to_target < 0")
+            if not c.steps:
+                raise ValueError(f"curve {excerpt(c.strategy)}: no steps")
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as err:
         raise InputError(
             f"malformed {FORMAT} document: {excerpt(err, 120)}", file=str(path)

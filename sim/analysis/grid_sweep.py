@@ -139,6 +139,12 @@ def _check_value(axis: str, value: Any, file: str | None) -> Any:
             raise InputError(f"must be finite, got {value}", file=file, key=axis)
         return float(value)
     if kind == _STR and isinstance(value, str) and value.strip():
+        if any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F for ch in value):
+            from sim.formats.safe_read import excerpt
+
+            raise InputError(
+                f"control characters are not allowed, got {excerpt(value)}", file=file, key=axis
+            )
         return value.strip()
     raise InputError(f"expected {kind}, got {value!r}", file=file, key=axis)
 
@@ -473,6 +479,9 @@ def _derive(rows: list[dict[str, Any]], spec: SweepSpec) -> None:
 
 
 def _csv_cell(value: Any) -> Any:
+    if isinstance(value, str) and ("\r" in value or "\n" in value):
+        # csv quotes a newline but not a lone carriage return, which readers take for one.
+        return value.replace("\r", "\\r").replace("\n", "\\n")
     return "" if value is None else value
 
 

@@ -16,6 +16,10 @@ from sim.formats.io import write_atomic
 
 TRACE_FORMAT = "dtsim-trace"
 TRACE_VERSION = 1
+# What one trace file may hold: reading, checking and drawing half a million spans takes
+# seconds; a run with more is cut by ranks or iterations before it is drawn.
+MAX_TRACE_BYTES = 64 << 20
+MAX_TRACE_SPANS = 500_000
 
 
 # -- dtsim trace JSON ------------------------------------------------------------------------
@@ -42,6 +46,12 @@ def trace_from_json(text: str, file: str = "<trace>") -> Trace:
     doc = load_json_text(text, file)
     if not isinstance(doc, dict) or doc.get("format") != TRACE_FORMAT:
         raise ValueError(f"not a {TRACE_FORMAT} document")
+    if len(doc.get("spans", ())) > MAX_TRACE_SPANS:
+        raise InputError(
+            f"holds {len(doc['spans']):,} spans, more than {MAX_TRACE_SPANS:,}: simulate or "
+            "record fewer ranks or iterations",
+            file=file,
+        )
     if tuple(doc.get("span_fields", ())) != SPAN_FIELDS:
         raise ValueError(f"span fields {doc.get('span_fields')} are not {list(SPAN_FIELDS)}")
     spans = tuple(
@@ -57,23 +67,25 @@ def write_trace(trace: Trace, path: str | Path) -> None:
 
 
 def read_trace(path: str | Path) -> Trace:
-    from sim.formats.safe_read import JSON_MAX_BYTES, read_input_text
+    from sim.formats.safe_read import read_input_text
 
-    text = read_input_text(path, max_bytes=JSON_MAX_BYTES, what="a trace file")
+    text = read_input_text(path, max_bytes=MAX_TRACE_BYTES, what="a trace file")
     try:
         return trace_from_json(text, str(path))
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(f"not a dtsim trace: {err}", file=str(path)) from None
+    except (ValueError, KeyError, TypeError, OverflowError) as err:
+        from sim.formats.safe_read import excerpt
+
+        raise InputError(f"not a dtsim trace: {excerpt(str(err), 200)}", file=str(path)) from None
 
 
 # -- reading traces ----------------------------------------------------------------------
 def read_trace_csv(path: str | Path) -> Trace:
     """A Trace from ``dtsim run --csv`` (the span fields, one span a line). The CSV holds
     no scenario facts: no global batch (so no throughput), warm-up taken as 1."""
-    from sim.formats.safe_read import JSON_MAX_BYTES, read_input_text
+    from sim.formats.safe_read import read_input_text
 
     file = str(path)
-    text = read_input_text(path, max_bytes=JSON_MAX_BYTES, what="a span CSV")
+    text = read_input_text(path, max_bytes=MAX_TRACE_BYTES, what="a span CSV")
     rows = csv.reader(text.splitlines())
     header = next(rows, None)
     if header is None or tuple(header) != SPAN_FIELDS:
@@ -82,6 +94,11 @@ def read_trace_csv(path: str | Path) -> Trace:
         )
     spans = []
     for line, row in enumerate(rows, start=2):
+        if len(spans) >= MAX_TRACE_SPANS:
+            raise InputError(
+                f"holds more than {MAX_TRACE_SPANS:,} spans: simulate fewer ranks or iterations",
+                file=file,
+            )
         if not row:
             continue
         try:
@@ -111,11 +128,11 @@ def read_trace_file(path: str | Path) -> Trace:
         from sim.formats.kineto import read_kineto_trace
 
         return read_kineto_trace(path)
-    from sim.formats.safe_read import JSON_MAX_BYTES, read_input_bytes
+    from sim.formats.safe_read import read_input_bytes
 
     file = str(path)
     # Checks the file is a regular file (not a FIFO, a device or a folder) before any read.
-    head = read_input_bytes(path, max_bytes=JSON_MAX_BYTES, what="a trace file", head=4096)
+    head = read_input_bytes(path, max_bytes=MAX_TRACE_BYTES, what="a trace file", head=4096)
     head = head.lstrip()
     if not head.startswith(b"{"):
         trace = read_trace_csv(path)
@@ -136,8 +153,44 @@ def read_trace_file(path: str | Path) -> Trace:
             )
     if not trace.spans:
         raise InputError("the trace has no spans", file=file)
+    _check_meta(trace, file)
     _check_exclusive(trace, file)
     return trace
+
+
+# Meta keys the metrics and the timeline read as numbers: (whole number?, smallest).
+_NUMERIC_META = {
+    "warmup_iterations": (True, 0),
+    "period": (True, 1),
+    "devices": (True, 1),
+    "global_batch": (False, 0),
+    "device_memory_bytes": (False, 0),
+}
+_MAPPING_META = ("comm_links", "work", "scenario")
+
+
+def _check_meta(trace: Trace, file: str) -> None:
+    """The meta entries that are read as numbers or mappings have those types."""
+    from sim.formats.safe_read import excerpt
+
+    for name, (whole, least) in _NUMERIC_META.items():
+        value = trace.meta.get(name)
+        if value is None:
+            continue
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and least <= value <= 1e18
+        ok = ok and (not whole or float(value).is_integer())
+        if not ok:
+            kind = "a whole number" if whole else "a number"
+            raise InputError(
+                f"must be {kind} >= {least}, got {excerpt(value)}", file=file, key=f"meta.{name}"
+            )
+    for name in _MAPPING_META:
+        value = trace.meta.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise InputError(
+                f"must be a mapping, got {excerpt(value)}", file=file, key=f"meta.{name}"
+            )
 
 
 def _check_exclusive(trace: Trace, file: str) -> None:

@@ -10,7 +10,10 @@ import math
 
 from sim.errors import InputError
 
-MAX_INT_PARAM = 1_000_000  # delays, servers, periods: far beyond any real setting
+MAX_INT_PARAM = 1_000_000  # servers, periods: far beyond any real setting
+# A delay the simulator can still bring to a steady state in its 640 iterations (warm-up
+# 1 + d, then windows); async-layerwise:300 takes a minute and never settles.
+MAX_DELAY = 100
 MIN_SIZE_MIB, MAX_SIZE_MIB = 1e-6, 1e6  # one byte to a TiB
 MIN_TIME_MS, MAX_TIME_MS = 1e-3, 1e6  # one microsecond to a quarter of an hour
 

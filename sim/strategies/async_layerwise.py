@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
-from sim.strategies._params import int_param
+from sim.strategies._params import MAX_DELAY, int_param
 from sim.strategies.base import BuildContext, StrategyDefaults, build_data_parallel, layer_buckets
 
 
@@ -47,5 +47,7 @@ class AsyncLayerwise(StrategyDefaults):
 
 
 def parse(spec: str, param: str | None, **_options) -> AsyncLayerwise:
-    d = int_param(spec, param, default=1, minimum=0, meaning="the delay d (iterations)")
+    d = int_param(
+        spec, param, default=1, minimum=0, meaning="the delay d (iterations)", maximum=MAX_DELAY
+    )
     return AsyncLayerwise(d, name=f"async-layerwise:{d}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
-from sim.strategies._params import int_param
+from sim.strategies._params import MAX_DELAY, int_param
 from sim.strategies.base import BuildContext, RealRunPlan, StrategyDefaults, build_data_parallel
 from sim.strategies.sync import all_gradients
 
@@ -44,5 +44,7 @@ class Delayed(StrategyDefaults):
 
 
 def parse(spec: str, param: str | None, **_options) -> Delayed:
-    d = int_param(spec, param, default=1, minimum=0, meaning="the delay d (iterations)")
+    d = int_param(
+        spec, param, default=1, minimum=0, meaning="the delay d (iterations)", maximum=MAX_DELAY
+    )
     return Delayed(d, name=f"delayed:{d}")
