@@ -92,7 +92,7 @@ def read_trace_csv(path: str | Path) -> Trace:
         raise InputError(
             f"not a dtsim span CSV: the header must be {','.join(SPAN_FIELDS)}", file=file
         )
-    spans = []
+    spans: list[Span] = []
     for line, row in enumerate(rows, start=2):
         if len(spans) >= MAX_TRACE_SPANS:
             raise InputError(
