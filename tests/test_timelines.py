@@ -152,11 +152,12 @@ def test_bucketed_timeline():
 def test_delayed_1_timeline():
     t = _run("delayed:1", iterations=4)
     # Iteration 0: compute [0, 9], its all-reduce [9, 15]. Iteration 1 does not wait
-    # for it: forward [9, 12], backward L2 [12, 14], L1 [14, 16]. The update of
-    # iteration 0 is ready at 15 and has priority over iteration 1's work, so it runs
-    # when L1's backward ends: [16, 17.5]; then backward L0 [17.5, 19.5].
-    # Iteration 1's all-reduce [19.5, 25.5]; iteration 2 starts at 19.5 (it waits for
-    # the update of iteration 0 only). Steady iteration: 9 + 1.5 = 10.5 s.
+    # for it: forward [9, 12], backward [12, 18]. The update of iteration 0's gradient
+    # waits for its all-reduce (15) and for pass 1 to finish reading the weights it
+    # changes (issue #14: w_{t+1} = w_t - lr * g_{t-d}, as the convergence module
+    # applies it): [18, 19.5]. Iteration 1's all-reduce [18, 24]; iteration 2 starts
+    # after update(0) at 19.5: compute [19.5, 28.5], update(1) [28.5, 30].
+    # Steady iteration: 9 + 1.5 = 10.5 s.
     _assert_timeline(
         _timeline(t, COMPUTE, (0, 1)),
         FWD_BWD_IT0
@@ -166,15 +167,13 @@ def test_delayed_1_timeline():
             (11, 12, "forward", "L2"),
             (12, 14, "backward", "L2"),
             (14, 16, "backward", "L1"),
-            (16, 17.5, "update", "all"),
-            (17.5, 19.5, "backward", "L0"),
-            # iteration 1's all-reduce ends at 25.5, inside iteration 2's backward
-            # (forward [19.5, 22.5], L2 [22.5, 24.5], L1 [24.5, 26.5]): [26.5, 28].
-            (26.5, 28, "update", "all"),
+            (16, 18, "backward", "L0"),
+            (18, 19.5, "update", "all"),
+            (28.5, 30, "update", "all"),
         ],
     )
     _assert_timeline(
-        _timeline(t, "comm0", (0, 1)), [(9, 15, "comm", "all"), (19.5, 25.5, "comm", "all")]
+        _timeline(t, "comm0", (0, 1)), [(9, 15, "comm", "all"), (18, 24, "comm", "all")]
     )
     assert iteration_time_s(t) == pytest.approx(10.5, abs=1e-12)
     assert exposed_comm_s(t) == pytest.approx(0.0, abs=1e-12)
@@ -270,12 +269,22 @@ def test_explicit_collective_starts_when_last_member_arrives():
 
 def test_parameter_server_gates_forward_on_each_pull():
     t = _run("ps:1", iterations=2)
-    # Push-pull of a layer takes 2 s per MiB plus the one server's update of it
-    # (0.5 s): L2 [5, 5 + 0.5 + 6 = 11.5], L1 [11.5, 16], L0 [16, 18.5].
-    # No worker update; forward(1, L0) waits for L0's pull (18.5).
+    # NICs are full duplex (issue #14): pushes go out on comm0, pulls come back on comm1,
+    # 1 s per MiB each way; a pull also carries the one server's update of the layer
+    # (0.5 s) and starts when its push has ended and the pull channel is free.
+    # Pushes: L2 [5, 8], L1 [8, 10], L0 [10, 11]. Pulls: L2 [8, 8 + 0.5 + 3 = 11.5],
+    # L1 [11.5, 14], L0 [14, 15.5]. No worker update; forward(1, L0) waits for L0's pull.
     _assert_timeline(
         _timeline(t, "comm0"),
-        [(5, 11.5, "comm", "L2"), (11.5, 16, "comm", "L1"), (16, 18.5, "comm", "L0")],
+        [(5, 8, "comm", "L2:push"), (8, 10, "comm", "L1:push"), (10, 11, "comm", "L0:push")],
+    )
+    _assert_timeline(
+        _timeline(t, "comm1"),
+        [
+            (8, 11.5, "comm", "L2:pull"),
+            (11.5, 14, "comm", "L1:pull"),
+            (14, 15.5, "comm", "L0:pull"),
+        ],
     )
     fwd1 = [s for s in _timeline(t, COMPUTE, (1,)) if s[2] == "forward"]
-    assert [s[:2] for s in fwd1] == [(18.5, 19.5), (19.5, 20.5), (20.5, 21.5)]
+    assert [s[:2] for s in fwd1] == [(15.5, 16.5), (16.5, 17.5), (17.5, 18.5)]

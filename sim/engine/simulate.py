@@ -11,7 +11,7 @@ from sim.engine.core import Engine, EngineStats
 from sim.engine.graph import COMPUTE, Task, TaskGraph
 from sim.engine.trace import Trace
 from sim.model.collectives import SUPPORTED, CollectiveCost, CostModel
-from sim.model.costs import layer_cost, update_cost_s
+from sim.model.costs import layer_costs, update_cost_s
 from sim.model.scenario import OPTIMIZER_STATE_COPIES, Scenario
 from sim.model.stragglers import SlowNicTopology
 from sim.model.topology import Topology
@@ -27,7 +27,8 @@ def build_context(scenario: Scenario) -> BuildContext:
     b = scenario.batch_per_device
     size = scenario.dtype_bytes
     layers = scenario.workload.layers
-    costs = [layer_cost(layer, dev, b, scenario.dtype, size) for layer in layers]
+    # The first layer with parameters (and any before it) computes no input gradient.
+    costs = layer_costs(scenario.workload, dev, b, scenario.dtype, size)
     state = OPTIMIZER_STATE_COPIES[scenario.optimizer]
     topology = (
         SlowNicTopology(hw, scenario.placement, dict(scenario.slow_nics))
@@ -93,7 +94,10 @@ def _update_costs(scenario: Scenario, state: int) -> tuple[float, ...]:
     total = scenario.workload.total_params
     if measured is not None and scenario.dtype == "fp32" and total > 0:
         return tuple(measured * layer.params / total for layer in layers)
-    return tuple(update_cost_s(layer.params, dev, size, state) for layer in layers)
+    return tuple(
+        update_cost_s(layer.params, dev, size, state, optimizer=scenario.optimizer)
+        for layer in layers
+    )
 
 
 def static_memory_bytes(ctx: BuildContext, strategy: Strategy) -> dict[str, float]:
