@@ -115,6 +115,13 @@ def whatif(
         )
         + extrapolation_notes(traces.values())
     )
+    above = [r["strategy"] for r in rows if r["parallel_efficiency"] > 1 + 1e-9]
+    if above:
+        notes.append(
+            f"parallel efficiency above 100% for {', '.join(above)}: each device runs only "
+            "its share of the optimizer update (sharded optimizer state, or servers that "
+            "update for the workers), which one device runs whole"
+        )
     if skipped:
         notes.append(
             f"skipped {', '.join(skipped)}: the profile has no NICs to reach a server over"

@@ -576,10 +576,10 @@ def whatif(
     Strong scaling gives --global-batch (split over the devices, as in the study);
     weak scaling gives --batch-per-device. Steady state is the mean iteration after
     the first 1+d (the pipeline a delay of d builds). Efficiency compares with one
-    device on the same per-device batch (it can pass 100% only for ps, whose servers
-    take the optimizer update off the workers); "exposed" is the time the compute
-    stream waits on communication. A run that has not settled in --iterations is
-    extended (doubling, up to 640) and says so.
+    device on the same per-device batch (it can pass 100% only where each device runs
+    part of the optimizer update: ps and byteps servers, zero and fsdp shards);
+    "exposed" is the time the compute stream waits on communication. A run that has not
+    settled in --iterations is extended (doubling, up to 640) and says so.
 
     \b
     Time to accuracy: iterations to the target accuracy come from a real convergence
