@@ -10,10 +10,11 @@ counts them (all-reduce: the buffer; reduce-scatter: the input; all-gather: the 
 broadcast: the buffer), rounded down to a multiple of 4·N so every op splits evenly.
 
 Samples stream into a CSV as they arrive, so a run that fails keeps what it measured,
-and ``resume=True`` skips the points already complete in it. The launcher watches the
-job: no progress for ``timeout_s``, or ``mpirun`` exiting non-zero, kills the whole job
-(no orphans) and raises :class:`~calibrate.errors.CalibrationError` naming the rank and
-the op/size it was at.
+and ``resume=True`` skips the points already complete in it. The job runs under
+:func:`calibrate.mpi.supervisor.supervise`: no progress (a sample, a point or a result;
+heartbeats alone are not) for ``timeout_s``, or ``mpirun`` exiting non-zero, kills the
+whole job (no orphans) and raises :class:`~calibrate.errors.CalibrationError` naming the
+rank and the op/size it was at (:class:`_Watch` says what a comm job's positions mean).
 
 Already inside ``mpirun`` (``OMPI_COMM_WORLD_SIZE`` set), both functions run the worker
 loop in this process instead of launching (no timeout watch there; rank 0 writes the CSV
@@ -29,39 +30,30 @@ import importlib.util
 import io
 import json
 import os
-import queue
-import re
-import shutil
-import signal
 import socket
 import statistics
-import subprocess
-import sys
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from calibrate.errors import CalibrationError
 from calibrate.measure import worker
+from calibrate.mpi.supervisor import (
+    MPI4PY_HINT,
+    JobWatch,
+    find_mpirun,
+    inside_mpirun,
+    kill_job,
+    supervise,
+)
+from calibrate.mpi.supervisor import start_mpi_job as start_mpi_job  # ddp_profile's import
 from sim.errors import InputError
 from sim.formats.io import write_atomic
 
 BACKENDS = ("mpi", "gloo", "nccl")
 OPS = ("allreduce", "reduce-scatter", "allgather", "broadcast")
 CSV_FIELDS = ("backend", "op", "bytes", "ranks", "repeat", "seconds", "host")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MPIRUN_HINT = (
-    "mpirun not found: install Open MPI (Debian/Ubuntu: apt-get install openmpi-bin "
-    "libopenmpi-dev; then pip install mpi4py)"
-)
-MPI4PY_HINT = (
-    "mpi4py is not installed in this Python: pip install mpi4py (it builds against Open "
-    "MPI's libmpi: apt-get install libopenmpi-dev)"
-)
 MiB = 1 << 20
 
 
@@ -245,9 +237,9 @@ def run_comm_sweep(
         raise InputError(f"timeout must be > 0 s, got {timeout_s}", key="timeout")
     csv_path = Path(csv_path)
     points = plan_points(ops, sizes, np)
-    inside = _inside_mpirun(np)
+    inside = inside_mpirun(np)
     if not inside:
-        _find_mpirun()
+        find_mpirun()
     if backend == "mpi" and importlib.util.find_spec("mpi4py") is None:
         raise InputError(MPI4PY_HINT, key="backend")
     if backend == "nccl" and hostfile is None:
@@ -340,9 +332,9 @@ def measure_interference(
     if not 0 < timeout_s < float("inf"):
         raise InputError(f"timeout must be > 0 s, got {timeout_s}", key="timeout")
     nbytes = round_size(bytes, np)
-    inside = _inside_mpirun(np)
+    inside = inside_mpirun(np)
     if not inside:
-        _find_mpirun()
+        find_mpirun()
     if importlib.util.find_spec("mpi4py") is None:
         raise InputError(MPI4PY_HINT)
     if progress not in ("thread", "test"):
@@ -408,24 +400,6 @@ def _sample(row: dict[str, Any]) -> CommSample:
         float(row["seconds"]),
         str(row["host"]),
     )
-
-
-def _inside_mpirun(np: int) -> bool:
-    size = os.environ.get("OMPI_COMM_WORLD_SIZE")
-    if size is None:
-        return False
-    if int(size) != np:
-        raise InputError(
-            f"already running under mpirun with {size} ranks, but np is {np}", key="np"
-        )
-    return True
-
-
-def _find_mpirun() -> str:
-    path = shutil.which("mpirun")
-    if path is None:
-        raise InputError(MPIRUN_HINT)
-    return path
 
 
 def _check_gpu() -> None:
@@ -507,152 +481,90 @@ def _run_inside(
         worker.comm_loop(spec, _InsideSink())
 
 
-# -- the launcher and its watch ---------------------------------------------------------
-@dataclass
-class _Beat:
+# -- the comm job under the supervisor --------------------------------------------------
+class _At(NamedTuple):
+    """A heartbeat's position: point index, step (0 start, 1 warm-up, 2+k repeat k)."""
+
     point: int
     step: int
     op: str
     nbytes: int
-    pid: int
-    host: str
-    when: float
 
 
-@dataclass
-class _Watch:
-    """What the parent knows about the job: heartbeats, errors, the output's tail."""
+class _Watch(JobWatch[_At]):
+    """A calibration job (:mod:`calibrate.measure.worker`) as the supervisor sees it:
+    positions are (point, step), SAMPLE/PROGRESS/RESULT lines are its progress (a rank
+    blocked in a collective still beats), and a failure keeps the CSV's samples."""
 
-    np: int
-    points: list[tuple[str, int]]
-    beats: dict[int, _Beat] = field(default_factory=dict)
-    errors: list[tuple[int, str]] = field(default_factory=list)
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
-    samples: int = 0
-    done: int = 0
-    total: int = 0
+    label = "calibration"
+    others_were = "the other ranks were waiting "
+    heartbeat_is_progress = False
+
+    def __init__(
+        self,
+        *,
+        np: int,
+        points: list[tuple[str, int]],
+        on_sample: Callable[[dict[str, Any]], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        on_result: Callable[[dict[str, Any]], None] | None = None,
+        csv_path: Path | None = None,
+    ) -> None:
+        super().__init__(np)
+        self.points = points
+        self.on_sample = on_sample
+        self.on_progress = on_progress
+        self.on_result = on_result
+        self.csv_path = csv_path
+        self.samples = 0
+
+    def position(self, fields: list[str]) -> _At:
+        point, step, op, nbytes = fields
+        return _At(int(point), int(step), op, int(nbytes))
+
+    def order(self, at: _At) -> tuple[int, int]:
+        return at.point, at.step
 
     def where(self, rank: int) -> str:
         beat = self.beats.get(rank)
         if beat is None:
             return "before its first point (starting up)"
-        if beat.op in OPS:
+        at = beat.at
+        if at.op in OPS:
             phase = (
                 "at the start"
-                if beat.step == 0
+                if at.step == 0
                 else "in the warm-up call"
-                if beat.step == 1
-                else f"in repeat {beat.step - 2}"
+                if at.step == 1
+                else f"in repeat {at.step - 2}"
             )
             return (
-                f"at {beat.op} {beat.nbytes} B ({phase}; point {beat.point + 1} of "
+                f"at {at.op} {at.nbytes} B ({phase}; point {at.point + 1} of "
                 f"{len(self.points)} in this run)"
             )
-        return f"at {beat.op}" + (f" {beat.nbytes} B" if beat.nbytes else "")
+        return f"at {at.op}" + (f" {at.nbytes} B" if at.nbytes else "")
 
-    def laggard(self) -> int | None:
-        """The rank that stopped first: a rank process of this host that is stopped
-        (SIGSTOP, a debugger), else one with no heartbeat at all, else the smallest
-        (point, step), ties broken by the oldest heartbeat. (The others are blocked in
-        the collective the stopped rank never joined, at the same point.)"""
-        stopped = stopped_ranks(self.beats)
-        if stopped:
-            return stopped[0]
-        silent = [r for r in range(self.np) if r not in self.beats]
-        if silent:
-            return silent[0]
-        if not self.beats:
-            return None
+    def on_line(self, kind: str, rest: str) -> bool | None:
+        if kind == "SAMPLE":
+            self.samples += 1
+            if self.on_sample is not None:
+                self.on_sample(json.loads(rest))
+            return True
+        if kind == "PROGRESS":
+            done, total = (int(x) for x in rest.split())
+            if self.on_progress is not None:
+                self.on_progress(done, total)
+            return True
+        if kind == "RESULT":
+            if self.on_result is not None:
+                self.on_result(json.loads(rest))
+            return True
+        return None
 
-        def position(r: int) -> tuple[int, int, float]:
-            beat = self.beats[r]
-            return beat.point, beat.step, beat.when
-
-        return min(self.beats, key=position)
-
-    def ident(self, rank: int) -> str:
-        beat = self.beats.get(rank)
-        if beat is None:
-            return f"rank {rank}"
-        return f"rank {rank} (pid {beat.pid} on {beat.host})"
-
-
-def stopped_ranks(beats: dict[int, Any]) -> list[int]:
-    """Ranks (from their heartbeats' pid and host) whose process on this host is stopped
-    (state T or t in /proc), in rank order."""
-    local = socket.gethostname()
-    out = []
-    for rank in sorted(beats):
-        beat = beats[rank]
-        if beat.host == local:
-            st = _stat(beat.pid)
-            if st is not None and st[0] in ("T", "t"):
-                out.append(rank)
-    return out
-
-
-_FIRST_EXIT = re.compile(
-    r"Process name:\s*\[\[\d+,\d+\],(\d+)\]\s*\n\s*Exit code:\s*(\d+)", re.MULTILINE
-)
-_SIGNALLED = re.compile(
-    r"process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+)(?: \(([^)]*)\))?"
-)
-_ABORTED = re.compile(r"MPI_ABORT was invoked on rank (\d+)")
-
-
-def start_mpi_job(
-    python_args: list[str],
-    *,
-    np: int,
-    hostfile: str | None,
-    extra_args: list[str] | None = None,
-    env_extra: dict[str, str] | None = None,
-) -> tuple[subprocess.Popen[str], queue.Queue[str | None], threading.Thread]:
-    """Start ``mpirun -np N [--hostfile F] python <python_args>`` in its own session (so
-    the whole job can be killed), with this repository importable, and a thread that
-    queues its output lines (None at the end). Returns the process, the queue and the
-    thread. Root needs --allow-run-as-root, and more ranks than cores --oversubscribe;
-    the worker-side test hook's variable passes on."""
-    cmd = [_find_mpirun()]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-run-as-root")
-    cmd += ["--oversubscribe", "-np", str(np)]
-    if hostfile is not None:
-        cmd += ["--hostfile", str(hostfile)]
-    cmd += extra_args or []
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    # The ranks leave when this process dies (SIGKILL leaves no time to kill them).
-    env[worker.SUPERVISOR_ENV] = worker.supervisor_token()
-    env.update(env_extra or {})
-    names = ("PYTHONPATH", "PYTHONUNBUFFERED", worker.FAULT_ENV, worker.SUPERVISOR_ENV)
-    for name in (*names, *(env_extra or {})):
-        if name in env:
-            cmd += ["-x", name]
-    cmd += [sys.executable, *python_args]
-    lines: queue.Queue[str | None] = queue.Queue()
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        errors="replace",
-        bufsize=1,
-        start_new_session=True,
-    )
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    reader = threading.Thread(target=read, name="dtsim-mpirun-reader", daemon=True)
-    reader.start()
-    return proc, lines, reader
+    def kept(self) -> str:
+        if self.csv_path is None:
+            return ""
+        return f" The {self.samples} sample(s) measured in this run are kept in {self.csv_path}."
 
 
 def _launch(
@@ -669,229 +581,31 @@ def _launch(
     csv_path: Path | None = None,
     extra_args: list[str] | None = None,
 ) -> None:
-    """Run the worker under mpirun and watch it; see the module docstring."""
-    watch = _Watch(np=np, points=points)
-    proc, lines, reader = start_mpi_job(
+    """Run ``python -m calibrate.measure.worker <command>`` under the supervisor; see the
+    module docstring."""
+    watch = _Watch(
+        np=np,
+        points=points,
+        on_sample=on_sample,
+        on_progress=on_progress,
+        on_result=on_result,
+        csv_path=csv_path,
+    )
+    supervise(
         ["-m", "calibrate.measure.worker", command, "--spec", json.dumps(spec)],
+        watch,
         np=np,
         hostfile=hostfile,
+        timeout_s=timeout_s,
         extra_args=extra_args,
-    )
-    last = time.monotonic()
-    try:
-        while True:
-            try:
-                line = lines.get(timeout=0.2)
-            except queue.Empty:
-                line = ""
-            else:
-                if line is None:
-                    break
-                if _handle(line, watch, on_sample, on_progress, on_result):
-                    last = time.monotonic()
-            if time.monotonic() - last > timeout_s:
-                # Read the ranks' states (a stopped one is the culprit) before killing them.
-                message = _stall_message(watch, timeout_s, csv_path)
-                _kill_job(proc, watch)
-                raise CalibrationError(message)
-        rc = proc.wait()
-        reader.join(timeout=5)
-        while True:  # anything the reader queued after the loop's last look
-            try:
-                line = lines.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                _handle(line, watch, on_sample, on_progress, on_result)
-        if rc != 0:
-            _kill_job(proc, watch)  # stragglers, if mpirun left any
-            raise CalibrationError(_exit_message(watch, rc, csv_path))
-    except BaseException:
-        if proc.poll() is None or _session_pids(proc.pid):
-            _kill_job(proc, watch)
-        raise
-    finally:
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def _handle(
-    line: str,
-    watch: _Watch,
-    on_sample: Callable[[dict[str, Any]], None] | None,
-    on_progress: Callable[[int, int], None] | None,
-    on_result: Callable[[dict[str, Any]], None] | None,
-) -> bool:
-    """Act on one output line; True if it shows progress."""
-    if not line.startswith(worker.PREFIX):
-        if line.strip():
-            watch.tail.append(line)
-        return False
-    kind, _, rest = line[len(worker.PREFIX) :].partition(" ")
-    try:
-        if kind == "HB":
-            r, pid, host, point, step, op, nbytes = rest.split()
-            watch.beats[int(r)] = _Beat(
-                int(point), int(step), op, int(nbytes), int(pid), host, time.monotonic()
-            )
-            return False
-        if kind == "SAMPLE":
-            watch.samples += 1
-            if on_sample is not None:
-                on_sample(json.loads(rest))
-            return True
-        if kind == "PROGRESS":
-            done, total = (int(x) for x in rest.split())
-            watch.done, watch.total = done, total
-            if on_progress is not None:
-                on_progress(done, total)
-            return True
-        if kind == "RESULT":
-            if on_result is not None:
-                on_result(json.loads(rest))
-            return True
-        if kind == "ERROR":
-            r, _, msg = rest.partition(" ")
-            watch.errors.append((int(r), msg))
-            return False
-    except (ValueError, KeyError):
-        pass
-    watch.tail.append(line)
-    return False
-
-
-def _kept(watch: _Watch, csv_path: Path | None) -> str:
-    if csv_path is None:
-        return ""
-    return f" The {watch.samples} sample(s) measured in this run are kept in {csv_path}."
-
-
-def _output_tail(watch: _Watch, n: int = 12) -> str:
-    lines = [line for line in watch.tail if line.strip() and not set(line) <= {"-"}]
-    if not lines:
-        return ""
-    return "\nLast output:\n  " + "\n  ".join(lines[-n:])
-
-
-def _stall_message(watch: _Watch, timeout_s: float, csv_path: Path | None) -> str:
-    rank = watch.laggard()
-    if rank is None:
-        who = "no rank reported a heartbeat (stuck starting up?)"
-    else:
-        beat = watch.beats.get(rank)
-        ago = f", last heartbeat {time.monotonic() - beat.when:.0f} s ago" if beat else ""
-        state = " (its process is stopped: SIGSTOP?)" if rank in stopped_ranks(watch.beats) else ""
-        who = f"{watch.ident(rank)}{state} stopped making progress {watch.where(rank)}{ago}"
-        others = sorted({watch.where(r) for r in watch.beats if r != rank})
-        if others:
-            who += "; the other ranks were waiting " + " / ".join(others)
-    return (
-        f"calibration stalled: no progress for {timeout_s:g} s; {who}. The job was killed."
-        + _kept(watch, csv_path)
-        + _output_tail(watch)
     )
 
 
 def _exit_message(watch: _Watch, rc: int, csv_path: Path | None) -> str:
-    text = "\n".join(watch.tail)
-    rank: int | None = None
-    how = ""
-    if m := _FIRST_EXIT.search(text):
-        rank, how = int(m.group(1)), f"exited with code {m.group(2)}"
-    elif m := _SIGNALLED.search(text):
-        sig = m.group(5) or f"signal {m.group(4)}"
-        rank, how = int(m.group(1)), f"was killed by {sig}"
-    elif m := _ABORTED.search(text):
-        rank, how = int(m.group(1)), "called MPI_Abort"
-    elif watch.errors:
-        rank, how = watch.errors[0][0], "raised an error"
-    else:
-        rank = watch.laggard()
-        how = "stopped (the rank that got least far)"
-    if rank is None:
-        who = "an unknown rank failed"
-    else:
-        who = f"{watch.ident(rank)} {how} {watch.where(rank)}"
-    errors = "".join(f"\n  rank {r}: {msg}" for r, msg in watch.errors)
-    return (
-        f"calibration failed: {who}; mpirun exited with status {rc}."
-        + _kept(watch, csv_path)
-        + (f"\nErrors reported:{errors}" if errors else "")
-        + _output_tail(watch)
-    )
+    """The failure message of a comm job whose samples are kept in ``csv_path``."""
+    watch.csv_path = csv_path
+    return watch.exit_message(rc)
 
 
-def _stat(pid: int | str) -> tuple[str, int] | None:
-    """(state, session) of a process from /proc, or None if gone/unknown."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()  # after the command: state ppid pgrp session
-    return (fields[0], int(fields[3])) if len(fields) > 3 else None
-
-
-def _in_session(pid: int, sid: int) -> bool:
-    """``pid`` is alive (not a zombie) and in session ``sid``."""
-    if os.path.isdir("/proc"):
-        st = _stat(pid)
-        return st is not None and st[0] != "Z" and st[1] == sid
-    try:
-        return os.getsid(pid) == sid
-    except OSError:
-        return False
-
-
-def _session_pids(sid: int) -> list[int]:
-    """Live processes in session ``sid`` (mpirun and its ranks: mpirun was started in a
-    new session, and Open MPI puts each rank in its own process group inside it)."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    out = []
-    for entry in entries:
-        if entry.isdigit():
-            st = _stat(entry)
-            if st is not None and st[0] != "Z" and st[1] == sid:
-                out.append(int(entry))
-    return out
-
-
-def _kill_job(proc: subprocess.Popen[str], watch: _Watch) -> None:
-    """SIGTERM mpirun's process group and every process of its session (the ranks are in
-    their own process groups), then SIGKILL whatever is left after a few seconds."""
-    local = socket.gethostname()
-    rank_pids = {b.pid for b in watch.beats.values() if b.host == local}
-
-    def targets() -> set[int]:
-        found = set(_session_pids(proc.pid))
-        found |= {pid for pid in rank_pids if _in_session(pid, proc.pid)}
-        found.discard(os.getpid())
-        return found
-
-    def signal_all(sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for pid in targets():
-            try:
-                os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-    signal_all(signal.SIGTERM)
-    signal_all(signal.SIGCONT)  # a stopped rank acts on SIGTERM only once it runs
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if proc.poll() is not None and not targets():
-            break
-        time.sleep(0.05)
-    else:
-        signal_all(signal.SIGKILL)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
+# Kept for calibrate.realrun.ddp_profile until it imports calibrate.mpi.supervisor.
+_kill_job = kill_job

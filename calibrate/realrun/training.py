@@ -88,7 +88,8 @@ compared (``Allreduce`` MAX and MIN of the float32 values, max |difference|, and
 of a float64 checksum); ``check=True`` also compares after every applied update (the
 check runs inside the iteration windows: use it for correctness, not timings).
 
-Faults: the launcher treats any heartbeat, progress or result line as progress; none for
+Faults: the job runs under :func:`calibrate.mpi.supervisor.supervise`, which treats any
+heartbeat, progress or result line as progress (:class:`_Watch`); none for
 ``timeout_s``, or ``mpirun`` exiting non-zero, kills the whole job (its session and
 process groups; also on Ctrl-C) and raises :class:`RealRunError` (a
 :class:`~calibrate.errors.CalibrationError`) naming the rank, the strategy, the repeat and
@@ -116,34 +117,26 @@ import hashlib
 import importlib.util
 import json
 import os
-import queue
 import re
 import socket
 import sys
 import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from calibrate.errors import CalibrationError
 from calibrate.measure import worker
-from calibrate.measure.comm import (
-    _ABORTED,
-    _FIRST_EXIT,
-    _SIGNALLED,
+from calibrate.mpi.supervisor import (
     MPI4PY_HINT,
-    _find_mpirun,
-    _inside_mpirun,
-    _kill_job,
-    _output_tail,
-    _session_pids,
-    start_mpi_job,
-    stopped_ranks,
+    JobWatch,
+    find_mpirun,
+    inside_mpirun,
+    supervise,
 )
 from sim.engine.trace import Span, Trace
 from sim.errors import InputError
@@ -981,201 +974,82 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# -- the launcher -----------------------------------------------------------------------
-@dataclass
-class _Beat:
+# -- the job under the supervisor -------------------------------------------------------
+class _At(NamedTuple):
+    """A heartbeat's position: run index, iteration, phase (a key of ``_PHASES``)."""
+
     run: int
     iteration: int
     phase: int
-    pid: int
-    host: str
-    when: float
 
 
-@dataclass
-class _Watch:
-    """What the parent knows: heartbeats, errors, results, the output's tail."""
+class _Watch(JobWatch[_At]):
+    """A real run as the supervisor sees it: positions are (run, iteration, phase),
+    heartbeats, PROGRESS and RESULT lines are progress, and a failure keeps the runs that
+    finished (``results``)."""
 
-    np: int
-    runs: list[tuple[str, int]]  # (strategy, repeat) in run order
-    beats: dict[int, _Beat] = field(default_factory=dict)
-    errors: list[tuple[int, str]] = field(default_factory=list)
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
-    results: list[dict[str, Any]] = field(default_factory=list)
+    label = "real run"
+
+    def __init__(
+        self,
+        *,
+        np: int,
+        runs: list[tuple[str, int]],
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        super().__init__(np)
+        self.runs = runs  # (strategy, repeat) in run order
+        self.progress = progress
+        self.results: list[dict[str, Any]] = []
+
+    def position(self, fields: list[str]) -> _At:
+        run, iteration, phase = fields
+        return _At(int(run), int(iteration), int(phase))
+
+    def order(self, at: _At) -> tuple[int, int, int]:
+        setup = at.phase == 3  # setting up comes before iteration 0
+        return at.run, -1 if setup else at.iteration, -1 if setup else at.phase
 
     def run_of(self, rank: int | None) -> int:
         """The run ``rank`` was in: its last report's, or, if that run has finished (its
         RESULT needs every rank; a dying rank's last lines can be lost), the next one."""
         beat = self.beats.get(rank) if rank is not None else None
         unfinished = min(len(self.results), len(self.runs) - 1)
-        return max(beat.run, unfinished) if beat is not None else unfinished
+        return max(beat.at.run, unfinished) if beat is not None else unfinished
 
     def where(self, rank: int) -> str:
         beat = self.beats.get(rank)
         strategy, repeat = self.runs[self.run_of(rank)]
-        if beat is None or beat.run != self.run_of(rank):
+        if beat is None or beat.at.run != self.run_of(rank):
             return f"in strategy '{strategy}' (repeat {repeat})"
-        what = _PHASES.get(beat.phase, "")
-        at = "while setting up" if beat.phase == 3 else f"at iteration {beat.iteration} ({what})"
+        what = _PHASES.get(beat.at.phase, "")
+        at = (
+            "while setting up"
+            if beat.at.phase == 3
+            else f"at iteration {beat.at.iteration} ({what})"
+        )
         return f"in strategy '{strategy}' (repeat {repeat}) {at}"
 
-    def laggard(self) -> int | None:
-        stopped = stopped_ranks(self.beats)  # SIGSTOP: the others wait for it
-        if stopped:
-            return stopped[0]
-        silent = [r for r in range(self.np) if r not in self.beats]
-        if silent:
-            return silent[0]
-        if not self.beats:
-            return None
+    def where_unknown(self) -> str:
+        strategy, repeat = self.runs[self.run_of(None)]
+        return f" in strategy '{strategy}' (repeat {repeat})"
 
-        def position(r: int) -> tuple[int, int, int, float]:
-            b = self.beats[r]
-            phase = -1 if b.phase == 3 else b.phase
-            return b.run, b.iteration if b.phase != 3 else -1, phase, b.when
-
-        return min(self.beats, key=position)
-
-    def ident(self, rank: int) -> str:
-        beat = self.beats.get(rank)
-        return f"rank {rank}" if beat is None else f"rank {rank} (pid {beat.pid} on {beat.host})"
+    def on_line(self, kind: str, rest: str) -> bool | None:
+        if kind == "PROGRESS":
+            strategy, done, total = rest.rsplit(" ", 2)
+            if self.progress is not None:
+                self.progress(strategy, int(done), int(total))
+            return True
+        if kind == "RESULT":
+            self.results.append(json.loads(rest))
+            return True
+        return None
 
     def kept(self) -> str:
         if not self.results:
             return " No run finished."
         done = ", ".join(f"{r['strategy']} (repeat {r['repeat']})" for r in self.results)
         return f" Finished before the failure, kept: {done}."
-
-
-def _handle(line: str, watch: _Watch, progress: Callable[[str, int, int], None] | None) -> bool:
-    """Act on one output line; True if it shows progress."""
-    if not line.startswith(worker.PREFIX):
-        if line.strip():
-            watch.tail.append(line)
-        return False
-    kind, _, rest = line[len(worker.PREFIX) :].partition(" ")
-    try:
-        if kind == "HB":
-            r, pid, host, run, it, phase = rest.split()
-            watch.beats[int(r)] = _Beat(
-                int(run), int(it), int(phase), int(pid), host, time.monotonic()
-            )
-            return True
-        if kind == "PROGRESS":
-            strategy, done, total = rest.rsplit(" ", 2)
-            if progress is not None:
-                progress(strategy, int(done), int(total))
-            return True
-        if kind == "RESULT":
-            watch.results.append(json.loads(rest))
-            return True
-        if kind == "ERROR":
-            r, _, msg = rest.partition(" ")
-            watch.errors.append((int(r), msg))
-            return False
-    except (ValueError, KeyError):
-        pass
-    watch.tail.append(line)
-    return False
-
-
-def _stall_message(watch: _Watch, timeout_s: float) -> str:
-    rank = watch.laggard()
-    if rank is None:
-        who = "no rank reported a heartbeat (stuck starting up?)"
-    else:
-        state = " (its process is stopped: SIGSTOP?)" if rank in stopped_ranks(watch.beats) else ""
-        who = f"{watch.ident(rank)}{state} stopped making progress {watch.where(rank)}"
-        others = sorted({watch.where(r) for r in watch.beats if r != rank})
-        if others:
-            who += "; the other ranks were " + " / ".join(others)
-    return (
-        f"real run stalled: no progress for {timeout_s:g} s; {who}. The job was killed."
-        + watch.kept()
-        + _output_tail(watch)  # type: ignore[arg-type]
-    )
-
-
-def _exit_message(watch: _Watch, rc: int) -> str:
-    text = "\n".join(watch.tail)
-    rank: int | None
-    if m := _FIRST_EXIT.search(text):
-        rank, how = int(m.group(1)), f"exited with code {m.group(2)}"
-    elif m := _SIGNALLED.search(text):
-        rank, how = int(m.group(1)), f"was killed by {m.group(5) or 'signal ' + m.group(4)}"
-    elif m := _ABORTED.search(text):
-        rank, how = int(m.group(1)), "called MPI_Abort"
-    elif watch.errors:
-        rank, how = watch.errors[0][0], "raised an error"
-    else:
-        rank, how = watch.laggard(), "stopped (the rank that got least far)"
-    if rank is None:
-        strategy, repeat = watch.runs[watch.run_of(None)]
-        who = f"an unknown rank failed in strategy '{strategy}' (repeat {repeat})"
-    else:
-        who = f"{watch.ident(rank)} {how} {watch.where(rank)}"
-    errors = "".join(f"\n  rank {r}: {msg}" for r, msg in watch.errors)
-    return (
-        f"real run failed: {who}; mpirun exited with status {rc}."
-        + watch.kept()
-        + (f"\nErrors reported:{errors}" if errors else "")
-        + _output_tail(watch)  # type: ignore[arg-type]
-    )
-
-
-def _launch(
-    spec: dict[str, Any],
-    *,
-    np: int,
-    hostfile: str | None,
-    timeout_s: float,
-    watch: _Watch,
-    progress: Callable[[str, int, int], None] | None,
-) -> None:
-    """Run the worker under mpirun and watch it; RealRunError (partial=[]) on failure."""
-    proc, lines, reader = start_mpi_job(
-        ["-m", "calibrate.realrun.training", "--spec", json.dumps(spec)],
-        np=np,
-        hostfile=hostfile,
-        extra_args=["--bind-to", "none"],
-        env_extra={"OMP_NUM_THREADS": str(spec["threads"])},
-    )
-    last = time.monotonic()
-    try:
-        while True:
-            try:
-                line = lines.get(timeout=0.2)
-            except queue.Empty:
-                line = ""
-            else:
-                if line is None:
-                    break
-                if _handle(line, watch, progress):
-                    last = time.monotonic()
-            if time.monotonic() - last > timeout_s:
-                # Read the ranks' states (a stopped one is the culprit) before killing them.
-                message = _stall_message(watch, timeout_s)
-                _kill_job(proc, watch)  # type: ignore[arg-type]
-                raise RealRunError(message)
-        rc = proc.wait()
-        reader.join(timeout=5)
-        while True:
-            try:
-                line = lines.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                _handle(line, watch, progress)
-        if rc != 0:
-            _kill_job(proc, watch)  # type: ignore[arg-type]
-            raise RealRunError(_exit_message(watch, rc))
-    except BaseException:
-        if proc.poll() is None or _session_pids(proc.pid):
-            _kill_job(proc, watch)  # type: ignore[arg-type]
-        raise
-    finally:
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def _result(payload: dict[str, Any]) -> RealResult:
@@ -1249,9 +1123,9 @@ def run_real(
         raise InputError("no strategy given", key="strategies")
     plans = [plan_strategy(s) for s in strategies]
     _check_workload(workload, torch_model, input_shape)
-    inside = _inside_mpirun(np)
+    inside = inside_mpirun(np)
     if not inside:
-        _find_mpirun()
+        find_mpirun()
     if importlib.util.find_spec("mpi4py") is None:
         raise InputError(MPI4PY_HINT)
     out_dir = Path(out_dir)
@@ -1283,14 +1157,23 @@ def run_real(
         rank = worker.world()[0]
         worker_loop(spec, _InsideSink(rank, progress if rank == 0 else None, payloads.append))
         return [_result(p) for p in payloads]
-    watch = _Watch(np=np, runs=runs)
+    watch = _Watch(np=np, runs=runs, progress=progress)
     try:
-        _launch(spec, np=np, hostfile=hostfile, timeout_s=timeout_s, watch=watch, progress=progress)
+        supervise(
+            ["-m", "calibrate.realrun.training", "--spec", json.dumps(spec)],
+            watch,
+            np=np,
+            hostfile=hostfile,
+            timeout_s=timeout_s,
+            extra_args=["--bind-to", "none"],
+            env_extra={"OMP_NUM_THREADS": str(spec["threads"])},
+            error=RealRunError,
+        )
     except RealRunError as err:
         err.partial = [_result(p) for p in watch.results]
         raise
     except KeyboardInterrupt:
-        # Ctrl-C, or SIGTERM (the CLI turns it into the same): _launch has killed the
+        # Ctrl-C, or SIGTERM (the CLI turns it into the same): supervise has killed the
         # job; the runs that finished are kept, as when a rank dies.
         raise RealRunError(
             "interrupted (Ctrl-C or SIGTERM); the job was stopped." + watch.kept(),
