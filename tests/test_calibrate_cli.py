@@ -56,9 +56,13 @@ def test_compute_writes_a_workload_that_the_simulator_uses(tmp_path):
     fc1 = next(x for x in written["layers"] if x["name"] == "fc1")
     (point,) = fc1["measured"][device]
     assert point["batch"] == 4 and point["repeats"] == 3
-    # Every timed repeat is in the raw CSV: one whole-model row + fwd/bwd per layer.
+    # Every timed repeat is in the raw CSV: the whole model, the time outside layers, the
+    # four optimizer steps (sgd, momentum, adam, adamw) and fwd/bwd per layer.
     rows = raw.read_text().splitlines()
-    assert len(rows) == 1 + 3 * (2 + 2 * 6)  # whole, outside, and fwd/bwd per layer
+    assert len(rows) == 1 + 3 * (2 + 4 + 2 * 6)
+    steps = {r.split(",")[-2] for r in rows if ",<update>," in r}
+    assert steps == {"sgd", "momentum", "adam", "adamw"}
+    assert {m["optimizer"] for m in written["measured_update"][device]} == steps
     # The file loads as a workload and shows its measured times.
     shown = ok_json("workloads", "show", out)
     assert shown["total_params"] == 2_156_490
