@@ -89,7 +89,8 @@ def test_compute_resume_keeps_finished_repeats(tmp_path):
     ok(*args, "--repeats", "3", "--resume")
     after = raw.read_text().splitlines()
     assert after[: len(before)] == before  # kept, not re-measured
-    assert len(after) == 1 + 3 * (2 + 2 * 3)
+    # Per repeat: whole model, outside layers, four optimizer steps, fwd/bwd of 3 layers.
+    assert len(after) == 1 + 3 * (2 + 4 + 2 * 3)
 
 
 @pytest.mark.parametrize(
