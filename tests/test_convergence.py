@@ -272,3 +272,29 @@ def test_read_json_rejects_other_files(tmp_path):
         read_json(tmp_path / "x.json")
     with pytest.raises(InputError):
         read_json(tmp_path / "missing.json")
+
+
+def test_read_json_refuses_a_strategy_without_curves(tmp_path):
+    """Found by the fuzz suite: settings naming a strategy no curve has crashed the
+    summary (a quantile of nothing); now one clear error naming it."""
+    import json
+
+    curve = {
+        "strategy": "sync",
+        "seed": 0,
+        "steps": [0, 10],
+        "train_loss": [2.0, 1.0],
+        "test_accuracy": [0.1, 0.9],
+        "iterations_to_target": 10,
+    }
+    doc = {
+        "format": "dtsim-convergence",
+        "version": 1,
+        "settings": {"strategies": ["sync", "delayed:1"], "target_accuracy": 0.8},
+        "wall_s": {"sync": 1.0},
+        "curves": [curve],
+    }
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="names 'delayed:1' but no curve has it"):
+        read_json(path)

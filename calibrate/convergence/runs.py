@@ -664,6 +664,10 @@ def read_json(path: str | Path) -> ConvergenceResult:
                 raise ValueError(f"curve {excerpt(c.strategy)}: iterations_to_target < 0")
             if not c.steps:
                 raise ValueError(f"curve {excerpt(c.strategy)}: no steps")
+        with_curves = {c.strategy for c in curves}
+        for name in settings["strategies"]:
+            if str(name) not in with_curves:
+                raise ValueError(f"settings.strategies names {excerpt(name)} but no curve has it")
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as err:
         raise InputError(
             f"malformed {FORMAT} document: {excerpt(err, 120)}", file=str(path)
