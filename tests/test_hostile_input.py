@@ -612,6 +612,11 @@ def test_a_convergence_curve_without_steps_is_refused(tmp_path):
     p.write_text(json.dumps(doc))
     line = bad("whatif", *A100, *MLP, "--strategies", "sync", "--convergence", p)
     _short_refusal(line, "no steps")
+    doc["curves"][0].update(steps=[0], train_loss=[1.0], test_accuracy=[0.9])
+    doc["settings"]["strategies"] = ["sync", "delayed:1"]  # one without a curve
+    p.write_text(json.dumps(doc))
+    line = bad("whatif", *A100, *MLP, "--strategies", "sync", "--convergence", p)
+    _short_refusal(line, "'delayed:1' but no curve has it")
 
 
 def test_sweep_spec_strings_with_control_characters_are_refused(tmp_path):
