@@ -63,8 +63,10 @@ def _imports(path: Path, module: str) -> list[tuple[str, bool]]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: resolve against the package
-                base = module.split(".")[: -node.level] if path.name != "__init__.py" else (
-                    module.split(".")[: len(module.split(".")) - node.level + 1]
+                base = (
+                    module.split(".")[: -node.level]
+                    if path.name != "__init__.py"
+                    else (module.split(".")[: len(module.split(".")) - node.level + 1])
                 )
                 prefix = ".".join(base + ([node.module] if node.module else []))
             else:
@@ -122,10 +124,7 @@ def test_library_modules_do_not_import_calibrate():
         or _is(m, "hardware_profiles")
     ]
     bad = [
-        f"{m} imports {name}"
-        for m in library
-        for name, _ in IMPORTS[m]
-        if _is(name, "calibrate")
+        f"{m} imports {name}" for m in library for name, _ in IMPORTS[m] if _is(name, "calibrate")
     ]
     assert bad == []
 
