@@ -4,8 +4,9 @@ Each family of ``benchmarks/fuzz.py`` (hardware profiles, workloads, sweep specs
 numeric options, traces, convergence files, output paths) draws cases from a generator
 that hypothesis seeds (derandomized: the same cases every run). A case passes when it
 exits 0, 1 or 2 with no traceback, within the time limit, with no message over 2 KB, no
-NaN/infinite/negative/absurd times or efficiency above 1 (except ``ps``) in what it
-printed, and no input overwritten. ``DTSIM_FUZZ_EXAMPLES`` sets the cases per family
+NaN/infinite/negative/absurd times or unexplained efficiency above 1 in what it
+printed, and no input overwritten. The families take about 20 s, so they are in the
+full suite, not the quick subset. ``DTSIM_FUZZ_EXAMPLES`` sets the cases per family
 (default 60); ``python benchmarks/fuzz.py --cases 10000`` is the full run, with memory.
 """
 
@@ -24,6 +25,8 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("DTSIM_FUZZ_EXAMPLES", "60"))
 BIG_CASE_BYTES = 2 << 20  # the benchmark's multi-megabyte files are its business
+
+pytestmark = pytest.mark.slow  # ~20 s: the full suite runs it, the quick subset not
 
 
 def _load_fuzz():
