@@ -496,6 +496,18 @@ def test_a_stopped_rank_is_named(tmp_path, monkeypatch):
 @pytest.mark.mpi
 @pytest.mark.slow
 @needs_mpi
+def _as_from_a_shell() -> None:
+    """Start dtsim with the signal state a user's shell gives it: Ctrl-C and SIGTERM at
+    their defaults and unblocked. Earlier tests in the same pytest process (Dask clusters,
+    in-process commands) may leave the test process's dispositions or mask otherwise, and
+    an ignored or blocked signal is inherited across exec."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def test_ctrl_c_in_validate_keeps_the_finished_strategies(tmp_path):
     pytest.importorskip("torch")
     measured = ROOT / "hardware_profiles" / "measured" / "epyc-2core-vm.yaml"
@@ -506,7 +518,7 @@ def test_ctrl_c_in_validate_keeps_the_finished_strategies(tmp_path):
          "--batch-per-device", "4", "--hardware", str(measured), "--out", str(tmp_path),
          "--timeout", "120"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=_as_from_a_shell,
     )  # fmt: skip
     deadline = time.monotonic() + 180
     while not list(tmp_path.glob("*sync*.trace.json")) and time.monotonic() < deadline:
@@ -559,7 +571,7 @@ def test_ctrl_c_in_a_dask_sweep_is_one_quiet_line(tmp_path):
         [sys.executable, "-m", "sim.cli", "sweep", str(spec), "--executor", "local",
          "--workers", "1", "--out", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=_as_from_a_shell,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while (not out.exists() or out.read_text().count("\n") < 3) and time.monotonic() < deadline:
