@@ -101,6 +101,9 @@ def run_whatif(
                 "update_rule": strategy.update_rule,
                 "iterations_simulated": iterations,
                 "steady": m.steady,
+                # Each device runs only part of the optimizer update (servers, shards).
+                "update_shared": not strategy.workers_hold_optimizer_state
+                or strategy.state_share(ctx).optimizer_state < 1,
             }
         )
     rows.sort(key=lambda r: (r["iteration_time_s"], r["strategy"]))
@@ -179,6 +182,21 @@ def run_notes(rows: list[dict], scenario: Scenario) -> list[str]:
         notes.append(
             "not settled even after extending the run (iteration times still drift); "
             "treat these as estimates: " + ", ".join(unsettled)
+        )
+    above = [r for r in rows if r["parallel_efficiency"] > 1 + 1e-9]
+    shared = [r["strategy"] for r in above if r["update_shared"]]
+    if shared:
+        notes.append(
+            f"parallel efficiency above 100% for {', '.join(shared)}: each device runs only "
+            "its share of the optimizer update (sharded optimizer state, or servers that "
+            "update for the workers), which one device runs whole"
+        )
+    noisy = [r["strategy"] for r in above if not r["update_shared"]]
+    if noisy and scenario.has_stragglers:
+        notes.append(
+            f"parallel efficiency above 100% for {', '.join(noisy)} is jitter's noise: its "
+            "tasks draw other random times than the one-device run's (same seed); treat "
+            "efficiencies within a few percent of 100% as equal"
         )
     return notes
 

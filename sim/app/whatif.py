@@ -115,32 +115,6 @@ def whatif(
         )
         + extrapolation_notes(traces.values())
     )
-    above = [r for r in rows if r["parallel_efficiency"] > 1 + 1e-9]
-    shared: list[str] = []
-    if above:
-        from sim.engine.simulate import build_context
-
-        ctx = build_context(scenario)
-        by_name = {s.name: s for s in chosen}
-        shared = [
-            r["strategy"]
-            for r in above
-            if not by_name[r["strategy"]].workers_hold_optimizer_state
-            or by_name[r["strategy"]].state_share(ctx).optimizer_state < 1
-        ]
-    if shared:
-        notes.append(
-            f"parallel efficiency above 100% for {', '.join(shared)}: each device runs only "
-            "its share of the optimizer update (sharded optimizer state, or servers that "
-            "update for the workers), which one device runs whole"
-        )
-    noisy = [r["strategy"] for r in above if r["strategy"] not in shared]
-    if noisy and scenario.has_stragglers:
-        notes.append(
-            f"parallel efficiency above 100% for {', '.join(noisy)} is jitter's noise: its "
-            "tasks draw other random times than the one-device run's (same seed); treat "
-            "efficiencies within a few percent of 100% as equal"
-        )
     if skipped:
         notes.append(
             f"skipped {', '.join(skipped)}: the profile has no NICs to reach a server over"
