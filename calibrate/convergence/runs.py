@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from collections import deque
@@ -84,7 +83,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import InputError
-from sim.formats.io import write_atomic
+from sim.formats.io import json_text, write_atomic
 
 DATASETS = ("digits", "synthetic-<difficulty>")
 MODELS = ("mlp", "small-cnn", "logreg")
@@ -622,7 +621,14 @@ def _as_document(result: ConvergenceResult) -> dict[str, Any]:
 
 
 def write_json(result: ConvergenceResult, path: str | Path) -> None:
-    write_atomic(path, json.dumps(_as_document(result), indent=1) + "\n")
+    """Standard JSON: a loss that is not finite (a diverged run) is written as null."""
+    write_atomic(path, json_text(_as_document(result), indent=1) + "\n")
+
+
+def _number(x: Any) -> float:
+    """A loss or accuracy as written by :func:`write_json`: null is a value that was not
+    finite (a diverged run)."""
+    return math.nan if x is None else float(x)
 
 
 def read_json(path: str | Path) -> ConvergenceResult:
@@ -642,8 +648,8 @@ def read_json(path: str | Path) -> ConvergenceResult:
                 str(c["strategy"]),
                 int(c["seed"]),
                 tuple(int(x) for x in c["steps"]),
-                tuple(float(x) for x in c["train_loss"]),
-                tuple(float(x) for x in c["test_accuracy"]),
+                tuple(_number(x) for x in c["train_loss"]),
+                tuple(_number(x) for x in c["test_accuracy"]),
                 None if c["iterations_to_target"] is None else int(c["iterations_to_target"]),
             )
             for c in doc["curves"]

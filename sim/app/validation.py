@@ -3,7 +3,6 @@ strategy, simulate the same scenario, compare; no printing, no click."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +71,7 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
         same_ranking,
     )
     from hardware_profiles import load_profile
-    from sim.formats.io import check_writable, write_atomic
+    from sim.formats.io import check_writable, json_text, write_atomic
     from sim.formats.trace_files import write_trace
     from sim.strategies import parse_strategy
     from workloads import load_workload
@@ -227,7 +226,7 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
     }
     if failure is not None:
         report["error"] = str(failure)
-    write_atomic(str(report_path), json.dumps(report, indent=2) + "\n")
+    write_atomic(str(report_path), json_text(report, indent=2) + "\n")
     if failure is not None:
         kept = ", ".join(names) if names else "none"
         raise CalibrationError(f"{failure} (finished strategies kept in {report_path}: {kept})")

@@ -6,9 +6,7 @@ simulator work without them.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +33,7 @@ from sim.app.calibration import (
     write_yaml,
 )
 from sim.app.validation import DEFAULT_STRATEGIES
-from sim.cli.common import err, handles_errors
+from sim.cli.common import emit_json, err, handles_errors
 from sim.cli.common import out as console
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_time, parse_bytes
@@ -273,7 +271,7 @@ def compute_cmd(
             "# Written by `dtsim calibrate compute`; format: workloads/README.md\n",
         )
     if as_json:
-        sys.stdout.write(json.dumps(compute_summary(result), indent=2) + "\n")
+        emit_json(compute_summary(result))
         return
     out_console = console
     out_console.print(_compute_table(result))
@@ -451,7 +449,7 @@ def comm_cmd(
             "hardware profile (hardware_profiles/SCHEMA.md)\n",
         )
     if as_json:
-        sys.stdout.write(json.dumps({"measured_collectives": section}, indent=2) + "\n")
+        emit_json({"measured_collectives": section})
         return
     console.print(_fit_table(section, title))
     console.print(_fit_note(section))
@@ -518,7 +516,7 @@ def interference_cmd(
     result = run_interference(np_, threads, seconds, parse_bytes(size), timeout_s, progress)
     doc = interference_doc(result)
     if as_json:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        emit_json(doc)
         return
     console.print(
         f"interference factor {result.factor:.3f}: compute {fmt_time(result.compute_alone_s)} "
@@ -601,7 +599,7 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
     summary, result, section = outcome.summary, outcome.compute, outcome.collectives
     interference = outcome.interference
     if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        emit_json(summary)
         return
     path, workload_path, info = outcome.profile_path, summary["workload"], result.device
     gemm, membw, timings = (
@@ -764,9 +762,7 @@ def validate(
         result.threads_per_rank,
     )
     if as_json:
-        sys.stdout.write(
-            json.dumps({"scenario": scenario, "results": report["results"]}, indent=2) + "\n"
-        )
+        emit_json({"scenario": scenario, "results": report["results"]})
         return
     o = console
     t = Table(
@@ -849,7 +845,7 @@ def _validate_from_trace(
             "arrival_skew_s": skew,
             "results": rows,
         }
-        sys.stdout.write(json.dumps(doc, indent=2, default=float) + "\n")
+        emit_json(doc, default=float)
         return
     row = rows[0]
     e = row["error_fraction"]
@@ -1017,9 +1013,7 @@ def convergence(
         plot_html(result, html)
     rows = summarise(result)
     if as_json:
-        sys.stdout.write(
-            json.dumps({"settings": result.settings, "summary": rows}, indent=2) + "\n"
-        )
+        emit_json({"settings": result.settings, "summary": rows})
         return
     o = console
     t = Table(
@@ -1145,7 +1139,7 @@ def trace_cmd(
     )
     s = result.summary
     if as_json:
-        sys.stdout.write(json.dumps(s, indent=2, allow_nan=False) + "\n")
+        emit_json(s)
         return
     o = console
     t = Table(

@@ -4,7 +4,6 @@ and the rule that bad input is one line on stderr and exit code 2 (never a trace
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from sim.errors import InputError, PhysicalBoundError
+from sim.formats.io import json_text
 
 
 class _StreamConsole:
@@ -44,24 +44,10 @@ out = cast(Console, _StreamConsole())
 err = cast(Console, _StreamConsole(stderr=True))
 
 
-def emit_json(doc: Any) -> None:
-    """One JSON document on stdout. A NaN or infinity (never a result dtsim should give)
-    is written as null, so the document stays standard JSON."""
-    try:
-        text = json.dumps(doc, indent=2, allow_nan=False)
-    except ValueError:
-        text = json.dumps(_finite(doc), indent=2, allow_nan=False)
-    sys.stdout.write(text + "\n")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+def emit_json(doc: Any, **options: Any) -> None:
+    """One JSON document on stdout, standard JSON (a NaN or an infinity is null: see
+    :func:`sim.formats.io.json_text`, the one place every JSON of dtsim is made)."""
+    sys.stdout.write(json_text(doc, indent=2, **options) + "\n")
 
 
 # C0 and C1 control characters, DEL, and the bidirectional overrides that can make a

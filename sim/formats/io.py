@@ -6,11 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from numbers import Integral, Real
 from pathlib import Path
+from typing import Any
 
 from sim.engine.trace import SPAN_FIELDS, Trace
 from sim.errors import InputError
@@ -99,6 +102,27 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         else:
             with tmp.open("w", newline="") as f:
                 f.write(data)
+
+
+def json_text(doc: Any, **options: Any) -> str:
+    """``doc`` as standard JSON (RFC 8259 has no NaN or Infinity), for every JSON document
+    dtsim prints or writes. A NaN or an infinity becomes null (a diverged loss, a figure
+    that has no finite value); ``options`` go to :func:`json.dumps`."""
+    try:
+        return json.dumps(doc, allow_nan=False, **options)
+    except ValueError:
+        return json.dumps(_finite(doc), allow_nan=False, **options)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, Real) and not isinstance(value, Integral):  # floats, numpy's too
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 # -- a CSV streamed row by row (a sweep's table, calibration samples) -----------------------
@@ -194,7 +218,7 @@ def write_csv(trace: Trace, path: str | Path) -> None:
 
 
 def write_chrome_trace(trace: Trace, path: str | Path) -> None:
-    write_atomic(path, json.dumps(chrome_trace(trace)))
+    write_atomic(path, json_text(chrome_trace(trace)))
 
 
 # -- YAML input, validated by pydantic models: the one reader for every loader -----------

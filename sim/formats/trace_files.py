@@ -5,14 +5,13 @@ Chrome traces are written by :mod:`sim.formats.chrome_trace`."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from types import MappingProxyType
 
 from sim.engine.trace import SPAN_FIELDS, MemorySample, Span, Trace
 from sim.errors import InputError
-from sim.formats.io import write_atomic
+from sim.formats.io import json_text, write_atomic
 
 TRACE_FORMAT = "dtsim-trace"
 TRACE_VERSION = 1
@@ -25,7 +24,7 @@ MAX_TRACE_SPANS = 500_000
 # -- dtsim trace JSON ------------------------------------------------------------------------
 def trace_to_json(trace: Trace) -> str:
     """A Trace as JSON: meta, the span fields, spans as rows, memory samples as rows."""
-    return json.dumps(
+    return json_text(
         {
             "format": TRACE_FORMAT,
             "version": TRACE_VERSION,
