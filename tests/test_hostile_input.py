@@ -349,6 +349,46 @@ def test_parquet_on_a_full_disk_is_one_line(tmp_path):
     assert not (tmp_path / "s.parquet").exists()
 
 
+COMPUTE = ("calibrate", "compute", "--workload", "mlp", "--batch-per-device", "2",
+           "--threads", "1", "--warmup", "0")  # fmt: skip
+MLP_ROWS = 2 + 4 + 2 * 3  # per repeat: whole, outside, 4 optimizer steps, fwd/bwd of 3 layers
+
+
+def test_compute_csv_row_cut_mid_way_is_dropped_on_resume(tmp_path):
+    pytest.importorskip("torch")
+    raw = tmp_path / "raw.csv"
+    ok(*COMPUTE, "--repeats", "2", "--csv", raw)
+    rows = raw.read_text().splitlines(keepends=True)
+    first = "".join(rows[: 1 + MLP_ROWS])  # the header and repeat 0
+    raw.write_text("".join(rows[:-1]) + rows[-1][:9])  # repeat 1's last row cut mid-way
+    ok(*COMPUTE, "--repeats", "2", "--csv", raw, "--resume")
+    text = raw.read_text()
+    assert text.startswith(first)  # repeat 0 kept; repeat 1 (incomplete) measured again
+    assert text.endswith("\n") and len(text.splitlines()) == 1 + 2 * MLP_ROWS
+    assert all(line.count(",") == 7 for line in text.splitlines())
+
+
+def test_compute_csv_on_a_full_disk_keeps_the_previous_file(tmp_path):
+    pytest.importorskip("torch")
+    raw = tmp_path / "raw.csv"
+    ok(*COMPUTE, "--repeats", "2", "--csv", raw)
+    good = raw.read_bytes()
+    args = [*COMPUTE, "--repeats", "12", "--csv", raw]
+    result = _dtsim_limited(args, 4096, tmp_path)  # about 5 of the 12 repeats fit
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "raw.csv" in result.stderr
+    assert raw.read_bytes() == good  # not replaced by the incomplete run
+    # The repeats that fit stream to raw.csv.partial; a resume goes on from them.
+    partial = tmp_path / "raw.csv.partial"
+    assert 0 < partial.stat().st_size <= 4096
+    ok(*args, "--resume")
+    assert not partial.exists()
+    lines = raw.read_text().splitlines()
+    assert len(lines) == 1 + 12 * MLP_ROWS and all(x.count(",") == 7 for x in lines)
+    assert {x.split(",")[4] for x in lines[1:]} == {str(r) for r in range(12)}
+
+
 def test_calibrate_refuses_before_creating_folders(tmp_path):
     os.chdir(tmp_path)
     try:
@@ -535,7 +575,7 @@ def test_ctrl_c_in_validate_keeps_the_finished_strategies(tmp_path):
 
 def test_calibration_csvs_cut_by_a_full_disk_resume(tmp_path):
     from calibrate.measure.comm import CSV_FIELDS, read_samples
-    from calibrate.measure.compute import _read_resume
+    from calibrate.measure.compute import _resume
 
     comm = tmp_path / "c.comm.csv"
     comm.write_text(",".join(CSV_FIELDS) + "\nmpi,allreduce,4096,2,0,1.5e-05,vm\nmpi,allre")
@@ -543,10 +583,14 @@ def test_calibration_csvs_cut_by_a_full_disk_resume(tmp_path):
     compute = tmp_path / "c.compute.csv"
     compute.write_text(
         "workload,device,batch,threads,repeat,layer,phase,seconds\n"
-        "mlp,cpu,32,1,0,fc1,forward,0.001\nmlp,cpu,3"
+        "mlp,cpu,32,1,0,<whole>,step,0.003\nmlp,cpu,32,1,0,fc1,forward,0.001\n"
+        "mlp,cpu,32,1,0,fc1,backward,0.002\nmlp,cpu,32,1,1,<whole>,step,0.003\nmlp,cpu,3"
     )
-    assert _read_resume(compute, ("mlp", "cpu", 32, 1)) == {0: {("fc1", "forward"): 0.001}}
-    assert compute.read_text().endswith("0.001\n")  # cut back before appending
+    done = _resume(compute, ("mlp", "cpu", 32, 1), ["fc1"])
+    assert done == {0: {("<whole>", "step"): 0.003, ("fc1", "forward"): 0.001,
+                        ("fc1", "backward"): 0.002}}  # fmt: skip
+    # Cut back before appending: the cut row and incomplete repeat 1 are measured again.
+    assert compute.read_text().endswith("0,fc1,backward,0.002\n")
 
 
 @pytest.mark.slow

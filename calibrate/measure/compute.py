@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
+import os
 import statistics
 import time
 import warnings
@@ -218,25 +220,62 @@ def _one_pass(tm: TorchModel, x: torch.Tensor, y: torch.Tensor) -> None:
         loss.backward()
 
 
-def _read_resume(csv_path: Path, key: tuple[str, str, int, int]) -> dict[int, dict]:
-    """Completed repeats already in the CSV for this workload/device/batch/threads."""
-    from sim.formats.io import truncate_to_complete_rows
+def _samples_target(csv_path: Path, resume: bool) -> Path:
+    """The file raw samples are appended to. A run without ``resume`` streams to
+    ``<csv>.partial`` (started afresh), renamed onto ``csv_path`` once every repeat is in,
+    so a good earlier file survives a full disk or an interrupted run; a resume goes on
+    from such a ``.partial`` if one is left, else appends to ``csv_path`` itself."""
+    partial = csv_path.with_name(csv_path.name + ".partial")
+    if resume and not partial.is_file() and csv_path.is_file():
+        return csv_path
+    if not resume:
+        partial.unlink(missing_ok=True)
+    return partial
 
-    done: dict[int, dict] = {}
-    if not csv_path.is_file():
-        return done
-    truncate_to_complete_rows(csv_path)  # a row cut by a kill or a full disk: re-measured
-    with csv_path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                where = (row["workload"], row["device"], int(row["batch"]), int(row["threads"]))
-                if where != key:
-                    continue
-                repeat, seconds = int(row["repeat"]), float(row["seconds"])
-            except (KeyError, TypeError, ValueError):
-                continue  # not one of ours: this repeat is measured again
-            done.setdefault(repeat, {})[(row["layer"], row["phase"])] = seconds
-    return done
+
+def _resume(path: Path, key: tuple[str, str, int, int], names: list[str]) -> dict[int, dict]:
+    """The complete repeats already in ``path`` for this workload/device/batch/threads
+    (every layer's forward and backward and the whole model), as {repeat: {(layer,
+    phase): seconds}}. The file is first cut back to its last complete row (one cut by a
+    kill or a full disk), then, if any, rewritten without the rows of this key's
+    incomplete repeats, which are measured again; other rows are kept as they are."""
+    from sim.formats.io import truncate_to_complete_rows, write_atomic
+
+    if not path.is_file():
+        return {}
+    truncate_to_complete_rows(path)
+    with path.open(newline="") as f:
+        table = list(csv.reader(f))
+    if not table:
+        return {}
+    header, body = table[0], table[1:]
+    found: dict[int, dict] = {}
+    repeat_of: list[int | None] = []  # per row: its repeat if it is one of ours
+    for row in body:
+        rec = dict(zip(header, row, strict=False))
+        try:
+            where = (rec["workload"], rec["device"], int(rec["batch"]), int(rec["threads"]))
+            repeat, sample = int(rec["repeat"]), (rec["layer"], rec["phase"])
+            seconds = float(rec["seconds"])
+        except (KeyError, TypeError, ValueError):
+            where = None  # not one of ours: kept as it is
+        if where != key:
+            repeat_of.append(None)
+            continue
+        found.setdefault(repeat, {})[sample] = seconds
+        repeat_of.append(repeat)
+    complete = {
+        r: rows
+        for r, rows in found.items()
+        if all((n, p) in rows for n in names for p in ("forward", "backward"))
+        and ("<whole>", "step") in rows
+    }
+    keep = [row for row, r in zip(body, repeat_of, strict=True) if r is None or r in complete]
+    if len(keep) < len(body):
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows([header, *keep])
+        write_atomic(path, text.getvalue())
+    return complete
 
 
 def calibrate_compute(
@@ -273,21 +312,18 @@ def calibrate_compute(
     y = tm.make_target(batch).to(info.torch_device)
 
     key = (wl.name, info.model, batch, info.threads)
-    done = _read_resume(csv_path, key) if (csv_path is not None and resume) else {}
+    target = _samples_target(csv_path, resume) if csv_path is not None else None
     names = [name for name, _ in tm.layers]
-    complete = {
-        r: rows
-        for r, rows in done.items()
-        if all((n, p) in rows for n in names for p in ("forward", "backward"))
-        and ("<whole>", "step") in rows
-    }
-    writer = None
-    if csv_path is not None:
-        fresh = not (resume and csv_path.is_file())
-        f = csv_path.open("w" if fresh else "a", newline="")
-        writer = csv.writer(f)
+    complete = _resume(target, key, names) if (target is not None and resume) else {}
+    appender = None
+    if target is not None:
+        from sim.formats.io import CsvAppender
+
+        fresh = not target.is_file() or target.stat().st_size == 0
+        appender = CsvAppender(target)  # fsynced; a full disk is one InputError
         if fresh:
-            writer.writerow(CSV_FIELDS)
+            appender.write(list(CSV_FIELDS))
+    rows_of_repeat: list[list] = []  # written together after the repeat's timed passes
     total = warmup + 2 * repeats
     step = 0
     try:
@@ -305,9 +341,8 @@ def calibrate_compute(
                 done = clock.stamp()
                 if r is not None:
                     steps[name].append(clock.seconds()[done])
-                    if writer is not None:
-                        base = [wl.name, info.model, batch, info.threads, r]
-                        writer.writerow([*base, "<update>", name, repr(steps[name][-1])])
+                    base = [wl.name, info.model, batch, info.threads, r]
+                    rows_of_repeat.append([*base, "<update>", name, repr(steps[name][-1])])
 
         for _ in range(warmup):
             _one_pass(tm, x, y)
@@ -356,20 +391,26 @@ def calibrate_compute(
             for n in names:
                 per_layer[n].append(got[n])
             outside.append(max(0.0, hooked - sum(a + b for a, b in got.values())))
-            if writer is not None:
+            if appender is not None:
                 base = [wl.name, info.model, batch, info.threads, r]
-                writer.writerow([*base, "<whole>", "step", repr(whole[r])])
-                writer.writerow([*base, "<outside>", "step", repr(outside[-1])])
+                rows_of_repeat.append([*base, "<whole>", "step", repr(whole[r])])
+                rows_of_repeat.append([*base, "<outside>", "step", repr(outside[-1])])
                 for n in names:
-                    writer.writerow([*base, n, "forward", repr(got[n][0])])
-                    writer.writerow([*base, n, "backward", repr(got[n][1])])
-                f.flush()
+                    rows_of_repeat.append([*base, n, "forward", repr(got[n][0])])
+                    rows_of_repeat.append([*base, n, "backward", repr(got[n][1])])
+                appender.write_rows(rows_of_repeat)
+            rows_of_repeat.clear()
             step += 1
             if progress:
                 progress(step, total)
     finally:
-        if writer is not None:
-            f.close()
+        if appender is not None:
+            appender.close()
+    if target is not None and csv_path is not None and target != csv_path:
+        try:
+            os.replace(target, csv_path)  # every repeat is in: now it replaces the old file
+        except OSError as err:
+            raise InputError(f"cannot write: {err.strerror or err}", file=str(csv_path)) from None
 
     kinds = {layer.name: layer.kind for layer in wl.layers}
     times = []

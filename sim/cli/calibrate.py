@@ -203,7 +203,9 @@ def _gap_line(result: Any) -> str:
     "--csv",
     "csv_path",
     default=None,
-    help="Raw samples, written as they are measured (replaced, unless --resume).",
+    help="Raw samples, streamed to CSV.partial as they are measured and renamed onto CSV "
+    "when every repeat is in (an earlier CSV survives a failed run); --resume goes on "
+    "from them.",
 )
 @click.option("--resume", is_flag=True, help="Keep the repeats already in --csv.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

@@ -176,8 +176,12 @@ class CsvAppender:
         self.writer = csv.writer(self.file, lineterminator="\n")
 
     def write(self, row: list) -> None:
+        self.write_rows([row])
+
+    def write_rows(self, rows: list[list]) -> None:
+        """``rows`` appended with one fsync (a calibration repeat's samples at once)."""
         try:
-            self.writer.writerow(row)
+            self.writer.writerows(rows)
             self.file.flush()
             os.fsync(self.file.fileno())
         except OSError as err:
