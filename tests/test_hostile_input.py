@@ -675,6 +675,30 @@ def test_a_convergence_curve_without_steps_is_refused(tmp_path):
     _short_refusal(line, "'delayed:1' but no curve has it")
 
 
+@pytest.mark.parametrize(
+    ("curve", "needle"),
+    [({"iterations_to_target": 1e300}, "iterations_to_target must be in 0..20"),
+     ({"iterations_to_target": 30}, "iterations_to_target must be in 0..20"),
+     ({"steps": [0, 10, 1e300], "iterations_to_target": None}, "steps must be in 0..10,000,000"),
+     ({"steps": [0, -10, 20]}, "steps must be in 0..10,000,000")],
+)  # fmt: skip
+def test_convergence_iterations_stay_within_the_curve(tmp_path, curve, needle):
+    """Found by the fuzz suite: iterations_to_target 1e300 gave a time to target of
+    1e295 s (exit 0)."""
+    doc = {"format": "dtsim-convergence", "version": 1, "wall_s": {"sync": 1.0},
+           "settings": {"strategies": ["sync"], "target_accuracy": 0.8},
+           "curves": [{"strategy": "sync", "seed": 0, "steps": [0, 10, 20],
+                       "train_loss": [2.3, 1.0, 0.5], "test_accuracy": [0.1, 0.6, 0.9],
+                       "iterations_to_target": 20}]}  # fmt: skip
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(doc))
+    ok("whatif", *A100, *MLP, "--strategies", "sync", "--convergence", p)
+    doc["curves"][0].update(curve)  # type: ignore[index]
+    p.write_text(json.dumps(doc))
+    line = bad("whatif", *A100, *MLP, "--strategies", "sync", "--convergence", p)
+    _short_refusal(line, needle)
+
+
 def test_sweep_spec_strings_with_control_characters_are_refused(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump({**yaml.safe_load(_sweep_spec(tmp_path).read_text()),

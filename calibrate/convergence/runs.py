@@ -96,6 +96,9 @@ SYNTHETIC_TEST = 500
 DIGITS_TEST = 360
 FORMAT = "dtsim-convergence"
 FORMAT_VERSION = 1
+# Iterations a curve may span in a file read back: far above any run made here (thousands),
+# low enough that iterations x an iteration time stays a time, not 1e295 s.
+MAX_STEP = 10**7
 CSV_FIELDS = ("strategy", "seed", "step", "train_loss", "test_accuracy")
 
 
@@ -666,10 +669,18 @@ def read_json(path: str | Path) -> ConvergenceResult:
                 f"settings.target_accuracy must be a number in [0, 1], got {excerpt(target)}"
             )
         for c in curves:
-            if c.iterations_to_target is not None and c.iterations_to_target < 0:
-                raise ValueError(f"curve {excerpt(c.strategy)}: iterations_to_target < 0")
             if not c.steps:
                 raise ValueError(f"curve {excerpt(c.strategy)}: no steps")
+            if not all(0 <= step <= MAX_STEP for step in c.steps):
+                raise ValueError(f"curve {excerpt(c.strategy)}: steps must be in 0..{MAX_STEP:,}")
+            # The first evaluated step that reached the target: not past the last one.
+            if c.iterations_to_target is not None and not (
+                0 <= c.iterations_to_target <= max(c.steps)
+            ):
+                raise ValueError(
+                    f"curve {excerpt(c.strategy)}: iterations_to_target must be in "
+                    f"0..{max(c.steps)} (its last step)"
+                )
         with_curves = {c.strategy for c in curves}
         for name in settings["strategies"]:
             if str(name) not in with_curves:
