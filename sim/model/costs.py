@@ -8,6 +8,18 @@ Patterson, CACM 2009): the larger of FLOPs / (peak x efficiency for the layer ki
 bytes moved / memory bandwidth. Bytes moved count activations in and out and the
 weights once per pass, so a small per-device batch becomes memory-bound and loses
 efficiency, as it does on real devices.
+
+Two named costs refine the roofline where a layer is not one GEMM-like kernel:
+
+- :func:`conv_speedup`: cuDNN runs 3x3 stride-1 convolutions on CUDA cores with
+  Winograd (and FFT) kernels that do fewer arithmetic operations than the direct
+  convolution the workloads count; their FLOPs are divided by the rate DeepBench
+  measured for them over cuDNN's other convolutions.
+- :func:`attention_parts`: an encoder-style attention layer (BERT's, GPT-2's: with its
+  projections) is GEMMs plus a softmax whose score matrix goes through memory between
+  kernels; the GEMMs take the roofline and the score traffic is added at memory
+  bandwidth. An attention core without parameters (the decoders of
+  ``workloads.transformer``) is one fused kernel and keeps the plain roofline.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sim.model.hardware import Device
+from workloads.algebra import SOFTMAX_FLOPS_PER_ELEMENT
 from workloads.model import Layer, MeasuredTime, Workload
 
 
@@ -48,6 +61,147 @@ def _measured_at(points: tuple[MeasuredTime, ...], batch: int) -> LayerCost:
     return LayerCost(m.forward_s * scale, m.backward_s * scale, "measured-scaled")
 
 
+# cuDNN's rate on 3x3 stride-1 convolutions over its rate on every other convolution,
+# FP32 on CUDA cores, training (forward, input gradient and weight gradient, FLOPs of
+# the direct convolution over total time), from DeepBench's published training results
+# (baidu-research/DeepBench results/train/DeepBench_NV_P100.xlsx, CUDA 8.0.88, cuDNN
+# 6.0.21: 13.49 TFLOP/s on its 27 3x3 stride-1 layers with >= 64 input channels,
+# above the P100's 10.6 peak, against 5.71 on its 51 other layers with >= 64 input
+# channels; DeepBench_NV_V100.xlsx, CUDA 10.1, cuDNN 7.6.2: 23.36 against 10.09,
+# peak 15.7). cuDNN picked WINOGRAD or WINOGRAD_NONFUSED for 51 of these 54 3x3 layers
+# and FFT for 2 (DeepBench's "Forward Algorithm" column). Winograd's F(2x2,3x3) and
+# F(4x4,3x3) do 2.25x and 4x fewer multiplies than direct convolution (Lavin & Gray,
+# "Fast Algorithms for Convolutional Neural Networks", CVPR 2016); cuDNN has both
+# since v5.1 (Gray & Koster, "Still not slowing down: Benchmarking optimized Winograd
+# implementations", Nervana/Intel AI blog, July 2016); the transforms' cost leaves
+# the measured 2.3-2.4x. In FP16 on V100's tensor cores DeepBench shows cuDNN choosing
+# IMPLICIT_PRECOMP_GEMM for all 27 of these layers: no Winograd, so no speed-up for
+# tensor-core dtypes.
+WINOGRAD_SPEEDUP_PASCAL = 13.49 / 5.71  # P100, compute capability 6.x
+WINOGRAD_SPEEDUP_VOLTA = 23.36 / 10.09  # V100; assumed for later GPUs' FP32 CUDA cores
+# DeepBench's layers with fewer input channels (a network's first layer, 1-3 channels)
+# ran as implicit GEMM or below the other layers' rate: not sped up.
+WINOGRAD_MIN_IN_CHANNELS = 64
+_TENSOR_CORE_DTYPES = frozenset({"fp16", "bf16", "tf32", "fp8"})
+
+
+@dataclass(frozen=True, slots=True)
+class ConvShape:
+    """What a convolution layer's counts give, read as a stride-1, size-preserving
+    convolution: input channels, output channels and kernel area (kh x kw)."""
+
+    in_channels: int
+    out_channels: int
+    kernel_area: int
+
+
+def stride1_conv_shape(layer: Layer) -> ConvShape | None:
+    """The shape of ``layer`` if it is a stride-1 convolution whose output keeps its
+    input's height and width (padding (k-1)/2, as VGG's and ResNet's 3x3 layers have),
+    else None.
+
+    From the counts ``workloads.algebra.Builder.conv`` writes (weights = out x in x
+    kh x kw, forward FLOPs = 2 x weights x H_out x W_out, activation = out x H_out x
+    W_out, io = in x H x W + activation): H_out x W_out = FLOPs / (2 x weights), out =
+    activation / (H_out x W_out), and, if H x W = H_out x W_out, in = (io - activation)
+    / (H_out x W_out) and the kernel area = weights / (out x in). A strided or grouped
+    convolution gives a kernel area that is not a whole number, or the wrong one, and
+    is read as not stride-1 (3x3 stride 2 reads as area 9/4). Exact for every built-in
+    convolution; a layer split by output channels (tensor parallelism) keeps its shape.
+    """
+    if layer.kind != "conv" or not layer.params:
+        return None
+    weights = layer.param_tensors[0] if layer.param_tensors else layer.params
+    if weights <= 0 or layer.fwd_flops_per_sample <= 0:
+        return None
+    pixels = layer.fwd_flops_per_sample / (2 * weights)
+    out = layer.activation_elements_per_sample / pixels
+    cin = (layer.io_elements_per_sample - layer.activation_elements_per_sample) / pixels
+    if min(out, cin) < 1:
+        return None
+    area = weights / (out * cin)
+    whole = [round(v) for v in (cin, out, area)]
+    if any(abs(v - w) > 1e-6 * max(1, w) for v, w in zip((cin, out, area), whole, strict=True)):
+        return None
+    return ConvShape(*whole)
+
+
+def conv_speedup(layer: Layer, device: Device, dtype: str) -> float:
+    """How many times fewer FLOPs than its direct-convolution count ``layer`` costs:
+    the measured Winograd rate (:data:`WINOGRAD_SPEEDUP_PASCAL`,
+    :data:`WINOGRAD_SPEEDUP_VOLTA`) for a 3x3 stride-1 convolution with at least
+    :data:`WINOGRAD_MIN_IN_CHANNELS` input channels in FP32 on a GPU; 1 for every other
+    layer, dtype (tensor cores) and device (CPUs: MKL-DNN's default is direct)."""
+    if device.kind != "gpu" or dtype in _TENSOR_CORE_DTYPES:
+        return 1.0
+    shape = stride1_conv_shape(layer)
+    if shape is None or shape.kernel_area != 9 or shape.in_channels < WINOGRAD_MIN_IN_CHANNELS:
+        return 1.0
+    cc = device.compute_capability
+    if cc is not None and cc < 7.0:
+        return WINOGRAD_SPEEDUP_PASCAL
+    return WINOGRAD_SPEEDUP_VOLTA
+
+
+# Passes over the score matrix (heads x T x T) in BERT's reference attention, as NVIDIA's
+# DeepLearningExamples PyTorch/LanguageModeling/BERT/modeling.py (BertSelfAttention,
+# the code behind the published BERT rows) and google-research/bert's modeling.py run
+# it, one kernel per operation: forward, Q Kᵀ writes the scores (1); ``/ sqrt(d)``
+# reads and writes them (2); ``+ attention_mask`` (2); softmax (2); dropout on the
+# probabilities (attention_probs_dropout_prob 0.1 in BERT's and GPT-2's configurations)
+# reads and writes them (2) and writes a one-byte mask; the product with V reads them
+# (1): 10 elements and 1 byte per score. Backward: the product with V writes dP and
+# reads P (2); dropout reads dP and the mask and writes (2 + the mask); softmax reads P
+# and its gradient and writes (3); the mask addition passes the gradient through (0);
+# the scaling reads and writes (2); Q Kᵀ's two products read dS (2): 11 and 1 byte.
+SCORE_PASSES_FORWARD = 10
+SCORE_PASSES_BACKWARD = 11
+DROPOUT_MASK_BYTES = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionParts:
+    """An encoder-style attention layer (``workloads.algebra.Builder.attention``) per
+    sample: the FLOPs of its GEMMs (Q/K/V and output projections, Q Kᵀ, the weighted sum
+    of V), the elements its GEMMs read and write outside the score matrix (weights
+    apart), and the elements of the score matrix (heads x T x T)."""
+
+    gemm_flops: float
+    gemm_io_elements: float
+    score_elements: float
+
+
+def attention_parts(layer: Layer) -> AttentionParts | None:
+    """The parts of an attention layer with parameters, else None (a parameterless
+    attention core, as ``workloads.transformer`` builds for decoders trained with
+    FlashAttention, is one fused kernel whose score matrix never reaches memory).
+
+    From Builder.attention's counts: activation = 5·T·H + S and io = 10·T·H + 4·S (S =
+    heads·T², T tokens, H hidden), so T·H = (4·activation − io) / 10 and S = activation −
+    5·T·H; the softmax's FLOPs are SOFTMAX_FLOPS_PER_ELEMENT·S and the rest are GEMMs.
+    Both identities are linear, so a layer split by heads (tensor parallelism) keeps
+    them. None where they give no positive T·H and S (a user's layer counted otherwise).
+    """
+    if layer.kind != "attention" or not layer.params:
+        return None
+    th = (4 * layer.activation_elements_per_sample - layer.io_elements_per_sample) / 10
+    scores = layer.activation_elements_per_sample - 5 * th
+    gemm = layer.fwd_flops_per_sample - SOFTMAX_FLOPS_PER_ELEMENT * scores
+    if th <= 0 or scores <= 0 or gemm <= 0:
+        return None
+    return AttentionParts(gemm, 10 * th, scores)
+
+
+def score_traffic_bytes(scores: float, dtype_bytes: int) -> tuple[float, float]:
+    """Forward and backward bytes moved over ``scores`` score elements by the unfused
+    attention (:data:`SCORE_PASSES_FORWARD`, :data:`SCORE_PASSES_BACKWARD`, and the
+    dropout mask)."""
+    return (
+        scores * (SCORE_PASSES_FORWARD * dtype_bytes + DROPOUT_MASK_BYTES),
+        scores * (SCORE_PASSES_BACKWARD * dtype_bytes + DROPOUT_MASK_BYTES),
+    )
+
+
 def layer_cost(
     layer: Layer,
     device: Device,
@@ -62,14 +216,20 @@ def layer_cost(
     input_gradient: False for a layer whose input needs no gradient (the first layer
     with parameters and any layer before it, whose input is the data): its roofline
     backward is the weight-gradient part only (see :func:`backward_flops`). Measured
-    times already are what the framework ran.
+    times already are what the framework ran. Roofline times divide a convolution's
+    FLOPs by :func:`conv_speedup` and split an attention layer by
+    :func:`attention_parts`.
     """
     measured = layer.measured.get(device.model)
     if measured:
         return _measured_at(measured, batch)
     peak = device.peak_flops[dtype] * device.efficiency_for(layer.kind, dtype)
+    peak *= conv_speedup(layer, device, dtype)
     bw = device.memory_bandwidth_bytes_per_s
     weights = layer.params * dtype_bytes
+    parts = attention_parts(layer)
+    if parts is not None:
+        return _attention_cost(layer, parts, peak, bw, batch, dtype_bytes, input_gradient)
     io = layer.io_elements_per_sample * batch * dtype_bytes
     fwd = max(layer.fwd_flops_per_sample * batch / peak, (io + weights) / bw)
     bwd_flops = backward_flops(layer, input_gradient=input_gradient)
@@ -84,6 +244,29 @@ def layer_cost(
         return LayerCost(fwd, 0.0, "roofline")  # nothing below it needs a gradient
     bwd = max(bwd_flops * batch / peak, bwd_traffic / bw)
     return LayerCost(fwd, bwd, "roofline")
+
+
+def _attention_cost(
+    layer: Layer,
+    parts: AttentionParts,
+    peak: float,
+    bw: float,
+    batch: int,
+    dtype_bytes: int,
+    input_gradient: bool,
+) -> LayerCost:
+    """The GEMMs' roofline plus the score matrix's traffic at memory bandwidth
+    (:func:`score_traffic_bytes`): the scaling, masking, softmax and dropout run as
+    their own memory-bound kernels between the two score GEMMs, so nothing hides them.
+    The GEMMs' backward is the layer's backward/forward FLOP ratio (2: input and weight
+    gradients) times their forward."""
+    weights = layer.params * dtype_bytes
+    gemm_io = parts.gemm_io_elements * batch * dtype_bytes
+    fwd_bytes, bwd_bytes = score_traffic_bytes(parts.score_elements * batch, dtype_bytes)
+    fwd = max(parts.gemm_flops * batch / peak, (gemm_io + weights) / bw) + fwd_bytes / bw
+    ratio = backward_flops(layer, input_gradient=input_gradient) / layer.fwd_flops_per_sample
+    bwd = max(ratio * parts.gemm_flops * batch / peak, ratio * (gemm_io + weights) / bw)
+    return LayerCost(fwd, bwd + bwd_bytes / bw, "roofline")
 
 
 def backward_flops(layer: Layer, *, input_gradient: bool = True) -> float:
