@@ -77,8 +77,10 @@ def _measured_at(points: tuple[MeasuredTime, ...], batch: int) -> LayerCost:
 # the measured 2.3-2.4x. In FP16 on V100's tensor cores DeepBench shows cuDNN choosing
 # IMPLICIT_PRECOMP_GEMM for all 27 of these layers: no Winograd, so no speed-up for
 # tensor-core dtypes.
+# Later GPUs (Ampere, Hopper) have no published DeepBench run: their profiles' conv
+# efficiency stands for every convolution, as it was assumed, and no speed-up is added.
 WINOGRAD_SPEEDUP_PASCAL = 13.49 / 5.71  # P100, compute capability 6.x
-WINOGRAD_SPEEDUP_VOLTA = 23.36 / 10.09  # V100; assumed for later GPUs' FP32 CUDA cores
+WINOGRAD_SPEEDUP_VOLTA = 23.36 / 10.09  # V100, compute capability 7.x
 # DeepBench's layers with fewer input channels (a network's first layer, 1-3 channels)
 # ran as implicit GEMM or below the other layers' rate: not sped up.
 WINOGRAD_MIN_IN_CHANNELS = 64
@@ -130,17 +132,20 @@ def conv_speedup(layer: Layer, device: Device, dtype: str) -> float:
     """How many times fewer FLOPs than its direct-convolution count ``layer`` costs:
     the measured Winograd rate (:data:`WINOGRAD_SPEEDUP_PASCAL`,
     :data:`WINOGRAD_SPEEDUP_VOLTA`) for a 3x3 stride-1 convolution with at least
-    :data:`WINOGRAD_MIN_IN_CHANNELS` input channels in FP32 on a GPU; 1 for every other
-    layer, dtype (tensor cores) and device (CPUs: MKL-DNN's default is direct)."""
+    :data:`WINOGRAD_MIN_IN_CHANNELS` input channels in FP32 on a Pascal or Volta GPU
+    (compute capability 6.x or 7.x, where DeepBench measured it); 1 for every other
+    layer, dtype (tensor cores), GPU generation (not measured) and device (CPUs)."""
     if device.kind != "gpu" or dtype in _TENSOR_CORE_DTYPES:
         return 1.0
     shape = stride1_conv_shape(layer)
     if shape is None or shape.kernel_area != 9 or shape.in_channels < WINOGRAD_MIN_IN_CHANNELS:
         return 1.0
     cc = device.compute_capability
-    if cc is not None and cc < 7.0:
+    if cc is not None and 6.0 <= cc < 7.0:
         return WINOGRAD_SPEEDUP_PASCAL
-    return WINOGRAD_SPEEDUP_VOLTA
+    if cc is not None and 7.0 <= cc < 8.0:
+        return WINOGRAD_SPEEDUP_VOLTA
+    return 1.0
 
 
 # Passes over the score matrix (heads x T x T) in BERT's reference attention, as NVIDIA's
