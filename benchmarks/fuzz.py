@@ -16,7 +16,7 @@ files it reads, made in a fresh folder:
 - ``process``: a few through the installed entry point in a new interpreter.
 
 Most cases run in a forked child of this process that calls the console script's own
-entry point (``sim.cli.main:cli_entry``) with stdout and stderr on files, so each is
+entry point (``sim.cli.entry:cli_entry``) with stdout and stderr on files, so each is
 isolated, timed out (its process group killed) and measured (peak RSS from ``wait4``)
 without paying for a new interpreter. Prints: cases, the exit-code histogram,
 tracebacks, hangs over the timeout, runs over 2 GB, nonsense outputs (NaN, infinite,
@@ -820,7 +820,7 @@ def _child(case: Case, folder: Path, out_dir: Path) -> None:
             f = os.open(out_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(f, fd)
             os.close(f)
-        from sim.cli.main import cli_entry
+        from sim.cli.entry import cli_entry
 
         sys.argv = ["dtsim", *case.argv]
         try:
@@ -964,6 +964,11 @@ class Runner:
         def prepare() -> None:
             _die_with_parent()
             os.setpgid(0, 0)
+            # As a shell starts a command: Ctrl-C at its default even when this runner
+            # was started in the background (where SIGINT is ignored, and that is inherited).
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
             resource.setrlimit(resource.RLIMIT_AS, (memory + (1 << 30), resource.RLIM_INFINITY))
 
@@ -992,7 +997,7 @@ def run_inline(case: Case, timeout_s: float = 30.0) -> Result:
     import click
     from click.testing import CliRunner
 
-    from sim.cli.main import cli_entry
+    from sim.cli.entry import cli_entry
 
     @click.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -1048,7 +1053,10 @@ def problems(r: Result) -> list[str]:
         out.append(f"traceback: {r.traceback}")
     if r.code == "hang":
         out.append("hang")
-    if r.code not in (0, 1, 2, "hang"):
+    # A sweep stopped by SIGINT ends with the shell's code for it, 128 + 2 (or 0 if it
+    # finished first).
+    expected = (0, 130) if r.case.signal_after_s is not None else (0, 1, 2)
+    if r.code not in (*expected, "hang"):
         out.append(f"exit code {r.code}")
     if r.peak_rss_bytes > MEMORY_LIMIT_BYTES:
         out.append(f"peak memory {r.peak_rss_bytes / GB:.1f} GB")

@@ -566,7 +566,7 @@ def test_ctrl_c_in_validate_keeps_the_finished_strategies(tmp_path):
     time.sleep(5)  # layerwise starts, and rank 1 hangs in it
     os.killpg(proc.pid, __import__("signal").SIGINT)  # as a terminal's Ctrl-C
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, (out, err)
+    assert proc.returncode == 130, (out, err)  # 128 + SIGINT, as a shell reports it
     assert "Traceback" not in err and "interrupted" in err
     report = json.loads((tmp_path / "report.json").read_text())
     assert [r["strategy"] for r in report["results"]] == ["sync"]
@@ -591,6 +591,70 @@ def test_calibration_csvs_cut_by_a_full_disk_resume(tmp_path):
                         ("fc1", "backward"): 0.002}}  # fmt: skip
     # Cut back before appending: the cut row and incomplete repeat 1 are measured again.
     assert compute.read_text().endswith("0,fc1,backward,0.002\n")
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_ends_dtsim_with_the_shell_s_code_and_keeps_what_finished(tmp_path, signame, code):
+    """Ctrl-C and SIGTERM (``kill``, a batch system's time limit) stop a sweep quietly,
+    with exit code 128 + the signal's number, the finished rows kept for a resume."""
+    import signal
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {"hardware": "dgx-a100", "workload": ["bert-large:128", "resnet50"],
+             "devices": [8, 16, 32, 64, 128, 256], "batch_per_device": 8, "iterations": 40,
+             "strategy": ["sync", "delayed:1", "bucketed", "layerwise", "priority"]}
+        )
+    )  # fmt: skip
+    out = tmp_path / "s.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim.cli", "sweep", str(spec), "--executor", "serial",
+         "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, preexec_fn=_as_from_a_shell,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while (not out.exists() or out.read_text().count("\n") < 3) and time.monotonic() < deadline:
+        time.sleep(0.1)  # some points are in
+    os.kill(proc.pid, getattr(signal, signame))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    rows = out.read_text()
+    assert rows.count("\n") >= 3 and rows.endswith("\n")  # kept for a resume
+
+
+# dtsim sends itself the signal when its commands start loading (the import of rich).
+_SIGNAL_WHILE_LOADING = """
+import importlib.abc, os, signal, sys
+from sim.cli.entry import cli_entry
+
+SIGNAL = getattr(signal, sys.argv[1])
+
+class Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "rich":
+            os.kill(os.getpid(), SIGNAL)
+        return None
+
+sys.meta_path.insert(0, Hook())
+sys.argv = ["dtsim", "workloads"]
+cli_entry()
+"""
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_while_dtsim_loads_is_quiet_too(signame, code):
+    """The commands take most of a second to import: a Ctrl-C then printed a
+    KeyboardInterrupt traceback from deep inside the import system."""
+    result = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_WHILE_LOADING, signame],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, preexec_fn=_as_from_a_shell,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == code, result.stderr
+    assert result.stderr == "" and result.stdout == ""
 
 
 @pytest.mark.slow
@@ -622,7 +686,7 @@ def test_ctrl_c_in_a_dask_sweep_is_one_quiet_line(tmp_path):
         time.sleep(0.2)  # some points are in
     os.killpg(proc.pid, __import__("signal").SIGINT)  # a terminal's Ctrl-C: every process
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert proc.returncode == 130 and "Traceback" not in err, err
     assert len(err.strip().splitlines()) <= 2, err
     assert out.read_text().count("\n") >= 3  # the finished points are kept for a resume
 

@@ -1,5 +1,5 @@
 """``python -m sim.cli``: the same as the ``dtsim`` console script."""
 
-from sim.cli.main import cli_entry
+from sim.cli.entry import cli_entry
 
 cli_entry()
