@@ -14,10 +14,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sim.errors import InputError
 from sim.model.scenario import Scenario
+
+if TYPE_CHECKING:
+    from sim.parallel.layout import LayoutScenario
 
 # A straggler option as text: "RANK:FRACTION" (e.g. "3:0.5"); several comma-separated.
 Fractions = tuple[tuple[int, float], ...]
@@ -50,9 +53,91 @@ class ScenarioSpec:
     slow_nodes: Fractions = ()
     slow_nics: Fractions = ()
     algorithm: str = "auto"
+    # A 3D layout (any of these given): tensor, pipeline and data parallelism over the
+    # devices; see sim.parallel.layout and build_layout.
+    tp: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    micro_batch: int | None = None
+    zero: int | None = None
+    recompute: str | None = None
+    schedule: str | None = None
+    tp_across_nodes: bool = False
+
+    @property
+    def is_layout(self) -> bool:
+        """Whether the user asked for a tensor/pipeline layout (any layout option)."""
+        return any(
+            v is not None
+            for v in (
+                self.tp,
+                self.pp,
+                self.dp,
+                self.micro_batch,
+                self.zero,
+                self.recompute,
+                self.schedule,
+            )
+        )
+
+    def build_layout(self) -> LayoutScenario:
+        """The scenario under its 3D layout (:func:`sim.parallel.layout.make_layout`).
+        Needs a built-in decoder and ``--global-batch``; stragglers and explicit ranks
+        are refused (one representative GPU per pipeline stage)."""
+        from sim.parallel.layout import LayoutScenario, make_layout
+        from sim.parallel.stages import decoder_shape
+
+        if self.global_batch is None or self.batch_per_device is not None:
+            raise InputError(
+                "--tp/--pp layouts take --global-batch (split into micro-batches), not "
+                "--batch-per-device",
+                key="global-batch",
+            )
+        if self.ranks != "representative" or self.has_stragglers or self.jitter:
+            raise InputError(
+                "--tp/--pp layouts simulate one representative GPU per stage: explicit ranks, "
+                "jitter and stragglers are not modelled with them",
+                key="ranks",
+            )
+        micro = self.micro_batch if self.micro_batch is not None else 1
+        base = self.replace(
+            global_batch=None,
+            batch_per_device=micro,
+            tp=None,
+            pp=None,
+            dp=None,
+            micro_batch=None,
+            zero=None,
+            recompute=None,
+            schedule=None,
+        ).build()
+        shape = decoder_shape(base.workload)
+        layout = make_layout(
+            devices=self.devices,
+            devices_per_node=base.placement.devices_per_node,
+            heads=shape.heads,
+            kv_heads=shape.kv_heads,
+            blocks=shape.layers,
+            global_batch=self.global_batch,
+            micro_batch=micro,
+            tp=self.tp or 1,
+            pp=self.pp or 1,
+            dp=self.dp,
+            schedule=self.schedule or "1f1b",
+            recompute=self.recompute or "none",
+            zero=self.zero or 0,
+            tp_across_nodes=self.tp_across_nodes,
+        )
+        return LayoutScenario(base, layout)
 
     def build(self) -> Scenario:
         """Load the profile and workload, apply the overrides, validate."""
+        if self.is_layout:
+            raise InputError(
+                "this command does not take --tp/--pp layout options (dtsim whatif, run and "
+                "tune --layouts do)",
+                key="tp",
+            )
         from hardware_profiles import load_profile
         from sim.model.collectives import ALGORITHMS
         from sim.model.scenario import (

@@ -15,6 +15,13 @@ from rich.table import Table
 from sim.app.spec import ScenarioSpec
 from sim.app.whatif import StrategyOptions
 from sim.cli.common import emit_json, err, error_line, handles_input_errors, literal, out
+from sim.cli.layout import (
+    layout_options,
+    layout_requested,
+    refuse,
+    run_layout_cli,
+    whatif_layout,
+)
 from sim.cli.scale import straggler_options
 from sim.cli.timeline import html_option, sweep_devices_option
 from sim.errors import InputError
@@ -537,6 +544,7 @@ def _strategy_options(kw: dict) -> StrategyOptions:
 
 @main.command()
 @scenario_options
+@layout_options
 @click.option(
     "--strategies",
     default="all",
@@ -594,6 +602,16 @@ def whatif(
     from sim.app.whatif import WhatifRequest
     from sim.app.whatif import whatif as whatif_job
 
+    if layout_requested(kw):
+        refuse(
+            {
+                "--strategies": strategies != "all",
+                "--convergence": bool(convergence_file),
+                "--sweep-devices": bool(sweep),
+            }
+        )
+        whatif_layout(kw, as_json=as_json, html_path=html_path)
+        return
     counts = parse_device_counts(sweep) if sweep else ()
     if counts and not (html_path or as_json):
         raise InputError(
@@ -719,6 +737,7 @@ def whatif(
 
 @main.command()
 @scenario_options
+@layout_options
 @click.option("--strategy", default="sync", show_default=True, help="One strategy spec.")
 @click.option("--csv", "csv_path", default=None, help="Write the Trace's spans as CSV.")
 @click.option(
@@ -754,6 +773,12 @@ def run(
         write_csv,
     )
 
+    if layout_requested(kw):
+        refuse({"--strategy": strategy != "sync"})
+        run_layout_cli(
+            kw, csv_path=csv_path, chrome_path=chrome_path, html_path=html_path, as_json=as_json
+        )
+        return
     options = _strategy_options(kw)
     request = RunRequest(spec=_spec(kw), strategy=strategy, options=options)
     check_distinct_outputs(

@@ -348,6 +348,20 @@ def _tune_options(fn: Callable) -> Callable:
     help="A `dtsim convergence` JSON (iterations to the target per strategy); used with "
     "--objective time-to-accuracy, which it requires.",
 )
+@click.option(
+    "--layouts",
+    is_flag=True,
+    help="Search 3D layouts of a transformer decoder instead: D, T, P, micro-batch, ZeRO-1, "
+    "recomputation (needs --global-batch); pruned by memory, ranked by MFU.",
+)
+@click.option("--top", type=int, default=10, show_default=True, help="--layouts: best to show.")
+@click.option(
+    "--verify",
+    type=int,
+    default=1,
+    show_default=True,
+    help="--layouts: simulate this many of the best with the engine.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @_fail_cleanly
 def tune(
@@ -357,6 +371,9 @@ def tune(
     no_refine: bool,
     objective: str,
     convergence_file: str | None,
+    layouts: bool,
+    top: int,
+    verify: int,
     as_json: bool,
     **kw: Any,
 ) -> None:
@@ -368,12 +385,19 @@ def tune(
       dtsim tune --hardware dgx-a100 --workload resnet50 --devices 64
         --batch-per-device 32 --nic-gbps 25
       dtsim tune ... --objective time-to-accuracy --convergence conv.json
+      dtsim tune --layouts --hardware dgx-a100 --workload gpt3-175b --devices 1536
+        --global-batch 1536
 
     Sizes that give the same buckets give the same run and are simulated once. The
     margin compares the best with the best of another strategy family.
     """
     from sim.analysis.tune import tune as run_tune
 
+    if layouts:
+        from sim.cli.layout import tune_layouts
+
+        tune_layouts(kw, as_json=as_json, top=top, verify=verify)
+        return
     convergence = None
     if convergence_file and objective != "time-to-accuracy":
         raise InputError(

@@ -12,6 +12,10 @@ collective was costed for the whole group). In explicit mode every rank runs its
 copy of the graph, and a collective starts when its last member arrives (has its input
 ready) and its channel is free; it then loads the links of every member. A channel is
 one queue shared by all ranks, so they agree on the order of collectives.
+Lanes: in representative mode a task may name its ``rank`` (a pipeline stage): each
+such rank is a lane with its own compute stream, channels, links and memory, and its
+collectives stand for their whole group as in representative mode (nothing waits for
+other members). Explicit mode refuses such tasks.
 Stragglers exist only in explicit mode: a compute task's work on rank r is multiplied
 by its jitter draw for (r, task) and by 1 / (rank r's speed); a slow NIC is in the
 collective costs the strategy was built with (:mod:`sim.model.stragglers`), not here.
@@ -67,7 +71,7 @@ class Engine:
         *,
         ranks: int = 1,
         interference_factor: float = 0.0,
-        base_memory_bytes: float = 0.0,
+        base_memory_bytes: float | Sequence[float] = 0.0,
         jitter: float = 0.0,
         seed: int = 0,
         jitter_mu: float = 0.0,
@@ -75,11 +79,23 @@ class Engine:
     ):
         """``jitter``, ``jitter_mu``: σ and μ of the log of a per-(rank, task) compute-time
         multiplier (σ = 0: none). ``rank_speeds``: each rank's compute speed as a fraction
-        of full speed (its compute tasks take 1/speed as long)."""
+        of full speed (its compute tasks take 1/speed as long). ``base_memory_bytes``: one
+        figure for every rank, or one per rank (lane)."""
         self.graph = graph
         self.ranks = ranks
+        top = max((t.rank for t in graph.tasks), default=0)
+        if top and ranks > 1:
+            raise ValueError("tasks pinned to a rank need representative mode (ranks=1)")
+        # Ranks that own compute streams, channels, links and memory: the explicit ranks,
+        # or the lanes of one representative copy.
+        self.width = ranks if ranks > 1 else top + 1
         self.slow = 1.0 / (1.0 + interference_factor)
-        self.base_memory = base_memory_bytes
+        if isinstance(base_memory_bytes, int | float):
+            self.base_memory = [base_memory_bytes] * self.width
+        else:
+            self.base_memory = list(base_memory_bytes)
+            if len(self.base_memory) != self.width:
+                raise ValueError(f"{len(self.base_memory)} base memories for {self.width} ranks")
         self.env = simpy.Environment()
         n = len(graph.tasks)
         self.n = n
@@ -184,6 +200,7 @@ class Engine:
     def _ready(self, gid: int) -> None:
         rank, tid = divmod(gid, self.n)
         task = self.tasks[tid]
+        rank += task.rank  # a lane (representative mode), else 0 + the explicit rank
         res = self.task_res[tid]
         if res < 0:
             self._start[gid] = self.env.now
@@ -204,7 +221,7 @@ class Engine:
                 self._arrived[tid] = count
                 return
             self._arrived.pop(tid, None)
-            q = res
+            q = res if self.ranks > 1 else rank * self.n_res + res
             gid = tid
         heapq.heappush(self._queues[q], (task.priority, tid, gid))
         if not self._busy[q]:
@@ -237,7 +254,7 @@ class Engine:
         for gid in members:
             self._start[gid] = now
         self.events += len(members)
-        everyone = range(self.ranks)
+        everyone = range(task.rank, task.rank + self.ranks)
         self._set_comm_active(everyone, +1)  # interference starts with the collective
         links = tuple((r, c) for r in everyone for c in task.links)
 
@@ -266,8 +283,9 @@ class Engine:
             flow()
 
     def _finish(self, gid: int) -> None:
-        rank, tid = divmod(gid, self.n)
+        copy, tid = divmod(gid, self.n)
         task = self.tasks[tid]
+        rank = copy + task.rank
         now = self.env.now
         self._spans.append(
             Span(
@@ -286,7 +304,7 @@ class Engine:
             self._memory.append(MemorySample(rank, now, self._mem[rank]))
         self._done += 1
         self.events += 1
-        base = rank * self.n
+        base = copy * self.n
         deps_left = self._deps_left
         for child in self.children[tid]:
             g = base + child
@@ -303,16 +321,17 @@ class Engine:
         self._link_load: dict = {}
         self._link_flows: dict = {}
         self._flow_order: dict = {}
-        self._compute_act: list[_Activity | None] = [None] * self.ranks
-        self._comm_active = [0] * self.ranks
-        self._queues: list[list] = [[] for _ in range(self.ranks * self.n_res)]
-        self._busy = [False] * (self.ranks * self.n_res)
+        width = self.width
+        self._compute_act: list[_Activity | None] = [None] * width
+        self._comm_active = [0] * width
+        self._queues: list[list] = [[] for _ in range(width * self.n_res)]
+        self._busy = [False] * (width * self.n_res)
         self._arrived: dict[int, int] = {}
         self._start = [0.0] * (self.n * self.ranks)
         self._deps_left = [len(t.deps) for t in self.graph.tasks] * self.ranks
         self._spans: list[Span] = []
-        self._mem = [self.base_memory] * self.ranks
-        self._memory = [MemorySample(r, 0.0, self.base_memory) for r in range(self.ranks)]
+        self._mem = list(self.base_memory)
+        self._memory = [MemorySample(r, 0.0, self.base_memory[r]) for r in range(width)]
         self._done = 0
         for r in range(self.ranks):
             for t in self.graph.tasks:

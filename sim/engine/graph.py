@@ -29,6 +29,9 @@ class Task:
     share of its links; for wait, the delay. latency_s: the comm latency part (α terms),
     not shared. links: link classes a comm loads. bytes: bytes a comm moves.
     group: for comm in explicit mode, which collective the task is a member of.
+    rank: in representative mode, the rank (lane) the task runs on: a pipeline's stages
+    are ranks 0 .. P-1 of one representative copy, each with its own compute stream,
+    channels, links and memory (every other graph leaves it 0).
     """
 
     id: int
@@ -43,6 +46,7 @@ class Task:
     links: tuple[str, ...] = ()
     bytes: float = 0.0
     memory_bytes: float = 0.0  # change in the device's bytes in use when the task ends
+    rank: int = 0
 
 
 @dataclass
@@ -66,6 +70,7 @@ class TaskGraph:
         links: tuple[str, ...] = (),
         nbytes: float = 0.0,
         memory_bytes: float = 0.0,
+        rank: int = 0,
     ) -> int:
         tid = len(self.tasks)
         clean = tuple(sorted({d for d in deps if d is not None}))
@@ -85,6 +90,7 @@ class TaskGraph:
                 links,
                 nbytes,
                 memory_bytes,
+                rank,
             )
         )
         return tid

@@ -1,0 +1,136 @@
+"""The 3D-layout jobs: ``whatif``/``run`` with ``--tp/--pp`` and ``tune --layouts``.
+A typed request in, results out (no printing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sim.app.spec import ScenarioSpec
+from sim.engine.core import EngineStats
+from sim.engine.trace import Trace
+from sim.parallel.analytic import Estimate
+from sim.parallel.layout import LayoutScenario
+from sim.parallel.search import SearchResult
+from sim.parallel.simulate import LayoutMetrics
+from sim.parallel.stages import Plans
+
+# What the layout model leaves out, said with every result.
+UNMODELLED = (
+    "not modelled: the cross-entropy's per-token all-reduces on the TP group, the "
+    "NVLink all-gather after each scatter/gather send, the all-reduce of tied embedding "
+    "gradients between the first and last stage, the gradient-norm all-reduce of "
+    "clipping, and sequence parallelism"
+)
+
+
+@dataclass(frozen=True)
+class LayoutRequest:
+    spec: ScenarioSpec
+    notes: tuple[str, ...] = ()  # how the CLI read the request (defaults taken)
+
+
+@dataclass(frozen=True)
+class LayoutResult:
+    scenario: LayoutScenario
+    trace: Trace
+    stats: EngineStats
+    metrics: LayoutMetrics
+    estimate: Estimate  # the closed form the search uses, beside the simulation
+    plans: Plans
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_layout(request: LayoutRequest) -> LayoutResult:
+    """Simulate the spec's layout (one representative GPU per stage) and read its
+    figures. A layout that does not fit in device memory is simulated and said."""
+    from sim.parallel.analytic import estimate
+    from sim.parallel.simulate import layout_metrics, simulate_layout
+    from sim.units import fmt_bytes
+
+    ls = request.spec.build_layout()
+    trace, stats, plans = simulate_layout(ls)
+    lm, _ = layout_metrics(trace, ls, plans)
+    est = estimate(plans, ls.layout)
+    notes = [*request.notes, *ls.notes, *plans.notes, UNMODELLED]
+    warnings = []
+    if not lm.fits:
+        worst = max(lm.memory_by_stage, key=lambda d: d["peak_bytes"])
+        warnings.append(
+            f"does not fit: stage {worst['stage']} needs {fmt_bytes(lm.peak_memory_bytes)} per "
+            f"GPU, the device has {fmt_bytes(lm.device_memory_bytes)} (try --recompute "
+            "selective|full, --zero 1, a larger --tp/--pp or a smaller --micro-batch)"
+        )
+    if not lm.steady:
+        warnings.append(
+            "the run has not settled: its last iterations differ; the figures are estimates "
+            "(raise --iterations)"
+        )
+    return LayoutResult(ls, trace, stats, lm, est, plans, notes, warnings)
+
+
+@dataclass(frozen=True)
+class LayoutSearchRequest:
+    spec: ScenarioSpec  # devices, global batch, hardware, workload, dtype, optimizer
+    micro_batches: tuple[int, ...] = (1, 2, 4, 8)
+    zero: tuple[int, ...] = (0, 1)
+    recompute: tuple[str, ...] = ("none", "selective", "full")
+    schedules: tuple[str, ...] = ("1f1b",)
+    top: int = 10
+    verify: int = 1  # simulate the best this many with the engine
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayoutSearchReply:
+    search: SearchResult
+    verified: list[LayoutResult]
+    notes: list[str]
+
+
+def search_layouts(request: LayoutSearchRequest) -> LayoutSearchReply:
+    """Every layout of the spec's devices (D·T·P, micro-batch, ZeRO, recomputation,
+    schedule): pruned by memory, ranked by the closed form's MFU; the best ``verify``
+    simulated by the engine."""
+    from sim.parallel.search import search
+
+    spec = request.spec
+    if spec.global_batch is None:
+        from sim.errors import InputError
+
+        raise InputError("tune --layouts takes --global-batch", key="global-batch")
+    base = spec.replace(
+        tp=None,
+        pp=None,
+        dp=None,
+        micro_batch=None,
+        zero=None,
+        recompute=None,
+        schedule=None,
+        global_batch=None,
+        batch_per_device=1,
+    ).build()
+    result = search(
+        base,
+        global_batch=spec.global_batch,
+        micro_batches=request.micro_batches,
+        zero=request.zero,
+        recompute=request.recompute,
+        schedules=request.schedules,
+        top=request.top,
+    )
+    verified = []
+    for cand in result.best[: request.verify]:
+        lay = cand.layout
+        one = spec.replace(
+            tp=lay.tp,
+            pp=lay.pp,
+            dp=None,
+            micro_batch=lay.micro_batch,
+            zero=lay.zero,
+            recompute=lay.recompute,
+            schedule=lay.schedule,
+        )
+        verified.append(run_layout(LayoutRequest(one)))
+    notes = [*request.notes, *result.notes, UNMODELLED]
+    return LayoutSearchReply(result, verified, notes)

@@ -1,0 +1,154 @@
+"""Closed forms of a layout, for the search in ``dtsim tune --layouts``: memory per GPU
+without costing anything, and the iteration time from the stage plans.
+
+Memory (per stage s, one GPU): static (weights, gradients, fp32 master weights and
+optimizer state, the last two over D with ZeRO-1) + micro-batches in flight × the
+activations one keeps + the transient of full recomputation (one block's activations).
+In flight: 1F1B min(P - s, m); GPipe m. The task graph's memory samples give the same
+peak (``tests/test_pipeline.py`` checks it).
+
+Time: the pipeline phase, first forward on stage 0 to its last backward, is
+``Σ_s (F_s + B_s) + (m - 1)·max_s (F_s + B_s) + Σ (sends between neighbours, both
+ways)``: every micro-batch crosses every stage once, and the slowest stage paces the
+other m - 1 (with uniform stages and free sends, (m + P - 1)(F + B): the bubble of
+Narayanan et al., SC'21, §2.2). Stage 0 finishes last, so the iteration adds its
+data-parallel synchronisation, update and all-gather. Not in the closed form: the
+interference of collectives with compute, and sends queueing behind one another (the
+engine has both; the search reports the closed form and says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sim.model.scenario import OPTIMIZER_STATE_COPIES
+from sim.parallel.layout import Layout, stage_blocks
+from sim.parallel.stages import FP32_BYTES, Plans
+from sim.parallel.tensor import role, split_layer
+from sim.units import DTYPE_BYTES
+from workloads.model import Layer, Workload
+
+
+def in_flight(layout: Layout, stage: int) -> int:
+    """Micro-batches whose activations stage ``stage`` holds at once, at most."""
+    if layout.schedule == "gpipe":
+        return layout.num_micro_batches
+    return min(layout.pp - stage, layout.num_micro_batches)
+
+
+@dataclass(frozen=True)
+class _Parts:
+    pre: tuple[Layer, ...]
+    block: tuple[Layer, ...]  # block 0's layers
+    post: tuple[Layer, ...]
+    blocks: int
+    hidden_values: float  # s·h per sample
+
+
+def _parts(workload: Workload) -> _Parts:
+    layers = workload.layers
+    in_block = [layer.name.startswith("model.layers.") for layer in layers]
+    first = in_block.index(True)
+    last = len(in_block) - in_block[::-1].index(True)
+    block = tuple(layer for layer in layers if layer.name.startswith("model.layers.0."))
+    blocks = (last - first) // len(block)
+    return _Parts(
+        layers[:first], block, layers[last:], blocks, layers[0].activation_elements_per_sample
+    )
+
+
+class MemoryModel:
+    """Memory per GPU of any layout of one workload, dtype and optimizer (split layers
+    cached by T)."""
+
+    def __init__(self, workload: Workload, dtype: str, optimizer: str):
+        self.parts = _parts(workload)
+        self.size = DTYPE_BYTES[dtype]
+        self.copies = OPTIMIZER_STATE_COPIES[optimizer]
+        self._split: dict[int, tuple[tuple[Layer, ...], ...]] = {}
+
+    def _layers(self, tp: int) -> tuple[tuple[Layer, ...], ...]:
+        hit = self._split.get(tp)
+        if hit is None:
+            p = self.parts
+            hit = tuple(
+                tuple(split_layer(x, tp) for x in group) for group in (p.pre, p.block, p.post)
+            )
+            self._split[tp] = hit
+        return hit
+
+    def stage_bytes(self, layout: Layout) -> list[float]:
+        """Peak bytes per GPU of every stage."""
+        pre, block, post = self._layers(layout.tp)
+        size, b = self.size, layout.micro_batch
+        out = []
+        counts = stage_blocks(self.parts.blocks, layout.pp)
+        block_params = sum(x.params for x in block)
+        block_act_all = sum(x.activation_elements_per_sample for x in block) * b * size
+        if layout.recompute == "selective":
+            kept_block = (
+                block_act_all
+                - sum(
+                    x.activation_elements_per_sample
+                    for x in block
+                    if role(x.name) == "self_attn.core"
+                )
+                * b
+                * size
+            )
+        elif layout.recompute == "full":
+            kept_block = self.parts.hidden_values * b * size
+        else:
+            kept_block = block_act_all
+        shard = layout.dp if layout.zero else 1
+        for s, n in enumerate(counts):
+            extra = (pre if s == 0 else ()) + (post if s == layout.pp - 1 else ())
+            params = n * block_params + sum(x.params for x in extra)
+            act = n * kept_block + sum(x.activation_elements_per_sample for x in extra) * b * size
+            static = (
+                2 * params * size
+                + params * FP32_BYTES * ((1 if size < FP32_BYTES else 0) + self.copies) / shard
+            )
+            transient = block_act_all if layout.recompute == "full" and n else 0.0
+            out.append(static + in_flight(layout, s) * act + transient)
+        return out
+
+
+def plan_memory(plans: Plans, layout: Layout) -> list[float]:
+    """The same peak per stage, from the stage plans."""
+    return [
+        sum(p.static_bytes.values())
+        + in_flight(layout, p.stage) * p.activation_bytes
+        + p.transient_bytes
+        for p in plans.stages
+    ]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Closed-form figures of one layout; seconds."""
+
+    pipeline_s: float
+    tail_s: float
+    iteration_s: float
+    bubble_fraction: float  # stage 0's idle share of the pipeline phase
+
+
+def estimate(plans: Plans, layout: Layout) -> Estimate:
+    stages = plans.stages
+    m = layout.num_micro_batches
+    per = [p.forward_s + p.backward_s for p in stages]
+    sends = sum(
+        (p.send_forward.seconds if p.send_forward else 0.0)
+        + (p.send_backward.seconds if p.send_backward else 0.0)
+        for p in stages
+    )
+    pipeline = sum(per) + (m - 1) * max(per) + sends
+    first = stages[0]
+    tail = (
+        sum(s.seconds for s in first.dp_before_update)
+        + first.update_s
+        + sum(s.seconds for s in first.dp_after_update)
+    )
+    bubble = 1.0 - m * per[0] / pipeline if pipeline > 0 else 0.0
+    return Estimate(pipeline, tail, pipeline + tail, bubble)

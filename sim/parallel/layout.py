@@ -1,0 +1,191 @@
+"""A 3D layout: data (D), tensor (T) and pipeline (P) parallelism over D·T·P devices.
+
+Rank placement (Megatron-LM's default order, Narayanan et al., SC'21, §3.3): tensor
+parallelism innermost, so a TP group is T consecutive ranks inside one node on NVLink;
+then pipeline stages; data-parallel replicas outermost, across nodes:
+``rank = d·(P·T) + s·T + t``.
+
+Validation raises :class:`~sim.errors.InputError` with the option to change:
+D·T·P = devices; T divides the attention heads and the key/value heads (Megatron splits
+heads, and with grouped-query attention the key/value groups, over the TP ranks); T fits
+inside one node's NVLink domain unless ``tp_across_nodes``; P ≤ the transformer blocks
+(when P does not divide them, the first ``blocks mod P`` stages hold one block more, and
+the layout says so); the global batch is D × micro-batch × micro-batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sim.errors import InputError
+from sim.model.scenario import Scenario
+
+SCHEDULES = ("1f1b", "gpipe")
+RECOMPUTE = ("none", "selective", "full")
+ZERO_STAGES = (0, 1)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """dp, tp, pp: replicas, tensor-parallel ranks, pipeline stages. micro_batch: samples
+    (sequences) per micro-batch; num_micro_batches: micro-batches per replica and
+    iteration (m). schedule: ``1f1b`` or ``gpipe``; recompute: ``none``, ``selective``
+    (the attention core, Korthikanti et al., arXiv:2205.05198) or ``full`` (every block
+    from its input); zero: 1 shards the optimizer state and fp32 master weights over the
+    D replicas (ZeRO-1, Megatron's distributed optimizer), 0 does not."""
+
+    dp: int
+    tp: int
+    pp: int
+    micro_batch: int
+    num_micro_batches: int
+    schedule: str = "1f1b"
+    recompute: str = "none"
+    zero: int = 0
+
+    @property
+    def devices(self) -> int:
+        return self.dp * self.tp * self.pp
+
+    @property
+    def global_batch(self) -> int:
+        return self.dp * self.micro_batch * self.num_micro_batches
+
+    def rank(self, d: int, s: int, t: int) -> int:
+        """Global rank of replica ``d``, stage ``s``, tensor-parallel rank ``t``."""
+        return d * self.pp * self.tp + s * self.tp + t
+
+    def tp_group(self, s: int = 0, d: int = 0) -> tuple[int, ...]:
+        return tuple(self.rank(d, s, t) for t in range(self.tp))
+
+    def dp_group(self, s: int = 0, t: int = 0) -> tuple[int, ...]:
+        return tuple(self.rank(d, s, t) for d in range(self.dp))
+
+    def name(self) -> str:
+        return (
+            f"D{self.dp}·T{self.tp}·P{self.pp} mb{self.micro_batch}x{self.num_micro_batches}"
+            f" {self.schedule} recompute={self.recompute} zero={self.zero}"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "dp": self.dp,
+            "tp": self.tp,
+            "pp": self.pp,
+            "micro_batch": self.micro_batch,
+            "num_micro_batches": self.num_micro_batches,
+            "schedule": self.schedule,
+            "recompute": self.recompute,
+            "zero": self.zero,
+            "global_batch": self.global_batch,
+        }
+
+
+def stage_blocks(blocks: int, pp: int) -> tuple[int, ...]:
+    """Blocks per stage: as even as possible, the first ``blocks mod pp`` stages one more."""
+    base, extra = divmod(blocks, pp)
+    return tuple(base + (1 if s < extra else 0) for s in range(pp))
+
+
+def make_layout(
+    *,
+    devices: int,
+    devices_per_node: int,
+    heads: int,
+    kv_heads: int,
+    blocks: int,
+    global_batch: int,
+    micro_batch: int = 1,
+    tp: int = 1,
+    pp: int = 1,
+    dp: int | None = None,
+    schedule: str = "1f1b",
+    recompute: str = "none",
+    zero: int = 0,
+    tp_across_nodes: bool = False,
+) -> Layout:
+    """Validate a layout request; every refusal names the option to change."""
+    for key, value in (("tp", tp), ("pp", pp), ("micro-batch", micro_batch)):
+        if value < 1:
+            raise InputError(f"--{key} must be >= 1, got {value}", key=key)
+    if schedule not in SCHEDULES:
+        raise InputError(
+            f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}", key="schedule"
+        )
+    if recompute not in RECOMPUTE:
+        raise InputError(
+            f"--recompute must be one of {', '.join(RECOMPUTE)}, got {recompute!r}",
+            key="recompute",
+        )
+    if zero not in ZERO_STAGES:
+        raise InputError(
+            f"--zero {zero} is not modelled with --tp/--pp; choose 0 or 1 (ZeRO-1: optimizer "
+            "state sharded over the data-parallel replicas)",
+            key="zero",
+        )
+    if devices % (tp * pp):
+        raise InputError(
+            f"--tp {tp} x --pp {pp} = {tp * pp} does not divide --devices {devices}",
+            key="devices",
+        )
+    if dp is None:
+        dp = devices // (tp * pp)
+    elif dp * tp * pp != devices:
+        raise InputError(
+            f"--dp {dp} x --tp {tp} x --pp {pp} = {dp * tp * pp}, but --devices is {devices}",
+            key="dp",
+        )
+    if heads % tp or kv_heads % tp:
+        raise InputError(
+            f"--tp {tp} must divide the {heads} attention heads and the {kv_heads} key/value "
+            "heads (Megatron splits heads over the tensor-parallel ranks)",
+            key="tp",
+        )
+    if not tp_across_nodes and (tp > devices_per_node or devices_per_node % tp):
+        raise InputError(
+            f"--tp {tp} does not fit in one node's NVLink domain of {devices_per_node} "
+            "devices (tensor parallelism's blocking all-reduces need NVLink; "
+            "--tp-across-nodes allows it)",
+            key="tp",
+        )
+    if pp > blocks:
+        raise InputError(
+            f"--pp {pp} is more stages than the model's {blocks} transformer blocks", key="pp"
+        )
+    per_step = dp * micro_batch
+    if global_batch < per_step or global_batch % per_step:
+        raise InputError(
+            f"--global-batch {global_batch} is not a multiple of D {dp} x --micro-batch "
+            f"{micro_batch} = {per_step} (each replica runs whole micro-batches)",
+            key="global-batch",
+        )
+    return Layout(dp, tp, pp, micro_batch, global_batch // per_step, schedule, recompute, zero)
+
+
+@dataclass(frozen=True)
+class LayoutScenario:
+    """A scenario under a 3D layout. ``scenario`` carries the workload, the placed
+    profile, dtype, optimizer, collective algorithm and iterations (its batch fields are
+    the micro-batch: the layout holds the global batch); ``notes``: what the user should
+    know about how the request was read (defaults taken, stages split unevenly)."""
+
+    scenario: Scenario
+    layout: Layout
+    notes: tuple[str, ...] = ()
+
+    def summary(self) -> dict:
+        sc = self.scenario
+        return {
+            "workload": sc.workload.name,
+            "hardware": sc.hardware.name,
+            "devices": self.layout.devices,
+            "devices_per_node": sc.placement.devices_per_node,
+            "nodes": sc.placement.nodes,
+            "dtype": sc.dtype,
+            "optimizer": sc.optimizer,
+            "iterations": sc.iterations,
+            "ranks": "representative",
+            "nic_bandwidth_bytes_per_s": sc.hardware.nics.bandwidth_bytes_per_s,
+            "params": sc.workload.total_params,
+            **self.layout.as_dict(),
+        }

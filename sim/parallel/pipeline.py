@@ -1,0 +1,165 @@
+"""Pipeline schedules and the task graph of a 3D layout.
+
+One representative GPU per pipeline stage: stage s is rank (lane) s of the engine's
+representative copy (:class:`sim.engine.graph.Task` ``rank``), with its own compute
+stream, channels, links and memory. Its data-parallel peers and tensor-parallel peers
+do the same work at the same time, so every collective is costed for its whole group
+and nothing waits for them: a 4,096-GPU layout costs what its P stages cost.
+
+Schedules, per stage s of P with m micro-batches (F: forward, B: backward):
+
+- GPipe (Huang et al., NeurIPS 2019): F0 .. F(m-1), then B(m-1) .. B0.
+- 1F1B (PipeDream-Flush, Narayanan et al., SC'21, §2.2.1): min(P-s-1, m) warm-up
+  forwards, then one forward and one backward alternating, then the remaining
+  backwards; at most P - s micro-batches are in flight on stage s.
+
+Each stage runs its schedule in order (every op waits for the one before), a forward
+also waits for the activations sent by stage s-1, a backward for the gradient sent by
+stage s+1. Channels per stage: ``comm0`` the blocking tensor-parallel all-reduces (on
+the chain of compute), ``comm1`` activations sent forward, ``comm2`` gradients sent
+back, ``comm3`` the data-parallel gradient synchronisation after the flush (all-reduce,
+or ZeRO-1's reduce-scatter, update, all-gather). The next iteration's first forward on
+a stage waits for that stage's update (and all-gather).
+"""
+
+from __future__ import annotations
+
+from sim.engine.graph import COMPUTE, TaskGraph, channel
+from sim.parallel.layout import Layout
+from sim.parallel.stages import Plans, Segment
+
+TP_CHANNEL = channel(0)
+SEND_FORWARD = channel(1)
+SEND_BACKWARD = channel(2)
+DP_CHANNEL = channel(3)
+
+
+def stage_order(
+    schedule: str, stage: int, stages: int, micro_batches: int
+) -> list[tuple[str, int]]:
+    """The order of ("F" | "B", micro-batch) on ``stage``."""
+    m = micro_batches
+    if schedule == "gpipe":
+        return [("F", i) for i in range(m)] + [("B", i) for i in reversed(range(m))]
+    warm = min(stages - stage - 1, m)
+    order = [("F", i) for i in range(warm)]
+    for i in range(m - warm):
+        order += [("F", warm + i), ("B", i)]
+    order += [("B", i) for i in range(m - warm, m)]
+    return order
+
+
+def build_graph(plans: Plans, layout: Layout, iterations: int) -> TaskGraph:
+    """The task graph of ``iterations`` iterations (see the module docstring)."""
+    g = TaskGraph()
+    g.channels = 4
+    P, m = layout.pp, layout.num_micro_batches
+    orders = [stage_order(layout.schedule, s, P, m) for s in range(P)]
+
+    def add_segment(seg: Segment, s: int, it: int, mb: int | None, dep: list[int | None]) -> int:
+        label = seg.label if mb is None else f"mb{mb} {seg.label}"
+        if seg.is_comm:
+            res = TP_CHANNEL
+            return g.add(
+                "comm",
+                res,
+                it,
+                label,
+                seg.bandwidth_s,
+                [d for d in dep if d is not None],
+                latency_s=seg.latency_s,
+                links=seg.links,
+                nbytes=seg.nbytes,
+                memory_bytes=seg.memory_bytes,
+                rank=s,
+            )
+        kind = "backward" if seg.kind == "recompute" else seg.kind
+        return g.add(
+            kind,
+            COMPUTE,
+            it,
+            label,
+            seg.seconds,
+            [d for d in dep if d is not None],
+            memory_bytes=seg.memory_bytes,
+            rank=s,
+        )
+
+    def add_comm(seg: Segment, res: str, s: int, it: int, label: str, deps: list[int]) -> int:
+        return g.add(
+            "comm",
+            res,
+            it,
+            label,
+            seg.bandwidth_s,
+            deps,
+            latency_s=seg.latency_s,
+            links=seg.links,
+            nbytes=seg.nbytes,
+            memory_bytes=seg.memory_bytes,
+            rank=s,
+        )
+
+    chain: list[int | None] = [None] * P  # last task of each stage's chain
+    for it in range(iterations):
+        sent_f: dict[tuple[int, int], int] = {}
+        sent_b: dict[tuple[int, int], int] = {}
+        done_f: dict[tuple[int, int], int] = {}
+        pos = [0] * P
+        left = sum(len(o) for o in orders)
+        while left:
+            progressed = False
+            for s in range(P):
+                while pos[s] < len(orders[s]):
+                    op, mb = orders[s][pos[s]]
+                    plan = plans.stages[s]
+                    if op == "F":
+                        need = sent_f.get((s - 1, mb)) if s > 0 else None
+                        if s > 0 and need is None:
+                            break
+                        segs = plan.forward
+                    else:
+                        need = sent_b.get((s + 1, mb)) if s < P - 1 else done_f.get((s, mb))
+                        if need is None:
+                            break
+                        segs = plan.backward
+                    last = chain[s]
+                    for k, seg in enumerate(segs):
+                        last = add_segment(seg, s, it, mb, [last, need] if k == 0 else [last])
+                    chain[s] = last
+                    assert last is not None
+                    if op == "F":
+                        done_f[(s, mb)] = last
+                        if plan.send_forward is not None:
+                            sent_f[(s, mb)] = add_comm(
+                                plan.send_forward,
+                                SEND_FORWARD,
+                                s,
+                                it,
+                                f"mb{mb} send activations",
+                                [last],
+                            )
+                    elif plan.send_backward is not None:
+                        sent_b[(s, mb)] = add_comm(
+                            plan.send_backward,
+                            SEND_BACKWARD,
+                            s,
+                            it,
+                            f"mb{mb} send gradients",
+                            [last],
+                        )
+                    pos[s] += 1
+                    left -= 1
+                    progressed = True
+            if not progressed:
+                raise RuntimeError("pipeline schedule deadlocked (a bug in stage_order)")
+        for s, plan in enumerate(plans.stages):
+            last = chain[s]
+            assert last is not None
+            for seg in plan.dp_before_update:
+                last = add_comm(seg, DP_CHANNEL, s, it, seg.label, [last])
+            last = g.add("update", COMPUTE, it, "optimizer update", plan.update_s, [last], rank=s)
+            for seg in plan.dp_after_update:
+                last = add_comm(seg, DP_CHANNEL, s, it, seg.label, [last])
+            chain[s] = last
+    return g

@@ -1,0 +1,270 @@
+"""Run a 3D layout: plans -> task graph -> engine (one lane per stage) -> Trace, and
+the figures large-model papers report, read from that Trace.
+
+Figures (Narayanan et al., SC'21, §5.1 and appendix; Chowdhery et al., PaLM, 2022,
+appendix B):
+
+- achieved TFLOP/s per GPU = FLOPs the hardware ran per iteration, recomputation
+  included (as Megatron-LM counts it) / (iteration time × devices);
+- MFU = model FLOPs per iteration (the workload's forward and backward FLOPs, no
+  recomputation) / (iteration time × devices × the device's peak in the run's dtype);
+- bubble fraction: on stage 0, the share of the pipeline phase (first forward start to
+  last backward end of a steady iteration) in which the stage neither computes nor runs
+  its blocking tensor-parallel all-reduces;
+- memory per GPU: the largest over stages of static memory plus the activations in
+  flight, from the Trace's memory samples.
+
+A result above a physical bound (MFU or achieved FLOP/s above the peak) raises
+:class:`~sim.errors.PhysicalBoundError`; the time figures pass
+:func:`sim.analysis.metrics.metrics` (its bounds check) first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from sim.analysis.metrics import Metrics, metrics, union_in
+from sim.engine.core import Engine, EngineStats
+from sim.engine.graph import COMPUTE, TaskGraph
+from sim.engine.trace import Trace
+from sim.errors import InputError, PhysicalBoundError
+from sim.model.collectives import CostModel
+from sim.model.topology import Topology
+from sim.parallel.layout import LayoutScenario
+from sim.parallel.pipeline import TP_CHANNEL, build_graph
+from sim.parallel.stages import Plans, plan_stages
+
+# A layout's run is refused beyond this many tasks (a few seconds per 100,000).
+MAX_LAYOUT_TASKS = 2_000_000
+WARMUP_ITERATIONS = 1
+
+
+def cost_model(ls: LayoutScenario) -> CostModel:
+    return CostModel(Topology(ls.scenario.hardware, ls.scenario.placement))
+
+
+def plans_for(ls: LayoutScenario, model: CostModel | None = None) -> Plans:
+    sc = ls.scenario
+    return plan_stages(
+        sc.workload,
+        sc.hardware,
+        ls.layout,
+        model or cost_model(ls),
+        dtype=sc.dtype,
+        optimizer=sc.optimizer,
+        algorithm=sc.collective_algorithm,
+    )
+
+
+def layout_work(graph: TaskGraph, ls: LayoutScenario, iterations: int) -> dict:
+    """What each iteration asks of each resource (the ``meta["work"]`` of
+    :mod:`sim.analysis.bounds`): stage 0's compute (rank 0, whose windows the metrics
+    read), the busiest (stage, channel)'s collective time as the one channel's, and the
+    bandwidth work of each (stage, link class)."""
+    fb = np.zeros(iterations)
+    up = np.zeros(iterations)
+    channels: dict[tuple[int, str], np.ndarray] = {}
+    links: dict[str, np.ndarray] = {}
+    for t in graph.tasks:
+        if t.resource == COMPUTE:
+            if t.rank == 0:
+                (up if t.kind == "update" else fb)[t.iteration] += t.work_s
+        elif t.kind == "comm":
+            key = (t.rank, t.resource)
+            channels.setdefault(key, np.zeros(iterations))[t.iteration] += t.latency_s + t.work_s
+            for link in set(t.links):
+                name = f"{link}@stage{t.rank}"
+                links.setdefault(name, np.zeros(iterations))[t.iteration] += t.work_s
+    busiest = max(channels.values(), key=lambda v: float(v.sum()), default=np.zeros(iterations))
+    return {
+        "interference_factor": ls.scenario.hardware.interference_factor,
+        "staleness": 0,
+        "channels": 1,
+        "forward_backward_s": fb.tolist(),
+        "update_s": up.tolist(),
+        "slowest_rank_factor": 1.0,
+        "comm_s": busiest.tolist(),
+        "links_s": {k: v.tolist() for k, v in sorted(links.items())},
+    }
+
+
+def simulate_layout(
+    ls: LayoutScenario, plans: Plans | None = None, iterations: int | None = None
+) -> tuple[Trace, EngineStats, Plans]:
+    """Simulate ``ls`` for ``iterations`` (default: the scenario's) iterations."""
+    plans = plans or plans_for(ls)
+    its = iterations or ls.scenario.iterations
+    if its < 3:
+        raise InputError(
+            "a layout needs at least 3 iterations (one of warm-up, two to compare)",
+            key="iterations",
+        )
+    per_iteration = sum(
+        (len(p.forward) + len(p.backward) + 2) * ls.layout.num_micro_batches + 4
+        for p in plans.stages
+    )
+    if per_iteration * its > MAX_LAYOUT_TASKS:
+        raise InputError(
+            f"{ls.layout.name()} over {its} iterations is {per_iteration * its:,} tasks, more "
+            f"than {MAX_LAYOUT_TASKS:,}; give fewer --iterations (a flushed pipeline repeats "
+            "every iteration) or fewer micro-batches",
+            key="iterations",
+        )
+    graph = build_graph(plans, ls.layout, its)
+    static = [sum(p.static_bytes.values()) for p in plans.stages]
+    engine = Engine(
+        graph,
+        ranks=1,
+        interference_factor=ls.scenario.hardware.interference_factor,
+        base_memory_bytes=static,
+    )
+    spans, samples, stats = engine.run()
+    sc = ls.scenario
+    lay = ls.layout
+    fields = {
+        "strategy": f"layout {lay.name()}",
+        "ranks_mode": "representative",
+        "global_batch": lay.global_batch,
+        "batch_per_device": lay.micro_batch,
+        # Each rank (stage) of this Trace stands for the D·T GPUs of its stage.
+        "devices": lay.dp * lay.tp,
+        "iterations": its,
+        "warmup_iterations": WARMUP_ITERATIONS,
+        "period": 1,
+        "jitter": 0.0,
+        "device_memory_bytes": sc.hardware.device.memory_bytes,
+        "static_memory_bytes": dict(plans.stages[0].static_bytes),
+        "comm_links": {
+            t.label: tuple(t.links) for t in graph.tasks if t.kind == "comm" and t.links
+        },
+        "scenario": ls.summary(),
+        "work": layout_work(graph, ls, its),
+    }
+    extra = {
+        "pipeline_stages": f"rank s is pipeline stage s of {lay.pp}",
+        "layout": lay.name(),
+    }
+    return Trace(tuple(spans), tuple(samples), _meta(fields, extra)), stats, plans
+
+
+def _meta(fields: dict[str, Any], extra: dict[str, Any]) -> Any:
+    """The Trace's meta: a :class:`TraceMeta` record where the engine's Trace has one
+    (``extra`` in its ``extra`` mapping), else the mapping of the same keys."""
+    try:
+        from sim.engine.trace import IterationWork, TraceMeta  # type: ignore[attr-defined]
+    except ImportError:  # the Trace's meta is a mapping
+        return MappingProxyType({**fields, **extra})
+    work = fields.pop("work")
+    record = IterationWork(
+        **{
+            **work,
+            "forward_backward_s": tuple(work["forward_backward_s"]),
+            "update_s": tuple(work["update_s"]),
+            "comm_s": tuple(work["comm_s"]),
+            "links_s": MappingProxyType({k: tuple(v) for k, v in work["links_s"].items()}),
+        }
+    )
+    return TraceMeta(**fields, work=record, extra=MappingProxyType(extra))
+
+
+@dataclass(frozen=True)
+class LayoutMetrics:
+    """The figures of one layout's run. Times in seconds, sizes in bytes, rates per
+    second; ``memory_by_stage``: per stage, its static memory by kind and its peak."""
+
+    layout: str
+    iteration_time_s: float
+    tokens_per_s: float
+    samples_per_s: float
+    achieved_tflops_per_gpu: float
+    model_tflops_per_gpu: float
+    mfu: float
+    bubble_fraction: float
+    peak_memory_bytes: float
+    device_memory_bytes: float
+    fits: bool
+    memory_by_stage: tuple[dict, ...]
+    exposed_comm_s: float
+    steady: bool
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["memory_by_stage"] = [dict(x) for x in self.memory_by_stage]
+        return d
+
+
+def bubble_fraction(trace: Trace, windows: tuple[tuple[int, float, float], ...]) -> float:
+    """Stage 0's idle share of the pipeline phase (see the module docstring), mean over
+    the steady windows."""
+    out = []
+    for it, lo, hi in windows:
+        mine = [
+            s for s in trace.spans if s.rank == 0 and s.iteration == it and lo <= s.start_s < hi
+        ]
+        work = [s for s in mine if s.kind in ("forward", "backward") or s.resource == TP_CHANNEL]
+        if not work:
+            continue
+        start = min(s.start_s for s in work if s.kind == "forward")
+        end = max(s.end_s for s in work if s.kind in ("backward", "comm"))
+        busy = union_in(sorted((s.start_s, s.end_s) for s in work), start, end)
+        out.append(1.0 - busy / (end - start) if end > start else 0.0)
+    return float(np.mean(out)) if out else 0.0
+
+
+def layout_metrics(trace: Trace, ls: LayoutScenario, plans: Plans) -> tuple[LayoutMetrics, Metrics]:
+    """The layout's figures (and the plain metrics they come from); raises
+    PhysicalBoundError when MFU or achieved FLOP/s pass the device's peak."""
+    from sim.analysis.metrics import steady_state
+
+    m = metrics(trace)
+    steady = steady_state(trace)
+    it = m.iteration_time_s
+    sc = ls.scenario
+    devices = ls.layout.devices
+    peak = sc.hardware.device.peak_flops[sc.dtype]
+    achieved = plans.hardware_flops / (it * devices)
+    model = plans.model_flops / (it * devices)
+    mfu = model / peak
+    if achieved > peak * (1 + 1e-9) or mfu > 1:
+        raise PhysicalBoundError(
+            f"layout {ls.layout.name()}: {achieved / 1e12:.6g} TFLOP/s per GPU achieved "
+            f"(MFU {mfu:.4f}) exceeds the device's {peak / 1e12:g} TFLOP/s {sc.dtype} peak "
+            f"(iteration {it:.6g} s; scenario: {ls.summary()})"
+        )
+    by_stage: dict[int, float] = {}
+    for sample in trace.memory:
+        by_stage[sample.rank] = max(by_stage.get(sample.rank, 0.0), sample.bytes_in_use)
+    memory = tuple(
+        {
+            "stage": p.stage,
+            "blocks": f"{p.blocks[0]}-{p.blocks[1] - 1}",
+            **{k: float(v) for k, v in p.static_bytes.items()},
+            "peak_bytes": by_stage.get(p.stage, 0.0),
+        }
+        for p in plans.stages
+    )
+    device_mem = float(sc.hardware.device.memory_bytes)
+    tokens = ls.layout.global_batch * plans.seq_len
+    return (
+        LayoutMetrics(
+            layout=ls.layout.name(),
+            iteration_time_s=it,
+            tokens_per_s=tokens / it,
+            samples_per_s=ls.layout.global_batch / it,
+            achieved_tflops_per_gpu=achieved / 1e12,
+            model_tflops_per_gpu=model / 1e12,
+            mfu=mfu,
+            bubble_fraction=bubble_fraction(trace, steady.windows),
+            peak_memory_bytes=m.peak_memory_bytes,
+            device_memory_bytes=device_mem,
+            fits=m.peak_memory_bytes <= device_mem,
+            memory_by_stage=memory,
+            exposed_comm_s=m.exposed_comm_s,
+            steady=m.steady,
+        ),
+        m,
+    )

@@ -1,0 +1,466 @@
+"""What one GPU of each pipeline stage does per micro-batch, and what it holds.
+
+:func:`plan_stages` turns a decoder workload, a profile and a :class:`Layout` into a
+:class:`StagePlan` per stage: one micro-batch's forward and backward as segments
+(compute between the tensor-parallel all-reduces, and those all-reduces), the
+point-to-point sends to the neighbouring stages, the data-parallel gradient
+synchronisation and the optimizer update, the activations a micro-batch in flight keeps
+and the static memory (weights, gradients, fp32 master weights and optimizer state).
+The task graph (:mod:`sim.parallel.pipeline`) and the closed form
+(:mod:`sim.parallel.analytic`) both read these plans, so they cost the same things.
+
+Costs: per-layer compute from :func:`sim.model.costs.layer_cost` on the split layers
+(:mod:`sim.parallel.tensor`) at the micro-batch; collectives from
+:class:`sim.model.collectives.CostModel` on the group's ranks of the placed topology (TP
+groups on NVLink, DP groups and stage-to-stage sends across nodes where the placement
+puts them). A send is NCCL's ring broadcast over the two ranks (one hop). With T > 1
+each TP rank sends 1/T of the activations (the scatter/gather optimisation, Narayanan et
+al., SC'21, §4.1); the all-gather on NVLink that follows it is not modelled.
+
+Recomputation: ``full`` keeps each block's input (s·b·h values) and re-runs the block's
+forward, its all-reduces included, before its backward (one block's activations live
+meanwhile); ``selective`` re-runs the attention core in backward and does not keep its
+output. The embedding and the output layer are never recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sim.errors import InputError
+from sim.model.collectives import CollectiveCost, CostModel
+from sim.model.costs import layer_cost, update_cost_s
+from sim.model.hardware import HardwareProfile
+from sim.model.scenario import OPTIMIZER_STATE_COPIES
+from sim.parallel.layout import Layout, stage_blocks
+from sim.parallel.tensor import (
+    BACKWARD_ALLREDUCE_AFTER,
+    FORWARD_ALLREDUCE_AFTER,
+    role,
+    split_layer,
+)
+from sim.units import DTYPE_BYTES
+from workloads.model import Layer, Workload
+from workloads.transformer import (
+    GPT3_175B,
+    LLAMA2_7B,
+    LLAMA2_13B,
+    LLAMA2_70B,
+    LLAMA3_8B,
+    LLAMA3_70B,
+    DecoderShape,
+)
+
+FP32_BYTES = 4
+
+# The built-in decoders by workload name (a ":<seq_len>" suffix is allowed).
+DECODER_SHAPES: dict[str, DecoderShape] = {
+    "llama2-7b": LLAMA2_7B,
+    "llama2-13b": LLAMA2_13B,
+    "llama2-70b": LLAMA2_70B,
+    "llama3-8b": LLAMA3_8B,
+    "llama3-70b": LLAMA3_70B,
+    "gpt3-175b": GPT3_175B,
+}
+
+
+def decoder_shape(workload: Workload) -> DecoderShape:
+    """The shape of a built-in decoder workload; InputError for any other workload."""
+    shape = DECODER_SHAPES.get(workload.name.partition(":")[0])
+    if shape is None:
+        raise InputError(
+            f"--tp/--pp need a transformer decoder described by its shape; "
+            f"'{workload.name}' is not one (built-in: {', '.join(DECODER_SHAPES)})",
+            key="workload",
+        )
+    return shape
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One task of a micro-batch on one stage. kind: ``forward``, ``backward``,
+    ``recompute`` (compute) or ``comm``. ``seconds``: compute time at full speed, or a
+    collective's latency plus bandwidth part. ``memory_bytes``: change in the bytes in
+    use when it ends."""
+
+    kind: str
+    label: str
+    seconds: float
+    latency_s: float = 0.0
+    bandwidth_s: float = 0.0
+    links: tuple[str, ...] = ()
+    nbytes: float = 0.0
+    memory_bytes: float = 0.0
+
+    @property
+    def is_comm(self) -> bool:
+        return self.kind == "comm"
+
+
+def comm_segment(label: str, c: CollectiveCost) -> Segment:
+    return Segment("comm", label, c.time_s, c.latency_s, c.bandwidth_s, c.links, c.bytes)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One GPU of stage ``stage``. Times in seconds, sizes in bytes."""
+
+    stage: int
+    blocks: tuple[int, int]  # first block, one past the last
+    forward: tuple[Segment, ...]  # one micro-batch
+    backward: tuple[Segment, ...]  # one micro-batch, recomputation included
+    send_forward: Segment | None  # activations to stage + 1
+    send_backward: Segment | None  # input gradients to stage - 1
+    dp_before_update: tuple[Segment, ...]  # all-reduce, or ZeRO-1's reduce-scatter
+    dp_after_update: tuple[Segment, ...]  # ZeRO-1's all-gather of the parameters
+    update_s: float
+    params: int  # on this GPU
+    activation_bytes: float  # kept per micro-batch in flight
+    transient_bytes: float  # extra while one micro-batch's backward runs
+    static_bytes: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def forward_s(self) -> float:
+        return sum(s.seconds for s in self.forward)
+
+    @property
+    def backward_s(self) -> float:
+        return sum(s.seconds for s in self.backward)
+
+    @property
+    def compute_forward_s(self) -> float:
+        return sum(s.seconds for s in self.forward if not s.is_comm)
+
+    @property
+    def compute_backward_s(self) -> float:
+        return sum(s.seconds for s in self.backward if not s.is_comm)
+
+
+@dataclass(frozen=True)
+class Plans:
+    """Every stage's plan and the FLOPs the iteration counts (whole model, all
+    replicas): ``model_flops`` without recomputation (MFU's numerator),
+    ``hardware_flops`` with it (as Megatron-LM reports achieved TFLOP/s)."""
+
+    stages: tuple[StagePlan, ...]
+    model_flops: float
+    hardware_flops: float
+    seq_len: int
+    notes: tuple[str, ...] = ()
+
+
+def _block_index(name: str) -> int | None:
+    if name.startswith("model.layers."):
+        return int(name.split(".", 3)[2])
+    return None
+
+
+def _part(name: str) -> str:
+    b = _block_index(name)
+    if b is None:
+        return "embedding" if "embed" in name else "head"
+    r = role(name)
+    return f"block{b}." + ("attention" if r.startswith(("input_", "self_attn")) else "mlp")
+
+
+class _Builder:
+    """Accumulates compute into segments, closing one at each collective."""
+
+    def __init__(self) -> None:
+        self.out: list[Segment] = []
+        self._kind = ""
+        self._s = 0.0
+        self._labels: list[str] = []
+        self._mem = 0.0
+
+    def compute(self, kind: str, seconds: float, label: str, memory_bytes: float = 0.0) -> None:
+        if self._labels and kind != self._kind:
+            self.close()
+        self._kind = kind
+        self._s += seconds
+        self._mem += memory_bytes
+        if not self._labels or self._labels[-1] != label:
+            self._labels.append(label)
+
+    def close(self) -> None:
+        if self._labels:
+            first, last = self._labels[0], self._labels[-1]
+            label = first if first == last else f"{first}..{last}"
+            self.out.append(Segment(self._kind, label, self._s, memory_bytes=self._mem))
+        self._labels, self._s, self._mem = [], 0.0, 0.0
+
+    def memory(self, nbytes: float) -> None:
+        """Attach ``nbytes`` to the segment being built (or the last one)."""
+        if self._labels:
+            self._mem += nbytes
+        elif self.out:
+            last = self.out[-1]
+            self.out[-1] = Segment(**{**last.__dict__, "memory_bytes": last.memory_bytes + nbytes})
+
+    def comm(self, seg: Segment) -> None:
+        self.close()
+        self.out.append(seg)
+
+    def done(self) -> tuple[Segment, ...]:
+        self.close()
+        return tuple(self.out)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Where each layer of a decoder workload sits: role, timeline label, block."""
+
+    roles: tuple[str, ...]
+    parts: tuple[str, ...]
+    block_of: tuple[int | None, ...]
+    block_layers: tuple[tuple[int, ...], ...]  # per block, its layer indices
+    pre: tuple[int, ...]  # before the first block (embeddings)
+    post: tuple[int, ...]  # after the last block (final norm, output layer)
+    first_param: int
+
+
+def _shape_of(workload: Workload) -> _Shape:
+    layers = workload.layers
+    block_of = tuple(_block_index(layer.name) for layer in layers)
+    blocks = 1 + max(x for x in block_of if x is not None)
+    members: list[list[int]] = [[] for _ in range(blocks)]
+    for i, x in enumerate(block_of):
+        if x is not None:
+            members[x].append(i)
+    first = members[0][0]
+    last = members[-1][-1] + 1
+    return _Shape(
+        roles=tuple(role(layer.name) for layer in layers),
+        parts=tuple(_part(layer.name) for layer in layers),
+        block_of=block_of,
+        block_layers=tuple(tuple(m) for m in members),
+        pre=tuple(range(first)),
+        post=tuple(range(last, len(layers))),
+        first_param=next((i for i, layer in enumerate(layers) if layer.params), 0),
+    )
+
+
+class PlanCache:
+    """Costs that stay the same across the layouts of one search (one workload, profile
+    and placement): layer positions, split-layer times, collective costs."""
+
+    def __init__(self) -> None:
+        self.shapes: dict[str, _Shape] = {}
+        self.timing: dict[tuple, tuple[Layer, float, float]] = {}
+        self.collectives: dict[tuple, CollectiveCost] = {}
+
+
+def plan_stages(
+    workload: Workload,
+    hardware: HardwareProfile,
+    layout: Layout,
+    cost_model: CostModel,
+    *,
+    dtype: str,
+    optimizer: str,
+    algorithm: str = "auto",
+    cache: PlanCache | None = None,
+) -> Plans:
+    """The plan of every stage of ``layout`` (see the module docstring). ``cache``:
+    shared by calls on the same workload, profile and cost model (the search)."""
+    shape = decoder_shape(workload)
+    cache = cache or PlanCache()
+    info = cache.shapes.get(workload.name)
+    if info is None:
+        info = cache.shapes[workload.name] = _shape_of(workload)
+    roles, parts, block_of = info.roles, info.parts, info.block_of
+    layers = workload.layers
+    size = DTYPE_BYTES[dtype]
+    device = hardware.device
+    b, tp = layout.micro_batch, layout.tp
+    s_len = int(round(layers[0].activation_elements_per_sample / shape.hidden))
+    act_values = s_len * b * shape.hidden  # one activation tensor, values
+    first_param = info.first_param
+    blocks = len(info.block_layers)
+    per_stage = stage_blocks(blocks, layout.pp)
+    known = cache.collectives
+
+    def collective(op: str, nbytes: float, ranks: tuple[int, ...], alg: str) -> CollectiveCost:
+        key = (op, nbytes, ranks, alg)
+        c = known.get(key)
+        if c is None:
+            c = cost_model.cost(op, nbytes, ranks, algorithm=alg)
+            known[key] = c
+        return c
+
+    tp_alg = algorithm if algorithm in ("auto", "ring", "tree", "nvls") else "auto"
+    tp_group = layout.tp_group(0)
+    tp_cost = collective("allreduce", act_values * size, tp_group, tp_alg) if tp > 1 else None
+
+    def tp_allreduce(label: str) -> Segment:
+        assert tp_cost is not None
+        return comm_segment(label, tp_cost)
+
+    # Per-layer times of one split layer, the same in every block: cost each role once.
+    timing = cache.timing
+
+    def timed(i: int) -> tuple[Layer, float, float]:
+        grad_in = i > first_param
+        name = roles[i] if block_of[i] is not None else layers[i].name
+        key = (name, grad_in, tp, b, dtype, device.model)
+        hit = timing.get(key)
+        if hit is None:
+            split = split_layer(layers[i], tp)
+            c = layer_cost(split, device, b, dtype, size, input_gradient=grad_in)
+            hit = (split, c.forward_s, c.backward_s)
+            timing[key] = hit
+        return hit
+
+    recompute = layout.recompute
+    stages: list[StagePlan] = []
+    start = 0
+    notes: list[str] = []
+    if len(set(per_stage)) > 1:
+        notes.append(
+            f"{blocks} blocks over {layout.pp} stages: stages hold "
+            f"{', '.join(map(str, per_stage))} blocks"
+        )
+    for s, n_blocks in enumerate(per_stage):
+        lo, hi = start, start + n_blocks
+        start = hi
+        idx = [i for blk in range(lo, hi) for i in info.block_layers[blk]]
+        if s == 0:
+            idx = list(info.pre) + idx
+        if s == layout.pp - 1:
+            idx = idx + list(info.post)
+        fwd = _Builder()
+        kept = 0.0
+        params = 0
+        block_act: dict[int, float] = {}
+        for i in idx:
+            split, f_s, _ = timed(i)
+            params += split.params
+            a = split.activation_elements_per_sample * b * size
+            blk = block_of[i]
+            if blk is not None:
+                block_act[blk] = block_act.get(blk, 0.0) + a
+            if recompute == "selective" and roles[i] == "self_attn.core":
+                a = 0.0
+            if recompute != "full" or blk is None:
+                kept += a
+            fwd.compute("forward", f_s, parts[i])
+            if tp > 1 and roles[i] in FORWARD_ALLREDUCE_AFTER:
+                fwd.comm(tp_allreduce(f"tp allreduce {parts[i]}"))
+        if recompute == "full":
+            kept += n_blocks * act_values * size  # each block's input
+        fwd.memory(kept)
+        transient = max(block_act.values(), default=0.0) if recompute == "full" else 0.0
+
+        bwd = _Builder()
+        current: int | None = None
+        for i in reversed(idx):
+            blk = block_of[i]
+            if recompute == "full" and blk is not None and blk != current:
+                current = blk
+                # Re-run this block's forward (its all-reduces too) before its backward.
+                first = True
+                for j in info.block_layers[blk]:
+                    _, f_s, _ = timed(j)
+                    bwd.compute("recompute", f_s, "recompute " + parts[j])
+                    if first:
+                        bwd.memory(block_act[blk])
+                        first = False
+                    if tp > 1 and roles[j] in FORWARD_ALLREDUCE_AFTER:
+                        bwd.comm(tp_allreduce(f"tp allreduce recompute {parts[j]}"))
+            _, f_s, b_s = timed(i)
+            extra = f_s if recompute == "selective" and roles[i] == "self_attn.core" else 0.0
+            bwd.compute("backward", b_s + extra, parts[i])
+            if tp > 1 and roles[i] in BACKWARD_ALLREDUCE_AFTER:
+                bwd.comm(tp_allreduce(f"tp allreduce {parts[i]} grad"))
+            if recompute == "full" and blk is not None and i == info.block_layers[blk][0]:
+                bwd.memory(-block_act[blk])
+        bwd.memory(-kept)
+
+        send_f = send_b = None
+        p2p_bytes = act_values * size / tp
+        if s + 1 < layout.pp:
+            pair = (layout.rank(0, s, 0), layout.rank(0, s + 1, 0))
+            send_f = comm_segment(
+                "send activations", collective("broadcast", p2p_bytes, pair, "ring")
+            )
+        if s > 0:
+            pair = (layout.rank(0, s, 0), layout.rank(0, s - 1, 0))
+            send_b = comm_segment(
+                "send gradients", collective("broadcast", p2p_bytes, pair, "ring")
+            )
+
+        grad_bytes = float(params * size)
+        dp_group = layout.dp_group(s)
+        before: tuple[Segment, ...] = ()
+        after: tuple[Segment, ...] = ()
+        shard = layout.dp if layout.zero else 1
+        if layout.dp > 1:
+            dp_alg = algorithm if algorithm != "measured" else "auto"
+            if layout.zero:
+                rs_alg = (
+                    dp_alg
+                    if dp_alg in ("auto", "ring", "halving-doubling", "hierarchical")
+                    else "auto"
+                )
+                before = (
+                    comm_segment(
+                        "dp reduce-scatter",
+                        collective("reduce-scatter", grad_bytes, dp_group, rs_alg),
+                    ),
+                )
+                after = (
+                    comm_segment(
+                        "dp all-gather", collective("allgather", grad_bytes, dp_group, rs_alg)
+                    ),
+                )
+            else:
+                before = (
+                    comm_segment(
+                        "dp allreduce", collective("allreduce", grad_bytes, dp_group, dp_alg)
+                    ),
+                )
+        copies = OPTIMIZER_STATE_COPIES[optimizer]
+        update = update_cost_s(-(-params // shard), device, size, copies, optimizer=optimizer)
+        weights = float(params * size)
+        master = params * FP32_BYTES if size < FP32_BYTES else 0.0
+        static = {
+            "weights": weights,
+            "gradients": weights,
+            "master_weights": master / shard,
+            "optimizer_state": params * FP32_BYTES * copies / shard,
+        }
+        stages.append(
+            StagePlan(
+                stage=s,
+                blocks=(lo, hi),
+                forward=fwd.done(),
+                backward=bwd.done(),
+                send_forward=send_f,
+                send_backward=send_b,
+                dp_before_update=before,
+                dp_after_update=after,
+                update_s=update,
+                params=params,
+                activation_bytes=kept,
+                transient_bytes=transient,
+                static_bytes=static,
+            )
+        )
+    per_sample = workload.total_fwd_flops_per_sample + workload.total_bwd_flops_per_sample
+    model = per_sample * layout.global_batch
+    extra = 0.0
+    if recompute == "full":
+        extra = sum(layers[i].fwd_flops_per_sample for blk in info.block_layers for i in blk)
+    elif recompute == "selective":
+        extra = sum(
+            layers[i].fwd_flops_per_sample
+            for i in range(len(layers))
+            if roles[i] == "self_attn.core"
+        )
+    return Plans(
+        stages=tuple(stages),
+        model_flops=model,
+        hardware_flops=model + extra * layout.global_batch,
+        seq_len=s_len,
+        notes=tuple(notes),
+    )

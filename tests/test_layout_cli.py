@@ -1,0 +1,132 @@
+"""``--tp/--pp`` on ``dtsim whatif`` and ``run``, ``tune --layouts``, and their refusals."""
+
+from __future__ import annotations
+
+import json
+
+from cli_helpers import bad, ok, ok_json
+
+SMALL = (
+    "--hardware",
+    "dgx-a100",
+    "--workload",
+    "llama2-7b:512",
+    "--devices",
+    "16",
+    "--global-batch",
+    "16",
+)
+
+
+def test_whatif_layout_prints_mfu_and_memory():
+    r = ok("whatif", *SMALL, "--tp", "2", "--pp", "2", "--micro-batch", "1", "--zero", "1")
+    text = r.stdout
+    assert (
+        "layout D4 x T2 x P2: micro-batch 1 x 4 per replica, 1f1b, recompute none, ZeRO-1" in text
+    )
+    assert "MFU" in text and "TFLOP/s per GPU" in text and "pipeline bubble" in text
+    assert "memory per GPU:" in text and "fits" in text
+    assert "--dtype bf16, --optimizer adam, --iterations 4" in r.stderr
+    assert "not modelled" in r.stderr
+
+
+def test_whatif_layout_json():
+    doc = ok_json("whatif", *SMALL, "--tp", "2", "--pp", "2", "--recompute", "full")
+    assert doc["scenario"]["tp"] == 2 and doc["scenario"]["dp"] == 4
+    assert doc["scenario"]["recompute"] == "full"
+    assert 0 < doc["mfu"] < 1
+    assert doc["achieved_tflops_per_gpu"] > doc["model_tflops_per_gpu"]  # recomputation
+    assert len(doc["memory_by_stage"]) == 2
+    assert doc["fits"] is True
+
+
+def test_layout_that_does_not_fit_is_said(tmp_path):
+    r = ok(
+        "whatif",
+        "--hardware",
+        "dgx-a100",
+        "--workload",
+        "llama2-70b",
+        "--devices",
+        "8",
+        "--global-batch",
+        "8",
+        "--tp",
+        "8",
+    )
+    assert "does not fit" in r.stdout
+    assert "warning: does not fit: stage 0 needs" in r.stderr
+
+
+def test_run_layout_writes_a_pipeline_timeline(tmp_path):
+    chrome = tmp_path / "pipe.json"
+    html = tmp_path / "pipe.html"
+    r = ok(
+        "run", *SMALL, "--pp", "4", "--schedule", "gpipe", "--chrome-trace", chrome, "--html", html
+    )
+    assert "rank s = pipeline stage s" in r.stdout
+    doc = json.loads(chrome.read_text())
+    names = {e["pid"] for e in doc["traceEvents"] if e.get("ph") == "X"}
+    assert names == {0, 1, 2, 3}
+    assert html.stat().st_size > 0
+
+
+def test_tune_layouts_prints_the_rate():
+    r = ok("tune", "--layouts", *SMALL, "--verify", "1", "--top", "3")
+    assert "layouts/s" in r.stdout
+    assert "best layouts" in r.stdout
+    assert "simulated D" in r.stdout
+
+
+def test_refusals():
+    assert "--tp 3 x --pp 1 = 3 does not divide --devices 16" in bad("whatif", *SMALL, "--tp", "3")
+    heads = bad(
+        "whatif",
+        "--hardware",
+        "dgx-a100",
+        "--workload",
+        "llama2-7b:512",
+        "--devices",
+        "24",
+        "--devices-per-node",
+        "6",
+        "--global-batch",
+        "24",
+        "--tp",
+        "3",
+    )
+    assert "--tp 3 must divide the 32 attention heads" in heads
+    assert "not a multiple of D 8 x --micro-batch 4" in bad(
+        "whatif", *SMALL, "--pp", "2", "--micro-batch", "4"
+    )
+    assert "--dp 3 x --tp 2 x --pp 1 = 6" in bad("whatif", *SMALL, "--tp", "2", "--dp", "3")
+    assert "not one" in bad(
+        "whatif",
+        "--hardware",
+        "dgx-a100",
+        "--workload",
+        "resnet50",
+        "--devices",
+        "8",
+        "--global-batch",
+        "64",
+        "--tp",
+        "2",
+    )
+    assert "--strategies does not apply" in bad(
+        "whatif", *SMALL, "--tp", "2", "--strategies", "sync"
+    )
+    assert "take --global-batch" in bad(
+        "whatif",
+        "--hardware",
+        "dgx-a100",
+        "--workload",
+        "llama2-7b",
+        "--devices",
+        "8",
+        "--batch-per-device",
+        "1",
+        "--pp",
+        "2",
+    )
+    assert "--zero 3 is not modelled" in bad("run", *SMALL, "--tp", "2", "--zero", "3")
