@@ -23,7 +23,7 @@ from sim.analysis.bounds import REL_TOL, check_bounds, lower_bounds
 from sim.analysis.whatif import recommend
 from sim.app.spec import ScenarioSpec
 from sim.engine.simulate import build_context, simulate, simulate_steady
-from sim.engine.trace import Trace
+from sim.engine.trace import Trace, TraceMeta
 from sim.errors import InputError, PhysicalBoundError
 from sim.model.collectives import CollectiveCost
 from sim.model.scenario import (
@@ -212,9 +212,10 @@ def test_a_short_window_alone_breaks_the_compute_bound():
 
 def test_a_trace_that_claims_more_work_than_its_time_is_refused():
     trace = _run("sync", _toy(8))
-    work = dict(trace.meta["work"])
-    work["links_s"] = {"net": [20.0] * len(work["comm_s"])}
-    claimed = Trace(trace.spans, trace.memory, {**trace.meta, "work": work})
+    work = trace.meta.work
+    assert work is not None
+    work = dataclasses.replace(work, links_s={"net": (20.0,) * len(work.comm_s)})
+    claimed = Trace(trace.spans, trace.memory, dataclasses.replace(trace.meta, work=work))
     with pytest.raises(PhysicalBoundError) as e:
         M.metrics(claimed)
     assert "16500 ms is shorter than link class 'net' needs, 20000 ms" in str(e.value)
@@ -248,7 +249,7 @@ def test_the_slowest_rank_bounds_a_settled_run():
 
 def test_a_trace_without_work_has_no_bounds():
     trace = _run("sync", _toy(8))
-    measured = Trace(trace.spans, trace.memory, {"global_batch": 8, "warmup_iterations": 1})
+    measured = Trace(trace.spans, trace.memory, TraceMeta(global_batch=8, warmup_iterations=1))
     assert lower_bounds(measured) == []
     assert M.metrics(measured).iteration_time_s == pytest.approx(16.5)
 
@@ -303,7 +304,7 @@ def test_issue_13_backlog_that_fills_slowly_is_not_steady():
     short, _ = simulate(spec.build(), parse_strategy("delayed:2"))
     assert not M.is_steady(short)
     trace, _ = _assert_long_run_mean(spec, "delayed:2")
-    assert M.metrics(trace).steady and len(trace.meta["work"]["comm_s"]) > 20
+    assert M.metrics(trace).steady and trace.meta.work and len(trace.meta.work.comm_s) > 20
     link = _bounds(trace)["link class 'network'"]
     assert M.iteration_time_s(trace) == pytest.approx(link, rel=1e-9)
 

@@ -16,7 +16,7 @@ import pytest
 
 from hardware_profiles import load_profile
 from sim.engine.simulate import simulate
-from sim.engine.trace import SPAN_FIELDS, MemorySample, Span, Trace
+from sim.engine.trace import SPAN_FIELDS, MemorySample, Span, Trace, TraceMeta
 from sim.errors import InputError
 from sim.formats.io import chrome_trace, trace_csv, write_atomic, write_chrome_trace, write_csv
 from sim.model.scenario import make_scenario
@@ -40,7 +40,7 @@ HAND = Trace(
         MemorySample(0, 0.25, 1500.0),
         MemorySample(1, 0.5, 1500.0),
     ),
-    meta=MappingProxyType({"strategy": "sync", "devices": 2, "nested": {"dropped": 1}}),
+    meta=TraceMeta(strategy="sync", devices=2, extra=MappingProxyType({"nested": {"dropped": 1}})),
 )
 
 

@@ -223,7 +223,7 @@ def test_the_trace_is_a_dtsim_trace_that_metrics_read(tmp_path):
     from sim.analysis.breakdown import breakdown
 
     trace = read_kineto(write_job(tmp_path, ranks=(0,))).trace()
-    assert trace.meta["measured"] and trace.meta["global_batch"] == 16
+    assert trace.meta.measured and trace.meta.global_batch == 16
     kinds = {(s.resource, s.kind) for s in trace.spans}
     assert kinds == {
         ("compute", "forward"),
@@ -639,7 +639,7 @@ def test_a_generic_chrome_trace_becomes_spans():
         ("compute", "forward", 2, "fc", 0.0),
         ("thread 2", "comm", 2, "b", 64.0),
     ]
-    assert math.isclose(t.spans[1].end_s, 10 * US) and t.meta["strategy"] == "sync"
+    assert math.isclose(t.spans[1].end_s, 10 * US) and t.meta.strategy == "sync"
 
 
 def test_dtsims_own_chrome_export_reads_back(tmp_path):

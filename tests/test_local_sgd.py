@@ -80,11 +80,11 @@ def test_k1_communicates_every_iteration_and_k_large_never_in_the_run():
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
 def test_mean_iteration_is_compute_plus_average_over_k(k):
-    from sim.engine.trace import Trace
+    from sim.engine.trace import Trace, TraceMeta
 
     its = 6 * k
     _, spans = _run(LocalSGD(k=k, name=f"local-sgd:{k}"), iterations=its)
-    trace = Trace(tuple(spans), (), {"warmup_iterations": 0, "period": k})
+    trace = Trace(tuple(spans), (), TraceMeta(warmup_iterations=0, period=k))
     windows = iteration_windows(trace)
     whole = windows[: (len(windows) // k) * k]
     mean = (whole[-1][2] - whole[0][1]) / len(whole)

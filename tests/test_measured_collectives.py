@@ -331,9 +331,9 @@ def test_sync_iteration_time_does_not_fall_as_the_model_crosses_the_table_end():
     traces = [_sync(p) for p in params]
     times = [metrics(t).iteration_time_s for t in traces]
     assert times == sorted(times)
-    assert "extrapolated_collectives" not in traces[1].meta
-    [entry] = traces[3].meta["extrapolated_collectives"]
-    assert entry == {
+    assert traces[1].meta.extrapolated_collectives is None
+    [entry] = traces[3].meta.extrapolated_collectives or ()
+    assert entry.as_dict() == {
         "op": "allreduce",
         "bytes": 16_785_604 * 4.0,
         "nearest_measured_bytes": 64.0 * MIB,
@@ -343,6 +343,9 @@ def test_sync_iteration_time_does_not_fall_as_the_model_crosses_the_table_end():
     assert len(notes) == 1 and "3 collective size(s)" in notes[0]
     assert "66 MiB (1.03x)" in notes[0] and "measure up to 128 MiB" in notes[0]
     # Rows carrying the same list give the same note; a run inside the table gives none.
-    rows = [{"extrapolated_collectives": t.meta.get("extrapolated_collectives")} for t in traces]
+    rows = [
+        {"extrapolated_collectives": [e.as_dict() for e in t.meta.extrapolated_collectives or ()]}
+        for t in traces
+    ]
     assert extrapolation_notes(rows) == notes
     assert extrapolation_notes([traces[1]]) == []

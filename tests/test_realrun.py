@@ -26,7 +26,7 @@ from calibrate.realrun.training import (
     run_real,
 )
 from sim.analysis.metrics import iteration_time_s
-from sim.engine.trace import MemorySample, Span, Trace
+from sim.engine.trace import MemorySample, Span, Trace, TraceMeta
 from sim.errors import InputError
 from sim.formats.trace_files import read_trace, trace_from_json, trace_to_json
 from sim.strategies.base import fill_buckets
@@ -126,11 +126,11 @@ def test_trace_json_round_trip():
             Span(1, "comm0", "comm", 0, "all", 0.5, 1.0, 64.0),
         ),
         (MemorySample(0, 0.0, 12.0),),
-        {"strategy": "sync", "global_batch": 8, "hosts": ["a", "b"]},
+        TraceMeta(strategy="sync", global_batch=8, hosts=("a", "b")),
     )
     back = trace_from_json(trace_to_json(trace))
     assert back.spans == trace.spans and back.memory == trace.memory
-    assert dict(back.meta) == dict(trace.meta)
+    assert back.meta == trace.meta
     with pytest.raises(ValueError, match="not a dtsim-trace"):
         trace_from_json('{"spans": []}')
 
@@ -203,13 +203,15 @@ def test_every_strategy_runs_and_traces_its_collectives(every_strategy):
         assert r.trace_path.is_file() and read_trace(r.trace_path).spans == trace.spans
         assert trace.ranks == (0, 1)
         meta = trace.meta
-        assert (meta["strategy"], meta["global_batch"], meta["iterations"]) == (name, NP * B, T)
-        assert meta["ranks_mode"] == "explicit" and meta["device_memory_bytes"] == 0
-        assert meta["np"] == NP and meta["threads"] == 1 and meta["workload"] == WORKLOAD
+        assert (meta.strategy, meta.global_batch, meta.iterations) == (name, NP * B, T)
+        assert meta.ranks_mode == "explicit" and meta.device_memory_bytes == 0
+        assert meta.np == NP and meta.threads == 1 and meta.workload == WORKLOAD
         d = plan_strategy(name).delay
-        assert meta["warmup_iterations"] == min(1 + d, T - 2)
+        assert meta.warmup_iterations == min(1 + d, T - 2)
+        assert read_trace(r.trace_path).meta == meta  # every fact survives the file
         # one clock on one host: the ping-pong finds (almost) no offset
-        assert abs(meta["clock_offsets_s"][1]) <= max(meta["clock_rtt_s"][1], 1e-4)
+        assert meta.clock_offsets_s and meta.clock_rtt_s
+        assert abs(meta.clock_offsets_s[1]) <= max(meta.clock_rtt_s[1], 1e-4)
         assert iteration_time_s(trace) > 0
         for rank in (0, 1):
             spans = trace.for_rank(rank)
@@ -218,7 +220,7 @@ def test_every_strategy_runs_and_traces_its_collectives(every_strategy):
                 assert got == sorted((t, n) for t in range(T) for n in names), (name, kind)
             assert sorted(s.iteration for s in spans if s.kind == "update") == list(range(T))
             # t=0 is rank 0's barrier exit; rank 1's offset is known to ±rtt/2
-            slack = 1e-3 + meta["clock_rtt_s"][rank] / 2
+            slack = 1e-3 + meta.clock_rtt_s[rank] / 2
             assert all(s.end_s >= s.start_s > -slack for s in spans), (name, rank)
             comm = [s for s in spans if s.kind == "comm"]
             by_iter = {t: [(s.label, s.bytes) for s in comm if s.iteration == t] for t in range(T)}
@@ -240,7 +242,7 @@ def test_every_strategy_runs_and_traces_its_collectives(every_strategy):
             if name == "sync":  # a blocking call: the compute stream waits all along
                 waits = [s for s in spans if s.kind == "wait"]
                 assert len(waits) == T
-        assert meta["buckets"] == [[label, int(b)] for label, b in want]
+        assert meta.buckets == tuple((label, int(b)) for label, b in want)
         done = [(d_, n) for s, d_, n in calls if s == name]
         assert done[-1] == (T, T) and all(n == T for _, n in done)
         assert [d_ for d_, _ in done] == sorted({d_ for d_, _ in done})  # increasing

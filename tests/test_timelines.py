@@ -20,7 +20,7 @@ from hardware_profiles import load_profile
 from sim.analysis.metrics import exposed_comm_s, iteration_time_s
 from sim.engine.core import Engine
 from sim.engine.graph import COMPUTE, TaskGraph
-from sim.engine.trace import Trace
+from sim.engine.trace import Trace, TraceMeta
 from sim.model.collectives import CollectiveCost
 from sim.model.scenario import make_scenario
 from sim.strategies import parse_strategy
@@ -70,7 +70,7 @@ def _run(spec: str, iterations: int = 3, interference: float = 0.0, **options) -
     ctx = _toy_context(iterations)
     graph = parse_strategy(spec, **options).build(ctx)
     spans, memory, _ = Engine(graph, interference_factor=interference).run()
-    return Trace(tuple(spans), tuple(memory), {"warmup_iterations": 1, "global_batch": 8})
+    return Trace(tuple(spans), tuple(memory), TraceMeta(warmup_iterations=1, global_batch=8))
 
 
 def _timeline(trace: Trace, resource: str, iterations: tuple[int, ...] = (0,)):

@@ -6,7 +6,7 @@ import pytest
 
 from calibrate.validation.compare import Measured, compare, measured_stats, same_ranking
 from sim.analysis.metrics import Metrics
-from sim.engine.trace import Span, Trace
+from sim.engine.trace import Span, Trace, TraceMeta
 
 
 def _trace(iterations: int, period: float, comm: float, wait: float, warmup: int = 1) -> Trace:
@@ -21,7 +21,7 @@ def _trace(iterations: int, period: float, comm: float, wait: float, warmup: int
         )
         spans.append(Span(0, "compute", "wait", t, "all", t0 + period - wait, t0 + period))
         spans.append(Span(1, "compute", "forward", t, "l0", t0 + 0.01, t0 + 0.9 * period))
-    return Trace(tuple(spans), meta={"warmup_iterations": warmup, "global_batch": 4})
+    return Trace(tuple(spans), meta=TraceMeta(warmup_iterations=warmup, global_batch=4))
 
 
 def test_measured_stats_reads_windows_after_warmup():

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-from types import MappingProxyType
 
 import numpy as np
 import plotly.graph_objects as go
@@ -30,7 +29,7 @@ from sim.app.spec import ScenarioSpec
 from sim.app.whatif import WhatifRequest, whatif
 from sim.cli.timeline import timeline
 from sim.engine.simulate import simulate
-from sim.engine.trace import MemorySample, Span, Trace
+from sim.engine.trace import MemorySample, Span, Trace, TraceMeta
 from sim.errors import InputError
 from sim.formats.chrome_trace import assign_lanes, check_chrome_trace, chrome_trace
 from sim.formats.io import chrome_trace as io_chrome_trace
@@ -49,9 +48,7 @@ HAND = Trace(
         Span(0, "compute", "forward", 1, "L0", 4.0, 5.0),
     ),
     memory=(MemorySample(0, 0.0, 100.0),),
-    meta=MappingProxyType(
-        {"strategy": "hand", "ranks_mode": "explicit", "global_batch": 8, "warmup_iterations": 0}
-    ),
+    meta=TraceMeta(strategy="hand", ranks_mode="explicit", global_batch=8, warmup_iterations=0),
 )
 
 # Measured layerwise: two collectives in flight at once on comm0 (non-blocking calls).
@@ -65,7 +62,7 @@ MEASURED = Trace(
         Span(0, "compute", "wait", 0, "waitall", 2.5, 3.2),
         Span(0, "compute", "forward", 1, "L0", 3.3, 4.0),
     ),
-    meta=MappingProxyType({"strategy": "layerwise", "ranks_mode": "explicit", "measured": True}),
+    meta=TraceMeta(strategy="layerwise", ranks_mode="explicit", measured=True),
 )
 
 
@@ -384,7 +381,7 @@ def test_read_csv_and_json_traces(tmp_path):
     csv_path = tmp_path / "hand.csv"
     write_csv(HAND, csv_path)
     back = read_trace_file(csv_path)
-    assert back.spans == HAND.spans and back.meta["source"] == "hand.csv"
+    assert back.spans == HAND.spans and back.meta.source == "hand.csv"
     from sim.formats.trace_files import write_trace
 
     json_path = tmp_path / "hand.trace.json"

@@ -71,12 +71,13 @@ name or ``bucket{i}``; bytes = buffer bytes). delayed:d puts iteration t's colle
 hosts (or ``clock_sync="always"``) each rank's offset to rank 0 is estimated by 20
 ping-pongs (the midpoint of the exchange with the least round trip) and subtracted.
 
-Trace meta: strategy, workload, np, threads, repeat, global_batch (np·b),
-batch_per_device, iterations, warmup_iterations (1 + d, at most iterations − 2),
-period (d for delayed:d, else 1), ranks_mode "explicit", device_memory_bytes 0, lr,
-seed, hosts, clock_offsets_s and clock_rtt_s (per rank: the offset subtracted and the
-round trip it was measured with; it is within half of that), comm_progress, buckets
-([label, bytes] per collective of one iteration), mpi_library. Rank 0 writes it to
+Trace meta (:class:`sim.engine.trace.TraceMeta`): strategy, workload, np, threads,
+repeat, global_batch (np·b), batch_per_device, iterations, warmup_iterations (1 + d, at
+most iterations − 2), period (d for delayed:d, else 1), ranks_mode "explicit",
+device_memory_bytes 0, lr, seed, hosts, clock_offsets_s and clock_rtt_s (per rank: the
+offset subtracted and the round trip it was measured with; it is within half of that),
+comm_progress, buckets ([label, bytes] per collective of one iteration), mpi_library.
+Rank 0 writes it to
 ``out_dir`` as ``{workload}_{strategy}_r{repeat}.trace.json`` (:func:`write_trace`,
 :func:`read_trace`);
 ``out_dir`` must be on rank 0's filesystem and visible to the caller (with a hostfile,
@@ -126,7 +127,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from calibrate.errors import CalibrationError
@@ -138,7 +138,7 @@ from calibrate.mpi.supervisor import (
     inside_mpirun,
     supervise,
 )
-from sim.engine.trace import Span, Trace
+from sim.engine.trace import Span, Trace, TraceMeta
 from sim.errors import InputError
 from sim.formats.trace_files import read_trace, write_trace
 
@@ -907,33 +907,33 @@ def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
                 (Span(r, *s) for r, rows in enumerate(everyone) for s in rows),
                 key=lambda s: (s.end_s, s.start_s, s.rank),
             )
-            meta = {
-                "strategy": plan.name,
-                "workload": wl.name,
-                "np": size,
-                "devices": size,
-                "threads": threads,
-                "repeat": repeat,
-                "global_batch": size * b,
-                "batch_per_device": b,
-                "iterations": iterations,
-                "warmup_iterations": _warmup(plan, iterations),
-                "period": plan.channels,
-                "ranks_mode": "explicit",
-                "device_memory_bytes": 0,
-                "lr": lr,
-                "seed": seed,
-                "measured": True,
-                "hosts": hosts,
-                "clock_offsets_s": [o for o, _ in clocks],
-                "clock_rtt_s": [r for _, r in clocks],
-                "comm_progress": "test" if test else "none",
-                "buckets": [[g.label, g.nbytes] for g in trainer.groups],
-                "mpi_library": library,
-            }
+            meta = TraceMeta(
+                strategy=plan.name,
+                workload=wl.name,
+                np=size,
+                devices=size,
+                threads=threads,
+                repeat=repeat,
+                global_batch=size * b,
+                batch_per_device=b,
+                iterations=iterations,
+                warmup_iterations=_warmup(plan, iterations),
+                period=plan.channels,
+                ranks_mode="explicit",
+                device_memory_bytes=0,
+                lr=lr,
+                seed=seed,
+                measured=True,
+                hosts=tuple(hosts),
+                clock_offsets_s=tuple(o for o, _ in clocks),
+                clock_rtt_s=tuple(r for _, r in clocks),
+                comm_progress="test" if test else "none",
+                buckets=tuple((g.label, g.nbytes) for g in trainer.groups),
+                mpi_library=library,
+            )
             out_dir.mkdir(parents=True, exist_ok=True)
             path = trace_file(out_dir, wl.name, plan.name, repeat)
-            write_trace(Trace(tuple(spans), (), MappingProxyType(meta)), path)
+            write_trace(Trace(tuple(spans), (), meta), path)
             params_path = None
             if save_params:
                 params_path = path.with_name(path.name.replace(".trace.json", ".params.npz"))

@@ -222,7 +222,7 @@ def compare_trace(
     """:func:`compare`'s row, and the predicted Trace, for a job traced by its own
     profiler (a Trace from :mod:`sim.formats.kineto`; DDP's bucketed all-reduce is
     ``bucketed``) against the prediction of the same scenario: its ranks
-    (``meta["devices"]``), per-rank batch (``meta["batch_per_device"]``), ``workload``,
+    (``meta.devices``), per-rank batch (``meta.batch_per_device``), ``workload``,
     ``hardware`` and ``optimizer``. Nothing runs for real. Every traced rank counts as one
     repeat: the measured figures are the median over ranks (rank 0 alone is what
     ``dtsim validate`` reads of its own runs).
@@ -238,12 +238,15 @@ def compare_trace(
     ranks = measured.ranks
     if not ranks:
         raise ValueError("the measured trace has no spans")
+    if measured.meta.batch_per_device is None:
+        raise ValueError("the measured trace's meta has no batch_per_device")
+    batch = measured.meta.batch_per_device
     runs = [measured_stats(measured, r) for r in ranks]
     scenario = make_scenario(
         workload,
         hardware,
-        int(measured.meta.get("devices", len(ranks))),
-        batch_per_device=int(measured.meta["batch_per_device"]),
+        measured.meta.devices or len(ranks),
+        batch_per_device=batch,
         iterations=max(iterations, 8),
         optimizer=optimizer,
         seed=0,

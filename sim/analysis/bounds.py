@@ -24,7 +24,7 @@ backward of t0 .. t1-1 (forward(t+1, first) waits for backward(t, first)), and t
 collectives and updates of t0 .. t1-2-d, which forward(t+1+d) waits for (d: staleness),
 on rank 0. Both are true inequalities, so a result below one is a bug, never a finding.
 
-The work per iteration comes from the graph, not from the spans (``meta["work"]``,
+The work per iteration comes from the graph, not from the spans (``meta.work``,
 written by :func:`sim.engine.simulate.work_per_iteration`); a Trace without it (a
 measured run, a hand-made trace) has no bounds to check.
 """
@@ -58,8 +58,8 @@ def _sum(values: Sequence[float], its: range) -> float:
 
 def lower_bounds(trace: Trace, steady: SteadyState | None = None) -> list[Bound]:
     """The lower bounds on the mean of ``steady``'s windows (default: the Trace's steady
-    state), in seconds per iteration; empty if the Trace carries no ``meta["work"]``."""
-    work = trace.meta.get("work")
+    state), in seconds per iteration; empty if the Trace carries no ``meta.work``."""
+    work = trace.meta.work
     steady = steady or steady_state(trace)
     windows = steady.windows
     if not work or not windows:
@@ -67,43 +67,43 @@ def lower_bounds(trace: Trace, steady: SteadyState | None = None) -> list[Bound]
     t0, t1 = windows[0][0], windows[-1][0] + 1
     lo, hi = windows[0][1], windows[-1][2]
     k = len(windows)
-    repeats = steady.settled and not trace.meta.get("jitter")
+    repeats = steady.settled and not trace.meta.jitter
     every = range(t0, t1)
-    forced = range(t0, max(t0, t1 - 1 - int(work["staleness"])))
+    forced = range(t0, max(t0, t1 - 1 - work.staleness))
     done = every if repeats else forced  # whose collectives and updates lie inside
     comm = sorted((s.start_s, s.end_s) for s in trace.spans if s.rank == 0 and s.kind == "comm")
-    slowdown = 1.0 - 1.0 / (1.0 + float(work["interference_factor"]))
+    slowdown = 1.0 - 1.0 / (1.0 + work.interference_factor)
     interfered = slowdown * union_in(comm, lo, hi) if comm else 0.0
-    compute = _sum(work["forward_backward_s"], every) + _sum(work["update_s"], done)
+    compute = _sum(work.forward_backward_s, every) + _sum(work.update_s, done)
     out = [Bound("compute (with interference)", (compute + interfered) / k)]
-    if repeats and work["slowest_rank_factor"] > 1:
-        slowest = compute * float(work["slowest_rank_factor"])
+    if repeats and work.slowest_rank_factor > 1:
+        slowest = compute * work.slowest_rank_factor
         out.append(
             Bound("the slowest rank's compute (with interference)", (slowest + interfered) / k)
         )
-    channels = int(work["channels"])
+    channels = work.channels
     if repeats:
         name = "channel comm0" if channels == 1 else f"each of the {channels} channels (mean)"
-        out.append(Bound(name, _sum(work["comm_s"], done) / (k * channels)))
+        out.append(Bound(name, _sum(work.comm_s, done) / (k * channels)))
     else:
         for c in range(channels):
             its = [t for t in done if t % channels == c]
-            out.append(Bound(f"channel comm{c}", float(sum(work["comm_s"][t] for t in its)) / k))
-    for link, per in work["links_s"].items():
+            out.append(Bound(f"channel comm{c}", float(sum(work.comm_s[t] for t in its)) / k))
+    for link, per in work.links_s.items():
         out.append(Bound(f"link class '{link}'", _sum(per, done) / k))
     return out
 
 
 def _scenario_text(trace: Trace) -> str:
-    sc = trace.meta.get("scenario") or {}
-    work = trace.meta.get("work") or {}
+    sc = trace.meta.scenario or {}
+    work = trace.meta.work
     parts = [
         f"{sc.get('workload', '?')} on {sc.get('devices', '?')} x {sc.get('hardware', '?')}",
         f"batch {sc.get('batch_per_device', '?')} per device",
         f"{sc.get('iterations', '?')} iterations",
         f"ranks {sc.get('ranks', '?')}",
         f"NIC {float(sc.get('nic_bandwidth_bytes_per_s', 0)) * 8e-9:g} Gb/s",
-        f"interference {work.get('interference_factor', '?')}",
+        f"interference {work.interference_factor if work else '?'}",
     ]
     if sc.get("stragglers"):
         parts.append(f"stragglers {sc['stragglers']}")
@@ -121,7 +121,7 @@ def check_bounds(trace: Trace, steady: SteadyState | None = None) -> None:
     for bound in lower_bounds(trace, steady):
         if it < bound.seconds * (1 - REL_TOL):
             raise PhysicalBoundError(
-                f"{trace.meta.get('strategy', '?')}: the iteration time {it * 1e3:.6g} ms is "
+                f"{trace.meta.strategy or '?'}: the iteration time {it * 1e3:.6g} ms is "
                 f"shorter than {bound.name} needs, {bound.seconds * 1e3:.6g} ms per iteration "
                 f"({'settled' if steady.settled else 'not settled'}, iterations "
                 f"{windows[0][0]}-{windows[-1][0]}; scenario: {_scenario_text(trace)})"

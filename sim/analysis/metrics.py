@@ -119,7 +119,7 @@ def _trailing_period(rows: np.ndarray, tol: float) -> int:
 
 
 def steady_state(trace: Trace, rank: int = 0) -> SteadyState:
-    """The steady windows of ``rank`` after ``meta["warmup_iterations"]``.
+    """The steady windows of ``rank`` after ``meta.warmup_iterations`` (1 if absent).
 
     Each iteration is described by its window and by when its work ends relative to its
     start (latest and mean end of its spans): equal windows are not enough, since while
@@ -135,13 +135,13 @@ def steady_state(trace: Trace, rank: int = 0) -> SteadyState:
     the last: where an oscillation dies out geometrically, older periods are further
     from the limit, and averaging them in put a comm-bound run 1.4e-8 below its link's
     work.) With jitter
-    nothing repeats (nor in a measured Trace, ``meta["measured"]``): the run has settled
+    nothing repeats (nor in a measured Trace, ``meta.measured``): the run has settled
     when the two halves of the windows after
     warm-up agree within :data:`JITTER_STEADY_TOLERANCE` (mean window and mean lag), and
     all of them are the steady windows: the tail of a long run.
     """
     windows = iteration_windows(trace, rank)
-    warm = int(trace.meta.get("warmup_iterations", 1))
+    warm = 1 if trace.meta.warmup_iterations is None else trace.meta.warmup_iterations
     after = [w for w in windows if w[0] >= warm]
     if not after:
         return SteadyState(tuple(windows), False, 0)
@@ -157,9 +157,9 @@ def steady_state(trace: Trace, rank: int = 0) -> SteadyState:
     # Per iteration: its window, and the lags of its latest and mean end after its start.
     rows = np.array([(hi - lo, ends[t][0] - lo, ends[t][1] - lo) for t, lo, hi in usable])
     mean_window = float(rows[:, 0].mean())
-    if trace.meta.get("jitter") or trace.meta.get("measured"):  # noisy: nothing repeats
+    if trace.meta.jitter or trace.meta.measured:  # noisy: nothing repeats
         half = len(rows) // 2
-        block = JITTER_BLOCK_PERIODS * max(1, int(trace.meta.get("period", 1)))
+        block = JITTER_BLOCK_PERIODS * max(1, trace.meta.period or 1)
         if half < block:
             return SteadyState(tuple(after), False, 0)
         first, second = rows[:half].mean(axis=0), rows[-half:].mean(axis=0)
@@ -307,15 +307,19 @@ def metrics(trace: Trace) -> Metrics:
     exposed = exposed_comm_s(trace, windows=windows)
     overlap = 1.0 if comm <= 0 else max(0.0, min(1.0, 1.0 - exposed / comm))
     peak = peak_memory_bytes(trace)
+    if trace.meta.global_batch is None:
+        raise ValueError("the Trace's meta has no global_batch: no throughput to give")
+    batch = float(trace.meta.global_batch)
+    device_memory = trace.meta.device_memory_bytes
     return Metrics(
-        strategy=str(trace.meta.get("strategy", "")),
+        strategy=trace.meta.strategy or "",
         iteration_time_s=it,
-        throughput_samples_per_s=float(trace.meta["global_batch"]) / it if it > 0 else 0.0,
+        throughput_samples_per_s=batch / it if it > 0 else 0.0,
         comm_s=comm,
         exposed_comm_s=exposed,
         overlap_fraction=overlap,
         compute_s=compute_time_s(trace, windows=windows),
         peak_memory_bytes=peak,
-        memory_exceeds_device=peak > float(trace.meta.get("device_memory_bytes", float("inf"))),
+        memory_exceeds_device=device_memory is not None and peak > device_memory,
         steady=steady.settled,
     )

@@ -270,7 +270,7 @@ def recommend_time_to_accuracy(rows: list[dict], target: float | None = None) ->
 def extrapolation_notes(runs: Iterable[Trace | Mapping[str, Any]]) -> list[str]:
     """Notes on the collectives a measured table costed outside its sizes: empty when none.
 
-    ``runs``: Traces (read from ``meta["extrapolated_collectives"]``, written by
+    ``runs``: Traces (read from ``meta.extrapolated_collectives``, written by
     ``simulate``) or rows/dicts carrying an ``"extrapolated_collectives"`` list of
     ``{"op", "bytes", "nearest_measured_bytes", "factor"}``. Sizes several runs share are
     noted once. At most two lines: above the table (the time grows from the largest
@@ -286,7 +286,7 @@ def extrapolation_notes(runs: Iterable[Trace | Mapping[str, Any]]) -> list[str]:
     seen: dict[tuple[str, float], Mapping[str, Any]] = {}
     for run in runs:
         entries = (
-            run.meta.get("extrapolated_collectives", ())
+            [e.as_dict() for e in run.meta.extrapolated_collectives or ()]
             if isinstance(run, Trace)
             else run.get("extrapolated_collectives", ())
         )

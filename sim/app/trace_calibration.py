@@ -369,7 +369,7 @@ def _draw(
     measured = imported.trace()
     rows, predicted = compare_trace(measured, profile, workload, optimizer=optimizer)
     fig = viz.timeline_figure(
-        [(f"{measured.meta['strategy']} (measured)", measured), ("bucketed (dtsim)", predicted)]
+        [(f"{measured.meta.strategy} (measured)", measured), ("bucketed (dtsim)", predicted)]
     )
     viz.write_html(
         fig, path, title=f"dtsim calibrate trace: {workload.name}, measured and predicted"

@@ -56,9 +56,9 @@ def trace_names(paths: Sequence[str | Path], traces: Sequence[Trace]) -> list[st
     name; the file name is added where two would read the same."""
     names = []
     for path, trace in zip(paths, traces, strict=True):
-        strategy = trace.meta.get("strategy")
+        strategy = trace.meta.strategy
         if strategy:
-            name = f"{strategy} (measured)" if trace.meta.get("measured") else str(strategy)
+            name = f"{strategy} (measured)" if trace.meta.measured else strategy
         else:
             name = Path(path).name
         names.append(name)
@@ -73,7 +73,7 @@ def write_run_html(trace: Trace, path: str | Path, name: str | None = None) -> N
     """``dtsim run --html``: the run's timeline and metrics."""
     from sim.viz import figures as viz
 
-    label = name or str(trace.meta.get("strategy", "run"))
+    label = name or trace.meta.strategy or "run"
     viz.write_html(viz.timeline_figure([(label, trace)]), path, title=f"dtsim run: {label}")
 
 

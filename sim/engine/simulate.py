@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from types import MappingProxyType
 
 import numpy as np
 
 from sim.engine.core import Engine, EngineStats
 from sim.engine.graph import COMPUTE, Task, TaskGraph
-from sim.engine.trace import Trace
+from sim.engine.trace import ExtrapolatedCollective, IterationWork, Trace, TraceMeta
 from sim.model.collectives import SUPPORTED, CollectiveCost, CostModel
 from sim.model.costs import layer_costs, update_cost_s
 from sim.model.scenario import OPTIMIZER_STATE_COPIES, Scenario
@@ -133,14 +132,16 @@ def warmup_iterations(scenario: Scenario, strategy: Strategy) -> int:
     return min(max(scenario.iterations - 2, 0), max(1 + delay, scenario.iterations // 4))
 
 
-def _extrapolated_collectives(ctx: BuildContext, graph: TaskGraph) -> list[dict]:
-    """The graph's all-reduces whose cost a measured table extrapolated beyond its sizes:
-    ``{"op", "bytes", "nearest_measured_bytes", "factor"}`` sorted by bytes, from the
+def _extrapolated_collectives(
+    ctx: BuildContext, graph: TaskGraph
+) -> tuple[ExtrapolatedCollective, ...]:
+    """The graph's all-reduces whose cost a measured table extrapolated beyond its sizes,
+    sorted by bytes, from the
     context's cached costs. A comm task is matched to its cost by its bandwidth part, so
     a parameter server's push-pull of the same size is not mistaken for an all-reduce."""
     sc = ctx.scenario
     if not sc.hardware.measured_collectives or sc.collective_algorithm not in ("auto", "measured"):
-        return []
+        return ()
     comms: dict[float, Task] = {}
     for t in graph.tasks:
         if t.kind == "comm" and t.bytes > 0:
@@ -150,14 +151,11 @@ def _extrapolated_collectives(ctx: BuildContext, graph: TaskGraph) -> list[dict]
         c = ctx.allreduce(nbytes)
         if c.extrapolated_from_bytes is not None and c.bandwidth_s == task.work_s:
             out.append(
-                {
-                    "op": c.op,
-                    "bytes": nbytes,
-                    "nearest_measured_bytes": c.extrapolated_from_bytes,
-                    "factor": c.extrapolation_factor,
-                }
+                ExtrapolatedCollective(
+                    c.op, nbytes, c.extrapolated_from_bytes, c.extrapolation_factor
+                )
             )
-    return out
+    return tuple(out)
 
 
 def simulate(
@@ -182,39 +180,34 @@ def simulate(
         seed=scenario.seed,
     )
     spans, samples, stats = engine.run()
-    meta = {
-        "strategy": strategy.name,
-        "ranks_mode": scenario.ranks,
-        "global_batch": scenario.global_batch,
-        "batch_per_device": scenario.batch_per_device,
-        "devices": scenario.devices,
-        "iterations": scenario.iterations,
-        "warmup_iterations": warmup_iterations(scenario, strategy),
-        "period": strategy.channels,
-        "jitter": sigma,
-        "device_memory_bytes": scenario.hardware.device.memory_bytes,
-        "static_memory_bytes": dict(memory),
-        **({"stragglers": scenario.straggler_summary()} if scenario.has_stragglers else {}),
+    meta = TraceMeta(
+        strategy=strategy.name,
+        ranks_mode=scenario.ranks,
+        global_batch=scenario.global_batch,
+        batch_per_device=scenario.batch_per_device,
+        devices=scenario.devices,
+        iterations=scenario.iterations,
+        warmup_iterations=warmup_iterations(scenario, strategy),
+        period=strategy.channels,
+        jitter=sigma,
+        device_memory_bytes=scenario.hardware.device.memory_bytes,
+        static_memory_bytes=dict(memory),
+        stragglers=scenario.straggler_summary() if scenario.has_stragglers else None,
         # Which link classes each collective loads (the timeline's link rows).
-        "comm_links": {t.label: list(t.links) for t in graph.tasks if t.kind == "comm" and t.links},
+        comm_links={t.label: tuple(t.links) for t in graph.tasks if t.kind == "comm" and t.links},
         # All-reduces a measured table costed beyond its sizes (whatif.extrapolation_notes).
-        **(
-            {"extrapolated_collectives": extrapolated}
-            if (extrapolated := _extrapolated_collectives(ctx, graph))
-            else {}
-        ),
+        extrapolated_collectives=_extrapolated_collectives(ctx, graph) or None,
         # What the scenario is and what each iteration asks of each resource: the physical
-        # bounds every result is checked against (sim.analysis.bounds). Dicts, so a Chrome
-        # trace's otherData (scalars only) is unchanged.
-        "scenario": scenario.summary(),
-        "work": work_per_iteration(graph, engine, strategy, scenario),
-    }
-    return Trace(tuple(spans), tuple(samples), MappingProxyType(meta)), stats
+        # bounds every result is checked against (sim.analysis.bounds).
+        scenario=scenario.summary(),
+        work=work_per_iteration(graph, engine, strategy, scenario),
+    )
+    return Trace(tuple(spans), tuple(samples), meta), stats
 
 
 def work_per_iteration(
     graph: TaskGraph, engine: Engine, strategy: Strategy, scenario: Scenario
-) -> dict:
+) -> IterationWork:
     """What each iteration asks of each resource, for :mod:`sim.analysis.bounds`.
 
     ``forward_backward_s``, ``update_s``: rank 0's compute work per iteration at full
@@ -244,16 +237,16 @@ def work_per_iteration(
             for link in set(t.links):
                 links.setdefault(link, np.zeros(n))[t.iteration] += t.work_s
     factors = engine.rank_factor or [1.0]
-    return {
-        "interference_factor": scenario.hardware.interference_factor,
-        "staleness": strategy.staleness,
-        "channels": graph.channels,
-        "forward_backward_s": (fb * factors[0]).tolist(),
-        "update_s": (up * factors[0]).tolist(),
-        "slowest_rank_factor": max(factors) / factors[0],
-        "comm_s": comm.tolist(),
-        "links_s": {k: v.tolist() for k, v in sorted(links.items())},
-    }
+    return IterationWork(
+        interference_factor=scenario.hardware.interference_factor,
+        staleness=strategy.staleness,
+        channels=graph.channels,
+        forward_backward_s=tuple((fb * factors[0]).tolist()),
+        update_s=tuple((up * factors[0]).tolist()),
+        slowest_rank_factor=max(factors) / factors[0],
+        comm_s=tuple(comm.tolist()),
+        links_s={k: tuple(v.tolist()) for k, v in sorted(links.items())},
+    )
 
 
 # Longest run the what-if will extend to while waiting for steady state.

@@ -234,8 +234,8 @@ def chrome_trace(trace: Trace) -> dict:
         next_tid[rank] = first + max(lanes) + 1
         for i, lane in zip(idx, lanes, strict=True):
             tid_of[i] = first + lane
-    representative = trace.meta.get("ranks_mode") == "representative"
-    devices = trace.meta.get("devices")
+    representative = trace.meta.ranks_mode == "representative"
+    devices = trace.meta.devices
     for rank in sorted(next_tid):
         name = f"rank {rank}"
         if representative:
@@ -266,5 +266,5 @@ def chrome_trace(trace: Trace) -> dict:
                 "args": {"bytes_in_use": m.bytes_in_use},
             }
         )
-    meta = {k: v for k, v in trace.meta.items() if isinstance(v, (str, int, float))}
+    meta = {k: v for k, v in trace.meta.as_dict().items() if isinstance(v, (str, int, float))}
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": meta}

@@ -68,8 +68,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from sim.engine.trace import Span, Trace
+from sim.engine.trace import Span, Trace, TraceMeta
 from sim.errors import InputError
+from sim.formats.trace_files import meta_from_dict
 from workloads.model import Layer, MeasuredTime, Workload
 
 MAX_TRACE_BYTES = 1 << 30  # larger files are refused before reading (and gzip's output too)
@@ -492,23 +493,23 @@ class KinetoImport:
         first = self.first
         batch = first.batch or 0
         steps = sorted({s.step for s in self.steps})
-        meta = {
-            "strategy": "DDP" if first.backend else "torch.profiler",
-            "measured": True,
-            "source": "kineto",
-            "files": list(self.files),
-            "devices": first.world_size,
-            "global_batch": batch * first.world_size,
-            "batch_per_device": batch,
-            "iterations": len(steps),
-            "warmup_iterations": 0,
-            "ranks_mode": "explicit",
-            "jitter": True,  # measured: nothing repeats exactly
-            "device_memory_bytes": 0,
-            "backend": first.backend,
-            "device": first.device_model,
-        }
-        return Trace(tuple(spans), (), MappingProxyType(meta))
+        meta = TraceMeta(
+            strategy="DDP" if first.backend else "torch.profiler",
+            measured=True,
+            source="kineto",
+            files=tuple(self.files),
+            devices=first.world_size,
+            global_batch=batch * first.world_size,
+            batch_per_device=batch,
+            iterations=len(steps),
+            warmup_iterations=0,
+            ranks_mode="explicit",
+            jitter=True,  # measured: nothing repeats exactly
+            device_memory_bytes=0,
+            backend=first.backend,
+            device=first.device_model,
+        )
+        return Trace(tuple(spans), (), meta)
 
     def update_s(self) -> float:
         """Mean over every rank's iterations of the optimizer step plus the work after
@@ -1463,12 +1464,13 @@ def chrome_to_trace(doc: Mapping[str, Any], file: str) -> Trace:
                 float(nbytes) if _number(nbytes) else 0.0,
             )
         )
+    # A dtsim Chrome trace's otherData is its Trace's scalar meta; another tool's is kept
+    # in ``extra`` (a known key holding the wrong type is refused, naming it).
     other = doc.get("otherData")
-    meta: dict[str, Any] = dict(other) if isinstance(other, dict) else {}
-    meta.setdefault("source", Path(file).name)
-    return Trace(
-        tuple(sorted(spans, key=lambda s: (s.end_s, s.start_s))), (), MappingProxyType(meta)
-    )
+    meta = meta_from_dict(other if isinstance(other, dict) else {}, str(file))
+    if meta.source is None:
+        meta = replace(meta, source=Path(file).name)
+    return Trace(tuple(sorted(spans, key=lambda s: (s.end_s, s.start_s))), (), meta)
 
 
 def is_kineto(doc: Mapping[str, Any]) -> bool:

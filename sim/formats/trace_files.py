@@ -5,11 +5,21 @@ Chrome traces are written by :mod:`sim.formats.chrome_trace`."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
-from sim.engine.trace import SPAN_FIELDS, MemorySample, Span, Trace
+from sim.engine.trace import (
+    SPAN_FIELDS,
+    ExtrapolatedCollective,
+    IterationWork,
+    MemorySample,
+    Span,
+    Trace,
+    TraceMeta,
+)
 from sim.errors import InputError
 from sim.formats.io import json_text, write_atomic
 
@@ -28,7 +38,7 @@ def trace_to_json(trace: Trace) -> str:
         {
             "format": TRACE_FORMAT,
             "version": TRACE_VERSION,
-            "meta": dict(trace.meta),
+            "meta": trace.meta.as_dict(),
             "span_fields": list(SPAN_FIELDS),
             "spans": [list(s) for s in trace.spans],
             "memory": [list(m) for m in trace.memory],
@@ -58,7 +68,7 @@ def trace_from_json(text: str, file: str = "<trace>") -> Trace:
         for r, res, k, it, lab, a, b, n in doc["spans"]
     )
     memory = tuple(MemorySample(int(r), float(t), float(n)) for r, t, n in doc.get("memory", ()))
-    return Trace(spans, memory, MappingProxyType(dict(doc.get("meta", {}))))
+    return Trace(spans, memory, meta_from_dict(doc.get("meta", {}), file))
 
 
 def write_trace(trace: Trace, path: str | Path) -> None:
@@ -114,7 +124,7 @@ def read_trace_csv(path: str | Path) -> Trace:
             raise InputError(f"line {line}: end_s is before start_s", file=file)
     if not spans:
         raise InputError("the CSV has no spans", file=file)
-    return Trace(tuple(spans), (), MappingProxyType({"source": Path(path).name}))
+    return Trace(tuple(spans), (), TraceMeta(source=Path(path).name))
 
 
 def read_trace_file(path: str | Path) -> Trace:
@@ -152,44 +162,192 @@ def read_trace_file(path: str | Path) -> Trace:
             )
     if not trace.spans:
         raise InputError("the trace has no spans", file=file)
-    _check_meta(trace, file)
     _check_exclusive(trace, file)
     return trace
 
 
-# Meta keys the metrics and the timeline read as numbers: (whole number?, smallest).
-_NUMERIC_META = {
-    "warmup_iterations": (True, 0),
-    "period": (True, 1),
-    "devices": (True, 1),
-    "global_batch": (False, 0),
-    "device_memory_bytes": (False, 0),
-}
-_MAPPING_META = ("comm_links", "work", "scenario")
+# -- the meta object ------------------------------------------------------------------------
+# Counts and sizes beyond this are not a run's (and would overflow what reads them).
+_MAX_META_NUMBER = 1e18
 
 
-def _check_meta(trace: Trace, file: str) -> None:
-    """The meta entries that are read as numbers or mappings have those types."""
-    from sim.formats.safe_read import excerpt
+class _Meta:
+    """Reads one ``meta`` object into a :class:`TraceMeta`, naming ``meta.<key>`` (and
+    the file) in the one-line InputError a value of the wrong type or range gets."""
 
-    for name, (whole, least) in _NUMERIC_META.items():
-        value = trace.meta.get(name)
-        if value is None:
-            continue
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, key: str, must: str, value: Any) -> InputError:
+        from sim.formats.safe_read import excerpt
+
+        return InputError(
+            f"must be {must}, got {excerpt(value)}", file=self.file, key=f"meta.{key}"
+        )
+
+    def number(self, key: str, value: Any, least: float = 0) -> float:
+        """A finite number >= ``least``, kept as written (an int stays an int)."""
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and least <= value <= 1e18
-        ok = ok and (not whole or float(value).is_integer())
-        if not ok:
-            kind = "a whole number" if whole else "a number"
-            raise InputError(
-                f"must be {kind} >= {least}, got {excerpt(value)}", file=file, key=f"meta.{name}"
+        if not (ok and math.isfinite(value) and least <= value <= _MAX_META_NUMBER):
+            raise self.fail(key, f"a number >= {least:g}", value)
+        return value
+
+    def signed(self, key: str, value: Any) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (ok and math.isfinite(value) and abs(value) <= _MAX_META_NUMBER):
+            raise self.fail(key, "a finite number", value)
+        return value
+
+    def whole(self, key: str, value: Any, least: int = 0) -> int:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (ok and math.isfinite(value) and float(value).is_integer()):
+            raise self.fail(key, f"a whole number >= {least}", value)
+        if not least <= value <= _MAX_META_NUMBER:
+            raise self.fail(key, f"a whole number >= {least}", value)
+        return int(value)
+
+    def text(self, key: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, "a string", value)
+        return value
+
+    def flag(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, "true or false", value)
+        return value
+
+    def mapping(self, key: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, "a mapping", value)
+        return value
+
+    def items(self, key: str, value: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(key, "a list", value)
+        return value
+
+    def texts(self, key: str, value: Any) -> tuple[str, ...]:
+        return tuple(self.text(f"{key}[{i}]", v) for i, v in enumerate(self.items(key, value)))
+
+    def numbers(self, key: str, value: Any) -> tuple[float, ...]:
+        return tuple(self.signed(f"{key}[{i}]", v) for i, v in enumerate(self.items(key, value)))
+
+    def ranks_mode(self, key: str, value: Any) -> str:
+        if value not in ("explicit", "representative"):
+            raise self.fail(key, "'explicit' or 'representative'", value)
+        return value
+
+    def jitter(self, key: str, value: Any) -> float | bool:
+        return value if isinstance(value, bool) else self.number(key, value)
+
+    def static_memory(self, key: str, value: Any) -> dict[str, float]:
+        return {k: self.number(f"{key}.{k}", v) for k, v in self.mapping(key, value).items()}
+
+    def comm_links(self, key: str, value: Any) -> dict[str, tuple[str, ...]]:
+        return {k: self.texts(f"{key}.{k}", v) for k, v in self.mapping(key, value).items()}
+
+    def extrapolated(self, key: str, value: Any) -> tuple[ExtrapolatedCollective, ...]:
+        out = []
+        for i, entry in enumerate(self.items(key, value)):
+            at = f"{key}[{i}]"
+            e = self.mapping(at, entry)
+            if set(e) != {"op", "bytes", "nearest_measured_bytes", "factor"}:
+                raise self.fail(at, "{op, bytes, nearest_measured_bytes, factor}", e)
+            out.append(
+                ExtrapolatedCollective(
+                    self.text(f"{at}.op", e["op"]),
+                    self.number(f"{at}.bytes", e["bytes"]),
+                    self.number(f"{at}.nearest_measured_bytes", e["nearest_measured_bytes"]),
+                    self.number(f"{at}.factor", e["factor"]),
+                )
             )
-    for name in _MAPPING_META:
-        value = trace.meta.get(name)
-        if value is not None and not isinstance(value, dict):
-            raise InputError(
-                f"must be a mapping, got {excerpt(value)}", file=file, key=f"meta.{name}"
-            )
+        return tuple(out)
+
+    def work(self, key: str, value: Any) -> IterationWork:
+        w = self.mapping(key, value)
+        names = [f.name for f in dataclasses.fields(IterationWork)]
+        if set(w) != set(names):
+            raise self.fail(key, "a mapping of " + ", ".join(names), w)
+        links = self.mapping(f"{key}.links_s", w["links_s"])
+        return IterationWork(
+            interference_factor=self.number(f"{key}.interference_factor", w["interference_factor"]),
+            staleness=self.whole(f"{key}.staleness", w["staleness"]),
+            channels=self.whole(f"{key}.channels", w["channels"], 1),
+            forward_backward_s=self.numbers(f"{key}.forward_backward_s", w["forward_backward_s"]),
+            update_s=self.numbers(f"{key}.update_s", w["update_s"]),
+            slowest_rank_factor=self.number(f"{key}.slowest_rank_factor", w["slowest_rank_factor"]),
+            comm_s=self.numbers(f"{key}.comm_s", w["comm_s"]),
+            links_s={k: self.numbers(f"{key}.links_s.{k}", v) for k, v in links.items()},
+        )
+
+    def buckets(self, key: str, value: Any) -> tuple[tuple[str, int], ...]:
+        out = []
+        for i, entry in enumerate(self.items(key, value)):
+            pair = self.items(f"{key}[{i}]", entry)
+            if len(pair) != 2:
+                raise self.fail(f"{key}[{i}]", "[label, bytes]", pair)
+            out.append((self.text(f"{key}[{i}]", pair[0]), self.whole(f"{key}[{i}]", pair[1])))
+        return tuple(out)
+
+
+# How each TraceMeta field is read from a file: (reader, its extra arguments).
+_FIELD_READERS: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "strategy": (_Meta.text, ()),
+    "ranks_mode": (_Meta.ranks_mode, ()),
+    "global_batch": (_Meta.whole, ()),
+    "batch_per_device": (_Meta.whole, ()),
+    "devices": (_Meta.whole, (1,)),
+    "iterations": (_Meta.whole, ()),
+    "warmup_iterations": (_Meta.whole, ()),
+    "period": (_Meta.whole, (1,)),
+    "jitter": (_Meta.jitter, ()),
+    "device_memory_bytes": (_Meta.number, ()),
+    "static_memory_bytes": (_Meta.static_memory, ()),
+    "stragglers": (_Meta.mapping, ()),
+    "comm_links": (_Meta.comm_links, ()),
+    "extrapolated_collectives": (_Meta.extrapolated, ()),
+    "scenario": (_Meta.mapping, ()),
+    "work": (_Meta.work, ()),
+    "measured": (_Meta.flag, ()),
+    "source": (_Meta.text, ()),
+    "files": (_Meta.texts, ()),
+    "backend": (_Meta.text, ()),
+    "device": (_Meta.text, ()),
+    "workload": (_Meta.text, ()),
+    "np": (_Meta.whole, (1,)),
+    "threads": (_Meta.whole, (1,)),
+    "repeat": (_Meta.whole, ()),
+    "lr": (_Meta.number, ()),
+    "seed": (_Meta.whole, ()),
+    "hosts": (_Meta.texts, ()),
+    "clock_offsets_s": (_Meta.numbers, ()),
+    "clock_rtt_s": (_Meta.numbers, ()),
+    "comm_progress": (_Meta.text, ()),
+    "buckets": (_Meta.buckets, ()),
+    "mpi_library": (_Meta.text, ()),
+}
+
+
+def meta_from_dict(doc: Any, file: str = "<trace>") -> TraceMeta:
+    """A trace file's ``meta`` object as a :class:`TraceMeta` (the inverse of
+    :meth:`TraceMeta.as_dict`). A key that names a field must hold that field's type (a
+    one-line InputError naming ``meta.<key>`` otherwise); null counts as absent. Keys no
+    field names are kept in ``extra``, as read, and written back: a newer dtsim's or
+    another tool's facts survive a round trip through this version."""
+    if not isinstance(doc, dict):
+        from sim.formats.safe_read import excerpt
+
+        raise InputError(f"must be a mapping, got {excerpt(doc)}", file=file, key="meta")
+    reader = _Meta(file)
+    known: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key not in _FIELD_READERS:
+            extra[key] = value
+        elif value is not None:
+            read, args = _FIELD_READERS[key]
+            known[key] = read(reader, key, value, *args)
+    return TraceMeta(**known, extra=MappingProxyType(extra))
 
 
 def _check_exclusive(trace: Trace, file: str) -> None:

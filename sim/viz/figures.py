@@ -25,7 +25,7 @@ iterations (then of ranks) and says so on the page.
 
 Link rows (``link:nvlink``, ``link:network`` = the NIC, ...) show, for simulated traces,
 the collectives that load each link class, from the simulator's own map of the classes
-each collective crosses (``meta["comm_links"]``). Measured traces carry no such map (MPI
+each collective crosses (``meta.comm_links``). Measured traces carry no such map (MPI
 does not say which links carried a collective), so they get no link rows rather than
 rows drawn from a guess.
 """
@@ -107,9 +107,9 @@ def link_spans(trace: Trace, spans: Sequence[Span]) -> list[Span]:
     """``spans`` plus, for a simulated trace, one row per rank and link class (NVLink,
     NVSwitch, PCIe, socket, network = the NIC) showing the collectives that load it: the
     engine shares each link class among the collectives crossing it, and
-    ``meta["comm_links"]`` says which classes each collective's label crosses. Measured
+    ``meta.comm_links`` says which classes each collective's label crosses. Measured
     traces carry no such map and get no link rows."""
-    links = trace.meta.get("comm_links") or {}
+    links = trace.meta.comm_links or {}
     if not links:
         return list(spans)
     extra = [
@@ -123,8 +123,8 @@ def link_spans(trace: Trace, spans: Sequence[Span]) -> list[Span]:
 
 def rank_label(trace: Trace, rank: int) -> str:
     """``rank 0``, or ``rank 0 (representative of N)`` when one rank stands for N."""
-    if trace.meta.get("ranks_mode") == "representative":
-        n = trace.meta.get("devices")
+    if trace.meta.ranks_mode == "representative":
+        n = trace.meta.devices
         return f"rank {rank} (representative of {n})" if n else f"rank {rank} (representative)"
     return f"rank {rank}"
 
@@ -175,7 +175,7 @@ class Selection:
 
 def _first_iteration(trace: Trace, iterations: list[int], k: int) -> int:
     """Index into ``iterations`` of the first of ``k`` shown: steady state if possible."""
-    warm = int(trace.meta.get("warmup_iterations", 0) or 0)
+    warm = trace.meta.warmup_iterations or 0
     start = next((i for i, t in enumerate(iterations) if t >= warm), 0)
     return max(0, min(start, len(iterations) - k))
 
@@ -352,17 +352,17 @@ def summary_rows(traces: Sequence[tuple[str, Trace]]) -> list[dict[str, Any]]:
     batch (a CSV) gets no throughput (None)."""
     rows = []
     for name, trace in traces:
-        has_batch = "global_batch" in trace.meta
+        has_batch = trace.meta.global_batch is not None
         t = (
             trace
             if has_batch
-            else Trace(trace.spans, trace.memory, {**trace.meta, "global_batch": 0})
+            else Trace(trace.spans, trace.memory, dataclasses.replace(trace.meta, global_batch=0))
         )
         row = {"name": name, **M.metrics(t).as_dict()}
         if not has_batch:
             row["throughput_samples_per_s"] = None
         row["spans"] = len(trace)
-        row["measured"] = bool(trace.meta.get("measured", False))
+        row["measured"] = bool(trace.meta.measured)
         rows.append(row)
     return rows
 
