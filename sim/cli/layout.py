@@ -108,7 +108,7 @@ def _header(result: Any) -> None:
     out.print(
         f"layout D{lay.dp} x T{lay.tp} x P{lay.pp}: micro-batch {lay.micro_batch} x "
         f"{lay.num_micro_batches} per replica, {lay.schedule}, recompute {lay.recompute}, "
-        f"ZeRO-{lay.zero}",
+        f"{f'ZeRO-{lay.zero}' if lay.zero else 'no ZeRO'}",
         soft_wrap=True,
     )
 

@@ -30,16 +30,19 @@ import numpy as np
 from sim.analysis.metrics import Metrics, metrics, union_in
 from sim.engine.core import Engine, EngineStats
 from sim.engine.graph import COMPUTE, TaskGraph
-from sim.engine.trace import Trace
+from sim.engine.trace import IterationWork, Trace, TraceMeta
 from sim.errors import InputError, PhysicalBoundError
 from sim.model.collectives import CostModel
 from sim.model.topology import Topology
 from sim.parallel.layout import LayoutScenario
 from sim.parallel.pipeline import TP_CHANNEL, build_graph
-from sim.parallel.stages import Plans, plan_stages
+from sim.parallel.stages import Plans, coarse_plans, plan_stages
 
 # A layout's run is refused beyond this many tasks (a few seconds per 100,000).
 MAX_LAYOUT_TASKS = 2_000_000
+# Above this many tasks, each micro-batch's tensor-parallel all-reduces become one task
+# (stages.coarse_plans): same timing, a few seconds of engine time at most.
+FINE_TASKS = 600_000
 WARMUP_ITERATIONS = 1
 
 
@@ -60,8 +63,8 @@ def plans_for(ls: LayoutScenario, model: CostModel | None = None) -> Plans:
     )
 
 
-def layout_work(graph: TaskGraph, ls: LayoutScenario, iterations: int) -> dict:
-    """What each iteration asks of each resource (the ``meta["work"]`` of
+def layout_work(graph: TaskGraph, ls: LayoutScenario, iterations: int) -> IterationWork:
+    """What each iteration asks of each resource (the ``meta.work`` of
     :mod:`sim.analysis.bounds`): stage 0's compute (rank 0, whose windows the metrics
     read), the busiest (stage, channel)'s collective time as the one channel's, and the
     bandwidth work of each (stage, link class)."""
@@ -80,16 +83,20 @@ def layout_work(graph: TaskGraph, ls: LayoutScenario, iterations: int) -> dict:
                 name = f"{link}@stage{t.rank}"
                 links.setdefault(name, np.zeros(iterations))[t.iteration] += t.work_s
     busiest = max(channels.values(), key=lambda v: float(v.sum()), default=np.zeros(iterations))
-    return {
-        "interference_factor": ls.scenario.hardware.interference_factor,
-        "staleness": 0,
-        "channels": 1,
-        "forward_backward_s": fb.tolist(),
-        "update_s": up.tolist(),
-        "slowest_rank_factor": 1.0,
-        "comm_s": busiest.tolist(),
-        "links_s": {k: v.tolist() for k, v in sorted(links.items())},
-    }
+    return IterationWork(
+        interference_factor=ls.scenario.hardware.interference_factor,
+        staleness=0,
+        channels=1,
+        forward_backward_s=tuple(fb.tolist()),
+        update_s=tuple(up.tolist()),
+        slowest_rank_factor=1.0,
+        comm_s=tuple(busiest.tolist()),
+        links_s=MappingProxyType({k: tuple(v.tolist()) for k, v in sorted(links.items())}),
+    )
+
+
+def _tasks(plans: Plans, micro_batches: int) -> int:
+    return sum((len(p.forward) + len(p.backward) + 2) * micro_batches + 4 for p in plans.stages)
 
 
 def simulate_layout(
@@ -98,20 +105,20 @@ def simulate_layout(
     """Simulate ``ls`` for ``iterations`` (default: the scenario's) iterations."""
     plans = plans or plans_for(ls)
     its = iterations or ls.scenario.iterations
-    if its < 3:
+    if its < 4:
         raise InputError(
-            "a layout needs at least 3 iterations (one of warm-up, two to compare)",
+            "a layout needs at least 4 iterations (one of warm-up, two whole windows to "
+            "compare, and the start of the next)",
             key="iterations",
         )
-    per_iteration = sum(
-        (len(p.forward) + len(p.backward) + 2) * ls.layout.num_micro_batches + 4
-        for p in plans.stages
-    )
-    if per_iteration * its > MAX_LAYOUT_TASKS:
+    m = ls.layout.num_micro_batches
+    if _tasks(plans, m) * its > FINE_TASKS:
+        plans = coarse_plans(plans)
+    if _tasks(plans, m) * its > MAX_LAYOUT_TASKS:
         raise InputError(
-            f"{ls.layout.name()} over {its} iterations is {per_iteration * its:,} tasks, more "
-            f"than {MAX_LAYOUT_TASKS:,}; give fewer --iterations (a flushed pipeline repeats "
-            "every iteration) or fewer micro-batches",
+            f"{ls.layout.name()} over {its} iterations is {_tasks(plans, m) * its:,} tasks, "
+            f"more than {MAX_LAYOUT_TASKS:,}; give fewer --iterations (a flushed pipeline "
+            "repeats every iteration) or fewer micro-batches",
             key="iterations",
         )
     graph = build_graph(plans, ls.layout, its)
@@ -125,7 +132,7 @@ def simulate_layout(
     spans, samples, stats = engine.run()
     sc = ls.scenario
     lay = ls.layout
-    fields = {
+    fields: dict[str, Any] = {
         "strategy": f"layout {lay.name()}",
         "ranks_mode": "representative",
         "global_batch": lay.global_batch,
@@ -148,27 +155,8 @@ def simulate_layout(
         "pipeline_stages": f"rank s is pipeline stage s of {lay.pp}",
         "layout": lay.name(),
     }
-    return Trace(tuple(spans), tuple(samples), _meta(fields, extra)), stats, plans
-
-
-def _meta(fields: dict[str, Any], extra: dict[str, Any]) -> Any:
-    """The Trace's meta: a :class:`TraceMeta` record where the engine's Trace has one
-    (``extra`` in its ``extra`` mapping), else the mapping of the same keys."""
-    try:
-        from sim.engine.trace import IterationWork, TraceMeta  # type: ignore[attr-defined]
-    except ImportError:  # the Trace's meta is a mapping
-        return MappingProxyType({**fields, **extra})
-    work = fields.pop("work")
-    record = IterationWork(
-        **{
-            **work,
-            "forward_backward_s": tuple(work["forward_backward_s"]),
-            "update_s": tuple(work["update_s"]),
-            "comm_s": tuple(work["comm_s"]),
-            "links_s": MappingProxyType({k: tuple(v) for k, v in work["links_s"].items()}),
-        }
-    )
-    return TraceMeta(**fields, work=record, extra=MappingProxyType(extra))
+    meta = TraceMeta(**fields, extra=MappingProxyType(extra))
+    return Trace(tuple(spans), tuple(samples), meta), stats, plans
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ output. The embedding and the output layer are never recomputed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from sim.errors import InputError
@@ -40,6 +41,7 @@ from sim.parallel.tensor import (
     split_layer,
 )
 from sim.units import DTYPE_BYTES
+from workloads.algebra import SOFTMAX_FLOPS_PER_ELEMENT
 from workloads.model import Layer, Workload
 from workloads.transformer import (
     GPT3_175B,
@@ -65,15 +67,52 @@ DECODER_SHAPES: dict[str, DecoderShape] = {
 
 
 def decoder_shape(workload: Workload) -> DecoderShape:
-    """The shape of a built-in decoder workload; InputError for any other workload."""
+    """The shape of a decoder workload: a built-in's by name, else read from layers
+    named as :func:`workloads.transformer.decoder_layers` names them (hidden size from
+    the first norm, heads from the attention core's softmax FLOPs, key/value width from
+    the QKV projection). InputError for any other workload."""
     shape = DECODER_SHAPES.get(workload.name.partition(":")[0])
-    if shape is None:
+    if shape is not None:
+        return shape
+    try:
+        return _read_shape(workload)
+    except (KeyError, ValueError, ZeroDivisionError, IndexError):
         raise InputError(
             f"--tp/--pp need a transformer decoder described by its shape; "
-            f"'{workload.name}' is not one (built-in: {', '.join(DECODER_SHAPES)})",
+            f"'{workload.name}' is not one (built-in: {', '.join(DECODER_SHAPES)}, or layers "
+            "named as workloads.transformer names them)",
             key="workload",
-        )
-    return shape
+        ) from None
+
+
+def _read_shape(workload: Workload) -> DecoderShape:
+    by_name = {layer.name: layer for layer in workload.layers}
+    norm = by_name["model.layers.0.input_layernorm"]
+    h = norm.param_tensors[0]
+    s = int(round(by_name["model.embed_tokens"].activation_elements_per_sample / h))
+    core = by_name["model.layers.0.self_attn.core"]
+    heads = int(
+        round((core.fwd_flops_per_sample - 4 * s * s * h) / (SOFTMAX_FLOPS_PER_ELEMENT * s * s))
+    )
+    qkv = by_name["model.layers.0.self_attn.qkv_proj"]
+    kv_width = qkv.param_tensors[1] // h
+    gate_up = by_name["model.layers.0.mlp.gate_up_proj"]
+    blocks = 1 + max(int(x.split(".")[2]) for x in by_name if x.startswith("model.layers."))
+    positions = by_name.get("model.embed_positions")
+    ffn = by_name["model.layers.0.mlp.down_proj"].param_tensors[0] // h
+    return DecoderShape(
+        hidden=h,
+        layers=blocks,
+        heads=heads,
+        kv_heads=kv_width // (h // heads),
+        ffn=ffn,
+        vocab=by_name["model.embed_tokens"].param_tensors[0] // h,
+        max_positions=positions.param_tensors[0] // h if positions else s,
+        norm="layer" if len(norm.param_tensors) == 2 else "rms",
+        mlp="swiglu" if gate_up.param_tensors.count(h * ffn) == 2 else "gelu",
+        bias=len(qkv.param_tensors) > 3,
+        learned_positions=positions is not None,
+    )
 
 
 @dataclass(frozen=True)
@@ -464,3 +503,52 @@ def plan_stages(
         seq_len=s_len,
         notes=tuple(notes),
     )
+
+
+def _merged(segs: list[Segment], kind: str, label: str, memory_bytes: float) -> Segment:
+    if kind == "comm":
+        return Segment(
+            "comm",
+            label,
+            sum(s.seconds for s in segs),
+            sum(s.latency_s for s in segs),
+            sum(s.bandwidth_s for s in segs),
+            segs[0].links,
+            sum(s.nbytes for s in segs),
+            memory_bytes,
+        )
+    return Segment(kind, label, sum(s.seconds for s in segs), memory_bytes=memory_bytes)
+
+
+def _coarse(segs: tuple[Segment, ...], kind: str, first: float, last: float) -> tuple[Segment, ...]:
+    """One compute task (``first`` bytes at its end), then one task for all the
+    tensor-parallel all-reduces (``last`` bytes at its end)."""
+    compute = [s for s in segs if not s.is_comm]
+    comm = [s for s in segs if s.is_comm]
+    if not comm:
+        return (_merged(compute, kind, f"{kind} (whole stage)", first + last),)
+    return (
+        _merged(compute, kind, f"{kind} (whole stage)", first),
+        _merged(comm, "comm", f"tp allreduce x{len(comm)}", last),
+    )
+
+
+def coarse_plans(plans: Plans) -> Plans:
+    """The same work with each micro-batch's forward (and backward) as one compute task
+    followed by one task for its tensor-parallel all-reduces: they block the compute
+    stream, so the stage's timing is the same, with far fewer tasks (the timeline loses
+    the per-block detail; overlap of sends with compute, and so interference, may fall
+    slightly differently). Memory: the activations kept at the end of the forward, the
+    transient of full recomputation held through the backward's compute."""
+    stages = []
+    for p in plans.stages:
+        fwd = _coarse(p.forward, "forward", 0.0, p.activation_bytes)
+        bwd = _coarse(
+            p.backward, "backward", p.transient_bytes, -p.transient_bytes - p.activation_bytes
+        )
+        stages.append(dataclasses.replace(p, forward=fwd, backward=bwd))
+    note = (
+        "each micro-batch's tensor-parallel all-reduces run as one task after its compute in "
+        "the timeline (coarse graph: same work, far fewer tasks)"
+    )
+    return dataclasses.replace(plans, stages=tuple(stages), notes=(*plans.notes, note))
