@@ -856,19 +856,6 @@ def _add_scale() -> None:
 _add_scale()
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM ends a command as Ctrl-C does: outputs kept, jobs killed
-
-
-def cli_entry() -> None:
-    """The ``dtsim`` console script: click's usage errors become one line and exit 2;
-    SIGTERM is handled as Ctrl-C (what finished is written, MPI jobs are killed)."""
-    import signal
-
-    signal.signal(signal.SIGTERM, _terminated)
-    run_console_script()
-
-
 def run_console_script(args: Sequence[str] | None = None, prog_name: str | None = None) -> None:
     """Run ``dtsim`` with ``args`` (default: the command line) as the console script does:
     click's usage errors become one line and exit 2; ends with SystemExit(code). The
@@ -889,4 +876,6 @@ def run_console_script(args: Sequence[str] | None = None, prog_name: str | None 
 
 
 if __name__ == "__main__":
+    from sim.cli.entry import cli_entry
+
     cli_entry()
