@@ -130,3 +130,14 @@ def test_refusals():
         "2",
     )
     assert "--zero 3 is not modelled" in bad("run", *SMALL, "--tp", "2", "--zero", "3")
+
+
+def test_interleaved_schedule():
+    doc = ok_json("whatif", *SMALL, "--pp", "4", "--schedule", "interleaved:2")
+    assert doc["scenario"]["schedule"] == "interleaved:2"
+    assert doc["memory_by_stage"][0]["blocks"] == "0-3, 16-19"  # chunks 0 and 4 of GPU 0
+    plain = ok_json("whatif", *SMALL, "--pp", "4")
+    assert doc["bubble_fraction"] < plain["bubble_fraction"]
+    assert "interleaved:V takes V >= 2" in bad(
+        "whatif", *SMALL, "--pp", "4", "--schedule", "interleaved:1"
+    )

@@ -66,24 +66,32 @@ def compute_spans(spans, rank: int, iteration: int = 0) -> list[tuple[str, float
     )
 
 
+def ops(order):
+    return [(op, mb) for op, mb, _ in order]
+
+
 def test_stage_orders():
     # 1F1B, 2 stages, 4 micro-batches: stage 0 warms up with one forward.
-    assert stage_order("1f1b", 0, 2, 4) == [
+    assert ops(stage_order("1f1b", 0, 2, 4)) == [
         ("F", 0), ("F", 1), ("B", 0), ("F", 2), ("B", 1), ("F", 3), ("B", 2), ("B", 3),
     ]  # fmt: skip
-    assert stage_order("1f1b", 1, 2, 4) == [
+    assert ops(stage_order("1f1b", 1, 2, 4)) == [
         ("F", 0), ("B", 0), ("F", 1), ("B", 1), ("F", 2), ("B", 2), ("F", 3), ("B", 3),
     ]  # fmt: skip
-    assert stage_order("gpipe", 0, 2, 3) == [
-        ("F", 0),
-        ("F", 1),
-        ("F", 2),
-        ("B", 2),
-        ("B", 1),
-        ("B", 0),
-    ]
+    assert ops(stage_order("gpipe", 0, 2, 3)) == [
+        ("F", 0), ("F", 1), ("F", 2), ("B", 2), ("B", 1), ("B", 0),
+    ]  # fmt: skip
     # More stages than micro-batches: all forwards first.
-    assert stage_order("1f1b", 0, 4, 2) == [("F", 0), ("F", 1), ("B", 0), ("B", 1)]
+    assert ops(stage_order("1f1b", 0, 4, 2)) == [("F", 0), ("F", 1), ("B", 0), ("B", 1)]
+    # Interleaved, 2 GPUs, 2 chunks, 4 micro-batches, GPU 0: (2-0-1)·2 + (2-1)·2 = 4
+    # warm-up forwards: chunk 0 of micro-batches 0, 1, then chunk 1 of 0, 1 (Megatron's
+    # get_model_chunk_id); backwards start from the last chunk.
+    assert stage_order("interleaved", 0, 2, 4, 2) == [
+        ("F", 0, 0), ("F", 1, 0), ("F", 0, 1), ("F", 1, 1),
+        ("F", 2, 0), ("B", 0, 1), ("F", 3, 0), ("B", 1, 1),
+        ("F", 2, 1), ("B", 0, 0), ("F", 3, 1), ("B", 1, 0),
+        ("B", 2, 1), ("B", 3, 1), ("B", 2, 0), ("B", 3, 0),
+    ]  # fmt: skip
 
 
 def test_1f1b_two_stages_four_micro_batches():
@@ -202,7 +210,7 @@ SMALL = dict(hardware="dgx-a100", workload="llama2-7b:512", dtype="bf16", optimi
     b=st.sampled_from([1, 2]),
     recompute=st.sampled_from(["none", "selective", "full"]),
     zero=st.sampled_from([0, 1]),
-    schedule=st.sampled_from(["1f1b", "gpipe"]),
+    schedule=st.sampled_from(["1f1b", "gpipe", "interleaved:2"]),
 )
 def test_memory_and_closed_form_agree_with_the_engine(tp, pp, m, b, recompute, zero, schedule):
     """For a real decoder: memory never negative; each stage's peak in the Trace equals
@@ -210,6 +218,8 @@ def test_memory_and_closed_form_agree_with_the_engine(tp, pp, m, b, recompute, z
     MemoryModel the search prunes with; the closed-form iteration is within 2% of the
     simulated one (it leaves out interference and queued sends)."""
     dp = 2
+    if schedule.startswith("interleaved"):
+        m = pp * (1 + m % 2)  # whole groups of P micro-batches
     spec = ScenarioSpec(
         **SMALL,
         devices=dp * tp * pp,
@@ -298,3 +308,32 @@ def test_coarse_graph_times_and_memory_as_the_fine_one(recompute):
     coarse, _ = layout_metrics(trace, ls, used)
     assert coarse.iteration_time_s == pytest.approx(fine.iteration_time_s, rel=1e-9)
     assert coarse.peak_memory_bytes == pytest.approx(fine.peak_memory_bytes, rel=1e-12)
+
+
+@PROPERTY
+@given(
+    gpus=st.integers(2, 4),
+    virtual=st.integers(2, 3),
+    groups=st.integers(1, 3),
+    f_s=st.integers(1, 3),
+    b_s=st.integers(1, 5),
+)
+def test_interleaved_bubble_is_divided_by_the_chunks(gpus, virtual, groups, f_s, b_s):
+    """Interleaved 1F1B, P GPUs with v chunks each of forward f and backward b, free
+    sends, m a multiple of P: every GPU's flush takes m·v·(f + b) of work plus a bubble
+    of (P - 1)(f + b), the (P - 1)(t_f + t_b) / v of Narayanan et al. (SC'21, §2.2.2)
+    with t = v·(chunk time); no GPU runs two tasks at once."""
+    m = groups * gpus
+    layout = Layout(1, 1, gpus, 1, m, schedule="interleaved", virtual_stages=virtual)
+    plans = uniform_plans(gpus * virtual, float(f_s), float(b_s))
+    spans, _ = run(plans, layout)
+    work = m * virtual * (f_s + b_s)
+    end = max(s.end_s for s in spans if s.rank == 0)
+    assert end == work + (gpus - 1) * (f_s + b_s)
+    assert estimate(plans, layout).pipeline_s == end
+    for r in range(gpus):
+        mine = sorted(
+            (s.start_s, s.end_s) for s in spans if s.rank == r and s.kind in ("forward", "backward")
+        )
+        assert len(mine) == 2 * m * virtual
+        assert all(a[1] <= b[0] for a, b in zip(mine, mine[1:], strict=False))

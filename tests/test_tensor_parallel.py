@@ -150,7 +150,10 @@ def test_rank_placement_tp_innermost():
         (dict(global_batch=1000), "not a multiple of D 16 x --micro-batch 1"),
         (dict(pp=128, tp=8, devices=1024), "more stages than the model's 80"),
         (dict(zero=2), "--zero 2 is not modelled"),
-        (dict(schedule="interleaved"), "--schedule must be one of"),
+        (dict(schedule="zigzag"), "--schedule must be one of"),
+        (dict(schedule="interleaved:1"), "takes V >= 2"),
+        (dict(schedule="interleaved:2", global_batch=16 * 12), "multiple of --pp 8"),
+        (dict(schedule="interleaved:2", pp=80, tp=1, devices=80), "80 x 2 chunk"),
     ],
 )
 def test_layout_refusals(changes, message):

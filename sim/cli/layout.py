@@ -47,9 +47,10 @@ def layout_options(fn: Callable) -> Callable:
         ),
         click.option(
             "--schedule",
-            type=click.Choice(["1f1b", "gpipe"]),
             default=None,
-            help="Pipeline schedule (default 1f1b).",
+            metavar="1f1b|gpipe|interleaved:V",
+            help="Pipeline schedule (default 1f1b); interleaved:V gives each GPU V model "
+            "chunks (Megatron-LM's interleaved 1F1B).",
         ),
         click.option(
             "--tp-across-nodes",
@@ -107,7 +108,7 @@ def _header(result: Any) -> None:
     )
     out.print(
         f"layout D{lay.dp} x T{lay.tp} x P{lay.pp}: micro-batch {lay.micro_batch} x "
-        f"{lay.num_micro_batches} per replica, {lay.schedule}, recompute {lay.recompute}, "
+        f"{lay.num_micro_batches} per replica, {lay.schedule_name}, recompute {lay.recompute}, "
         f"{f'ZeRO-{lay.zero}' if lay.zero else 'no ZeRO'}",
         soft_wrap=True,
     )
@@ -139,12 +140,15 @@ def _figures(result: Any) -> None:
         "peak",
     ):
         t.add_column(col, justify="right")
-    for p, mem in zip(result.plans.stages, m.memory_by_stage, strict=True):
+    from sim.parallel.simulate import gpu_stages
+
+    lanes = gpu_stages(result.plans, result.scenario.layout.pp)
+    for lane, mem in zip(lanes, m.memory_by_stage, strict=True):
         t.add_row(
-            str(p.stage),
+            str(lane[0].stage),
             mem["blocks"],
-            fmt_time(p.forward_s),
-            fmt_time(p.backward_s),
+            fmt_time(sum(p.forward_s for p in lane)),
+            fmt_time(sum(p.backward_s for p in lane)),
             fmt_bytes(mem["weights"] + mem["gradients"]),
             fmt_bytes(mem["master_weights"] + mem["optimizer_state"]),
             fmt_bytes(mem["peak_bytes"]),

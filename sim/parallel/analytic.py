@@ -19,6 +19,7 @@ engine has both; the search reports the closed form and says so).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sim.model.scenario import OPTIMIZER_STATE_COPIES
@@ -30,10 +31,39 @@ from workloads.model import Layer, Workload
 
 
 def in_flight(layout: Layout, stage: int) -> int:
-    """Micro-batches whose activations stage ``stage`` holds at once, at most."""
+    """Micro-batches whose activations stage ``stage`` holds at once, at most (one
+    chunk per GPU)."""
     if layout.schedule == "gpipe":
         return layout.num_micro_batches
     return min(layout.pp - stage, layout.num_micro_batches)
+
+
+def activation_peaks(
+    layout: Layout, kept: Sequence[float], transient: Sequence[float]
+) -> list[float]:
+    """Per GPU, the most activation bytes it holds: ``kept[k]`` per micro-batch of model
+    stage k from its forward's end to its backward's end, ``transient[k]`` more during
+    that backward. One chunk per GPU: in_flight × kept + transient; interleaved: the
+    schedule walked op by op (:func:`sim.parallel.pipeline.stage_order`)."""
+    P = layout.pp
+    if layout.virtual_stages == 1:
+        return [in_flight(layout, s) * kept[s] + transient[s] for s in range(P)]
+    from sim.parallel.pipeline import stage_order
+
+    out = []
+    for s in range(P):
+        live = peak = 0.0
+        order = stage_order(layout.schedule, s, P, layout.num_micro_batches, layout.virtual_stages)
+        for op, _, chunk in order:
+            k = chunk * P + s
+            if op == "F":
+                live += kept[k]
+                peak = max(peak, live)
+            else:
+                peak = max(peak, live + transient[k])
+                live -= kept[k]
+        out.append(peak)
+    return out
 
 
 @dataclass(frozen=True)
@@ -81,8 +111,7 @@ class MemoryModel:
         """Peak bytes per GPU of every stage."""
         pre, block, post = self._layers(layout.tp)
         size, b = self.size, layout.micro_batch
-        out = []
-        counts = stage_blocks(self.parts.blocks, layout.pp)
+        counts = stage_blocks(self.parts.blocks, layout.chunks)
         block_params = sum(x.params for x in block)
         block_act_all = sum(x.activation_elements_per_sample for x in block) * b * size
         if layout.recompute == "selective":
@@ -101,27 +130,35 @@ class MemoryModel:
         else:
             kept_block = block_act_all
         shard = layout.dp if layout.zero else 1
-        for s, n in enumerate(counts):
-            extra = (pre if s == 0 else ()) + (post if s == layout.pp - 1 else ())
+        static = [0.0] * layout.pp
+        kept: list[float] = []
+        transient: list[float] = []
+        for k, n in enumerate(counts):
+            extra = (pre if k == 0 else ()) + (post if k == layout.chunks - 1 else ())
             params = n * block_params + sum(x.params for x in extra)
-            act = n * kept_block + sum(x.activation_elements_per_sample for x in extra) * b * size
-            static = (
+            kept.append(
+                n * kept_block + sum(x.activation_elements_per_sample for x in extra) * b * size
+            )
+            static[k % layout.pp] += (
                 2 * params * size
                 + params * FP32_BYTES * ((1 if size < FP32_BYTES else 0) + self.copies) / shard
             )
-            transient = block_act_all if layout.recompute == "full" and n else 0.0
-            out.append(static + in_flight(layout, s) * act + transient)
-        return out
+            transient.append(block_act_all if layout.recompute == "full" and n else 0.0)
+        peaks = activation_peaks(layout, kept, transient)
+        return [a + b for a, b in zip(static, peaks, strict=True)]
 
 
 def plan_memory(plans: Plans, layout: Layout) -> list[float]:
-    """The same peak per stage, from the stage plans."""
-    return [
-        sum(p.static_bytes.values())
-        + in_flight(layout, p.stage) * p.activation_bytes
-        + p.transient_bytes
-        for p in plans.stages
-    ]
+    """The same peak per GPU (pipeline stage), from the stage plans."""
+    static = [0.0] * layout.pp
+    for p in plans.stages:
+        static[p.stage % layout.pp] += sum(p.static_bytes.values())
+    peaks = activation_peaks(
+        layout,
+        [p.activation_bytes for p in plans.stages],
+        [p.transient_bytes for p in plans.stages],
+    )
+    return [a + b for a, b in zip(static, peaks, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -143,12 +180,26 @@ def estimate(plans: Plans, layout: Layout) -> Estimate:
         + (p.send_backward.seconds if p.send_backward else 0.0)
         for p in stages
     )
-    pipeline = sum(per) + (m - 1) * max(per) + sends
-    first = stages[0]
-    tail = (
-        sum(s.seconds for s in first.dp_before_update)
-        + first.update_s
-        + sum(s.seconds for s in first.dp_after_update)
+    P = layout.pp
+    if layout.virtual_stages == 1:
+        pipeline = sum(per) + (m - 1) * max(per) + sends
+    else:
+        # Interleaved: each GPU's m micro-batches over its chunks, and a bubble of P - 1
+        # chunks' forward and backward (SC'21 §2.2.2: (p - 1)(t_f + t_b) / v).
+        work = [sum(per[k] for k in range(s, len(per), P)) for s in range(P)]
+        hop = max(
+            (p.send_forward.seconds if p.send_forward else 0.0)
+            + (p.send_backward.seconds if p.send_backward else 0.0)
+            for p in stages
+        )
+        pipeline = m * max(work) + (P - 1) * (max(per) + hop)
+    mine = [p for p in stages if p.stage % P == 0]
+    tail = sum(
+        sum(s.seconds for s in p.dp_before_update)
+        + p.update_s
+        + sum(s.seconds for s in p.dp_after_update)
+        for p in mine
     )
-    bubble = 1.0 - m * per[0] / pipeline if pipeline > 0 else 0.0
+    busy = m * sum(p.forward_s + p.backward_s for p in mine)
+    bubble = 1.0 - busy / pipeline if pipeline > 0 else 0.0
     return Estimate(pipeline, tail, pipeline + tail, bubble)

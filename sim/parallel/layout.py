@@ -29,7 +29,9 @@ ZERO_STAGES = (0, 1)
 class Layout:
     """dp, tp, pp: replicas, tensor-parallel ranks, pipeline stages. micro_batch: samples
     (sequences) per micro-batch; num_micro_batches: micro-batches per replica and
-    iteration (m). schedule: ``1f1b`` or ``gpipe``; recompute: ``none``, ``selective``
+    iteration (m). schedule: ``1f1b``, ``gpipe`` or ``interleaved`` (Megatron-LM's
+    interleaved 1F1B, SC'21 §2.2.2: each GPU holds ``virtual_stages`` chunks of
+    non-adjacent blocks, cutting the bubble by that factor); recompute: ``none``, ``selective``
     (the attention core, Korthikanti et al., arXiv:2205.05198) or ``full`` (every block
     from its input); zero: 1 shards the optimizer state and fp32 master weights over the
     D replicas (ZeRO-1, Megatron's distributed optimizer), 0 does not."""
@@ -42,6 +44,13 @@ class Layout:
     schedule: str = "1f1b"
     recompute: str = "none"
     zero: int = 0
+    virtual_stages: int = 1  # model chunks per GPU (interleaved schedule), else 1
+
+    @property
+    def chunks(self) -> int:
+        """Pipeline stages of the model: P × virtual stages (chunk c of GPU s is model
+        stage c·P + s)."""
+        return self.pp * self.virtual_stages
 
     @property
     def devices(self) -> int:
@@ -64,8 +73,14 @@ class Layout:
     def name(self) -> str:
         return (
             f"D{self.dp}·T{self.tp}·P{self.pp} mb{self.micro_batch}x{self.num_micro_batches}"
-            f" {self.schedule} recompute={self.recompute} zero={self.zero}"
+            f" {self.schedule_name} recompute={self.recompute} zero={self.zero}"
         )
+
+    @property
+    def schedule_name(self) -> str:
+        if self.schedule == "interleaved":
+            return f"interleaved:{self.virtual_stages}"
+        return self.schedule
 
     def as_dict(self) -> dict:
         return {
@@ -74,7 +89,7 @@ class Layout:
             "pp": self.pp,
             "micro_batch": self.micro_batch,
             "num_micro_batches": self.num_micro_batches,
-            "schedule": self.schedule,
+            "schedule": self.schedule_name,
             "recompute": self.recompute,
             "zero": self.zero,
             "global_batch": self.global_batch,
@@ -108,9 +123,22 @@ def make_layout(
     for key, value in (("tp", tp), ("pp", pp), ("micro-batch", micro_batch)):
         if value < 1:
             raise InputError(f"--{key} must be >= 1, got {value}", key=key)
-    if schedule not in SCHEDULES:
+    name, _, chunks_text = schedule.partition(":")
+    virtual = 1
+    if name == "interleaved":
+        try:
+            virtual = int(chunks_text or "2")
+        except ValueError:
+            virtual = 0
+        if virtual < 2:
+            raise InputError(
+                f"--schedule interleaved:V takes V >= 2 model chunks per GPU, got {schedule!r}",
+                key="schedule",
+            )
+    elif name not in SCHEDULES or chunks_text:
         raise InputError(
-            f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}", key="schedule"
+            f"--schedule must be one of {', '.join(SCHEDULES)} or interleaved:V, got {schedule!r}",
+            key="schedule",
         )
     if recompute not in RECOMPUTE:
         raise InputError(
@@ -148,9 +176,11 @@ def make_layout(
             "--tp-across-nodes allows it)",
             key="tp",
         )
-    if pp > blocks:
+    if pp * virtual > blocks:
         raise InputError(
-            f"--pp {pp} is more stages than the model's {blocks} transformer blocks", key="pp"
+            f"--pp {pp} x {virtual} chunk(s) per GPU is more stages than the model's {blocks} "
+            "transformer blocks",
+            key="pp",
         )
     per_step = dp * micro_batch
     if global_batch < per_step or global_batch % per_step:
@@ -159,7 +189,14 @@ def make_layout(
             f"{micro_batch} = {per_step} (each replica runs whole micro-batches)",
             key="global-batch",
         )
-    return Layout(dp, tp, pp, micro_batch, global_batch // per_step, schedule, recompute, zero)
+    m = global_batch // per_step
+    if virtual > 1 and m % pp:
+        raise InputError(
+            f"the interleaved schedule needs the micro-batches per replica ({m}) to be a "
+            f"multiple of --pp {pp} (as Megatron-LM requires)",
+            key="schedule",
+        )
+    return Layout(dp, tp, pp, micro_batch, m, name, recompute, zero, virtual)
 
 
 @dataclass(frozen=True)

@@ -35,26 +35,46 @@ DP_CHANNEL = channel(3)
 
 
 def stage_order(
-    schedule: str, stage: int, stages: int, micro_batches: int
-) -> list[tuple[str, int]]:
-    """The order of ("F" | "B", micro-batch) on ``stage``."""
+    schedule: str, stage: int, stages: int, micro_batches: int, virtual: int = 1
+) -> list[tuple[str, int, int]]:
+    """The order of ("F" | "B", micro-batch, model chunk) on GPU ``stage``.
+
+    Interleaved (Megatron-LM's ``forward_backward_pipelining_with_interleaving``): the
+    k-th forward runs chunk (k mod P·v) // P on micro-batch (k // P·v)·P + k mod P, the
+    k-th backward the chunks in reverse; (P - s - 1)·2 + (v - 1)·P warm-up forwards
+    (all of them when m = P), then one forward and one backward alternating."""
     m = micro_batches
     if schedule == "gpipe":
-        return [("F", i) for i in range(m)] + [("B", i) for i in reversed(range(m))]
-    warm = min(stages - stage - 1, m)
-    order = [("F", i) for i in range(warm)]
-    for i in range(m - warm):
-        order += [("F", warm + i), ("B", i)]
-    order += [("B", i) for i in range(m - warm, m)]
-    return order
+        return [("F", i, 0) for i in range(m)] + [("B", i, 0) for i in reversed(range(m))]
+    if virtual == 1:
+        warm = min(stages - stage - 1, m)
+        order = [("F", i, 0) for i in range(warm)]
+        for i in range(m - warm):
+            order += [("F", warm + i, 0), ("B", i, 0)]
+        return order + [("B", i, 0) for i in range(m - warm, m)]
+    group = stages * virtual
+    total = m * virtual
+
+    def op(kind: str, k: int) -> tuple[str, int, int]:
+        chunk = (k % group) // stages
+        if kind == "B":
+            chunk = virtual - 1 - chunk
+        return (kind, (k // group) * stages + k % stages, chunk)
+
+    warm = total if m == stages else min((stages - stage - 1) * 2 + (virtual - 1) * stages, total)
+    order = [op("F", k) for k in range(warm)]
+    for k in range(total - warm):
+        order += [op("F", warm + k), op("B", k)]
+    return order + [op("B", k) for k in range(total - warm, total)]
 
 
 def build_graph(plans: Plans, layout: Layout, iterations: int) -> TaskGraph:
     """The task graph of ``iterations`` iterations (see the module docstring)."""
     g = TaskGraph()
     g.channels = 4
-    P, m = layout.pp, layout.num_micro_batches
-    orders = [stage_order(layout.schedule, s, P, m) for s in range(P)]
+    P, m, v = layout.pp, layout.num_micro_batches, layout.virtual_stages
+    K = P * v  # model stages: chunk c of GPU s is model stage c·P + s
+    orders = [stage_order(layout.schedule, s, P, m, v) for s in range(P)]
 
     def add_segment(seg: Segment, s: int, it: int, mb: int | None, dep: list[int | None]) -> int:
         label = seg.label if mb is None else f"mb{mb} {seg.label}"
@@ -111,27 +131,28 @@ def build_graph(plans: Plans, layout: Layout, iterations: int) -> TaskGraph:
             progressed = False
             for s in range(P):
                 while pos[s] < len(orders[s]):
-                    op, mb = orders[s][pos[s]]
-                    plan = plans.stages[s]
+                    op, mb, chunk = orders[s][pos[s]]
+                    k = chunk * P + s
+                    plan = plans.stages[k]
                     if op == "F":
-                        need = sent_f.get((s - 1, mb)) if s > 0 else None
-                        if s > 0 and need is None:
+                        need = sent_f.get((k - 1, mb)) if k > 0 else None
+                        if k > 0 and need is None:
                             break
                         segs = plan.forward
                     else:
-                        need = sent_b.get((s + 1, mb)) if s < P - 1 else done_f.get((s, mb))
+                        need = sent_b.get((k + 1, mb)) if k < K - 1 else done_f.get((k, mb))
                         if need is None:
                             break
                         segs = plan.backward
                     last = chain[s]
-                    for k, seg in enumerate(segs):
-                        last = add_segment(seg, s, it, mb, [last, need] if k == 0 else [last])
+                    for i, seg in enumerate(segs):
+                        last = add_segment(seg, s, it, mb, [last, need] if i == 0 else [last])
                     chain[s] = last
                     assert last is not None
                     if op == "F":
-                        done_f[(s, mb)] = last
+                        done_f[(k, mb)] = last
                         if plan.send_forward is not None:
-                            sent_f[(s, mb)] = add_comm(
+                            sent_f[(k, mb)] = add_comm(
                                 plan.send_forward,
                                 SEND_FORWARD,
                                 s,
@@ -140,7 +161,7 @@ def build_graph(plans: Plans, layout: Layout, iterations: int) -> TaskGraph:
                                 [last],
                             )
                     elif plan.send_backward is not None:
-                        sent_b[(s, mb)] = add_comm(
+                        sent_b[(k, mb)] = add_comm(
                             plan.send_backward,
                             SEND_BACKWARD,
                             s,
@@ -153,7 +174,8 @@ def build_graph(plans: Plans, layout: Layout, iterations: int) -> TaskGraph:
                     progressed = True
             if not progressed:
                 raise RuntimeError("pipeline schedule deadlocked (a bug in stage_order)")
-        for s, plan in enumerate(plans.stages):
+        for k, plan in enumerate(plans.stages):
+            s = k % P
             last = chain[s]
             assert last is not None
             for seg in plan.dp_before_update:

@@ -36,7 +36,7 @@ from sim.model.collectives import CostModel
 from sim.model.topology import Topology
 from sim.parallel.layout import LayoutScenario
 from sim.parallel.pipeline import TP_CHANNEL, build_graph
-from sim.parallel.stages import Plans, coarse_plans, plan_stages
+from sim.parallel.stages import Plans, StagePlan, coarse_plans, plan_stages
 
 # A layout's run is refused beyond this many tasks (a few seconds per 100,000).
 MAX_LAYOUT_TASKS = 2_000_000
@@ -95,6 +95,12 @@ def layout_work(graph: TaskGraph, ls: LayoutScenario, iterations: int) -> Iterat
     )
 
 
+def gpu_stages(plans: Plans, pp: int) -> list[list[StagePlan]]:
+    """Per GPU (pipeline stage s), the model stages it holds: s, s + P, ... (one unless
+    the schedule is interleaved)."""
+    return [[p for p in plans.stages if p.stage % pp == s] for s in range(pp)]
+
+
 def _tasks(plans: Plans, micro_batches: int) -> int:
     return sum((len(p.forward) + len(p.backward) + 2) * micro_batches + 4 for p in plans.stages)
 
@@ -122,7 +128,9 @@ def simulate_layout(
             key="iterations",
         )
     graph = build_graph(plans, ls.layout, its)
-    static = [sum(p.static_bytes.values()) for p in plans.stages]
+    static = [0.0] * ls.layout.pp
+    for p in plans.stages:
+        static[p.stage % ls.layout.pp] += sum(p.static_bytes.values())
     engine = Engine(
         graph,
         ranks=1,
@@ -144,7 +152,10 @@ def simulate_layout(
         "period": 1,
         "jitter": 0.0,
         "device_memory_bytes": sc.hardware.device.memory_bytes,
-        "static_memory_bytes": dict(plans.stages[0].static_bytes),
+        "static_memory_bytes": {
+            k: sum(p.static_bytes[k] for p in plans.stages if p.stage % lay.pp == 0)
+            for k in plans.stages[0].static_bytes
+        },
         "comm_links": {
             t.label: tuple(t.links) for t in graph.tasks if t.kind == "comm" and t.links
         },
@@ -228,12 +239,12 @@ def layout_metrics(trace: Trace, ls: LayoutScenario, plans: Plans) -> tuple[Layo
         by_stage[sample.rank] = max(by_stage.get(sample.rank, 0.0), sample.bytes_in_use)
     memory = tuple(
         {
-            "stage": p.stage,
-            "blocks": f"{p.blocks[0]}-{p.blocks[1] - 1}",
-            **{k: float(v) for k, v in p.static_bytes.items()},
-            "peak_bytes": by_stage.get(p.stage, 0.0),
+            "stage": lane[0].stage,
+            "blocks": ", ".join(f"{p.blocks[0]}-{p.blocks[1] - 1}" for p in lane),
+            **{k: float(sum(p.static_bytes[k] for p in lane)) for k in lane[0].static_bytes},
+            "peak_bytes": by_stage.get(lane[0].stage, 0.0),
         }
-        for p in plans.stages
+        for lane in gpu_stages(plans, ls.layout.pp)
     )
     device_mem = float(sc.hardware.device.memory_bytes)
     tokens = ls.layout.global_batch * plans.seq_len

@@ -316,7 +316,8 @@ def plan_stages(
     act_values = s_len * b * shape.hidden  # one activation tensor, values
     first_param = info.first_param
     blocks = len(info.block_layers)
-    per_stage = stage_blocks(blocks, layout.pp)
+    K, P = layout.chunks, layout.pp
+    per_stage = stage_blocks(blocks, K)
     known = cache.collectives
 
     def collective(op: str, nbytes: float, ranks: tuple[int, ...], alg: str) -> CollectiveCost:
@@ -356,16 +357,15 @@ def plan_stages(
     notes: list[str] = []
     if len(set(per_stage)) > 1:
         notes.append(
-            f"{blocks} blocks over {layout.pp} stages: stages hold "
-            f"{', '.join(map(str, per_stage))} blocks"
+            f"{blocks} blocks over {K} stages: stages hold {', '.join(map(str, per_stage))} blocks"
         )
-    for s, n_blocks in enumerate(per_stage):
+    for s, n_blocks in enumerate(per_stage):  # s: model stage; its GPU is s mod P
         lo, hi = start, start + n_blocks
         start = hi
         idx = [i for blk in range(lo, hi) for i in info.block_layers[blk]]
         if s == 0:
             idx = list(info.pre) + idx
-        if s == layout.pp - 1:
+        if s == K - 1:
             idx = idx + list(info.post)
         fwd = _Builder()
         kept = 0.0
@@ -417,19 +417,19 @@ def plan_stages(
 
         send_f = send_b = None
         p2p_bytes = act_values * size / tp
-        if s + 1 < layout.pp:
-            pair = (layout.rank(0, s, 0), layout.rank(0, s + 1, 0))
+        if s + 1 < K:
+            pair = (layout.rank(0, s % P, 0), layout.rank(0, (s + 1) % P, 0))
             send_f = comm_segment(
                 "send activations", collective("broadcast", p2p_bytes, pair, "ring")
             )
         if s > 0:
-            pair = (layout.rank(0, s, 0), layout.rank(0, s - 1, 0))
+            pair = (layout.rank(0, s % P, 0), layout.rank(0, (s - 1) % P, 0))
             send_b = comm_segment(
                 "send gradients", collective("broadcast", p2p_bytes, pair, "ring")
             )
 
         grad_bytes = float(params * size)
-        dp_group = layout.dp_group(s)
+        dp_group = layout.dp_group(s % P)
         before: tuple[Segment, ...] = ()
         after: tuple[Segment, ...] = ()
         shard = layout.dp if layout.zero else 1
