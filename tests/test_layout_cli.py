@@ -141,3 +141,11 @@ def test_interleaved_schedule():
     assert "interleaved:V takes V >= 2" in bad(
         "whatif", *SMALL, "--pp", "4", "--schedule", "interleaved:1"
     )
+
+
+def test_bucketed_dp_sync():
+    doc = ok_json("whatif", *SMALL, "--tp", "2", "--dp-sync", "bucketed:10")
+    assert doc["scenario"]["dp_sync"] == "bucketed:10"
+    assert "--dp-sync takes sync or bucketed" in bad(
+        "whatif", *SMALL, "--tp", "2", "--dp-sync", "delayed:1"
+    )

@@ -38,6 +38,7 @@ def uniform_plans(stages: int, f_s: float, b_s: float, update_s: float = 0.0) ->
                 send_forward=FREE_SEND if s + 1 < stages else None,
                 send_backward=FREE_SEND if s > 0 else None,
                 dp_before_update=(),
+                dp_buckets=(),
                 dp_after_update=(),
                 update_s=update_s,
                 params=0,
@@ -211,8 +212,11 @@ SMALL = dict(hardware="dgx-a100", workload="llama2-7b:512", dtype="bf16", optimi
     recompute=st.sampled_from(["none", "selective", "full"]),
     zero=st.sampled_from([0, 1]),
     schedule=st.sampled_from(["1f1b", "gpipe", "interleaved:2"]),
+    dp_sync=st.sampled_from(["sync", "bucketed:50", "bucketed:200"]),
 )
-def test_memory_and_closed_form_agree_with_the_engine(tp, pp, m, b, recompute, zero, schedule):
+def test_memory_and_closed_form_agree_with_the_engine(
+    tp, pp, m, b, recompute, zero, schedule, dp_sync
+):
     """For a real decoder: memory never negative; each stage's peak in the Trace equals
     the closed form (static + in flight x kept + transient) and the cost-free
     MemoryModel the search prunes with; the closed-form iteration is within 2% of the
@@ -232,6 +236,7 @@ def test_memory_and_closed_form_agree_with_the_engine(tp, pp, m, b, recompute, z
         zero=zero,
         recompute=recompute,
         schedule=schedule,
+        dp_sync=dp_sync,
         iterations=4,
     )
     result = run_layout(LayoutRequest(spec))
@@ -337,3 +342,33 @@ def test_interleaved_bubble_is_divided_by_the_chunks(gpus, virtual, groups, f_s,
         )
         assert len(mine) == 2 * m * virtual
         assert all(a[1] <= b[0] for a, b in zip(mine, mine[1:], strict=False))
+
+
+def test_bucketed_data_parallel_sync_overlaps_the_last_backward():
+    """One stage, 2 micro-batches; forward 1 s, backward two segments of 2 s, each
+    completing a gradient bucket whose all-reduce takes 1 s; update 1 s.
+    F0 0-1, B0 1-3 and 3-5, F1 5-6, B1 6-8 and 8-10 (the last micro-batch's); bucket 0's
+    all-reduce runs 8-9 beside the second segment, bucket 1's 10-11, the update 11-12.
+    The first micro-batch's segments start no collective (its gradients are not final)."""
+    ar = Segment("comm", "dp allreduce bucket", 1.0, 0.0, 1.0, ("network",), 8.0)
+    plan = StagePlan(
+        stage=0,
+        blocks=(0, 1),
+        forward=(Segment("forward", "F", 1.0),),
+        backward=(Segment("backward", "B", 2.0, bucket=0), Segment("backward", "B", 2.0, bucket=1)),
+        send_forward=None,
+        send_backward=None,
+        dp_before_update=(),
+        dp_buckets=(ar, ar),
+        dp_after_update=(),
+        update_s=1.0,
+        params=0,
+        activation_bytes=0.0,
+        transient_bytes=0.0,
+    )
+    layout = Layout(dp=2, tp=1, pp=1, micro_batch=1, num_micro_batches=2, bucket_bytes=1.0)
+    spans, _ = run(Plans((plan,), 0.0, 0.0, 1), layout)
+    comm = sorted((s.start_s, s.end_s) for s in spans if s.kind == "comm")
+    update = [(s.start_s, s.end_s) for s in spans if s.kind == "update"]
+    assert comm == [(8.0, 9.0), (10.0, 11.0)]
+    assert update == [(11.0, 12.0)]

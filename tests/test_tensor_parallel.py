@@ -110,6 +110,7 @@ def test_tp_block_timeline_by_hand():
         send_forward=None,
         send_backward=None,
         dp_before_update=(),
+        dp_buckets=(),
         dp_after_update=(),
         update_s=1.0,
         params=0,

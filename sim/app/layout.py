@@ -107,6 +107,7 @@ def search_layouts(request: LayoutSearchRequest) -> LayoutSearchReply:
         zero=None,
         recompute=None,
         schedule=None,
+        dp_sync=None,
         global_batch=None,
         batch_per_device=1,
     ).build()

@@ -63,6 +63,7 @@ class ScenarioSpec:
     recompute: str | None = None
     schedule: str | None = None
     tp_across_nodes: bool = False
+    dp_sync: str | None = None
 
     @property
     def is_layout(self) -> bool:
@@ -77,6 +78,7 @@ class ScenarioSpec:
                 self.zero,
                 self.recompute,
                 self.schedule,
+                self.dp_sync,
             )
         )
 
@@ -110,6 +112,7 @@ class ScenarioSpec:
             zero=None,
             recompute=None,
             schedule=None,
+            dp_sync=None,
         ).build()
         shape = decoder_shape(base.workload)
         layout = make_layout(
@@ -127,6 +130,7 @@ class ScenarioSpec:
             recompute=self.recompute or "none",
             zero=self.zero or 0,
             tp_across_nodes=self.tp_across_nodes,
+            dp_sync=self.dp_sync or "sync",
         )
         return LayoutScenario(base, layout)
 

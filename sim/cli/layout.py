@@ -15,7 +15,7 @@ from sim.cli.common import emit_json, err, literal, out
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_time
 
-LAYOUT_KEYS = ("tp", "pp", "dp", "micro_batch", "zero", "recompute", "schedule")
+LAYOUT_KEYS = ("tp", "pp", "dp", "micro_batch", "zero", "recompute", "schedule", "dp_sync")
 # Defaults that differ with a layout: large decoders train in bf16 mixed precision with
 # Adam, and a flushed pipeline repeats every iteration (4: one of warm-up, then three).
 LAYOUT_DEFAULTS = (("dtype", "bf16"), ("optimizer", "adam"), ("iterations", 4))
@@ -51,6 +51,14 @@ def layout_options(fn: Callable) -> Callable:
             metavar="1f1b|gpipe|interleaved:V",
             help="Pipeline schedule (default 1f1b); interleaved:V gives each GPU V model "
             "chunks (Megatron-LM's interleaved 1F1B).",
+        ),
+        click.option(
+            "--dp-sync",
+            default=None,
+            metavar="sync|bucketed[:MB]",
+            help="Data-parallel gradient synchronisation with --tp/--pp: after the flush "
+            "(sync, default), or in buckets (25 MiB default) overlapped with the last "
+            "micro-batch's backward.",
         ),
         click.option(
             "--tp-across-nodes",
@@ -109,7 +117,7 @@ def _header(result: Any) -> None:
     out.print(
         f"layout D{lay.dp} x T{lay.tp} x P{lay.pp}: micro-batch {lay.micro_batch} x "
         f"{lay.num_micro_batches} per replica, {lay.schedule_name}, recompute {lay.recompute}, "
-        f"{f'ZeRO-{lay.zero}' if lay.zero else 'no ZeRO'}",
+        f"{f'ZeRO-{lay.zero}' if lay.zero else 'no ZeRO'}, DP {lay.dp_sync}",
         soft_wrap=True,
     )
 

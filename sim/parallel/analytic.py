@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from sim.model.scenario import OPTIMIZER_STATE_COPIES
 from sim.parallel.layout import Layout, stage_blocks
-from sim.parallel.stages import FP32_BYTES, Plans
+from sim.parallel.stages import FP32_BYTES, Plans, StagePlan
 from sim.parallel.tensor import role, split_layer
 from sim.units import DTYPE_BYTES
 from workloads.model import Layer, Workload
@@ -194,8 +194,12 @@ def estimate(plans: Plans, layout: Layout) -> Estimate:
         )
         pipeline = m * max(work) + (P - 1) * (max(per) + hop)
     mine = [p for p in stages if p.stage % P == 0]
+    # GPU 0's last op is model stage 0's last backward: its buckets may run past it;
+    # an interleaved GPU's other chunks finish their backward earlier, and their buckets
+    # are taken as hidden behind the work that follows.
     tail = sum(
-        sum(s.seconds for s in p.dp_before_update)
+        (_exposed_buckets(p) if p.stage == 0 else 0.0)
+        + sum(s.seconds for s in p.dp_before_update)
         + p.update_s
         + sum(s.seconds for s in p.dp_after_update)
         for p in mine
@@ -203,3 +207,17 @@ def estimate(plans: Plans, layout: Layout) -> Estimate:
     busy = m * sum(p.forward_s + p.backward_s for p in mine)
     bubble = 1.0 - busy / pipeline if pipeline > 0 else 0.0
     return Estimate(pipeline, tail, pipeline + tail, bubble)
+
+
+def _exposed_buckets(plan: StagePlan) -> float:
+    """How long the gradient buckets' collectives run past the end of the last
+    backward: each starts when its bucket is complete and the one before it is done
+    (one channel, nothing sharing its links)."""
+    if not plan.dp_buckets:
+        return 0.0
+    clock = done = 0.0
+    for seg in plan.backward:
+        clock += seg.seconds
+        if seg.bucket >= 0:
+            done = max(done, clock) + plan.dp_buckets[seg.bucket].seconds
+    return max(0.0, done - clock)

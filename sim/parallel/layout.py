@@ -45,6 +45,16 @@ class Layout:
     recompute: str = "none"
     zero: int = 0
     virtual_stages: int = 1  # model chunks per GPU (interleaved schedule), else 1
+    # Data-parallel synchronisation: 0 = one collective per stage after the flush;
+    # > 0 = gradient buckets of this many bytes, each reduced as the last micro-batch's
+    # backward completes it (overlapped with the rest of that backward).
+    bucket_bytes: float = 0.0
+
+    @property
+    def dp_sync(self) -> str:
+        if self.bucket_bytes:
+            return f"bucketed:{self.bucket_bytes / MIB:g}"
+        return "sync"
 
     @property
     def chunks(self) -> int:
@@ -74,6 +84,7 @@ class Layout:
         return (
             f"D{self.dp}·T{self.tp}·P{self.pp} mb{self.micro_batch}x{self.num_micro_batches}"
             f" {self.schedule_name} recompute={self.recompute} zero={self.zero}"
+            + (f" dp={self.dp_sync}" if self.bucket_bytes else "")
         )
 
     @property
@@ -90,6 +101,7 @@ class Layout:
             "micro_batch": self.micro_batch,
             "num_micro_batches": self.num_micro_batches,
             "schedule": self.schedule_name,
+            "dp_sync": self.dp_sync,
             "recompute": self.recompute,
             "zero": self.zero,
             "global_batch": self.global_batch,
@@ -118,6 +130,7 @@ def make_layout(
     recompute: str = "none",
     zero: int = 0,
     tp_across_nodes: bool = False,
+    dp_sync: str = "sync",
 ) -> Layout:
     """Validate a layout request; every refusal names the option to change."""
     for key, value in (("tp", tp), ("pp", pp), ("micro-batch", micro_batch)):
@@ -189,6 +202,7 @@ def make_layout(
             f"{micro_batch} = {per_step} (each replica runs whole micro-batches)",
             key="global-batch",
         )
+    bucket = parse_dp_sync(dp_sync)
     m = global_batch // per_step
     if virtual > 1 and m % pp:
         raise InputError(
@@ -196,7 +210,27 @@ def make_layout(
             f"multiple of --pp {pp} (as Megatron-LM requires)",
             key="schedule",
         )
-    return Layout(dp, tp, pp, micro_batch, m, name, recompute, zero, virtual)
+    return Layout(dp, tp, pp, micro_batch, m, name, recompute, zero, virtual, bucket)
+
+
+MIB = 2**20
+# PyTorch DDP's default bucket_cap_mb (torch.nn.parallel.DistributedDataParallel).
+DEFAULT_BUCKET_MIB = 25.0
+
+
+def parse_dp_sync(text: str) -> float:
+    """``sync`` -> 0; ``bucketed[:MB]`` -> the bucket size in bytes (default 25 MiB)."""
+    name, _, size = text.partition(":")
+    if name == "sync" and not size:
+        return 0.0
+    if name == "bucketed":
+        try:
+            mib = float(size) if size else DEFAULT_BUCKET_MIB
+        except ValueError:
+            mib = -1.0
+        if 0 < mib < 2**40:
+            return mib * MIB
+    raise InputError(f"--dp-sync takes sync or bucketed[:MB] (MB > 0), got {text!r}", key="dp-sync")
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,13 @@ def build_graph(plans: Plans, layout: Layout, iterations: int) -> TaskGraph:
     P, m, v = layout.pp, layout.num_micro_batches, layout.virtual_stages
     K = P * v  # model stages: chunk c of GPU s is model stage c·P + s
     orders = [stage_order(layout.schedule, s, P, m, v) for s in range(P)]
+    # Where each model stage's last backward sits in its GPU's order: its gradient
+    # buckets are reduced as that backward completes them.
+    last_backward: dict[int, int] = {}
+    for s, order in enumerate(orders):
+        for at, (op, _, chunk) in enumerate(order):
+            if op == "B":
+                last_backward[chunk * P + s] = at
 
     def add_segment(seg: Segment, s: int, it: int, mb: int | None, dep: list[int | None]) -> int:
         label = seg.label if mb is None else f"mb{mb} {seg.label}"
@@ -125,6 +132,7 @@ def build_graph(plans: Plans, layout: Layout, iterations: int) -> TaskGraph:
         sent_f: dict[tuple[int, int], int] = {}
         sent_b: dict[tuple[int, int], int] = {}
         done_f: dict[tuple[int, int], int] = {}
+        bucket_tasks: dict[int, list[int]] = {}
         pos = [0] * P
         left = sum(len(o) for o in orders)
         while left:
@@ -145,8 +153,14 @@ def build_graph(plans: Plans, layout: Layout, iterations: int) -> TaskGraph:
                             break
                         segs = plan.backward
                     last = chain[s]
+                    flushing = op == "B" and last_backward[k] == pos[s]
                     for i, seg in enumerate(segs):
                         last = add_segment(seg, s, it, mb, [last, need] if i == 0 else [last])
+                        if flushing and seg.bucket >= 0:
+                            bucket = plan.dp_buckets[seg.bucket]
+                            bucket_tasks.setdefault(k, []).append(
+                                add_comm(bucket, DP_CHANNEL, s, it, bucket.label, [last])
+                            )
                     chain[s] = last
                     assert last is not None
                     if op == "F":
@@ -180,7 +194,15 @@ def build_graph(plans: Plans, layout: Layout, iterations: int) -> TaskGraph:
             assert last is not None
             for seg in plan.dp_before_update:
                 last = add_comm(seg, DP_CHANNEL, s, it, seg.label, [last])
-            last = g.add("update", COMPUTE, it, "optimizer update", plan.update_s, [last], rank=s)
+            last = g.add(
+                "update",
+                COMPUTE,
+                it,
+                "optimizer update",
+                plan.update_s,
+                [last, *bucket_tasks.get(k, [])],
+                rank=s,
+            )
             for seg in plan.dp_after_update:
                 last = add_comm(seg, DP_CHANNEL, s, it, seg.label, [last])
             chain[s] = last

@@ -120,7 +120,9 @@ class Segment:
     """One task of a micro-batch on one stage. kind: ``forward``, ``backward``,
     ``recompute`` (compute) or ``comm``. ``seconds``: compute time at full speed, or a
     collective's latency plus bandwidth part. ``memory_bytes``: change in the bytes in
-    use when it ends."""
+    use when it ends. ``bucket``: in a backward with bucketed data-parallel
+    synchronisation, the gradient bucket whose last gradient this segment computes (its
+    collective may start when the last micro-batch's segment ends), else -1."""
 
     kind: str
     label: str
@@ -130,6 +132,7 @@ class Segment:
     links: tuple[str, ...] = ()
     nbytes: float = 0.0
     memory_bytes: float = 0.0
+    bucket: int = -1
 
     @property
     def is_comm(self) -> bool:
@@ -151,6 +154,9 @@ class StagePlan:
     send_forward: Segment | None  # activations to stage + 1
     send_backward: Segment | None  # input gradients to stage - 1
     dp_before_update: tuple[Segment, ...]  # all-reduce, or ZeRO-1's reduce-scatter
+    # Bucketed synchronisation instead: one collective per bucket, in backward order,
+    # each after the last micro-batch's segment that marks it.
+    dp_buckets: tuple[Segment, ...]
     dp_after_update: tuple[Segment, ...]  # ZeRO-1's all-gather of the parameters
     update_s: float
     params: int  # on this GPU
@@ -239,6 +245,12 @@ class _Builder:
     def comm(self, seg: Segment) -> None:
         self.close()
         self.out.append(seg)
+
+    def bucket(self, index: int) -> None:
+        """The segment being built completes gradient bucket ``index``: close it there."""
+        self.close()
+        last = self.out[-1]
+        self.out[-1] = Segment(**{**last.__dict__, "bucket": index})
 
     def done(self) -> tuple[Segment, ...]:
         self.close()
@@ -339,6 +351,9 @@ def plan_stages(
     # Per-layer times of one split layer, the same in every block: cost each role once.
     timing = cache.timing
 
+    def timing_split_params(i: int) -> int:
+        return timed(i)[0].params
+
     def timed(i: int) -> tuple[Layer, float, float]:
         grad_in = i > first_param
         name = roles[i] if block_of[i] is not None else layers[i].name
@@ -392,6 +407,11 @@ def plan_stages(
 
         bwd = _Builder()
         current: int | None = None
+        # Gradient buckets in backward order (PyTorch DDP's and Megatron-LM's overlap: a
+        # bucket is reduced once its last gradient is computed), up to bucket_bytes each.
+        bucket_sizes: list[float] = []
+        filling = 0.0
+        last_param = min((i for i in idx if layers[i].params), default=None)
         for i in reversed(idx):
             blk = block_of[i]
             if recompute == "full" and blk is not None and blk != current:
@@ -413,6 +433,12 @@ def plan_stages(
                 bwd.comm(tp_allreduce(f"tp allreduce {parts[i]} grad"))
             if recompute == "full" and blk is not None and i == info.block_layers[blk][0]:
                 bwd.memory(-block_act[blk])
+            if layout.bucket_bytes > 0 and layers[i].params and layout.dp > 1:
+                filling += timing_split_params(i) * size
+                if filling >= layout.bucket_bytes or i == last_param:
+                    bwd.bucket(len(bucket_sizes))
+                    bucket_sizes.append(filling)
+                    filling = 0.0
         bwd.memory(-kept)
 
         send_f = send_b = None
@@ -433,6 +459,7 @@ def plan_stages(
         before: tuple[Segment, ...] = ()
         after: tuple[Segment, ...] = ()
         shard = layout.dp if layout.zero else 1
+        buckets: tuple[Segment, ...] = ()
         if layout.dp > 1:
             dp_alg = algorithm if algorithm != "measured" else "auto"
             if layout.zero:
@@ -458,6 +485,14 @@ def plan_stages(
                         "dp allreduce", collective("allreduce", grad_bytes, dp_group, dp_alg)
                     ),
                 )
+            if bucket_sizes:
+                op = "reduce-scatter" if layout.zero else "allreduce"
+                alg = rs_alg if layout.zero else dp_alg
+                buckets = tuple(
+                    comm_segment(f"dp {op} bucket {j}", collective(op, nbytes, dp_group, alg))
+                    for j, nbytes in enumerate(bucket_sizes)
+                )
+                before = ()
         copies = OPTIMIZER_STATE_COPIES[optimizer]
         update = update_cost_s(-(-params // shard), device, size, copies, optimizer=optimizer)
         weights = float(params * size)
@@ -477,6 +512,7 @@ def plan_stages(
                 send_forward=send_f,
                 send_backward=send_b,
                 dp_before_update=before,
+                dp_buckets=buckets,
                 dp_after_update=after,
                 update_s=update,
                 params=params,
@@ -521,16 +557,30 @@ def _merged(segs: list[Segment], kind: str, label: str, memory_bytes: float) -> 
 
 
 def _coarse(segs: tuple[Segment, ...], kind: str, first: float, last: float) -> tuple[Segment, ...]:
-    """One compute task (``first`` bytes at its end), then one task for all the
-    tensor-parallel all-reduces (``last`` bytes at its end)."""
-    compute = [s for s in segs if not s.is_comm]
-    comm = [s for s in segs if s.is_comm]
-    if not comm:
-        return (_merged(compute, kind, f"{kind} (whole stage)", first + last),)
-    return (
-        _merged(compute, kind, f"{kind} (whole stage)", first),
-        _merged(comm, "comm", f"tp allreduce x{len(comm)}", last),
-    )
+    """Per run of segments up to a gradient-bucket mark (one run without buckets): one
+    compute task, then one task for the run's tensor-parallel all-reduces; ``first``
+    bytes at the end of the first task, ``last`` at the end of the last."""
+    runs: list[list[Segment]] = [[]]
+    for seg in segs:
+        runs[-1].append(seg)
+        if seg.bucket >= 0:
+            runs.append([])
+    out: list[Segment] = []
+    for run in runs:
+        if not run:
+            continue
+        compute = [s for s in run if not s.is_comm]
+        comm = [s for s in run if s.is_comm]
+        if compute:
+            out.append(_merged(compute, kind, f"{kind} (whole stage)", 0.0))
+        if comm:
+            out.append(_merged(comm, "comm", f"tp allreduce x{len(comm)}", 0.0))
+        mark = run[-1].bucket
+        if mark >= 0:
+            out[-1] = dataclasses.replace(out[-1], bucket=mark)
+    out[0] = dataclasses.replace(out[0], memory_bytes=out[0].memory_bytes + first)
+    out[-1] = dataclasses.replace(out[-1], memory_bytes=out[-1].memory_bytes + last)
+    return tuple(out)
 
 
 def coarse_plans(plans: Plans) -> Plans:
