@@ -6,6 +6,7 @@ answers unless a test wants it to."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,12 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from calibrate.errors import CalibrationError
 from calibrate.measure.comm import _Watch as CommWatch
-from calibrate.mpi.supervisor import JobWatch, kill_job, stopped_ranks
+from calibrate.mpi.supervisor import JobWatch, kill_job, stopped_ranks, supervise
 from calibrate.realrun.training import _Watch as RunWatch
 
 POINTS = [("allreduce", 4096), ("allreduce", 65536)]
 RUNS = [("sync", 0), ("layerwise", 0)]
+needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs mpirun")
 
 
 def feed(watch: JobWatch, lines: list[tuple[float, str]]) -> list[bool]:
@@ -276,3 +281,76 @@ def test_kill_job_leaves_no_process_of_the_session():
     while _alive(rank) and time.monotonic() < deadline:  # reaped by init, not by us
         time.sleep(0.02)
     assert proc.poll() is not None and not _alive(rank)
+
+
+# -- start-up and stalls, on a real mpirun ----------------------------------------------------
+class _Numbered(JobWatch[int]):
+    """A job whose heartbeat position is one number."""
+
+    label = "test job"
+
+    def position(self, fields: list[str]) -> int:
+        return int(fields[0])
+
+    def order(self, at: int) -> tuple[int]:
+        return (at,)
+
+
+def _job(code: str) -> list[str]:
+    """python arguments for a one-rank job running ``code`` (``beat(n)`` prints a
+    heartbeat at position n)."""
+    prelude = (
+        "import os, socket, sys, time\n"
+        "def beat(n):\n"
+        "    print(f'DTSIM-HB 0 {os.getpid()} {socket.gethostname()} {n}', flush=True)\n"
+    )
+    return ["-c", prelude + code]
+
+
+@needs_mpirun
+def test_ranks_still_starting_are_not_stalled():
+    # Start-up (here a 3 s sleep standing in for importing torch on a busy machine) is
+    # held to the start-up limit, the stall timeout only from the first heartbeat on.
+    watch = _Numbered(np=1)
+    supervise(
+        _job("time.sleep(3)\nbeat(0)\nbeat(1)\n"),
+        watch,
+        np=1,
+        hostfile=None,
+        timeout_s=1,
+        startup_timeout_s=600,
+    )
+    assert watch.started() and watch.beats[0].at == 1
+
+
+@needs_mpirun
+def test_a_rank_that_never_beats_is_stalled_after_the_start_up_limit():
+    watch = _Numbered(np=1)
+    with pytest.raises(CalibrationError) as e:
+        supervise(
+            _job("time.sleep(600)\n"),
+            watch,
+            np=1,
+            hostfile=None,
+            timeout_s=600,
+            startup_timeout_s=2,
+        )
+    assert str(e.value).startswith(
+        "test job stalled: no progress for 2 s; rank 0 (no heartbeat yet: stuck starting "
+        "up?) stopped making progress. The job was killed."
+    )
+
+
+@needs_mpirun
+def test_after_the_first_heartbeat_the_stall_timeout_applies():
+    watch = _Numbered(np=1)
+    with pytest.raises(CalibrationError) as e:
+        supervise(
+            _job("beat(0)\nbeat(5)\ntime.sleep(600)\n"),
+            watch,
+            np=1,
+            hostfile=None,
+            timeout_s=2,
+            startup_timeout_s=600,
+        )
+    assert str(e.value).startswith("test job stalled: no progress for 2 s; rank 0 (pid ")

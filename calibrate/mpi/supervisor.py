@@ -61,6 +61,13 @@ MPI4PY_HINT = (
 )
 TAIL_LINES = 40  # output lines kept for the failure message
 POLL_S = 0.2  # how often the watch looks at the clock when no line comes
+# How long the ranks may take to start (mpirun's launch, Python importing torch and
+# mpi4py, MPI_Init) before their first heartbeat. Start-up is not the job's progress and
+# its time grows with the machine's load, not with the job: on the 2-core VM at load
+# average 7.7 (a parallel build and other jobs), `mpirun -np 2 python -c "import torch;
+# from mpi4py import MPI"` took 6 s, and a real run's 6 s stall timeout fired before
+# its first heartbeat. A rank that never starts is still caught, and named, after this.
+STARTUP_TIMEOUT_S = 120.0
 
 # Open MPI's reports of a failed rank, in the order they are trusted.
 FIRST_EXIT = re.compile(
@@ -175,6 +182,10 @@ class JobWatch(Generic[P]):
         self.tail.append(line)
         return False
 
+    def started(self) -> bool:
+        """Whether every rank has reported a heartbeat (the job is past its start-up)."""
+        return len(self.beats) >= self.np
+
     def laggard(self) -> int | None:
         """The rank that stopped first: a stopped rank process of this host, else one
         with no heartbeat, else the least position (ties: the oldest heartbeat)."""
@@ -210,7 +221,9 @@ class JobWatch(Generic[P]):
             ago = f", last heartbeat {now - beat.when:.0f} s ago" if beat else ""
             stopped = rank in stopped_ranks(self.beats)
             state = " (its process is stopped: SIGSTOP?)" if stopped else ""
-            who = f"{self.ident(rank)}{state} stopped making progress {self.where(rank)}{ago}"
+            state += "" if beat else " (no heartbeat yet: stuck starting up?)"
+            where = f" {self.where(rank)}" if self.where(rank) else ""
+            who = f"{self.ident(rank)}{state} stopped making progress{where}{ago}"
             others = sorted({self.where(r) for r in self.beats if r != rank})
             if others:
                 who += "; " + self.others_were + " / ".join(others)
@@ -314,15 +327,24 @@ def supervise(
     extra_args: list[str] | None = None,
     env_extra: dict[str, str] | None = None,
     error: Callable[[str], CalibrationError] = CalibrationError,
+    startup_timeout_s: float | None = None,
 ) -> None:
     """Run ``python <python_args>`` on ``np`` ranks (:func:`start_mpi_job`), feed every
     output line to ``watch``, and return when ``mpirun`` exits 0. Raises ``error(message)``
     (the watch's stall or exit message) when nothing progresses for ``timeout_s`` or
-    ``mpirun`` fails; the whole job is killed first, and on any other exception too."""
+    ``mpirun`` fails; the whole job is killed first, and on any other exception too.
+
+    Until every rank has sent a heartbeat (:meth:`JobWatch.started`) the ranks are
+    starting, not stalled: the limit is then ``startup_timeout_s`` (default the larger of
+    ``timeout_s`` and :data:`STARTUP_TIMEOUT_S`)."""
+    startup_s = (
+        max(timeout_s, STARTUP_TIMEOUT_S) if startup_timeout_s is None else startup_timeout_s
+    )
     proc, lines, reader = start_mpi_job(
         python_args, np=np, hostfile=hostfile, extra_args=extra_args, env_extra=env_extra
     )
     last = time.monotonic()
+    started = False
     try:
         while True:
             try:
@@ -334,9 +356,12 @@ def supervise(
                     break
                 if watch.handle(line):
                     last = time.monotonic()
-            if time.monotonic() - last > timeout_s:
+            if not started and watch.started():  # the stall clock starts now
+                started, last = True, time.monotonic()
+            limit = timeout_s if started else startup_s
+            if time.monotonic() - last > limit:
                 # Read the ranks' states (a stopped one is the culprit) before killing them.
-                message = watch.stall_message(timeout_s)
+                message = watch.stall_message(limit)
                 kill_job(proc, watch)
                 raise error(message)
         rc = proc.wait()
