@@ -17,6 +17,8 @@ from sim.app.calibration import (
     threads_per_rank,
 )
 from sim.errors import InputError
+from sim.formats.io import check_writable, json_text, write_atomic
+from sim.formats.trace_files import write_trace
 
 DEFAULT_STRATEGIES = ("sync", "layerwise", "bucketed", "delayed:1", "delayed:2")
 
@@ -61,22 +63,74 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
     """Checks first (nothing runs on bad input), then calibration, real runs, prediction
     and comparison. A rank that dies keeps the finished strategies: report.json is
     written with them and the error, then :class:`CalibrationError` is raised."""
-    from calibrate.measure.loadguard import LoadReport, Section
-    from calibrate.realrun.training import RealRunError, plan_strategy, run_real
-    from calibrate.validation.compare import (
-        RESULT_KEYS,
-        compare,
-        measured_stats,
-        predict,
-        same_ranking,
-    )
+    from calibrate.validation.compare import compare, measured_stats, predict
     from hardware_profiles import load_profile
-    from sim.formats.io import check_writable, json_text, write_atomic
-    from sim.formats.trace_files import write_trace
-    from sim.strategies import parse_strategy
     from workloads import load_workload
 
     r = request
+    names = _checked_strategies(r)
+    out = _output_dir(r.out_dir)
+    report_path = out / "report.json"
+    check_writable(str(report_path))
+    rank_threads = threads_per_rank(r.np, r.threads)
+    started = time.perf_counter()
+    hardware, workload_profile = r.hardware, r.workload_profile
+    loads: list[Any] = []
+    if hardware is None:
+        calibration = _calibrate_this_machine(r, out, rank_threads, progress)
+        hardware, workload_profile = str(calibration.profile_path), str(calibration.workload_path)
+        loads.extend(calibration.load)
+    profile = load_profile(hardware)
+    wl = load_workload(workload_profile or r.workload)
+    real, names, failure, runs_load = _real_runs(r, names, out, rank_threads, progress)
+    loads.append(runs_load)
+    progress("simulating", 0, None)
+    predicted = predict(
+        profile,
+        wl,
+        ranks=r.np,
+        batch_per_rank=r.batch,
+        strategies=names,
+        iterations=r.iterations,
+        optimizer=r.optimizer,
+    )
+    measured: dict[str, list] = {name: [] for name in names}
+    identical = True
+    for x in real:
+        measured[x.strategy].append(measured_stats(x.trace))
+        identical &= x.weights_identical
+    rows = compare(measured, predicted)
+    predicted_paths = _write_predictions(predicted, out)
+    scenario = {
+        "workload": wl.name,
+        "ranks": r.np,
+        "batch_per_device": r.batch,
+        "threads_per_rank": rank_threads,
+        "iterations": r.iterations,
+        "repeats": r.repeats,
+        "optimizer": r.optimizer,
+        "hardware": hardware,
+        "workload_profile": workload_profile,
+        "device": profile.device.model,
+        "hostfile": r.hostfile,
+    }
+    report = _report(scenario, rows, identical, real, predicted_paths, loads, started, failure)
+    write_atomic(str(report_path), json_text(report, indent=2) + "\n")
+    if failure is not None:
+        kept = ", ".join(names) if names else "none"
+        raise CalibrationError(f"{failure} (finished strategies kept in {report_path}: {kept})")
+    return ValidateResult(
+        rows, report, scenario, wl.name, rank_threads, report_path, identical, loads
+    )
+
+
+def _checked_strategies(r: ValidateRequest) -> list[str]:
+    """The strategies to run, after every check of the request that needs no work (an
+    InputError otherwise)."""
+    from calibrate.realrun.training import plan_strategy
+    from sim.strategies import parse_strategy
+    from workloads import load_workload
+
     names = [s.strip() for s in r.strategies if s.strip()]
     if not names:
         raise InputError("--strategies is empty", key="strategies")
@@ -104,51 +158,64 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
                 f"{r.workload_profile} describes '{described}': give the profile of the same "
                 "model"
             )
-    out = Path(r.out_dir)
+    return names
+
+
+def _output_dir(out_dir: str) -> Path:
+    """``out_dir``, created if need be (an InputError if it is a file or cannot be made)."""
+    out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(
-            "--out names a file; give a directory for the report and traces", file=r.out_dir
+            "--out names a file; give a directory for the report and traces", file=out_dir
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InputError(f"cannot create the directory: {e.strerror}", file=r.out_dir) from None
-    report_path = out / "report.json"
-    check_writable(str(report_path))
-    rank_threads = threads_per_rank(r.np, r.threads)
-    started = time.perf_counter()
-    hardware, workload_profile = r.hardware, r.workload_profile
-    loads: list[Any] = []
-    if hardware is None:
-        calibration = calibrate_all(
-            CalibrateAllRequest(
-                out=str(out / "profile.yaml"),
-                name="validate",
-                workload=r.workload,
-                torch_model=r.torch_model,
-                input_shape=r.input_shape,
-                device="cpu",
-                batch=r.batch,
-                threads=rank_threads,
-                repeats=10,
-                warmup=3,
-                backend="mpi",
-                np=r.np,
-                sizes=None,
-                ops=("allreduce",),
-                comm_repeats=5,
-                hostfile=r.hostfile,
-                timeout_s=r.timeout_s,
-                # The real runs progress MPI's non-blocking collectives by Test calls from
-                # the training thread: calibrate interference the same way.
-                progress_mode="test",
-            ),
-            progress,
-        )
-        hardware, workload_profile = str(calibration.profile_path), str(calibration.workload_path)
-        loads.extend(calibration.load)
-    profile = load_profile(hardware)
-    wl = load_workload(workload_profile or r.workload)
+        raise InputError(f"cannot create the directory: {e.strerror}", file=out_dir) from None
+    return out
+
+
+def _calibrate_this_machine(
+    r: ValidateRequest, out: Path, rank_threads: int, progress: ProgressSink
+) -> Any:
+    """``calibrate all`` into ``out`` (profile.yaml and its workload), set up as the real
+    runs will train: CPU, ``r.np`` MPI ranks, the same batch and threads."""
+    return calibrate_all(
+        CalibrateAllRequest(
+            out=str(out / "profile.yaml"),
+            name="validate",
+            workload=r.workload,
+            torch_model=r.torch_model,
+            input_shape=r.input_shape,
+            device="cpu",
+            batch=r.batch,
+            threads=rank_threads,
+            repeats=10,
+            warmup=3,
+            backend="mpi",
+            np=r.np,
+            sizes=None,
+            ops=("allreduce",),
+            comm_repeats=5,
+            hostfile=r.hostfile,
+            timeout_s=r.timeout_s,
+            # The real runs progress MPI's non-blocking collectives by Test calls from
+            # the training thread: calibrate interference the same way.
+            progress_mode="test",
+        ),
+        progress,
+    )
+
+
+def _real_runs(
+    r: ValidateRequest, names: list[str], out: Path, rank_threads: int, progress: ProgressSink
+) -> tuple[list[Any], list[str], CalibrationError | None, Any]:
+    """The real runs of ``names``, with the load they ran under. A rank that dies keeps
+    the strategies whose runs all completed: (runs, those strategies, the failure or
+    None, the load report)."""
+    from calibrate.measure.loadguard import LoadReport, Section
+    from calibrate.realrun.training import RealRunError, run_real
+
     failure: CalibrationError | None = None
     guard = Section()
     try:
@@ -170,7 +237,6 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
                 progress=lambda s, done, total: progress(f"real run {s}", done, total),
             )
     except RealRunError as e:
-        # Keep what finished: report the strategies whose runs all completed.
         failure, real = e, list(e.partial)
         done = {x.strategy for x in real}
         names = [n for n in names if n in done]
@@ -178,41 +244,32 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
     runs_load = LoadReport("real runs", available=guard.load is not None)
     if guard.load is not None:
         runs_load.attempts.append(guard.load)
-    loads.append(runs_load)
-    progress("simulating", 0, None)
-    predicted = predict(
-        profile,
-        wl,
-        ranks=r.np,
-        batch_per_rank=r.batch,
-        strategies=names,
-        iterations=r.iterations,
-        optimizer=r.optimizer,
-    )
-    measured: dict[str, list] = {name: [] for name in names}
-    identical = True
-    for x in real:
-        measured[x.strategy].append(measured_stats(x.trace))
-        identical &= x.weights_identical
-    rows = compare(measured, predicted)
-    predicted_paths = {}
+    return real, names, failure, runs_load
+
+
+def _write_predictions(predicted: dict[str, Any], out: Path) -> dict[str, str]:
+    """Each strategy's predicted Trace as ``predicted_<strategy>.trace.json``; the paths."""
+    paths = {}
     for name, (_, trace) in predicted.items():
         path = out / f"predicted_{name.replace(':', '-')}.trace.json"
         write_trace(trace, path)
-        predicted_paths[name] = str(path)
-    scenario = {
-        "workload": wl.name,
-        "ranks": r.np,
-        "batch_per_device": r.batch,
-        "threads_per_rank": rank_threads,
-        "iterations": r.iterations,
-        "repeats": r.repeats,
-        "optimizer": r.optimizer,
-        "hardware": hardware,
-        "workload_profile": workload_profile,
-        "device": profile.device.model,
-        "hostfile": r.hostfile,
-    }
+        paths[name] = str(path)
+    return paths
+
+
+def _report(
+    scenario: dict[str, Any],
+    rows: list[dict[str, Any]],
+    identical: bool,
+    real: list[Any],
+    predicted_paths: dict[str, str],
+    loads: list[Any],
+    started: float,
+    failure: CalibrationError | None,
+) -> dict[str, Any]:
+    """What report.json holds."""
+    from calibrate.validation.compare import RESULT_KEYS, same_ranking
+
     report: dict[str, Any] = {
         "scenario": scenario,
         "results": [{k: row[k] for k in RESULT_KEYS} for row in rows],
@@ -226,10 +283,4 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
     }
     if failure is not None:
         report["error"] = str(failure)
-    write_atomic(str(report_path), json_text(report, indent=2) + "\n")
-    if failure is not None:
-        kept = ", ".join(names) if names else "none"
-        raise CalibrationError(f"{failure} (finished strategies kept in {report_path}: {kept})")
-    return ValidateResult(
-        rows, report, scenario, wl.name, rank_threads, report_path, identical, loads
-    )
+    return report

@@ -510,113 +510,161 @@ def timeline_figure(
         subplot_titles=["metrics (steady state)"] + [name for name, _ in traces],
     )
     fig.add_trace(_table_trace(summary_rows(traces)), row=1, col=1)
-    seen: set[str] = set()
-    exposed_shown = boundary_shown = False
+    legend = _Legend()
     for g, ((name, trace), spans, rows) in enumerate(
         zip(traces, selection.spans, layouts, strict=True)
     ):
-        row = g + 2
-        n = max(1, len(rows.keys))
-        starts = iteration_starts(trace.spans)
-        # Exposed communication, per rank, over that rank's rows.
-        xs: list[float | None] = []
-        ys: list[float | None] = []
-        by_rank: dict[int, list[Span]] = defaultdict(list)
-        for s in spans:
-            by_rank[s.rank].append(s)
-        kept_its = {s.iteration for s in spans}
-        for rank, mine in by_rank.items():
-            st = starts.get(rank, {})
-            windows = [(st[t], st[t + 1]) for t in sorted(st) if t in kept_its and t + 1 in st]
-            ids = [i for i, k in enumerate(rows.keys) if k[0] == rank]
-            y0, y1 = min(ids) - 0.5, max(ids) + 0.5
-            for a, b in exposed_intervals(mine, windows):
-                xs += [a * 1e3, b * 1e3, b * 1e3, a * 1e3, a * 1e3, None]
-                ys += [y0, y0, y1, y1, y0, None]
-        if xs:
-            fig.add_trace(
-                go.Scatter(
-                    x=xs,
-                    y=ys,
-                    fill="toself",
-                    fillcolor=EXPOSED_FILL,
-                    mode="none",
-                    name="exposed comm",
-                    legendgroup="exposed",
-                    showlegend=not exposed_shown,
-                    hoverinfo="skip",
-                ),
-                row=row,
-                col=1,
-            )
-            exposed_shown = True
-        # Iteration starts: the lowest rank's first forward.
-        if starts:
-            st = starts[min(starts)]
-            its = sorted(t for t in st if t in kept_its)
-            bx: list[float | None] = []
-            by: list[float | None] = []
-            texts: list[str] = []
-            for t in its:
-                bx += [st[t] * 1e3, st[t] * 1e3, None]
-                by += [-0.5, n - 0.5, None]
-                texts += [f"iteration {t} starts", f"iteration {t} starts", ""]
-            fig.add_trace(
-                go.Scatter(
-                    x=bx,
-                    y=by,
-                    mode="lines",
-                    line={"color": BOUNDARY_COLOUR, "width": 1},
-                    name="iteration start",
-                    legendgroup="boundary",
-                    showlegend=not boundary_shown,
-                    text=texts,
-                    hovertemplate="%{text}<extra></extra>",
-                ),
-                row=row,
-                col=1,
-            )
-            boundary_shown = True
-        # Bars: WebGL traces per kind; every other span of a row a shade darker.
-        odd = np.zeros(len(spans), dtype=bool)
-        by_row: dict[int, list[int]] = defaultdict(list)
-        for i, r in enumerate(rows.of_span):
-            by_row[int(r)].append(i)
-        for members in by_row.values():
-            members.sort(key=lambda i: spans[i].start_s)
-            odd[members[1::2]] = True
-        by_kind: dict[str, list[int]] = defaultdict(list)
-        for i, s in enumerate(spans):
-            by_kind[s.kind].append(i)
-        order = [k for k in KINDS if k in by_kind] + sorted(k for k in by_kind if k not in KINDS)
-        for kind in order:
-            idx = by_kind[kind]
-            for tr in _kind_traces(
-                kind,
-                [spans[i] for i in idx],
-                rows.of_span[idx],
-                odd[idx],
-                name,
-                kind not in seen,
-            ):
-                fig.add_trace(tr, row=row, col=1)
-            seen.add(kind)
-        fig.update_yaxes(
-            tickvals=list(range(n)),
-            ticktext=rows.labels or [""],
-            range=[n - 0.5, -0.5],
-            showgrid=False,
-            zeroline=False,
-            row=row,
-            col=1,
-        )
+        _draw_group(fig, g + 2, name, trace, spans, rows, legend)
     fig.update_xaxes(showgrid=True, gridcolor="#EEEEEE", zeroline=False)
     fig.update_xaxes(title_text="time (ms)", row=1 + len(traces), col=1)
     names = ", ".join(name for name, _ in traces)
-    height = total + TOP_PX + BOTTOM_PX
+    _lay_out(fig, title or f"dtsim timeline: {html.escape(names)}", total + TOP_PX + BOTTOM_PX)
+    fig.update_layout(
+        meta={
+            "dtsim_note": selection.note,
+            "dtsim_spans": sum(len(t) for _, t in traces),
+            "dtsim_spans_drawn": spans_drawn,
+        }
+    )
+    if selection.note:
+        _add_note(fig, selection.note)
+    return fig
+
+
+@dataclasses.dataclass
+class _Legend:
+    """What the legend shows already: one entry each, whichever group draws it first."""
+
+    kinds: set[str] = dataclasses.field(default_factory=set)
+    exposed: bool = False
+    boundary: bool = False
+
+
+def _draw_group(
+    fig: go.Figure,
+    row: int,
+    name: str,
+    trace: Trace,
+    spans: Sequence[Span],
+    rows: _Rows,
+    legend: _Legend,
+) -> None:
+    """One trace's lane group in subplot ``row``: exposed communication, iteration
+    starts, the bars, the lane labels; ``legend`` is updated with what it shows."""
+    n = max(1, len(rows.keys))
+    starts = iteration_starts(trace.spans)
+    kept_its = {s.iteration for s in spans}
+    exposed = _exposed_trace(spans, rows, starts, kept_its, not legend.exposed)
+    if exposed is not None:
+        fig.add_trace(exposed, row=row, col=1)
+        legend.exposed = True
+    if starts:
+        fig.add_trace(_boundary_trace(starts, kept_its, n, not legend.boundary), row=row, col=1)
+        legend.boundary = True
+    for tr in _bar_traces(spans, rows, name, legend.kinds):
+        fig.add_trace(tr, row=row, col=1)
+    fig.update_yaxes(
+        tickvals=list(range(n)),
+        ticktext=rows.labels or [""],
+        range=[n - 0.5, -0.5],
+        showgrid=False,
+        zeroline=False,
+        row=row,
+        col=1,
+    )
+
+
+def _exposed_trace(
+    spans: Sequence[Span],
+    rows: _Rows,
+    starts: Mapping[int, Mapping[int, float]],
+    kept_its: set[int],
+    legend: bool,
+) -> go.Scatter | None:
+    """Exposed communication, per rank, shaded over that rank's rows (None: none)."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    by_rank: dict[int, list[Span]] = defaultdict(list)
+    for s in spans:
+        by_rank[s.rank].append(s)
+    for rank, mine in by_rank.items():
+        st = starts.get(rank, {})
+        windows = [(st[t], st[t + 1]) for t in sorted(st) if t in kept_its and t + 1 in st]
+        ids = [i for i, k in enumerate(rows.keys) if k[0] == rank]
+        y0, y1 = min(ids) - 0.5, max(ids) + 0.5
+        for a, b in exposed_intervals(mine, windows):
+            xs += [a * 1e3, b * 1e3, b * 1e3, a * 1e3, a * 1e3, None]
+            ys += [y0, y0, y1, y1, y0, None]
+    if not xs:
+        return None
+    return go.Scatter(
+        x=xs,
+        y=ys,
+        fill="toself",
+        fillcolor=EXPOSED_FILL,
+        mode="none",
+        name="exposed comm",
+        legendgroup="exposed",
+        showlegend=legend,
+        hoverinfo="skip",
+    )
+
+
+def _boundary_trace(
+    starts: Mapping[int, Mapping[int, float]], kept_its: set[int], n: int, legend: bool
+) -> go.Scatter:
+    """Iteration starts (the lowest rank's first forward) as thin lines across ``n`` rows."""
+    st = starts[min(starts)]
+    bx: list[float | None] = []
+    by: list[float | None] = []
+    texts: list[str] = []
+    for t in sorted(t for t in st if t in kept_its):
+        bx += [st[t] * 1e3, st[t] * 1e3, None]
+        by += [-0.5, n - 0.5, None]
+        texts += [f"iteration {t} starts", f"iteration {t} starts", ""]
+    return go.Scatter(
+        x=bx,
+        y=by,
+        mode="lines",
+        line={"color": BOUNDARY_COLOUR, "width": 1},
+        name="iteration start",
+        legendgroup="boundary",
+        showlegend=legend,
+        text=texts,
+        hovertemplate="%{text}<extra></extra>",
+    )
+
+
+def _bar_traces(spans: Sequence[Span], rows: _Rows, name: str, seen: set[str]) -> list[Any]:
+    """The bars: WebGL traces per kind (known kinds first), every other span of a row a
+    shade darker; a kind not in ``seen`` gets its legend entry (and is added)."""
+    odd = np.zeros(len(spans), dtype=bool)
+    by_row: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows.of_span):
+        by_row[int(r)].append(i)
+    for members in by_row.values():
+        members.sort(key=lambda i: spans[i].start_s)
+        odd[members[1::2]] = True
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(spans):
+        by_kind[s.kind].append(i)
+    order = [k for k in KINDS if k in by_kind] + sorted(k for k in by_kind if k not in KINDS)
+    out: list[Any] = []
+    for kind in order:
+        idx = by_kind[kind]
+        out += _kind_traces(
+            kind, [spans[i] for i in idx], rows.of_span[idx], odd[idx], name, kind not in seen
+        )
+        seen.add(kind)
+    return out
+
+
+def _lay_out(fig: go.Figure, title: str, height: int) -> None:
+    """Title and legend pinned to the top in pixels (they keep their place however many
+    lanes there are), white plot, zoom by drag."""
     fig.update_layout(
         title={
-            "text": title or f"dtsim timeline: {html.escape(names)}",
+            "text": title,
             "x": 0.005,
             "y": 1 - TITLE_TOP_PX / height,
             "yref": "container",
@@ -636,29 +684,24 @@ def timeline_figure(
         dragmode="zoom",
     )
     fig.update_yaxes(automargin=True)
-    fig.update_layout(
-        meta={
-            "dtsim_note": selection.note,
-            "dtsim_spans": sum(len(t) for _, t in traces),
-            "dtsim_spans_drawn": spans_drawn,
-        }
+
+
+def _add_note(fig: go.Figure, note: str) -> None:
+    """What was left out of the drawing, in red above the plots."""
+    fig.add_annotation(
+        text=html.escape(note),
+        xref="paper",
+        yref="paper",
+        x=0,
+        y=1,
+        yshift=TOP_PX - NOTE_TOP_PX,
+        xanchor="left",
+        yanchor="bottom",
+        showarrow=False,
+        align="left",
+        font={"color": "#A00000", "size": 13},
+        name="aggregation-note",
     )
-    if selection.note:
-        fig.add_annotation(
-            text=html.escape(selection.note),
-            xref="paper",
-            yref="paper",
-            x=0,
-            y=1,
-            yshift=TOP_PX - NOTE_TOP_PX,
-            xanchor="left",
-            yanchor="bottom",
-            showarrow=False,
-            align="left",
-            font={"color": "#A00000", "size": 13},
-            name="aggregation-note",
-        )
-    return fig
 
 
 # -- scaling, breakdown, validation -------------------------------------------------------
