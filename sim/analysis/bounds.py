@@ -94,6 +94,32 @@ def lower_bounds(trace: Trace, steady: SteadyState | None = None) -> list[Bound]
     return out
 
 
+def sustained_bounds(trace: Trace) -> list[Bound]:
+    """What each resource carries per iteration once the run repeats: the median over
+    the run's iterations of its compute, channel and link work (edges such as a delayed
+    run's last, unapplied updates do not pull it down). A settled iteration is at
+    least each of these. A run that has not settled can average less over its last
+    windows while a backlog builds on a link (its collectives finish after the run's
+    last iteration): that is a transient, not a bound broken, and this is what it is
+    heading for. Empty if the Trace carries no ``meta.work``."""
+    work = trace.meta.work
+    if not work or not work.forward_backward_s:
+        return []
+    n = len(work.forward_backward_s)
+
+    def median(values: Sequence[float]) -> float:
+        return float(sorted(values)[len(values) // 2]) if values else 0.0
+
+    compute = [work.forward_backward_s[t] + work.update_s[t] for t in range(n)]
+    out = [Bound("compute", median(compute))]
+    if work.comm_s:
+        name = "channel comm0" if work.channels == 1 else f"each of the {work.channels} channels"
+        out.append(Bound(name, median(work.comm_s) / work.channels))
+    for link, per in work.links_s.items():
+        out.append(Bound(f"link class '{link}'", median(per)))
+    return out
+
+
 def _scenario_text(trace: Trace) -> str:
     sc = trace.meta.scenario or {}
     work = trace.meta.work

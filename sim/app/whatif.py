@@ -170,6 +170,25 @@ def run(request: RunRequest) -> RunResult:
         warnings.append(
             f"{strategy.name} has not settled in {scenario.iterations} "
             "iterations (the last periods' iteration times still differ); the figures are "
-            "estimates: raise --iterations"
+            "estimates: raise --iterations" + settled_floor_note(trace, m.iteration_time_s)
         )
     return RunResult(scenario, strategy, trace, stats, m, warnings)
+
+
+def settled_floor_note(trace: Trace, iteration_s: float) -> str:
+    """For an unsettled run averaging less than a resource's work per iteration: what
+    a settled iteration takes at least (the backlog the short run did not wait for)."""
+    from sim.analysis.bounds import sustained_bounds
+
+    bounds = sustained_bounds(trace)
+    if not bounds:
+        return ""
+    top = max(bounds, key=lambda b: b.seconds)
+    if iteration_s >= top.seconds:
+        return ""
+    return (
+        f". Its {iteration_s * 1e3:.4g} ms is less than the {top.seconds * 1e3:.4g} ms "
+        f"of work {top.name} carries per iteration: collectives are falling behind "
+        f"(finishing after the last iteration), and a settled iteration takes at least "
+        f"{top.seconds * 1e3:.4g} ms"
+    )
