@@ -680,6 +680,23 @@ def _cut(
     return pieces
 
 
+@dataclass
+class _Steps:
+    """What :meth:`_RankParser.parse` gathers over one rank's iterations (times in µs)."""
+
+    steps: list[StepTimes] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
+    layers_ref: list[TracedLayer] | None = None  # the first kept iteration's layers
+    names_ref: list[str] | None = None
+    batch: int | None = None
+    optimizer: str | None = None
+    cut: list[int] = field(default_factory=list)  # no backward or optimizer step
+    mismatched: list[int] = field(default_factory=list)  # other layers than the first
+    forward_wait: list[float] = field(default_factory=list)  # blocked on collectives
+    forward_ops: set[str] = field(default_factory=set)
+    kept_windows: list[tuple[int, float, float]] = field(default_factory=list)
+
+
 class _RankParser:
     """Parses one rank's events; see the module docstring."""
 
@@ -954,127 +971,25 @@ class _RankParser:
         """The rank's import with times in µs still absolute (shifted later), the first
         iteration's start, and the windows."""
         thread, windows = self.step_windows()
-        comms = self.collectives()
         launches = self._launches() if self.gpu else {}
-        steps: list[StepTimes] = []
-        spans: list[Span] = []
-        layers_ref: list[TracedLayer] | None = None
-        names_ref: list[str] | None = None
-        batch: int | None = None
-        optimizer: str | None = None
-        cut: list[int] = []
-        mismatched: list[int] = []
-        forward_wait: list[float] = []  # µs per iteration blocked on collectives in the forward
-        forward_ops: set[str] = set()
-        kept_windows: list[tuple[int, float, float]] = []
-        comm_by_step: dict[int, list[tuple[Event, str, str, float, int]]] = defaultdict(list)
-        step_of_window = [(lo, hi, n) for n, lo, hi in windows]
-
-        def step_at(ts: float) -> int | None:
-            for lo, hi, n in step_of_window:
-                if lo <= ts < hi:
-                    return n
-            return None
-
-        for c in comms:
-            at = c[0].ts
-            if self.gpu:
-                launch = launches.get(c[0].args.get("correlation"))
-                at = launch.ts if launch is not None else c[0].ts
-            n = step_at(at)
-            if n is not None:
-                comm_by_step[n].append(c)
+        comm_by_step = self._collectives_by_step(windows, launches)
+        got = _Steps()
         for n, lo, hi in windows:
-            got = self.cpu_step(thread, lo, hi)
-            if got is None:
-                cut.append(n)
-                continue
-            units: list[_Unit] = got["units"]
-            layer_of, layers = self._layers(units, got)
-            names = [t.name for t in layers]
-            if names_ref is None:
-                names_ref, layers_ref = names, layers
-                first_input = next((d for u in units if (d := _dims_first(u))), None)
-                batch = int(first_input[0]) if first_input else None
-                optimizer = got["optimizer"].name.split("#", 1)[1].split(".")[0]
-            elif names != names_ref:
-                mismatched.append(n)
-                continue
-            comm_iv = sorted((c[0].ts, c[0].end) for c in comm_by_step.get(n, []))
-            if self.gpu:
-                items, (w_lo, w_hi) = self._gpu_items(got, layer_of, lo, hi, launches)
-                if w_hi <= w_lo:
-                    cut.append(n)
-                    continue
-            else:
-                items, (w_lo, w_hi) = self._cpu_items(got, layer_of), (lo, hi)
-            pieces = _cut(items, w_lo, w_hi, _merge(comm_iv))
-            nl = len(layers)
-            fwd, bwd = [0.0] * nl, [0.0] * nl
-            tally: dict[str, float] = defaultdict(float)
-            first_bwd = next((a for a, _, k in pieces if k[0] == "bwd"), w_hi)
-            forward_wait.append(
-                sum(b - a for a, b, k in pieces if k[0] == "wait" and b <= first_bwd)
-            )
-            if forward_wait[-1]:
-                forward_ops.update(c[1] for c in comm_by_step.get(n, []) if c[0].ts < first_bwd)
-            for a, b, (kind, idx) in pieces:
-                if kind == "fwd":
-                    fwd[idx] += b - a
-                elif kind == "bwd":
-                    bwd[idx] += b - a
-                else:
-                    tally[kind] += b - a
-                spans.append(_span(self.rank, n, a, b, kind, idx, names))
-            steps.append(
-                StepTimes(
-                    self.rank,
-                    n,
-                    w_lo,
-                    w_hi,
-                    tuple(x * US for x in fwd),
-                    tuple(x * US for x in bwd),
-                    tally["out"] * US,
-                    tally["opt"] * US,
-                    tally["post"] * US,
-                    tally["wait"] * US,
-                )
-            )
-            kept_windows.append((n, w_lo, w_hi))
-        if not steps:
+            self._read_step(got, thread, n, lo, hi, comm_by_step.get(n, []), launches)
+        if not got.steps:
             raise InputError(
                 "no complete iteration: every ProfilerStep lacks a forward, a backward or an "
                 f"optimizer step ({len(windows)} window(s) seen)",
                 file=self.file,
             )
-        if cut:
-            self.notes.append(
-                f"{len(cut)} iteration(s) cut by the profiler's schedule or the trace's end "
-                "(no backward or optimizer step): left out "
-                f"(ProfilerStep#{', #'.join(map(str, cut))})"
-            )
-        if any(forward_wait):
-            waited = [w for w in forward_wait if w > 0]
-            self.notes.append(
-                f"the forward waited on collectives ({', '.join(sorted(forward_ops))}) in "
-                f"{len(waited)} of {len(forward_wait)} iteration(s), "
-                f"{statistics.fmean(waited) * US * 1e3:.3g} ms each: DDP broadcasts its "
-                "buffers (broadcast_buffers=True; BatchNorm's running statistics) and, in its "
-                "second iteration, its rebuilt bucket order; dtsim's strategies model neither, "
-                "so a prediction leaves that time out"
-            )
-        if mismatched:
-            self.notes.append(
-                f"{len(mismatched)} iteration(s) ran other layers than the first: left out "
-                f"(ProfilerStep#{', #'.join(map(str, mismatched))})"
-            )
+        self._note_left_out(got)
         collectives = []
-        for n, _, _ in kept_windows:
+        for n, _, _ in got.kept_windows:
             for k, (e, op, backend, nbytes, group) in enumerate(comm_by_step.get(n, [])):
                 collectives.append(
                     Collective(self.rank, n, k, op, backend, nbytes, group, e.ts, e.end, e.dur * US)
                 )
-        assert layers_ref is not None
+        assert got.layers_ref is not None
         return (
             RankImport(
                 file=self.file,
@@ -1084,20 +999,130 @@ class _RankParser:
                 device_kind="gpu" if self.gpu else "cpu",
                 device_model=self.device_model,
                 host=self.host,
-                layers=tuple(layers_ref),
-                steps=tuple(steps),
-                spans=tuple(spans),
+                layers=tuple(got.layers_ref),
+                steps=tuple(got.steps),
+                spans=tuple(got.spans),
                 collectives=tuple(collectives),
-                batch=batch,
-                optimizer=optimizer,
+                batch=got.batch,
+                optimizer=got.optimizer,
                 has_shapes=self.has_shapes,
                 has_modules=self.has_modules,
                 notes=tuple(self.notes),
                 device_memory_bytes=self.device_memory,
             ),
-            kept_windows[0][1],
-            kept_windows,
+            got.kept_windows[0][1],
+            got.kept_windows,
         )
+
+    def _collectives_by_step(
+        self, windows: list[tuple[int, float, float]], launches: dict[Any, Event]
+    ) -> dict[int, list[tuple[Event, str, str, float, int]]]:
+        """The collectives of each iteration (ProfilerStep number), by where they start (on
+        a GPU, where the CPU launched their kernel)."""
+        by_step: dict[int, list[tuple[Event, str, str, float, int]]] = defaultdict(list)
+        for c in self.collectives():
+            at = c[0].ts
+            if self.gpu:
+                launch = launches.get(c[0].args.get("correlation"))
+                at = launch.ts if launch is not None else c[0].ts
+            n = next((n for n, lo, hi in windows if lo <= at < hi), None)
+            if n is not None:
+                by_step[n].append(c)
+        return by_step
+
+    def _read_step(
+        self,
+        got: _Steps,
+        thread: Any,
+        n: int,
+        lo: float,
+        hi: float,
+        comms: list[tuple[Event, str, str, float, int]],
+        launches: dict[Any, Event],
+    ) -> None:
+        """Iteration ``n`` (window ``lo``..``hi``) into ``got``: its times, spans and window,
+        or its number among the cut or mismatched ones. The first kept iteration fixes
+        the layers, the batch and the optimizer."""
+        step = self.cpu_step(thread, lo, hi)
+        if step is None:
+            got.cut.append(n)
+            return
+        units: list[_Unit] = step["units"]
+        layer_of, layers = self._layers(units, step)
+        names = [t.name for t in layers]
+        if got.names_ref is None:
+            got.names_ref, got.layers_ref = names, layers
+            first_input = next((d for u in units if (d := _dims_first(u))), None)
+            got.batch = int(first_input[0]) if first_input else None
+            got.optimizer = step["optimizer"].name.split("#", 1)[1].split(".")[0]
+        elif names != got.names_ref:
+            got.mismatched.append(n)
+            return
+        comm_iv = sorted((c[0].ts, c[0].end) for c in comms)
+        if self.gpu:
+            items, (w_lo, w_hi) = self._gpu_items(step, layer_of, lo, hi, launches)
+            if w_hi <= w_lo:
+                got.cut.append(n)
+                return
+        else:
+            items, (w_lo, w_hi) = self._cpu_items(step, layer_of), (lo, hi)
+        pieces = _cut(items, w_lo, w_hi, _merge(comm_iv))
+        nl = len(layers)
+        fwd, bwd = [0.0] * nl, [0.0] * nl
+        tally: dict[str, float] = defaultdict(float)
+        first_bwd = next((a for a, _, k in pieces if k[0] == "bwd"), w_hi)
+        got.forward_wait.append(
+            sum(b - a for a, b, k in pieces if k[0] == "wait" and b <= first_bwd)
+        )
+        if got.forward_wait[-1]:
+            got.forward_ops.update(c[1] for c in comms if c[0].ts < first_bwd)
+        for a, b, (kind, idx) in pieces:
+            if kind == "fwd":
+                fwd[idx] += b - a
+            elif kind == "bwd":
+                bwd[idx] += b - a
+            else:
+                tally[kind] += b - a
+            got.spans.append(_span(self.rank, n, a, b, kind, idx, names))
+        got.steps.append(
+            StepTimes(
+                self.rank,
+                n,
+                w_lo,
+                w_hi,
+                tuple(x * US for x in fwd),
+                tuple(x * US for x in bwd),
+                tally["out"] * US,
+                tally["opt"] * US,
+                tally["post"] * US,
+                tally["wait"] * US,
+            )
+        )
+        got.kept_windows.append((n, w_lo, w_hi))
+
+    def _note_left_out(self, got: _Steps) -> None:
+        """Notes on the iterations left out and on the forward's waits for collectives."""
+        if got.cut:
+            self.notes.append(
+                f"{len(got.cut)} iteration(s) cut by the profiler's schedule or the trace's "
+                "end (no backward or optimizer step): left out "
+                f"(ProfilerStep#{', #'.join(map(str, got.cut))})"
+            )
+        if any(got.forward_wait):
+            waited = [w for w in got.forward_wait if w > 0]
+            self.notes.append(
+                f"the forward waited on collectives ({', '.join(sorted(got.forward_ops))}) in "
+                f"{len(waited)} of {len(got.forward_wait)} iteration(s), "
+                f"{statistics.fmean(waited) * US * 1e3:.3g} ms each: DDP broadcasts its "
+                "buffers (broadcast_buffers=True; BatchNorm's running statistics) and, in its "
+                "second iteration, its rebuilt bucket order; dtsim's strategies model neither, "
+                "so a prediction leaves that time out"
+            )
+        if got.mismatched:
+            self.notes.append(
+                f"{len(got.mismatched)} iteration(s) ran other layers than the first: left out "
+                f"(ProfilerStep#{', #'.join(map(str, got.mismatched))})"
+            )
 
     def _layers(
         self, units: list[_Unit], got: dict[str, Any]
