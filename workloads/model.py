@@ -27,8 +27,10 @@ class MeasuredTime:
 
 @dataclass(frozen=True, slots=True)
 class MeasuredUpdate:
-    """A measured optimizer step of the whole model (fp32, one process) on one device
-    type: ``optimizer`` is dtsim's name (sgd, momentum, adam, adamw)."""
+    """A measured data-parallel update of the whole model (fp32, one process) on one
+    device type: the gradient averaged over the workers (one pass dividing it) and the
+    optimizer step, as dtsim's real runs do in their update. ``optimizer`` is dtsim's
+    name (sgd, momentum, adam, adamw)."""
 
     optimizer: str
     seconds: float
