@@ -220,15 +220,21 @@ def test_memory_and_closed_form_agree_with_the_engine(
     """For a real decoder: memory never negative; each stage's peak in the Trace equals
     the closed form (static + in flight x kept + transient) and the cost-free
     MemoryModel the search prunes with; the closed-form iteration is within 2% of the
-    simulated one (it leaves out interference and queued sends)."""
+    simulated one (3% interleaved; it leaves out interference and queued sends)."""
     dp = 2
     if schedule.startswith("interleaved"):
         m = pp * (1 + m % 2)  # whole groups of P micro-batches
     spec = ScenarioSpec(
         **SMALL,
         devices=dp * tp * pp,
-        # Whole nodes for 6, 12 and 24 devices (P = 3), and T inside one.
-        devices_per_node=next(d for d in (8, 4, 2, 1) if (dp * tp * pp) % d == 0 and d >= tp),
+        # Whole nodes, T inside one, and T·P dividing or a multiple of a node (P = 3).
+        devices_per_node=next(
+            d
+            for d in (8, 6, 4, 3, 2, 1)
+            if (dp * tp * pp) % d == 0
+            and d % tp == 0
+            and ((tp * pp) % d == 0 or d % (tp * pp) == 0)
+        ),
         global_batch=dp * b * m,
         tp=tp,
         pp=pp,
@@ -247,7 +253,11 @@ def test_memory_and_closed_form_agree_with_the_engine(
     model = MemoryModel(result.scenario.scenario.workload, "bf16", "adam").stage_bytes(layout)
     assert peaks == pytest.approx(closed, rel=1e-12)
     assert model == pytest.approx(closed, rel=1e-12)
-    assert result.estimate.iteration_s == pytest.approx(result.metrics.iteration_time_s, rel=0.02)
+    # Interleaved: its bubble term takes the largest chunk and the slowest hop each way.
+    tolerance = 0.03 if schedule.startswith("interleaved") else 0.02
+    assert result.estimate.iteration_s == pytest.approx(
+        result.metrics.iteration_time_s, rel=tolerance
+    )
     assert 0 < result.metrics.mfu < 1
     assert result.metrics.steady
 
@@ -372,3 +382,32 @@ def test_bucketed_data_parallel_sync_overlaps_the_last_backward():
     update = [(s.start_s, s.end_s) for s in spans if s.kind == "update"]
     assert comm == [(8.0, 9.0), (10.0, 11.0)]
     assert update == [(11.0, 12.0)]
+
+
+@pytest.mark.parametrize("recompute", ["none", "full"])
+def test_search_plans_without_labels_cost_the_same(recompute):
+    """The search builds one plan per distinct stage (labels=False); its closed form and
+    memory equal those of the labelled plans the engine runs."""
+    from sim.parallel.analytic import estimate, plan_memory
+    from sim.parallel.simulate import cost_model
+    from sim.parallel.stages import plan_stages
+
+    spec = ScenarioSpec(
+        **SMALL,
+        devices=24,
+        devices_per_node=6,
+        global_batch=24,
+        tp=2,
+        pp=3,  # 32 blocks: stages of 11, 11, 10
+        recompute=recompute,
+        dp_sync="bucketed:40",
+    )
+    ls = spec.build_layout()
+    labelled = plans_for(ls)
+    sc = ls.scenario
+    bare = plan_stages(
+        sc.workload, sc.hardware, ls.layout, cost_model(ls), dtype="bf16", optimizer="adam",
+        labels=False,
+    )  # fmt: skip
+    assert estimate(bare, ls.layout) == estimate(labelled, ls.layout)
+    assert plan_memory(bare, ls.layout) == plan_memory(labelled, ls.layout)

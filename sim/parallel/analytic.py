@@ -194,12 +194,8 @@ def estimate(plans: Plans, layout: Layout) -> Estimate:
         )
         pipeline = m * max(work) + (P - 1) * (max(per) + hop)
     mine = [p for p in stages if p.stage % P == 0]
-    # GPU 0's last op is model stage 0's last backward: its buckets may run past it;
-    # an interleaved GPU's other chunks finish their backward earlier, and their buckets
-    # are taken as hidden behind the work that follows.
-    tail = sum(
-        (_exposed_buckets(p) if p.stage == 0 else 0.0)
-        + sum(s.seconds for s in p.dp_before_update)
+    tail = _exposed_buckets(mine, P) + sum(
+        sum(s.seconds for s in p.dp_before_update)
         + p.update_s
         + sum(s.seconds for s in p.dp_after_update)
         for p in mine
@@ -209,15 +205,22 @@ def estimate(plans: Plans, layout: Layout) -> Estimate:
     return Estimate(pipeline, tail, pipeline + tail, bubble)
 
 
-def _exposed_buckets(plan: StagePlan) -> float:
-    """How long the gradient buckets' collectives run past the end of the last
-    backward: each starts when its bucket is complete and the one before it is done
-    (one channel, nothing sharing its links)."""
-    if not plan.dp_buckets:
-        return 0.0
-    clock = done = 0.0
-    for seg in plan.backward:
-        clock += seg.seconds
-        if seg.bucket >= 0:
-            done = max(done, clock) + plan.dp_buckets[seg.bucket].seconds
-    return max(0.0, done - clock)
+def _exposed_buckets(mine: list[StagePlan], pp: int) -> float:
+    """How long GPU 0's gradient buckets' collectives run past its last backward (model
+    stage 0's): each starts when its bucket is complete and the channel is free. A bucket
+    of chunk c completes within chunk c's last backward, which (interleaved) ends about
+    c·P chunk-backwards before the last one (the cool-down runs the chunks down in
+    groups of P)."""
+    ready: list[tuple[float, float]] = []  # (when complete, relative to the end; cost)
+    for c, plan in enumerate(mine):
+        total = sum(seg.seconds for seg in plan.backward)
+        end = -c * pp * total
+        clock = end - total
+        for seg in plan.backward:
+            clock += seg.seconds
+            if seg.bucket >= 0:
+                ready.append((clock, plan.dp_buckets[seg.bucket].seconds))
+    done = -float("inf")
+    for at, cost in sorted(ready):
+        done = max(done, at) + cost
+    return max(0.0, done)

@@ -189,6 +189,15 @@ def make_layout(
             "--tp-across-nodes allows it)",
             key="tp",
         )
+    group = tp * pp
+    if group % devices_per_node and devices_per_node % group:
+        raise InputError(
+            f"--tp {tp} x --pp {pp} = {group} GPUs per replica neither divides nor is a "
+            f"multiple of the {devices_per_node} devices per node, so the data-parallel "
+            "groups would hold different numbers of GPUs on different nodes (change "
+            "--tp/--pp or --devices-per-node)",
+            key="pp",
+        )
     if pp * virtual > blocks:
         raise InputError(
             f"--pp {pp} x {virtual} chunk(s) per GPU is more stages than the model's {blocks} "

@@ -138,6 +138,7 @@ def search(
                                 optimizer=scenario.optimizer,
                                 algorithm=scenario.collective_algorithm,
                                 cache=cache,
+                                labels=False,
                             )
                             est = estimate(plans, lay)
                             it = est.iteration_s

@@ -311,15 +311,20 @@ def plan_stages(
     optimizer: str,
     algorithm: str = "auto",
     cache: PlanCache | None = None,
+    labels: bool = True,
 ) -> Plans:
     """The plan of every stage of ``layout`` (see the module docstring). ``cache``:
-    shared by calls on the same workload, profile and cost model (the search)."""
+    shared by calls on the same workload, profile and cost model (the search).
+    ``labels=False`` (the search): segments named by their part of a block only, so
+    stages with the same number of blocks share one build."""
     shape = decoder_shape(workload)
     cache = cache or PlanCache()
     info = cache.shapes.get(workload.name)
     if info is None:
         info = cache.shapes[workload.name] = _shape_of(workload)
     roles, parts, block_of = info.roles, info.parts, info.block_of
+    if not labels:
+        parts = tuple(part.split(".", 1)[-1] for part in parts)
     layers = workload.layers
     size = DTYPE_BYTES[dtype]
     device = hardware.device
@@ -374,14 +379,12 @@ def plan_stages(
         notes.append(
             f"{blocks} blocks over {K} stages: stages hold {', '.join(map(str, per_stage))} blocks"
         )
-    for s, n_blocks in enumerate(per_stage):  # s: model stage; its GPU is s mod P
-        lo, hi = start, start + n_blocks
-        start = hi
-        idx = [i for blk in range(lo, hi) for i in info.block_layers[blk]]
-        if s == 0:
-            idx = list(info.pre) + idx
-        if s == K - 1:
-            idx = idx + list(info.post)
+
+    def build(
+        idx: list[int], n_blocks: int
+    ) -> tuple[tuple[Segment, ...], tuple[Segment, ...], float, float, int, list[float]]:
+        """One micro-batch's forward and backward on a model stage holding ``idx``: the
+        segments, activations kept, transient, parameters and gradient buckets."""
         fwd = _Builder()
         kept = 0.0
         params = 0
@@ -440,7 +443,24 @@ def plan_stages(
                     bucket_sizes.append(filling)
                     filling = 0.0
         bwd.memory(-kept)
+        return fwd.done(), bwd.done(), kept, transient, params, bucket_sizes
 
+    memo: dict[tuple, tuple] = {}
+    for s, n_blocks in enumerate(per_stage):  # s: model stage; its GPU is s mod P
+        lo, hi = start, start + n_blocks
+        start = hi
+        idx = [i for blk in range(lo, hi) for i in info.block_layers[blk]]
+        if s == 0:
+            idx = list(info.pre) + idx
+        if s == K - 1:
+            idx = idx + list(info.post)
+        key = (n_blocks, s == 0, s == K - 1)
+        built = memo.get(key) if not labels else None
+        if built is None:
+            built = build(idx, n_blocks)
+            if not labels:
+                memo[key] = built
+        fwd_segs, bwd_segs, kept, transient, params, bucket_sizes = built
         send_f = send_b = None
         p2p_bytes = act_values * size / tp
         if s + 1 < K:
@@ -507,8 +527,8 @@ def plan_stages(
             StagePlan(
                 stage=s,
                 blocks=(lo, hi),
-                forward=fwd.done(),
-                backward=bwd.done(),
+                forward=fwd_segs,
+                backward=bwd_segs,
                 send_forward=send_f,
                 send_backward=send_b,
                 dp_before_update=before,
