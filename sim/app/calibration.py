@@ -362,52 +362,15 @@ def calibrate_all(
     at once when the ranks share this host), collectives, interference; writes the
     profile and the workload with its measured times, atomically, after checking that
     what is written loads."""
-    from calibrate.measure.compute import (
-        achieved_flops,
-        calibrate_compute_ranks,
-        fitted_efficiency,
-    )
-    from calibrate.measure.device import gemm_flops, memory_bandwidth, provenance
-    from calibrate.measure.fit import Fit
+    from calibrate.measure.compute import achieved_flops
     from calibrate.measure.loadguard import measure_quietly
-    from calibrate.measure.profile import hardware_document
     from hardware_profiles.loader import parse_profile
-    from sim.formats.io import check_writable
     from workloads.loader import to_document
 
     r = request
     started = time.perf_counter()
-    path = Path(r.out)
-    if path.suffix not in (".yaml", ".yml"):
-        raise InputError(f"--out must end in .yaml or .yml, got {r.out!r}")
-    if r.np < 2:
-        raise InputError(f"--np must be >= 2 (a collective needs two ranks), got {r.np}", key="np")
-    if "allreduce" not in r.ops:
-        raise InputError("calibrate all needs allreduce in --ops (it sets the link)", key="ops")
-    size_list, sizes_note = list(r.sizes or ()), None
-    calibrated: str | Workload = r.workload
-    if r.torch_model is not None:
-        from calibrate.measure.models import model_and_workload
-
-        # The user's model is built (and its forward traced) here, before any rank starts.
-        calibrated = model_and_workload(None, r.torch_model, r.input_shape)[1]
-    if r.sizes is None:
-        size_list, sizes_note = cover_gradients(
-            parse_sizes(DEFAULT_SIZES), calibrated, r.np, r.hostfile
-        )
-    check_sizes(size_list, " ".join(map(str, r.sizes)) if r.sizes else DEFAULT_SIZES)
-    stem = path.with_suffix("")
-    if r.torch_model is not None:
-        base = r.torch_model.rpartition(":")[2] or "model"
-    elif r.workload.endswith((".yaml", ".yml")):
-        base = "workload"
-    else:
-        base = r.workload.split(":")[0]
-    workload_path = Path(f"{stem}.{base}.yaml")
-    compute_csv, comm_csv = Path(f"{stem}.compute.csv"), Path(f"{stem}.comm.csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for p in (path, workload_path, compute_csv, comm_csv):
-        check_writable(str(p))
+    size_list, sizes_note = _checked_sizes(r)
+    files = _AllFiles.of(r)
     rank_threads = threads_per_rank(r.np, r.threads) if r.device == "cpu" else None
     timings: dict[str, float] = {}
     loads = []
@@ -419,47 +382,16 @@ def calibrate_all(
         attempts[section] += 1
         return r.resume and attempts[section] == 1
 
-    def compute() -> tuple[Any, float, float]:
-        resume = resuming("compute")
-        if r.device == "cpu" and r.np > 1 and r.hostfile is None:
-            # The ranks of a real run compute at once and share the host: measure so.
-            progress(f"compute on {r.np} ranks at once", 0, None)
-            return calibrate_compute_ranks(
-                r.np,
-                r.workload,
-                torch_model=r.torch_model,
-                input_shape=r.input_shape,
-                device=r.device,
-                batch=r.batch,
-                threads=rank_threads,
-                warmup=r.warmup,
-                repeats=r.repeats,
-                csv_path=compute_csv,
-                resume=resume,
-                timeout_s=r.timeout_s,
-            )
-        res = run_compute(
-            workload=None if r.torch_model else r.workload,
-            torch_model=r.torch_model,
-            input_shape=r.input_shape,
-            device=r.device,
-            batch=r.batch,
-            threads=rank_threads,
-            repeats=r.repeats,
-            warmup=r.warmup,
-            csv_path=compute_csv,
-            resume=resume,
-            progress=progress,
-        )
-        return res, gemm_flops(res.device), memory_bandwidth(res.device)
-
     def note(text: str) -> None:
         progress(text, 0, None)
 
     t0 = time.perf_counter()
-    (result, gemm, membw), load = measure_quietly("compute", compute, on_retry=note)
+    (result, gemm, membw), load = measure_quietly(
+        "compute",
+        lambda: _measure_compute(r, files, rank_threads, resuming("compute"), progress),
+        on_retry=note,
+    )
     loads.append(load)
-    info = result.device
     # The roofline's ceiling: the GEMM's rate, or what a layer kind reached if more
     # (a convolution's kernel can beat a square GEMM), so efficiencies stay <= 1.
     gemm = max(gemm, achieved_flops(result))
@@ -472,7 +404,7 @@ def calibrate_all(
             np=r.np,
             sizes=size_list,
             ops=list(r.ops),
-            csv_path=comm_csv,
+            csv_path=files.comm_csv,
             repeats=r.comm_repeats,
             timeout_s=r.timeout_s,
             hostfile=r.hostfile,
@@ -493,6 +425,164 @@ def calibrate_all(
     loads.append(load)
     timings["interference_s"] = time.perf_counter() - t0
     section = comm_section(samples)
+    doc = _profile_document(
+        r, files.profile, result, gemm, membw, section, interference, factors, loads
+    )
+    parse_profile(doc, str(files.profile))  # what is written must load: fail before writing
+    write_yaml(
+        files.workload,
+        to_document(result.workload),
+        "# Written by `dtsim calibrate all`; format: workloads/README.md\n",
+    )
+    write_yaml(
+        files.profile,
+        doc,
+        "# Written by `dtsim calibrate all`; format: hardware_profiles/SCHEMA.md\n",
+    )
+    timings["total_s"] = time.perf_counter() - started
+    summary = {
+        "profile": str(files.profile),
+        "workload": str(files.workload),
+        "samples": [str(files.compute_csv), str(files.comm_csv)],
+        "device": result.device.model,
+        "gemm_flops": gemm,
+        "memory_bandwidth_bytes_per_s": membw,
+        "efficiency": doc["device"]["efficiency"],
+        "compute": compute_summary(result),
+        "measured_collectives": section,
+        "interference": {**interference_doc(interference), "factors_measured": factors},
+        "load": [x.as_dict() for x in loads],
+        "timings_s": timings,
+        **({"sizes_note": sizes_note} if sizes_note else {}),
+    }
+    return CalibrateAllResult(
+        summary, result, section, interference, files.profile, files.workload, loads
+    )
+
+
+def _checked_sizes(r: CalibrateAllRequest) -> tuple[list[int], str | None]:
+    """The request's checks that need no measurement (an InputError otherwise), and the
+    collective sizes to measure with a note on how they were chosen (None: as given)."""
+    if Path(r.out).suffix not in (".yaml", ".yml"):
+        raise InputError(f"--out must end in .yaml or .yml, got {r.out!r}")
+    if r.np < 2:
+        raise InputError(f"--np must be >= 2 (a collective needs two ranks), got {r.np}", key="np")
+    if "allreduce" not in r.ops:
+        raise InputError("calibrate all needs allreduce in --ops (it sets the link)", key="ops")
+    size_list, sizes_note = list(r.sizes or ()), None
+    calibrated: str | Workload = r.workload
+    if r.torch_model is not None:
+        from calibrate.measure.models import model_and_workload
+
+        # The user's model is built (and its forward traced) here, before any rank starts.
+        calibrated = model_and_workload(None, r.torch_model, r.input_shape)[1]
+    if r.sizes is None:
+        size_list, sizes_note = cover_gradients(
+            parse_sizes(DEFAULT_SIZES), calibrated, r.np, r.hostfile
+        )
+    check_sizes(size_list, " ".join(map(str, r.sizes)) if r.sizes else DEFAULT_SIZES)
+    return size_list, sizes_note
+
+
+@dataclass(frozen=True)
+class _AllFiles:
+    """What ``calibrate all`` writes beside ``--out``: the profile, the workload with its
+    measured times, and the raw samples of compute and collectives."""
+
+    profile: Path
+    workload: Path
+    compute_csv: Path
+    comm_csv: Path
+
+    @classmethod
+    def of(cls, r: CalibrateAllRequest) -> _AllFiles:
+        """The files, their folder created and each checked writable before any work."""
+        from sim.formats.io import check_writable
+
+        path = Path(r.out)
+        stem = path.with_suffix("")
+        if r.torch_model is not None:
+            base = r.torch_model.rpartition(":")[2] or "model"
+        elif r.workload.endswith((".yaml", ".yml")):
+            base = "workload"
+        else:
+            base = r.workload.split(":")[0]
+        files = cls(
+            path,
+            Path(f"{stem}.{base}.yaml"),
+            Path(f"{stem}.compute.csv"),
+            Path(f"{stem}.comm.csv"),
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for p in (files.profile, files.workload, files.compute_csv, files.comm_csv):
+            check_writable(str(p))
+        return files
+
+
+def _measure_compute(
+    r: CalibrateAllRequest,
+    files: _AllFiles,
+    rank_threads: int | None,
+    resume: bool,
+    progress: ProgressSink,
+) -> tuple[Any, float, float]:
+    """Per-layer times (every rank at once when the ranks share this host, as a real run
+    computes), the device's GEMM rate (FLOP/s) and memory bandwidth (bytes/s)."""
+    from calibrate.measure.compute import calibrate_compute_ranks
+    from calibrate.measure.device import gemm_flops, memory_bandwidth
+
+    if r.device == "cpu" and r.np > 1 and r.hostfile is None:
+        # The ranks of a real run compute at once and share the host: measure so.
+        progress(f"compute on {r.np} ranks at once", 0, None)
+        return calibrate_compute_ranks(
+            r.np,
+            r.workload,
+            torch_model=r.torch_model,
+            input_shape=r.input_shape,
+            device=r.device,
+            batch=r.batch,
+            threads=rank_threads,
+            warmup=r.warmup,
+            repeats=r.repeats,
+            csv_path=files.compute_csv,
+            resume=resume,
+            timeout_s=r.timeout_s,
+        )
+    res = run_compute(
+        workload=None if r.torch_model else r.workload,
+        torch_model=r.torch_model,
+        input_shape=r.input_shape,
+        device=r.device,
+        batch=r.batch,
+        threads=rank_threads,
+        repeats=r.repeats,
+        warmup=r.warmup,
+        csv_path=files.compute_csv,
+        resume=resume,
+        progress=progress,
+    )
+    return res, gemm_flops(res.device), memory_bandwidth(res.device)
+
+
+def _profile_document(
+    r: CalibrateAllRequest,
+    path: Path,
+    result: Any,
+    gemm: float,
+    membw: float,
+    section: list[dict],
+    interference: Any,
+    factors: list[float],
+    loads: list[Any],
+) -> dict:
+    """The hardware profile's document: the device's rates and efficiencies, the
+    all-reduce fit as the link, the measured collectives, interference, provenance."""
+    from calibrate.measure.compute import fitted_efficiency
+    from calibrate.measure.device import provenance
+    from calibrate.measure.fit import Fit
+    from calibrate.measure.profile import hardware_document
+
+    info = result.device
     link = next(m for m in section if m["op"] == "allreduce")
     link_fit = Fit(
         "allreduce",
@@ -515,7 +605,7 @@ def calibrate_all(
         # less trustworthy than the rest (see calibrate.measure.loadguard).
         load_guard="; ".join(x.line() for x in loads),
     )
-    doc = hardware_document(
+    return hardware_document(
         name=r.name or path.stem,
         device_kind=info.kind,
         device_model=info.model,
@@ -529,29 +619,3 @@ def calibrate_all(
         interference=interference.factor,
         provenance=prov,
     )
-    parse_profile(doc, str(path))  # what is written must load: fail before writing
-    write_yaml(
-        workload_path,
-        to_document(result.workload),
-        "# Written by `dtsim calibrate all`; format: workloads/README.md\n",
-    )
-    write_yaml(
-        path, doc, "# Written by `dtsim calibrate all`; format: hardware_profiles/SCHEMA.md\n"
-    )
-    timings["total_s"] = time.perf_counter() - started
-    summary = {
-        "profile": str(path),
-        "workload": str(workload_path),
-        "samples": [str(compute_csv), str(comm_csv)],
-        "device": info.model,
-        "gemm_flops": gemm,
-        "memory_bandwidth_bytes_per_s": membw,
-        "efficiency": doc["device"]["efficiency"],
-        "compute": compute_summary(result),
-        "measured_collectives": section,
-        "interference": {**interference_doc(interference), "factors_measured": factors},
-        "load": [x.as_dict() for x in loads],
-        "timings_s": timings,
-        **({"sizes_note": sizes_note} if sizes_note else {}),
-    }
-    return CalibrateAllResult(summary, result, section, interference, path, workload_path, loads)
