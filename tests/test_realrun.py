@@ -47,7 +47,13 @@ def _clean_env(monkeypatch):
 
 
 def realrun_pids() -> set[int]:
-    """Live processes running calibrate.realrun.training (what pgrep -f finds)."""
+    """Live processes running calibrate.realrun.training (what pgrep -f finds) that this
+    test process launched: mpirun and its ranks carry this process's supervisor token
+    in their environment. Another real run on the machine (a second test run, a
+    validation) is not this test's orphan."""
+    from calibrate.measure.worker import SUPERVISOR_ENV, supervisor_token
+
+    mine = f"{SUPERVISOR_ENV}={supervisor_token()}".encode()
     out = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -55,9 +61,10 @@ def realrun_pids() -> set[int]:
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
             state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"calibrate.realrun.training" in cmdline and state != "Z":
+        if b"calibrate.realrun.training" in cmdline and state != "Z" and mine in environ:
             out.add(int(entry))
     return out
 

@@ -797,6 +797,49 @@ def _warmup(plan: Plan, iterations: int) -> int:
     return min(1 + (plan.delay if plan.kind == "delayed" else 0), max(iterations - 2, 0))
 
 
+def _finish_iteration(trainer: Any, plan: Plan, report: _Reporter, run: int, t: int) -> bool:
+    """The end of iteration ``t`` after its backward, by the plan: wait for (sync) or
+    finish (layerwise, bucketed) its collectives and step; for delayed:d start its
+    all-reduce and apply gradient t - d. Whether an update was applied."""
+    if plan.kind == "sync":
+        report.at(run, t, 1)
+        trainer.finish_sync(t)
+        return True
+    if plan.kind in ("layerwise", "bucketed"):
+        report.at(run, t, 1)
+        trainer.finish_overlapped(t)
+        return True
+    trainer.start_delayed(t)
+    if t - plan.delay < 0:
+        return False
+    report.at(run, t, 1)
+    trainer.apply_delayed(t - plan.delay)
+    return True
+
+
+def _write_run(
+    everyone: list[Any], meta: TraceMeta, out_dir: Path, model: Any | None
+) -> dict[str, str | None]:
+    """Rank 0: every rank's spans (``everyone``, per rank) as one Trace in ``out_dir``
+    and, given the ``model``, its final parameters beside it; their paths."""
+    import numpy as np
+
+    spans = sorted(
+        (Span(r, *s) for r, rows in enumerate(everyone) for s in rows),
+        key=lambda s: (s.end_s, s.start_s, s.rank),
+    )
+    assert meta.workload is not None and meta.strategy is not None and meta.repeat is not None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = trace_file(out_dir, meta.workload, meta.strategy, meta.repeat)
+    write_trace(Trace(tuple(spans), (), meta), path)
+    params_path = None
+    if model is not None:
+        params_path = path.with_name(path.name.replace(".trace.json", ".params.npz"))
+        arrays = {n: p.detach().numpy().copy() for n, p in model.named_parameters()}
+        np.savez(params_path, **arrays)  # type: ignore[arg-type]
+    return {"trace_path": str(path), "params_path": str(params_path) if params_path else None}
+
+
 def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
     """Every (repeat, strategy) of ``spec`` on this rank; rank 0 writes and reports."""
     import numpy as np
@@ -869,20 +912,7 @@ def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
             fault.check(rank, plan.name, first_repeat, t, report.flush)
             x, y = shards[t] if shards is not None else _shard(tm, seed, t, rank, size, b)
             trainer.forward_backward(t, x, y)
-            if plan.kind == "sync":
-                report.at(run, t, 1)
-                trainer.finish_sync(t)
-                applied = True
-            elif plan.kind in ("layerwise", "bucketed"):
-                report.at(run, t, 1)
-                trainer.finish_overlapped(t)
-                applied = True
-            else:
-                trainer.start_delayed(t)
-                applied = t - plan.delay >= 0
-                if applied:
-                    report.at(run, t, 1)
-                    trainer.apply_delayed(t - plan.delay)
+            applied = _finish_iteration(trainer, plan, report, run, t)
             if check and applied:
                 trainer.verify()
             if rank == 0:
@@ -900,13 +930,8 @@ def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
         identical = trainer.identical and final_same
         mine = trainer.spans(base + offset)
         everyone = ctl.gather(mine, root=0)
-        losses = [float(v) for v in trainer.losses]
         if rank == 0:
             assert everyone is not None
-            spans = sorted(
-                (Span(r, *s) for r, rows in enumerate(everyone) for s in rows),
-                key=lambda s: (s.end_s, s.start_s, s.rank),
-            )
             meta = TraceMeta(
                 strategy=plan.name,
                 workload=wl.name,
@@ -931,24 +956,16 @@ def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
                 buckets=tuple((g.label, g.nbytes) for g in trainer.groups),
                 mpi_library=library,
             )
-            out_dir.mkdir(parents=True, exist_ok=True)
-            path = trace_file(out_dir, wl.name, plan.name, repeat)
-            write_trace(Trace(tuple(spans), (), meta), path)
-            params_path = None
-            if save_params:
-                params_path = path.with_name(path.name.replace(".trace.json", ".params.npz"))
-                arrays = {n: p.detach().numpy().copy() for n, p in tm.model.named_parameters()}
-                np.savez(params_path, **arrays)  # type: ignore[arg-type]
+            result = _write_run(everyone, meta, out_dir, tm.model if save_params else None)
             report.result(
                 {
                     "strategy": plan.name,
                     "repeat": repeat,
-                    "trace_path": str(path),
-                    "params_path": str(params_path) if params_path else None,
+                    **result,
                     "weights_identical": identical,
                     "max_abs_diff": trainer.max_diff,
                     "checks": trainer.checks,
-                    "losses": losses,
+                    "losses": [float(v) for v in trainer.losses],
                 }
             )
         del trainer, tm, shards
