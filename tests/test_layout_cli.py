@@ -149,3 +149,25 @@ def test_bucketed_dp_sync():
     assert "--dp-sync takes sync or bucketed" in bad(
         "whatif", *SMALL, "--tp", "2", "--dp-sync", "delayed:1"
     )
+
+
+def test_sweep_over_layouts(tmp_path):
+    """A sweep spec takes the layout options as axes: one row per layout with MFU; a
+    strategy other than sync is refused in its row; no one-device baseline."""
+    import csv
+
+    spec = tmp_path / "layouts.yaml"
+    spec.write_text(
+        "hardware: dgx-a100\nworkload: llama2-7b:512\ndevices: 16\nglobal_batch: 16\n"
+        "strategy: [sync, bucketed]\ntp: [1, 2]\npp: 2\n"
+    )
+    out = tmp_path / "layouts.csv"
+    ok("sweep", spec, "--out", out, "--executor", "serial")
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 4
+    good = [r for r in rows if r["strategy"] == "sync"]
+    assert {r["tp"] for r in good} == {"1", "2"}
+    assert all(0 < float(r["mfu"]) < 1 and r["error"] == "" for r in good)
+    assert all(r["parallel_efficiency"] == "" for r in good)
+    refused = [r for r in rows if r["strategy"] != "sync"]
+    assert all("takes strategy sync" in r["error"] for r in refused)

@@ -83,7 +83,19 @@ AXES: dict[str, tuple[str, bool]] = {  # name -> (type, may be null)
     "seed": (_INT, False),
     "strategy": (_STR, False),
     "bucket_mb": (_FLOAT, False),
+    # A 3D layout of a transformer decoder (null: none), as ``whatif --tp/--pp`` takes it;
+    # a layout point's strategy must be sync (its DP synchronisation is dp_sync).
+    "tp": (_INT, True),
+    "pp": (_INT, True),
+    "micro_batch": (_INT, True),
+    "zero": (_INT, True),
+    "recompute": (_STR, True),
+    "schedule": (_STR, True),
+    "dp_sync": (_STR, True),
 }
+LAYOUT_AXES = ("tp", "pp", "micro_batch", "zero", "recompute", "schedule", "dp_sync")
+# Result columns of layout points (present when the spec has a layout axis).
+LAYOUT_COLUMNS = ("mfu", "achieved_tflops_per_gpu", "tokens_per_s", "bubble_fraction")
 REQUIRED = ("hardware", "workload", "devices", "strategy")
 # Options that do not change a one-device run (no communication, one rank).
 _BASELINE_OPTIONS = ("hardware", "workload", "dtype", "optimizer", "iterations")
@@ -269,7 +281,10 @@ def _scenario(options: Mapping[str, Any]):
 
 def _baseline_key(options: Mapping[str, Any]) -> str | None:
     """What a one-device run depends on; None if the batch does not divide (the
-    point's own scenario reports that)."""
+    point's own scenario reports that), or for a layout point (a model split over
+    many GPUs has no one-device run to compare with)."""
+    if any(options.get(k) is not None for k in LAYOUT_AXES):
+        return None
     if options.get("batch_per_device") is not None:
         b = options["batch_per_device"]
     else:
@@ -308,6 +323,8 @@ def simulate_points(
     from sim.engine.simulate import build_context, simulate_steady
     from sim.strategies import parse_strategy
 
+    if any(options.get(k) is not None for k in LAYOUT_AXES):
+        return _layout_points(options, items)
     t0 = time.perf_counter()
     try:
         scenario = _scenario(options)
@@ -340,6 +357,60 @@ def simulate_points(
                 "iterations_simulated": iterations,
                 "error": None,
                 "wall_s": share + time.perf_counter() - t,
+            }
+        )
+    return rows
+
+
+def _layout_points(
+    options: Mapping[str, Any], items: Sequence[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Layout points: one run of the layout (:func:`sim.app.layout.run_layout`) for the
+    ``sync`` item; any other strategy is refused in its row. Options the spec does not
+    give take the layout defaults (bf16, Adam, 4 iterations: ``LAYOUT_DEFAULTS``; the
+    row's ``iterations_simulated`` shows the count)."""
+    from sim.app.layout import LAYOUT_DEFAULTS, LayoutRequest, run_layout
+    from sim.app.spec import ScenarioSpec
+
+    rows = []
+    for key, strategy in items:
+        t = time.perf_counter()
+        if strategy != "sync":
+            rows.append(
+                _failed(
+                    key,
+                    f"a layout point takes strategy sync, not {strategy!r} (its data-parallel "
+                    "synchronisation is the dp_sync axis)",
+                    0.0,
+                )
+            )
+            continue
+        given = {k: v for k, v in options.items() if v is not None}
+        defaults = {k: v for k, v in LAYOUT_DEFAULTS if k not in given}
+        try:
+            result = run_layout(LayoutRequest(ScenarioSpec.from_options({**defaults, **given})))
+        except InputError as e:
+            rows.append(_failed(key, e.message, time.perf_counter() - t))
+            continue
+        m = result.metrics
+        rows.append(
+            {
+                "key": key,
+                "iteration_time_s": m.iteration_time_s,
+                "throughput_samples_per_s": m.samples_per_s,
+                "comm_s": None,
+                "exposed_comm_s": m.exposed_comm_s,
+                "overlap_fraction": None,
+                "peak_memory_bytes": m.peak_memory_bytes,
+                "memory_exceeds_device": not m.fits,
+                "steady": m.steady,
+                "iterations_simulated": result.scenario.scenario.iterations,
+                "mfu": m.mfu,
+                "achieved_tflops_per_gpu": m.achieved_tflops_per_gpu,
+                "tokens_per_s": m.tokens_per_s,
+                "bubble_fraction": m.bubble_fraction,
+                "error": None,
+                "wall_s": time.perf_counter() - t,
             }
         )
     return rows
@@ -404,8 +475,13 @@ def local_cluster(n_workers: int | None = None):
 
 
 # -- the table --------------------------------------------------------------------------------
+def _has_layouts(spec: SweepSpec) -> bool:
+    return any(v is not None for a in LAYOUT_AXES for v in spec.axes.get(a, ()))
+
+
 def _columns(spec: SweepSpec) -> list[str]:
-    return [*spec.coordinates, *RESULT_COLUMNS, "key"]
+    extra = LAYOUT_COLUMNS if _has_layouts(spec) else ()
+    return [*spec.coordinates, *RESULT_COLUMNS, *extra, "key"]
 
 
 def _clean(value: Any) -> Any:

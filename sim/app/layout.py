@@ -14,6 +14,11 @@ from sim.parallel.search import SearchResult
 from sim.parallel.simulate import LayoutMetrics
 from sim.parallel.stages import Plans
 
+# Defaults that differ with a layout: large decoders train in bf16 mixed precision with
+# Adam, and a flushed pipeline repeats every iteration (4: one of warm-up, then three).
+# The CLI and the sweep take them for options not given, and say so.
+LAYOUT_DEFAULTS = (("dtype", "bf16"), ("optimizer", "adam"), ("iterations", 4))
+
 # What the layout model leaves out, said with every result.
 UNMODELLED = (
     "not modelled: the cross-entropy's per-token all-reduces on the TP group, the "

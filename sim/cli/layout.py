@@ -11,14 +11,12 @@ import click
 from click.core import ParameterSource
 from rich.table import Table
 
+from sim.app.layout import LAYOUT_DEFAULTS
 from sim.cli.common import emit_json, err, literal, out
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_time
 
 LAYOUT_KEYS = ("tp", "pp", "dp", "micro_batch", "zero", "recompute", "schedule", "dp_sync")
-# Defaults that differ with a layout: large decoders train in bf16 mixed precision with
-# Adam, and a flushed pipeline repeats every iteration (4: one of warm-up, then three).
-LAYOUT_DEFAULTS = (("dtype", "bf16"), ("optimizer", "adam"), ("iterations", 4))
 
 
 def layout_options(fn: Callable) -> Callable:

@@ -249,7 +249,9 @@ def _print_best_per_scenario(df: Any, limit: int = 30) -> None:
             literal(best["strategy"]),
             fmt_time(best["iteration_time_s"]),
             f"{speed:.2f}x" if speed == speed and speed is not None else "-",
-            f"{best['parallel_efficiency']:.0%}",
+            f"{eff:.0%}"
+            if (eff := best["parallel_efficiency"]) == eff and eff is not None
+            else "-",
             fmt_bytes(best["peak_memory_bytes"]),
         )
         shown += 1
@@ -257,9 +259,9 @@ def _print_best_per_scenario(df: Any, limit: int = 30) -> None:
 
 
 def _result_columns() -> tuple[str, ...]:
-    from sim.analysis.grid_sweep import RESULT_COLUMNS
+    from sim.analysis.grid_sweep import LAYOUT_COLUMNS, RESULT_COLUMNS
 
-    return RESULT_COLUMNS
+    return (*RESULT_COLUMNS, *LAYOUT_COLUMNS)
 
 
 # -- tune -------------------------------------------------------------------------------------
