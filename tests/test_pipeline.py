@@ -412,3 +412,19 @@ def test_search_plans_without_labels_cost_the_same(recompute):
     )  # fmt: skip
     assert estimate(bare, ls.layout) == estimate(labelled, ls.layout)
     assert plan_memory(bare, ls.layout) == plan_memory(labelled, ls.layout)
+
+
+def test_mfu_above_one_is_a_physical_bound_error():
+    """A result above the device's peak is never printed: layout_metrics raises."""
+    import dataclasses
+
+    from sim.errors import PhysicalBoundError
+    from sim.parallel.simulate import layout_metrics, simulate_layout
+
+    spec = ScenarioSpec(**SMALL, devices=8, global_batch=8, tp=2, pp=2, iterations=4)
+    ls = spec.build_layout()
+    trace, _, plans = simulate_layout(ls)
+    layout_metrics(trace, ls, plans)  # the real FLOPs pass
+    inflated = dataclasses.replace(plans, model_flops=plans.model_flops * 1e6)
+    with pytest.raises(PhysicalBoundError, match="exceeds the device's"):
+        layout_metrics(trace, ls, inflated)
