@@ -171,3 +171,13 @@ def test_sweep_over_layouts(tmp_path):
     assert all(r["parallel_efficiency"] == "" for r in good)
     refused = [r for r in rows if r["strategy"] != "sync"]
     assert all("takes strategy sync" in r["error"] for r in refused)
+
+
+def test_sequence_parallel_option():
+    plain = ok_json("whatif", *SMALL, "--tp", "2", "--pp", "2")
+    doc = ok_json("whatif", *SMALL, "--tp", "2", "--pp", "2", "--sequence-parallel")
+    assert doc["scenario"]["sequence_parallel"] is True
+    assert doc["peak_memory_bytes"] < plain["peak_memory_bytes"]
+    assert "--sequence-parallel needs --tp 2" in bad(
+        "whatif", *SMALL, "--pp", "2", "--sequence-parallel"
+    )

@@ -213,9 +213,10 @@ SMALL = dict(hardware="dgx-a100", workload="llama2-7b:512", dtype="bf16", optimi
     zero=st.sampled_from([0, 1]),
     schedule=st.sampled_from(["1f1b", "gpipe", "interleaved:2"]),
     dp_sync=st.sampled_from(["sync", "bucketed:50", "bucketed:200"]),
+    sequence_parallel=st.booleans(),
 )
 def test_memory_and_closed_form_agree_with_the_engine(
-    tp, pp, m, b, recompute, zero, schedule, dp_sync
+    tp, pp, m, b, recompute, zero, schedule, dp_sync, sequence_parallel
 ):
     """For a real decoder: memory never negative; each stage's peak in the Trace equals
     the closed form (static + in flight x kept + transient) and the cost-free
@@ -243,6 +244,7 @@ def test_memory_and_closed_form_agree_with_the_engine(
         recompute=recompute,
         schedule=schedule,
         dp_sync=dp_sync,
+        sequence_parallel=sequence_parallel and tp > 1,
         iterations=4,
     )
     result = run_layout(LayoutRequest(spec))

@@ -185,3 +185,57 @@ def test_tp_across_nodes_is_allowed_when_asked():
         tp_across_nodes=True,
     )
     assert (lay.dp, lay.tp, lay.pp) == (2, 16, 1)
+
+
+def test_sequence_parallel_split_and_collectives():
+    """Sequence parallelism (Korthikanti et al. 2022): norms run on s/T tokens (FLOPs and
+    kept activations / T, weights whole), the row-parallel outputs are kept sharded; per
+    block the forward has an all-gather before each column-parallel linear and a
+    reduce-scatter after each row-parallel one, the backward an all-gather of the output
+    gradient before each row-parallel linear, an all-gather of the input before and a
+    reduce-scatter of its gradient after each column-parallel one."""
+    w = load_workload("llama2-7b")
+    block = layers_by_role(w)
+    norm = split_layer(block["input_layernorm"], 2, sequence_parallel=True)
+    assert norm.params == H
+    assert norm.fwd_flops_per_sample == block["input_layernorm"].fwd_flops_per_sample / 2
+    assert norm.activation_elements_per_sample == S * H / 2
+    o = split_layer(block["self_attn.o_proj"], 2, sequence_parallel=True)
+    assert o.activation_elements_per_sample == S * H / 2
+
+    hw = load_profile("dgx-h100")
+    layout = make_layout(
+        devices=2,
+        devices_per_node=2,
+        heads=32,
+        kv_heads=32,
+        blocks=32,
+        global_batch=1,
+        tp=2,
+        sequence_parallel=True,
+    )
+    model = CostModel(Topology(hw, make_placement(hw, 2)))
+    plan = plan_stages(w, hw, layout, model, dtype="bf16", optimizer="adam").stages[0]
+    fwd = [s.label for s in plan.forward if s.is_comm]
+    assert fwd[:5] == [
+        "tp reduce-scatter embedding",
+        "tp all-gather block0.attention",
+        "tp reduce-scatter block0.attention",
+        "tp all-gather block0.mlp",
+        "tp reduce-scatter block0.mlp",
+    ]
+    bwd = [s.label for s in plan.backward if s.is_comm]
+    per_block = [x for x in bwd if "block5." in x]
+    assert sorted(per_block) == sorted(
+        [
+            "tp all-gather block5.mlp grad",
+            "tp all-gather block5.mlp input",
+            "tp reduce-scatter block5.mlp grad",
+            "tp all-gather block5.attention grad",
+            "tp all-gather block5.attention input",
+            "tp reduce-scatter block5.attention grad",
+        ]
+    )
+    rs = model.cost("reduce-scatter", S * H * 2, (0, 1))
+    first = next(s for s in plan.forward if s.is_comm)
+    assert first.seconds == rs.time_s

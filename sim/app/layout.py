@@ -23,8 +23,8 @@ LAYOUT_DEFAULTS = (("dtype", "bf16"), ("optimizer", "adam"), ("iterations", 4))
 UNMODELLED = (
     "not modelled: the cross-entropy's per-token all-reduces on the TP group, the "
     "NVLink all-gather after each scatter/gather send, the all-reduce of tied embedding "
-    "gradients between the first and last stage, the gradient-norm all-reduce of "
-    "clipping, and sequence parallelism"
+    "gradients between the first and last stage, and the gradient-norm all-reduce of "
+    "clipping"
 )
 
 
@@ -58,6 +58,11 @@ def run_layout(request: LayoutRequest) -> LayoutResult:
     lm, _ = layout_metrics(trace, ls, plans)
     est = estimate(plans, ls.layout)
     notes = [*request.notes, *ls.notes, *plans.notes, UNMODELLED]
+    if ls.layout.sequence_parallel:
+        notes.append(
+            "sequence parallelism: the backward's all-gather of each column-parallel input "
+            "blocks compute here (Megatron-LM overlaps it with the input-gradient GEMM)"
+        )
     warnings = []
     if not lm.fits:
         worst = max(lm.memory_by_stage, key=lambda d: d["peak_bytes"])
@@ -113,6 +118,7 @@ def search_layouts(request: LayoutSearchRequest) -> LayoutSearchReply:
         recompute=None,
         schedule=None,
         dp_sync=None,
+        sequence_parallel=False,
         global_batch=None,
         batch_per_device=1,
     ).build()

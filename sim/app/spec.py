@@ -64,6 +64,7 @@ class ScenarioSpec:
     schedule: str | None = None
     tp_across_nodes: bool = False
     dp_sync: str | None = None
+    sequence_parallel: bool = False
 
     @property
     def is_layout(self) -> bool:
@@ -80,7 +81,7 @@ class ScenarioSpec:
                 self.schedule,
                 self.dp_sync,
             )
-        )
+        ) or bool(self.sequence_parallel)
 
     def build_layout(self) -> LayoutScenario:
         """The scenario under its 3D layout (:func:`sim.parallel.layout.make_layout`).
@@ -113,6 +114,7 @@ class ScenarioSpec:
             recompute=None,
             schedule=None,
             dp_sync=None,
+            sequence_parallel=False,
         ).build()
         shape = decoder_shape(base.workload)
         layout = make_layout(
@@ -131,6 +133,7 @@ class ScenarioSpec:
             zero=self.zero or 0,
             tp_across_nodes=self.tp_across_nodes,
             dp_sync=self.dp_sync or "sync",
+            sequence_parallel=self.sequence_parallel,
         )
         return LayoutScenario(base, layout)
 

@@ -59,6 +59,12 @@ def layout_options(fn: Callable) -> Callable:
             "micro-batch's backward.",
         ),
         click.option(
+            "--sequence-parallel",
+            is_flag=True,
+            help="With --tp: Megatron-LM's sequence parallelism (norms on s/T tokens, "
+            "reduce-scatter and all-gather in place of each all-reduce).",
+        ),
+        click.option(
             "--tp-across-nodes",
             is_flag=True,
             help="Allow a tensor-parallel group to span nodes.",
@@ -70,7 +76,11 @@ def layout_options(fn: Callable) -> Callable:
 
 
 def layout_requested(kw: dict[str, Any]) -> bool:
-    return any(kw.get(k) is not None for k in LAYOUT_KEYS) or bool(kw.get("tp_across_nodes"))
+    return (
+        any(kw.get(k) is not None for k in LAYOUT_KEYS)
+        or bool(kw.get("tp_across_nodes"))
+        or bool(kw.get("sequence_parallel"))
+    )
 
 
 def apply_layout_defaults(kw: dict[str, Any]) -> list[str]:
@@ -115,7 +125,8 @@ def _header(result: Any) -> None:
     out.print(
         f"layout D{lay.dp} x T{lay.tp} x P{lay.pp}: micro-batch {lay.micro_batch} x "
         f"{lay.num_micro_batches} per replica, {lay.schedule_name}, recompute {lay.recompute}, "
-        f"{f'ZeRO-{lay.zero}' if lay.zero else 'no ZeRO'}, DP {lay.dp_sync}",
+        f"{f'ZeRO-{lay.zero}' if lay.zero else 'no ZeRO'}, DP {lay.dp_sync}"
+        + (", sequence parallel" if lay.sequence_parallel else ""),
         soft_wrap=True,
     )
 

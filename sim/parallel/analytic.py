@@ -95,21 +95,22 @@ class MemoryModel:
         self.parts = _parts(workload)
         self.size = DTYPE_BYTES[dtype]
         self.copies = OPTIMIZER_STATE_COPIES[optimizer]
-        self._split: dict[int, tuple[tuple[Layer, ...], ...]] = {}
+        self._split: dict[tuple[int, bool], tuple[tuple[Layer, ...], ...]] = {}
 
-    def _layers(self, tp: int) -> tuple[tuple[Layer, ...], ...]:
-        hit = self._split.get(tp)
+    def _layers(self, tp: int, sp: bool) -> tuple[tuple[Layer, ...], ...]:
+        hit = self._split.get((tp, sp))
         if hit is None:
             p = self.parts
             hit = tuple(
-                tuple(split_layer(x, tp) for x in group) for group in (p.pre, p.block, p.post)
+                tuple(split_layer(x, tp, sp) for x in group) for group in (p.pre, p.block, p.post)
             )
-            self._split[tp] = hit
+            self._split[(tp, sp)] = hit
         return hit
 
     def stage_bytes(self, layout: Layout) -> list[float]:
         """Peak bytes per GPU of every stage."""
-        pre, block, post = self._layers(layout.tp)
+        sp = layout.sequence_parallel and layout.tp > 1
+        pre, block, post = self._layers(layout.tp, sp)
         size, b = self.size, layout.micro_batch
         counts = stage_blocks(self.parts.blocks, layout.chunks)
         block_params = sum(x.params for x in block)
@@ -126,7 +127,7 @@ class MemoryModel:
                 * size
             )
         elif layout.recompute == "full":
-            kept_block = self.parts.hidden_values * b * size
+            kept_block = self.parts.hidden_values * b * size / (layout.tp if sp else 1)
         else:
             kept_block = block_act_all
         shard = layout.dp if layout.zero else 1

@@ -49,6 +49,7 @@ class Layout:
     # > 0 = gradient buckets of this many bytes, each reduced as the last micro-batch's
     # backward completes it (overlapped with the rest of that backward).
     bucket_bytes: float = 0.0
+    sequence_parallel: bool = False  # Megatron-LM's, with T > 1 (sim.parallel.tensor)
 
     @property
     def dp_sync(self) -> str:
@@ -85,6 +86,7 @@ class Layout:
             f"D{self.dp}·T{self.tp}·P{self.pp} mb{self.micro_batch}x{self.num_micro_batches}"
             f" {self.schedule_name} recompute={self.recompute} zero={self.zero}"
             + (f" dp={self.dp_sync}" if self.bucket_bytes else "")
+            + (" sp" if self.sequence_parallel else "")
         )
 
     @property
@@ -102,6 +104,7 @@ class Layout:
             "num_micro_batches": self.num_micro_batches,
             "schedule": self.schedule_name,
             "dp_sync": self.dp_sync,
+            "sequence_parallel": self.sequence_parallel,
             "recompute": self.recompute,
             "zero": self.zero,
             "global_batch": self.global_batch,
@@ -131,6 +134,7 @@ def make_layout(
     zero: int = 0,
     tp_across_nodes: bool = False,
     dp_sync: str = "sync",
+    sequence_parallel: bool = False,
 ) -> Layout:
     """Validate a layout request; every refusal names the option to change."""
     for key, value in (("tp", tp), ("pp", pp), ("micro-batch", micro_batch)):
@@ -219,7 +223,11 @@ def make_layout(
             f"multiple of --pp {pp} (as Megatron-LM requires)",
             key="schedule",
         )
-    return Layout(dp, tp, pp, micro_batch, m, name, recompute, zero, virtual, bucket)
+    if sequence_parallel and tp == 1:
+        raise InputError("--sequence-parallel needs --tp 2 or more", key="sequence-parallel")
+    return Layout(
+        dp, tp, pp, micro_batch, m, name, recompute, zero, virtual, bucket, sequence_parallel
+    )
 
 
 MIB = 2**20

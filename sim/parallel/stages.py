@@ -37,6 +37,8 @@ from sim.parallel.layout import Layout, stage_blocks
 from sim.parallel.tensor import (
     BACKWARD_ALLREDUCE_AFTER,
     FORWARD_ALLREDUCE_AFTER,
+    GATHER_BEFORE,
+    GATHER_GRAD_BEFORE,
     role,
     split_layer,
 )
@@ -347,11 +349,20 @@ def plan_stages(
 
     tp_alg = algorithm if algorithm in ("auto", "ring", "tree", "nvls") else "auto"
     tp_group = layout.tp_group(0)
-    tp_cost = collective("allreduce", act_values * size, tp_group, tp_alg) if tp > 1 else None
+    sp = layout.sequence_parallel and tp > 1
+
+    def tp_comm(op: str, label: str) -> Segment:
+        """A collective of one activation tensor (s·b·h values) on the TP group."""
+        alg = tp_alg if op == "allreduce" or tp_alg in ("auto", "ring") else "auto"
+        return comm_segment(label, collective(op, act_values * size, tp_group, alg))
 
     def tp_allreduce(label: str) -> Segment:
-        assert tp_cost is not None
-        return comm_segment(label, tp_cost)
+        if sp:  # the all-reduce after a row-parallel linear becomes a reduce-scatter
+            return tp_comm("reduce-scatter", label.replace("allreduce", "reduce-scatter"))
+        return tp_comm("allreduce", label)
+
+    def gather(label: str) -> Segment:
+        return tp_comm("allgather", label)
 
     # Per-layer times of one split layer, the same in every block: cost each role once.
     timing = cache.timing
@@ -362,10 +373,10 @@ def plan_stages(
     def timed(i: int) -> tuple[Layer, float, float]:
         grad_in = i > first_param
         name = roles[i] if block_of[i] is not None else layers[i].name
-        key = (name, grad_in, tp, b, dtype, device.model)
+        key = (name, grad_in, tp, sp, b, dtype, device.model)
         hit = timing.get(key)
         if hit is None:
-            split = split_layer(layers[i], tp)
+            split = split_layer(layers[i], tp, sp)
             c = layer_cost(split, device, b, dtype, size, input_gradient=grad_in)
             hit = (split, c.forward_s, c.backward_s)
             timing[key] = hit
@@ -400,11 +411,14 @@ def plan_stages(
                 a = 0.0
             if recompute != "full" or blk is None:
                 kept += a
+            if sp and roles[i] in GATHER_BEFORE:
+                fwd.comm(gather(f"tp all-gather {parts[i]}"))
             fwd.compute("forward", f_s, parts[i])
             if tp > 1 and roles[i] in FORWARD_ALLREDUCE_AFTER:
                 fwd.comm(tp_allreduce(f"tp allreduce {parts[i]}"))
         if recompute == "full":
-            kept += n_blocks * act_values * size  # each block's input
+            # Each block's input (sharded over the TP ranks with sequence parallelism).
+            kept += n_blocks * act_values * size / (tp if sp else 1)
         fwd.memory(kept)
         transient = max(block_act.values(), default=0.0) if recompute == "full" else 0.0
 
@@ -423,6 +437,8 @@ def plan_stages(
                 first = True
                 for j in info.block_layers[blk]:
                     _, f_s, _ = timed(j)
+                    if sp and roles[j] in GATHER_BEFORE:
+                        bwd.comm(gather(f"tp all-gather recompute {parts[j]}"))
                     bwd.compute("recompute", f_s, "recompute " + parts[j])
                     if first:
                         bwd.memory(block_act[blk])
@@ -431,6 +447,10 @@ def plan_stages(
                         bwd.comm(tp_allreduce(f"tp allreduce recompute {parts[j]}"))
             _, f_s, b_s = timed(i)
             extra = f_s if recompute == "selective" and roles[i] == "self_attn.core" else 0.0
+            if sp and roles[i] in GATHER_GRAD_BEFORE:
+                bwd.comm(gather(f"tp all-gather {parts[i]} grad"))
+            if sp and roles[i] in GATHER_BEFORE:  # its input, kept sharded
+                bwd.comm(gather(f"tp all-gather {parts[i]} input"))
             bwd.compute("backward", b_s + extra, parts[i])
             if tp > 1 and roles[i] in BACKWARD_ALLREDUCE_AFTER:
                 bwd.comm(tp_allreduce(f"tp allreduce {parts[i]} grad"))
