@@ -763,6 +763,35 @@ def test_convergence_iterations_stay_within_the_curve(tmp_path, curve, needle):
     _short_refusal(line, needle)
 
 
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [({"devices": 2**64}, "key 'devices': too large"), ({"seed": 2**64}, "key 'seed': too large"),
+     ({"bucket_mb": 10**400}, "key 'bucket_mb': must be finite"),
+     ({"nic_gbps": [10**400, 100]}, "key 'nic_gbps': must be finite")],
+)  # fmt: skip
+def test_sweep_spec_numbers_beyond_what_the_table_holds_are_refused(tmp_path, change, needle):
+    """Found by the 10,000-case fuzz run: devices 2**64 gave a pyarrow OverflowError
+    traceback under --parquet; bucket_mb 10**400 one from math.isfinite."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({**yaml.safe_load(_sweep_spec(tmp_path).read_text()), **change}))
+    args = ("sweep", spec, "--executor", "serial", "--out", tmp_path / "s.csv")
+    _short_refusal(bad(*args, "--parquet", tmp_path / "s.parquet"), needle)
+
+
+def test_a_sweep_failure_note_is_short(tmp_path):
+    """Found by the 10,000-case fuzz run: a 20,000-character slow_rank was echoed whole
+    in every point's error and in the sweep's note."""
+    spec = tmp_path / "s.yaml"
+    doc = {**yaml.safe_load(_sweep_spec(tmp_path).read_text()), "ranks": "explicit",
+           "slow_rank": "y" * 20_000}  # fmt: skip
+    spec.write_text(yaml.safe_dump(doc))
+    result = ok("sweep", spec, "--executor", "serial", "--out", tmp_path / "s.csv")
+    assert "6 failed" in result.stdout
+    (note,) = result.stderr.strip().splitlines()
+    assert "slow-rank takes RANK:FRACTION" in note and len(note) < 2048
+    _short_refusal(bad("whatif", *A100, *MLP, "--slow-rank", "y" * 20_000), "--slow-rank")
+
+
 def test_sweep_spec_strings_with_control_characters_are_refused(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump({**yaml.safe_load(_sweep_spec(tmp_path).read_text()),

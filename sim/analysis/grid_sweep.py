@@ -144,21 +144,27 @@ def _check_value(axis: str, value: Any, file: str | None) -> Any:
         if nullable:
             return None
         raise InputError("null is not allowed here", file=file, key=axis)
+    from sim.formats.safe_read import excerpt
+
     if kind == _INT and isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**63:  # the table's column (Parquet) holds 64 bits
+            raise InputError(f"too large, got {excerpt(value)}", file=file, key=axis)
         return value
     if kind == _FLOAT and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise InputError(f"must be finite, got {value}", file=file, key=axis)
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer such as 10**400
+            number = math.inf
+        if not math.isfinite(number):
+            raise InputError(f"must be finite, got {excerpt(value)}", file=file, key=axis)
+        return number
     if kind == _STR and isinstance(value, str) and value.strip():
         if any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F for ch in value):
-            from sim.formats.safe_read import excerpt
-
             raise InputError(
                 f"control characters are not allowed, got {excerpt(value)}", file=file, key=axis
             )
         return value.strip()
-    raise InputError(f"expected {kind}, got {value!r}", file=file, key=axis)
+    raise InputError(f"expected {kind}, got {excerpt(value)}", file=file, key=axis)
 
 
 def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec) -> SweepSpec:

@@ -244,8 +244,10 @@ def parse_fractions(items: str | Iterable[str], option: str, what: str) -> Fract
         except ValueError:
             index = None
         if not sep or index is None:
+            from sim.formats.safe_read import excerpt
+
             raise InputError(
-                f"{option} takes {what.upper()}:FRACTION, e.g. {option} 3:0.5; got '{item}'",
+                f"{option} takes {what.upper()}:FRACTION, e.g. {option} 3:0.5; got {excerpt(item)}",
                 key=key,
             )
         if index in out:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from sim.cli.common import emit_json, err, handles_input_errors, literal, out
+from sim.cli.common import emit_json, err, handles_input_errors, literal, out, shorten
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_time
 
@@ -218,7 +218,8 @@ def sweep(
         first = df[df["error"].notna()].iloc[0]
         err.print(
             f"[yellow]note:[/] first failure ({literal(first['strategy'])}): "
-            f"{literal(first['error'])}"
+            f"{literal(shorten(str(first['error'])))}",
+            soft_wrap=True,
         )
 
 
