@@ -141,7 +141,8 @@ def search_layouts(request: LayoutSearchRequest) -> LayoutSearchReply:
             micro_batch=lay.micro_batch,
             zero=lay.zero,
             recompute=lay.recompute,
-            schedule=lay.schedule,
+            schedule=lay.schedule_name,
+            sequence_parallel=lay.sequence_parallel,
         )
         verified.append(run_layout(LayoutRequest(one)))
     notes = [*request.notes, *result.notes, UNMODELLED]

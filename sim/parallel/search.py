@@ -3,7 +3,8 @@ recomputation, schedule) of a decoder on a cluster, memory first, then the close
 
 Enumeration: T over the divisors of the key/value heads that fit a node's NVLink
 domain; P over the divisors of devices / T up to the number of blocks; D = devices /
-(T·P); micro-batches b with D·b dividing the global batch. Each layout is validated as
+(T·P); micro-batches b with D·b dividing the global batch; ZeRO-1 or not;
+recomputation; sequence parallelism or not (T > 1). Each layout is validated as
 ``--tp/--pp`` would validate it (:func:`sim.parallel.layout.make_layout`). Its memory per
 GPU comes from :class:`sim.parallel.analytic.MemoryModel` (no costs); one that does not
 fit is counted and kept out of the ranking, never silently dropped. The rest are costed
@@ -14,6 +15,7 @@ the model FLOPs are the same for every layout).
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -77,6 +79,7 @@ def search(
     zero: tuple[int, ...] = (0, 1),
     recompute: tuple[str, ...] = ("none", "selective", "full"),
     schedules: tuple[str, ...] = ("1f1b",),
+    sequence_parallel: tuple[bool, ...] = (False, True),
     top: int = 10,
 ) -> SearchResult:
     """Search the layouts of ``scenario``'s devices (its batch fields are ignored)."""
@@ -99,62 +102,67 @@ def search(
         for pp in _divisors(devices // tp):
             if pp > shape.layers:
                 continue
-            for b in micro_batches:
-                for z in zero:
-                    for rc in recompute:
-                        for sched in schedules:
-                            try:
-                                lay = make_layout(
-                                    devices=devices,
-                                    devices_per_node=per_node,
-                                    heads=shape.heads,
-                                    kv_heads=shape.kv_heads,
-                                    blocks=shape.layers,
-                                    global_batch=global_batch,
-                                    micro_batch=b,
-                                    tp=tp,
-                                    pp=pp,
-                                    schedule=sched,
-                                    recompute=rc,
-                                    zero=z,
-                                )
-                            except InputError:
-                                continue
-                            if lay.dp == 1 and z:
-                                continue  # ZeRO-1 over one replica is no ZeRO
-                            enumerated += 1
-                            mem = max(memory.stage_bytes(lay))
-                            if mem > limit:
-                                pruned += 1
-                                if closest is None or mem < closest.memory_bytes:
-                                    closest = Candidate(lay, mem, False)
-                                continue
-                            plans = plan_stages(
-                                workload,
-                                hw,
-                                lay,
-                                model,
-                                dtype=scenario.dtype,
-                                optimizer=scenario.optimizer,
-                                algorithm=scenario.collective_algorithm,
-                                cache=cache,
-                                labels=False,
-                            )
-                            est = estimate(plans, lay)
-                            it = est.iteration_s
-                            mfu = plans.model_flops / (it * devices * peak)
-                            costed.append(
-                                Candidate(
-                                    lay,
-                                    mem,
-                                    True,
-                                    it,
-                                    mfu,
-                                    plans.hardware_flops / (it * devices) / 1e12,
-                                    lay.global_batch * plans.seq_len / it,
-                                    est.bubble_fraction,
-                                )
-                            )
+            choices = itertools.product(
+                micro_batches,
+                zero,
+                recompute,
+                schedules,
+                sequence_parallel if tp > 1 else (False,),
+            )
+            for b, z, rc, sched, sp in choices:
+                try:
+                    lay = make_layout(
+                        devices=devices,
+                        devices_per_node=per_node,
+                        heads=shape.heads,
+                        kv_heads=shape.kv_heads,
+                        blocks=shape.layers,
+                        global_batch=global_batch,
+                        micro_batch=b,
+                        tp=tp,
+                        pp=pp,
+                        schedule=sched,
+                        recompute=rc,
+                        zero=z,
+                        sequence_parallel=sp,
+                    )
+                except InputError:
+                    continue
+                if lay.dp == 1 and z:
+                    continue  # ZeRO-1 over one replica is no ZeRO
+                enumerated += 1
+                mem = max(memory.stage_bytes(lay))
+                if mem > limit:
+                    pruned += 1
+                    if closest is None or mem < closest.memory_bytes:
+                        closest = Candidate(lay, mem, False)
+                    continue
+                plans = plan_stages(
+                    workload,
+                    hw,
+                    lay,
+                    model,
+                    dtype=scenario.dtype,
+                    optimizer=scenario.optimizer,
+                    algorithm=scenario.collective_algorithm,
+                    cache=cache,
+                    labels=False,
+                )
+                est = estimate(plans, lay)
+                it = est.iteration_s
+                mfu = plans.model_flops / (it * devices * peak)
+                costed.append(
+                    Candidate(
+                        lay,
+                        mem,
+                        True,
+                        it,
+                        mfu,
+                        plans.hardware_flops / (it * devices) / 1e12,
+                        lay.global_batch * plans.seq_len / it,
+                        est.bubble_fraction,
+                    )
+                )
     costed.sort(key=lambda c: (c.iteration_s, c.memory_bytes))
     seconds = time.perf_counter() - t0
     notes = [
