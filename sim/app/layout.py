@@ -109,19 +109,7 @@ def search_layouts(request: LayoutSearchRequest) -> LayoutSearchReply:
         from sim.errors import InputError
 
         raise InputError("tune --layouts takes --global-batch", key="global-batch")
-    base = spec.replace(
-        tp=None,
-        pp=None,
-        dp=None,
-        micro_batch=None,
-        zero=None,
-        recompute=None,
-        schedule=None,
-        dp_sync=None,
-        sequence_parallel=False,
-        global_batch=None,
-        batch_per_device=1,
-    ).build()
+    base = spec.without_layout(batch_per_device=1).build()
     result = search(
         base,
         global_batch=spec.global_batch,

@@ -83,6 +83,23 @@ class ScenarioSpec:
             )
         ) or bool(self.sequence_parallel)
 
+    def without_layout(self, *, batch_per_device: int) -> ScenarioSpec:
+        """This spec with no layout option and ``batch_per_device`` samples per device
+        instead of a global batch: the data-parallel scenario a layout is built on."""
+        return self.replace(
+            global_batch=None,
+            batch_per_device=batch_per_device,
+            tp=None,
+            pp=None,
+            dp=None,
+            micro_batch=None,
+            zero=None,
+            recompute=None,
+            schedule=None,
+            dp_sync=None,
+            sequence_parallel=False,
+        )
+
     def build_layout(self) -> LayoutScenario:
         """The scenario under its 3D layout (:func:`sim.parallel.layout.make_layout`).
         Needs a built-in decoder and ``--global-batch``; stragglers and explicit ranks
@@ -103,19 +120,7 @@ class ScenarioSpec:
                 key="ranks",
             )
         micro = self.micro_batch if self.micro_batch is not None else 1
-        base = self.replace(
-            global_batch=None,
-            batch_per_device=micro,
-            tp=None,
-            pp=None,
-            dp=None,
-            micro_batch=None,
-            zero=None,
-            recompute=None,
-            schedule=None,
-            dp_sync=None,
-            sequence_parallel=False,
-        ).build()
+        base = self.without_layout(batch_per_device=micro).build()
         shape = decoder_shape(base.workload)
         layout = make_layout(
             devices=self.devices,

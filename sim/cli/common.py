@@ -121,3 +121,26 @@ def handles_errors(
 
 
 handles_input_errors = handles_errors()
+
+
+def check_run_outputs(
+    csv_path: str | None,
+    chrome_path: str | None,
+    html_path: str | None,
+    *,
+    inputs: tuple[str, ...],
+) -> None:
+    """Refuse, before any simulation, `dtsim run`'s outputs that coincide with each other
+    or with an input, or that cannot be written."""
+    from sim.cli.timeline import check_html_path
+    from sim.formats.io import check_distinct_outputs, check_writable
+
+    check_distinct_outputs(
+        {"--csv": csv_path, "--chrome-trace": chrome_path, "--html": html_path},
+        inputs=inputs,
+    )
+    for path in (csv_path, chrome_path):
+        if path:
+            check_writable(path)
+    if html_path:
+        check_html_path(html_path)

@@ -12,7 +12,7 @@ from click.core import ParameterSource
 from rich.table import Table
 
 from sim.app.layout import LAYOUT_DEFAULTS
-from sim.cli.common import emit_json, err, literal, out
+from sim.cli.common import check_run_outputs, emit_json, err, literal, out
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_time
 
@@ -234,19 +234,9 @@ def run_layout_cli(
 ) -> None:
     """``dtsim run --tp T --pp P ...``: the layout's Trace (stages as ranks) to files."""
     from sim.app.layout import run_layout
-    from sim.formats.io import check_distinct_outputs, check_writable, write_chrome_trace, write_csv
+    from sim.formats.io import write_chrome_trace, write_csv
 
-    check_distinct_outputs(
-        {"--csv": csv_path, "--chrome-trace": chrome_path, "--html": html_path},
-        inputs=(kw["hardware"], kw["workload"]),
-    )
-    for path in (csv_path, chrome_path):
-        if path:
-            check_writable(path)
-    if html_path:
-        from sim.cli.timeline import check_html_path
-
-        check_html_path(html_path)
+    check_run_outputs(csv_path, chrome_path, html_path, inputs=(kw["hardware"], kw["workload"]))
     result = run_layout(_request(kw))
     if csv_path:
         write_csv(result.trace, csv_path)

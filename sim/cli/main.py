@@ -14,7 +14,15 @@ from rich.table import Table
 
 from sim.app.spec import ScenarioSpec
 from sim.app.whatif import StrategyOptions
-from sim.cli.common import emit_json, err, error_line, handles_input_errors, literal, out
+from sim.cli.common import (
+    check_run_outputs,
+    emit_json,
+    err,
+    error_line,
+    handles_input_errors,
+    literal,
+    out,
+)
 from sim.cli.layout import (
     layout_options,
     layout_requested,
@@ -766,12 +774,7 @@ def run(
     """
     from sim.app.whatif import RunRequest
     from sim.app.whatif import run as run_job
-    from sim.formats.io import (
-        check_distinct_outputs,
-        check_writable,
-        write_chrome_trace,
-        write_csv,
-    )
+    from sim.formats.io import write_chrome_trace, write_csv
 
     if layout_requested(kw):
         refuse({"--strategy": strategy != "sync"})
@@ -781,17 +784,7 @@ def run(
         return
     options = _strategy_options(kw)
     request = RunRequest(spec=_spec(kw), strategy=strategy, options=options)
-    check_distinct_outputs(
-        {"--csv": csv_path, "--chrome-trace": chrome_path, "--html": html_path},
-        inputs=(kw["hardware"], kw["workload"]),
-    )
-    for path in (csv_path, chrome_path):
-        if path:
-            check_writable(path)
-    if html_path:
-        from sim.cli.timeline import check_html_path
-
-        check_html_path(html_path)
+    check_run_outputs(csv_path, chrome_path, html_path, inputs=(kw["hardware"], kw["workload"]))
     result = run_job(request)
     scenario, chosen, trace, stats, m = (
         result.scenario,
