@@ -11,20 +11,22 @@ The model is dtsim's own: the one-device step is the sum of every layer's forwar
 backward time (``sim.model.costs.layer_cost``: FLOPs / (peak x efficiency of the layer's
 kind and dtype), or bytes / memory bandwidth if larger, with its named costs:
 ``conv_speedup`` for 3x3 stride-1 convolutions, ``attention_parts`` for the score
-matrix's memory passes) plus the optimizer update (memory-bound) once per
-``accumulation`` steps; on one device the simulator adds nothing else
-(tests/test_published.py checks that it gives the same time).
+matrix's memory passes, ``elementwise_traffic_bytes`` for the bias additions, GELU,
+dropout and residual additions of each transformer block) plus the optimizer update
+(memory-bound) once per ``accumulation`` steps; on one device the simulator adds
+nothing else (tests/test_published.py checks that it gives the same time).
 
 What is fitted: two numbers per (profile, dtype), each set on a group of kinds:
 ``conv`` (fitted to ResNet-50: the rate of a direct convolution; 3x3 stride-1 layers
 run ``conv_speedup`` times faster), and ``linear`` with ``attention`` tied to it (fitted
 to BERT-large at sequence 128: the efficiency of the built-in BERT's attention GEMMs,
 its Q/K/V/output projections and score products; the softmax's passes over the score
-matrix are charged at memory bandwidth apart). A group is fitted only where its kinds carry at
-least 20% of the FLOPs of a fitted row; every other kind keeps the profile's value
-(assumed, and said so in the YAML). The fit is least squares on log(predicted /
-published), solved by Gauss-Newton with a numerical Jacobian from the current profile
-values; with as many rows as unknowns it is an exact solve, and it is deterministic.
+matrix and each block's element-wise kernels are charged at memory bandwidth apart). A
+group is fitted only where its kinds carry at least 20% of the FLOPs of a fitted row;
+every other kind keeps the profile's value (assumed, and said so in the YAML). The fit
+is least squares on log(predicted / published), solved by Gauss-Newton with a numerical
+Jacobian from the current profile values; with as many rows as unknowns it is an exact
+solve, and it is deterministic.
 """
 
 from __future__ import annotations

@@ -100,6 +100,7 @@ def gpt(hidden: int, layers: int, heads: int) -> DecoderShape:
         bias=True,
         tied_embeddings=True,
         learned_positions=True,
+        dropout=True,
     )
 
 
@@ -315,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"over 15%: {len(over)} rows. The named cost is GEMM efficiency: stage-0 compute "
             f"is at least {share:.0%} of each of these iterations, at the profiles' bf16 "
-            f"linear efficiency (fitted to single-GPU CNN/BERT runs, small GEMMs); large "
+            f"linear efficiency (fitted to single-GPU CNN/BERT runs, small GEMMs, with each "
+            f"block's element-wise kernels charged apart at memory bandwidth); large "
             f"models' 12288- and 20480-wide GEMMs run near {x:.2f} of peak, which the "
             "one-point fit below finds from one row and which moves every other row "
             "within the error printed there"

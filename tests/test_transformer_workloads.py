@@ -7,14 +7,16 @@ f feed-forward width, V vocabulary, N parameters. FLOPs count a multiply-accumul
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 
 import pytest
 
 from sim.errors import InputError
+from sim.parallel.tensor import split_layer
 from workloads import load_workload
 from workloads.builtin import BUILTIN
-from workloads.model import Workload
+from workloads.model import Elementwise, Workload
 from workloads.transformer import (
     GPT3_175B,
     LLAMA2_7B,
@@ -268,3 +270,26 @@ def test_impossible_shapes_are_refused(kwargs, message):
     }
     with pytest.raises(ValueError, match=message):
         DecoderShape(**{**base, **kwargs})
+
+
+def test_tensor_parallel_split_of_the_folded_kernels():
+    """The kernels folded into a layer run on the part of its output a rank holds: after
+    a column-parallel linear 1/T of it; after a row-parallel linear the whole output
+    (replicated, as Megatron adds the bias, dropout and residual after the all-reduce),
+    or 1/T of the tokens with sequence parallelism; an embedding's dropout likewise."""
+    sh = 2048 * 12288
+    layers = {la.name: la for la in load_workload("gpt3-175b").layers}
+    o_proj = layers["model.layers.0.self_attn.o_proj"]
+    assert split_layer(o_proj, 8).elementwise == Elementwise(3 * sh, 6 * sh, sh)
+    assert split_layer(o_proj, 8, sequence_parallel=True).elementwise == Elementwise(
+        3 * sh / 8, 6 * sh / 8, sh / 8
+    )
+    positions = layers["model.embed_positions"]
+    assert split_layer(positions, 4).elementwise == positions.elementwise
+    assert split_layer(positions, 4, sequence_parallel=True).elementwise == (
+        positions.elementwise.scaled(1 / 4)
+    )
+    bert_like = dataclasses.replace(
+        layers["model.layers.0.mlp.gate_up_proj"], elementwise=Elementwise(8.0, 16.0, 0.0)
+    )
+    assert split_layer(bert_like, 8).elementwise == Elementwise(1.0, 2.0, 0.0)

@@ -20,7 +20,10 @@ for Neural Language Models", section 2.1).
 What is folded into a neighbouring layer rather than appended: ReLU/GELU/tanh,
 dropout, residual additions and channel concatenation (their cost is a few FLOPs per
 element, small next to the layers around them); torchvision's adaptive average pools
-that are the identity at the model's nominal input size.
+that are the identity at the model's nominal input size. Where a builder names them
+(``then=`` on ``linear``, ``attention``, ``layernorm``: the transformer blocks), their
+memory traffic is counted on the layer they follow (:mod:`workloads.elementwise`) and
+charged at memory bandwidth; elsewhere (the CNNs) they are not charged.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from workloads.elementwise import kernels
 from workloads.model import Layer, Workload
 
 Shape = tuple[int, ...]
@@ -227,8 +231,9 @@ class Builder:
             name, "batchnorm", out, (c, c), fwd_flops=NORM_FLOPS_PER_ELEMENT * numel(out)
         )
 
-    def layernorm(self, name: str) -> Shape:
-        """Layer normalisation over the last dimension (2*features params)."""
+    def layernorm(self, name: str, then: Sequence[str] = ()) -> Shape:
+        """Layer normalisation over the last dimension (2*features params); ``then``:
+        element-wise kernels run on its output (:mod:`workloads.elementwise`)."""
         features = self._shape[-1]
         out = self._shape
         return self._add(
@@ -237,6 +242,7 @@ class Builder:
             out,
             (features, features),
             fwd_flops=NORM_FLOPS_PER_ELEMENT * numel(out),
+            then=then,
         )
 
     def lrn(self, name: str, size: int = 5) -> Shape:
@@ -282,12 +288,20 @@ class Builder:
         flops = numel(self._shape)
         return self._add(name, f"{mode}pool", (c, 1, 1), (), fwd_flops=flops)
 
-    def linear(self, name: str, out_features: int, bias: bool = True, tied: bool = False) -> Shape:
+    def linear(
+        self,
+        name: str,
+        out_features: int,
+        bias: bool = True,
+        tied: bool = False,
+        then: Sequence[str] = (),
+    ) -> Shape:
         """Fully connected layer on a vector (F,) or on every token of a sequence (T, F).
 
         weights = F * out_features (+ out_features biases); MACs per sample =
         T * F * out_features. ``tied=True`` shares its weight with an embedding counted
         elsewhere (GPT-2's output projection), so it adds FLOPs but no parameters.
+        ``then``: element-wise kernels run on its output (:mod:`workloads.elementwise`).
         """
         if len(self._shape) not in (1, 2):
             raise ValueError(
@@ -303,7 +317,7 @@ class Builder:
         else:
             tensors = (weights, out_features) if bias else (weights,)
         out = (*self._shape[:-1], out_features)
-        return self._add(name, "linear", out, tensors, fwd_flops=2 * tokens * weights)
+        return self._add(name, "linear", out, tensors, fwd_flops=2 * tokens * weights, then=then)
 
     def embedding(self, name: str, num_embeddings: int, dim: int, add: bool = False) -> Shape:
         """A learned table of ``num_embeddings`` x ``dim`` parameters.
@@ -330,7 +344,14 @@ class Builder:
             name, "embedding", out, (num_embeddings * dim,), fwd_flops=fwd, bwd_flops=tokens * dim
         )
 
-    def attention(self, name: str, heads: int, fused_qkv: bool = False, bias: bool = True) -> Shape:
+    def attention(
+        self,
+        name: str,
+        heads: int,
+        fused_qkv: bool = False,
+        bias: bool = True,
+        then: Sequence[str] = (),
+    ) -> Shape:
         """Multi-head self-attention on a (T, H) sequence, with its output projection.
 
         Parameters: Q, K, V and output projections, 4*H*H weights + 4*H biases
@@ -339,7 +360,9 @@ class Builder:
         ``fused_qkv`` registers Q, K, V as one tensor (GPT-2's ``c_attn``).
 
         Activation elements are what backward keeps: Q, K, V (3*T*H), the softmax
-        output (heads*T*T), the per-head context (T*H) and the output (T*H).
+        output (heads*T*T), the per-head context (T*H) and the output (T*H). ``then``:
+        element-wise kernels over T*H elements (:mod:`workloads.elementwise`); the score
+        matrix's own passes are ``sim.model.costs.attention_parts``'.
         """
         if len(self._shape) != 2:
             raise ValueError(f"{name}: attention needs (tokens, hidden) input, got {self._shape}")
@@ -369,6 +392,7 @@ class Builder:
             fwd_flops=fwd,
             activation=5 * th + scores,
             io=io,
+            then=then,
         )
 
     # ---------------------------------------------------------------- result
@@ -405,6 +429,7 @@ class Builder:
         bwd_flops: float | None = None,
         activation: float | None = None,
         io: float | None = None,
+        then: Sequence[str] = (),
     ) -> Shape:
         if not name:
             raise ValueError("a layer needs a name")
@@ -424,6 +449,7 @@ class Builder:
             ),
             io_elements_per_sample=float(numel(self._shape) + out_elements if io is None else io),
             param_tensors=param_tensors,
+            elementwise=kernels(then, out_elements),
         )
         self._names.add(name)
         self._layers.append(layer)

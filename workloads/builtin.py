@@ -280,6 +280,15 @@ def mlp() -> Workload:
 # ---------------------------------------------------------------------------- BERT
 
 BERT_LARGE_MAX_POSITIONS = 512
+# The element-wise kernels of a BERT layer (workloads.elementwise), as NVIDIA's
+# DeepLearningExamples PyTorch/LanguageModeling/BERT/modeling.py runs them (the code
+# behind the published BERT rows): BertSelfAttention makes the per-head context
+# contiguous (permute(0, 2, 1, 3).contiguous()); BertSelfOutput and BertOutput run
+# dense, dropout, then LayerNorm(hidden_states + input_tensor) (the addition is its own
+# kernel before apex's fused LayerNorm); BertIntermediate is LinearActivation, whose
+# GEMM runs without its bias and whose bias_gelu adds it with the GELU in one kernel;
+# BertEmbeddings ends with a dropout after its LayerNorm.
+ATTENTION_OUTPUT_KERNELS = ("copy", "dropout", "residual_add")
 
 
 def bert_large(seq_len: int = 512) -> Workload:
@@ -295,13 +304,13 @@ def bert_large(seq_len: int = 512) -> Workload:
     b.embedding("embeddings.word", 30522, hidden)
     b.embedding("embeddings.position", BERT_LARGE_MAX_POSITIONS, hidden, add=True)
     b.embedding("embeddings.token_type", 2, hidden, add=True)
-    b.layernorm("embeddings.layernorm")
+    b.layernorm("embeddings.layernorm", then=("dropout",))
     for i in range(layers):
         p = f"encoder.{i}."
-        b.attention(p + "attention", heads)
+        b.attention(p + "attention", heads, then=ATTENTION_OUTPUT_KERNELS)
         b.layernorm(p + "attention.layernorm")
-        b.linear(p + "intermediate", ffn)
-        b.linear(p + "output", hidden)
+        b.linear(p + "intermediate", ffn, then=("bias_gelu",))
+        b.linear(p + "output", hidden, then=("dropout", "residual_add"))
         b.layernorm(p + "output.layernorm")
     b.set_shape((hidden,))  # the pooler reads the first ([CLS]) token only
     b.linear("pooler", hidden)
@@ -331,6 +340,13 @@ _GPT2_SIZES = {
 }
 
 
+# GPT-2's element-wise kernels, as Hugging Face transformers' modeling_gpt2.py runs
+# them: GPT2Attention merges the heads into a contiguous tensor, then c_proj and
+# resid_dropout, and GPT2Block adds the residual; GPT2MLP's Conv1D (addmm: bias in the
+# GEMM) is followed by its GELU, then c_proj, dropout and the residual addition. The
+# embeddings' dropout (once per model) is not counted.
+
+
 def _gpt2(size: str, seq_len: int) -> Workload:
     seq_len = _check_seq_len(seq_len, GPT2_CONTEXT)
     layers, hidden, heads = _GPT2_SIZES[size]
@@ -340,10 +356,10 @@ def _gpt2(size: str, seq_len: int) -> Workload:
     for i in range(layers):
         p = f"h.{i}."
         b.layernorm(p + "ln_1")
-        b.attention(p + "attn", heads, fused_qkv=True)
+        b.attention(p + "attn", heads, fused_qkv=True, then=ATTENTION_OUTPUT_KERNELS)
         b.layernorm(p + "ln_2")
-        b.linear(p + "mlp.c_fc", 4 * hidden)
-        b.linear(p + "mlp.c_proj", hidden)
+        b.linear(p + "mlp.c_fc", 4 * hidden, then=("gelu",))
+        b.linear(p + "mlp.c_proj", hidden, then=("dropout", "residual_add"))
     b.layernorm("ln_f")
     b.linear("lm_head", GPT2_VOCAB, bias=False, tied=True)  # weight shared with wte
     name = f"gpt2-{size}" + ("" if seq_len == GPT2_CONTEXT else f":{seq_len}")

@@ -19,7 +19,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from sim.errors import InputError
 from sim.formats.io import read_yaml_mapping, validation_problem
 from sim.model.hardware import unknown_kind
-from workloads.model import Layer, MeasuredTime, MeasuredUpdate, Workload
+from workloads.model import (
+    NO_ELEMENTWISE,
+    Elementwise,
+    Layer,
+    MeasuredTime,
+    MeasuredUpdate,
+    Workload,
+)
 
 
 def _plain_number(value: Any) -> Any:
@@ -76,6 +83,14 @@ class MeasuredUpdateSpec(_Strict):
     repeats: Count = 0
 
 
+class ElementwiseSpec(_Strict):
+    """Element-wise kernels folded into a layer (workloads.model.Elementwise)."""
+
+    forward_elements_per_sample: Amount = 0.0
+    backward_elements_per_sample: Amount = 0.0
+    mask_elements_per_sample: Amount = 0.0
+
+
 class LayerSpec(_Strict):
     """One layer as written in YAML (per-sample quantities)."""
 
@@ -88,6 +103,7 @@ class LayerSpec(_Strict):
     activation_bytes_per_sample: Amount | None = None
     io_elements_per_sample: Amount | None = None
     param_tensors: Annotated[list[PositiveCount], Field(max_length=MAX_ENTRIES)] | None = None
+    elementwise: ElementwiseSpec | None = None
     measured: (
         dict[Text, Annotated[list[MeasuredPointSpec], Field(min_length=1, max_length=MAX_ENTRIES)]]
         | None
@@ -181,6 +197,13 @@ def to_document(workload: Workload) -> dict[str, Any]:
             "io_elements_per_sample": number(layer.io_elements_per_sample),
             "param_tensors": list(layer.param_tensors),
         }
+        e = layer.elementwise
+        if e != NO_ELEMENTWISE:
+            item["elementwise"] = {
+                "forward_elements_per_sample": number(e.forward_elements),
+                "backward_elements_per_sample": number(e.backward_elements),
+                "mask_elements_per_sample": number(e.mask_elements),
+            }
         if layer.measured:
             item["measured"] = {
                 device: [
@@ -279,5 +302,14 @@ def _to_layer(layer: LayerSpec, dtype_bytes: int, *, file: str, where: str) -> L
         activation_elements_per_sample=activation,
         io_elements_per_sample=io,
         param_tensors=tensors,
+        elementwise=(
+            NO_ELEMENTWISE
+            if layer.elementwise is None
+            else Elementwise(
+                layer.elementwise.forward_elements_per_sample,
+                layer.elementwise.backward_elements_per_sample,
+                layer.elementwise.mask_elements_per_sample,
+            )
+        ),
         measured=MappingProxyType(measured),
     )

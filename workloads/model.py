@@ -39,6 +39,39 @@ class MeasuredUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class Elementwise:
+    """Memory-bound element-wise kernels folded into a layer (bias adds, activations,
+    dropout, residual additions, layout copies), per sample: elements of the training
+    dtype read plus written by them in forward and in backward, and dropout-mask elements
+    (one byte each, written in forward and read in backward). Counted per kernel by
+    :mod:`workloads.elementwise`; charged at memory bandwidth by
+    ``sim.model.costs.elementwise_traffic_bytes``."""
+
+    forward_elements: float = 0.0
+    backward_elements: float = 0.0
+    mask_elements: float = 0.0
+
+    def __add__(self, other: Elementwise) -> Elementwise:
+        return Elementwise(
+            self.forward_elements + other.forward_elements,
+            self.backward_elements + other.backward_elements,
+            self.mask_elements + other.mask_elements,
+        )
+
+    def scaled(self, factor: float) -> Elementwise:
+        """The same kernels over ``factor`` times as many elements (a tensor-parallel
+        rank's share)."""
+        return Elementwise(
+            self.forward_elements * factor,
+            self.backward_elements * factor,
+            self.mask_elements * factor,
+        )
+
+
+NO_ELEMENTWISE = Elementwise()
+
+
+@dataclass(frozen=True, slots=True)
 class Layer:
     """One layer of a model, per sample.
 
@@ -49,6 +82,8 @@ class Layer:
         (inputs + outputs), used by the memory side of the roofline.
     param_tensors: sizes of the individual parameter tensors (e.g. weight, bias),
         in the order a framework registers them; used by ``--per-tensor``.
+    elementwise: the memory-bound element-wise kernels that run on this layer's output
+        and are not layers of their own (:class:`Elementwise`).
     measured: device type -> measured times at given batch sizes (from calibration).
     """
 
@@ -60,6 +95,7 @@ class Layer:
     activation_elements_per_sample: float
     io_elements_per_sample: float
     param_tensors: tuple[int, ...] = ()
+    elementwise: Elementwise = NO_ELEMENTWISE
     measured: Mapping[str, tuple[MeasuredTime, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )

@@ -25,6 +25,13 @@ into units)::
     model.norm              final norm
     lm_head                 V·h (tied to the embedding for GPT-3: FLOPs, no parameters)
 
+The residual additions after ``o_proj`` and ``down_proj`` (with the bias and dropout,
+where the model has them) are element-wise kernels folded into those layers
+(:mod:`workloads.elementwise`), as Megatron-LM's ParallelTransformerLayer runs them:
+one fused ``bias_dropout_add`` each (``megatron/model/transformer.py``), or a plain
+residual addition for models trained without dropout (Llama). A model with dropout
+also drops out the embeddings' output.
+
 FLOPs of the attention core count the whole s x s score matrix (Q Kᵀ and the weighted
 sum of V, 2·s²·h each, plus the softmax), as Megatron-LM's formula does (Narayanan et
 al., SC'21, arXiv:2104.04473, appendix) and as the "model FLOPs" of MFU figures do
@@ -44,7 +51,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workloads.algebra import NORM_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT
-from workloads.model import Layer, Workload
+from workloads.elementwise import kernels
+from workloads.model import NO_ELEMENTWISE, Elementwise, Layer, Workload
 
 # RMSNorm (Zhang & Sennrich, NeurIPS 2019): square (1), mean (1), multiply by the
 # reciprocal root (1), scale by the weight (1) per element.
@@ -90,7 +98,8 @@ class DecoderShape:
     "layer"; mlp: "swiglu" (gate, up, down) or "gelu" (up, down); bias: linear layers
     and norms carry biases; tied_embeddings: the output layer reuses the token table;
     learned_positions: a position table added to the tokens (else rotary: no
-    parameters, its few FLOPs folded into the attention core).
+    parameters, its few FLOPs folded into the attention core); dropout: trained with
+    hidden and embedding dropout (GPT-3, Megatron-LM's GPT runs: 0.1; Llama: none).
     """
 
     hidden: int
@@ -106,6 +115,7 @@ class DecoderShape:
     tied_embeddings: bool = False
     learned_positions: bool = False
     flash_attention: bool = True
+    dropout: bool = False
 
     def __post_init__(self) -> None:
         for key in ("hidden", "layers", "heads", "kv_heads", "ffn", "vocab", "max_positions"):
@@ -139,6 +149,7 @@ def _layer(
     activation: int,
     io: int,
     bwd_flops: int | None = None,
+    elementwise: Elementwise = NO_ELEMENTWISE,
 ) -> Layer:
     return Layer(
         name=name,
@@ -149,6 +160,7 @@ def _layer(
         activation_elements_per_sample=float(activation),
         io_elements_per_sample=float(io),
         param_tensors=tensors,
+        elementwise=elementwise,
     )
 
 
@@ -163,13 +175,29 @@ def _norm(shape: DecoderShape, name: str, s: int) -> Layer:
     return _layer(name, f"{shape.norm}norm", tensors, flops, s * h, 2 * s * h)
 
 
-def _linear(shape: DecoderShape, name: str, s: int, widths: tuple[int, ...], d_in: int) -> Layer:
+def _linear(
+    shape: DecoderShape,
+    name: str,
+    s: int,
+    widths: tuple[int, ...],
+    d_in: int,
+    then: tuple[str, ...] = (),
+) -> Layer:
     """One or more projections of the same input (Q, K, V; gate, up), registered as
-    separate weight tensors (then their biases) as ``nn.Linear`` modules would be."""
+    separate weight tensors (then their biases) as ``nn.Linear`` modules would be;
+    ``then``: element-wise kernels on the output (:mod:`workloads.elementwise`)."""
     weights = tuple(d_in * w for w in widths)
     tensors = weights + (widths if shape.bias else ())
     out = sum(widths)
-    return _layer(name, "linear", tensors, 2 * s * d_in * out, s * out, s * (d_in + out))
+    return _layer(
+        name,
+        "linear",
+        tensors,
+        2 * s * d_in * out,
+        s * out,
+        s * (d_in + out),
+        elementwise=kernels(then, s * out),
+    )
 
 
 def _attention_core(shape: DecoderShape, name: str, s: int) -> Layer:
@@ -204,7 +232,19 @@ def decoder_layers(shape: DecoderShape, seq_len: int) -> tuple[Layer, ...]:
     s, h, f, v = seq_len, shape.hidden, shape.ffn, shape.vocab
     # A lookup has no forward FLOPs; its backward scatters s·h gradient elements into
     # the table (workloads.algebra's embedding convention).
-    out = [_layer("model.embed_tokens", "embedding", (v * h,), 0, s * h, 2 * s * h, s * h)]
+    drop = kernels(("dropout",) if shape.dropout else (), s * h)
+    out = [
+        _layer(
+            "model.embed_tokens",
+            "embedding",
+            (v * h,),
+            0,
+            s * h,
+            2 * s * h,
+            s * h,
+            elementwise=NO_ELEMENTWISE if shape.learned_positions else drop,
+        )
+    ]
     if shape.learned_positions:
         out.append(
             _layer(
@@ -215,20 +255,22 @@ def decoder_layers(shape: DecoderShape, seq_len: int) -> tuple[Layer, ...]:
                 s * h,
                 3 * s * h,
                 s * h,
+                elementwise=drop,
             )
         )
     up_widths = (f, f) if shape.mlp == "swiglu" else (f,)
+    residual = ("bias_dropout_add",) if shape.dropout else ("residual_add",)
     for i in range(shape.layers):
         p = f"model.layers.{i}."
         out += [
             _norm(shape, p + "input_layernorm", s),
             _linear(shape, p + "self_attn.qkv_proj", s, (h, shape.kv_width, shape.kv_width), h),
             _attention_core(shape, p + "self_attn.core", s),
-            _linear(shape, p + "self_attn.o_proj", s, (h,), h),
+            _linear(shape, p + "self_attn.o_proj", s, (h,), h, residual),
             _norm(shape, p + "post_attention_layernorm", s),
             _linear(shape, p + "mlp.gate_up_proj", s, up_widths, h),
             _act(shape, p + "mlp.act", s),
-            _linear(shape, p + "mlp.down_proj", s, (h,), f),
+            _linear(shape, p + "mlp.down_proj", s, (h,), f, residual),
         ]
     out.append(_norm(shape, "model.norm", s))
     head_tensors = () if shape.tied_embeddings else (v * h,)
@@ -280,6 +322,7 @@ GPT3_175B = DecoderShape(
     bias=True,
     tied_embeddings=True,
     learned_positions=True,
+    dropout=True,
 )
 
 

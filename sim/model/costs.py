@@ -20,6 +20,10 @@ Two named costs refine the roofline where a layer is not one GEMM-like kernel:
   kernels; the GEMMs take the roofline and the score traffic is added at memory
   bandwidth. An attention core without parameters (the decoders of
   ``workloads.transformer``) is one fused kernel and keeps the plain roofline.
+- :func:`elementwise_traffic_bytes`: the memory-bound element-wise kernels a workload
+  folds into a layer (a transformer block's bias additions, GELU, dropout, residual
+  additions; counted per kernel in ``workloads.elementwise``) run after the layer's own
+  kernels, so their bytes are added at memory bandwidth, forward and backward.
 """
 
 from __future__ import annotations
@@ -207,6 +211,15 @@ def score_traffic_bytes(scores: float, dtype_bytes: int) -> tuple[float, float]:
     )
 
 
+def elementwise_traffic_bytes(layer: Layer, dtype_bytes: int) -> tuple[float, float]:
+    """Forward and backward bytes per sample moved by the element-wise kernels folded
+    into ``layer`` (:class:`workloads.model.Elementwise`): their elements in the
+    training dtype and their dropout masks at :data:`DROPOUT_MASK_BYTES`."""
+    e = layer.elementwise
+    masks = e.mask_elements * DROPOUT_MASK_BYTES
+    return e.forward_elements * dtype_bytes + masks, e.backward_elements * dtype_bytes + masks
+
+
 def layer_cost(
     layer: Layer,
     device: Device,
@@ -222,12 +235,32 @@ def layer_cost(
     with parameters and any layer before it, whose input is the data): its roofline
     backward is the weight-gradient part only (see :func:`backward_flops`). Measured
     times already are what the framework ran. Roofline times divide a convolution's
-    FLOPs by :func:`conv_speedup` and split an attention layer by
-    :func:`attention_parts`.
+    FLOPs by :func:`conv_speedup`, split an attention layer by :func:`attention_parts`
+    and add the folded element-wise kernels' bytes (:func:`elementwise_traffic_bytes`)
+    at memory bandwidth, the backward's wherever the layer has a backward.
     """
     measured = layer.measured.get(device.model)
     if measured:
         return _measured_at(measured, batch)
+    cost = _roofline(layer, device, batch, dtype, dtype_bytes, input_gradient)
+    fwd_bytes, bwd_bytes = elementwise_traffic_bytes(layer, dtype_bytes)
+    if not fwd_bytes and not bwd_bytes:
+        return cost
+    bw = device.memory_bandwidth_bytes_per_s
+    bwd = cost.backward_s + bwd_bytes * batch / bw if cost.backward_s else 0.0
+    return LayerCost(cost.forward_s + fwd_bytes * batch / bw, bwd, cost.source)
+
+
+def _roofline(
+    layer: Layer,
+    device: Device,
+    batch: int,
+    dtype: str,
+    dtype_bytes: int,
+    input_gradient: bool,
+) -> LayerCost:
+    """The layer's own kernels: FLOPs against bytes, with :func:`conv_speedup` and
+    :func:`attention_parts`."""
     peak = device.peak_flops[dtype] * device.efficiency_for(layer.kind, dtype)
     peak *= conv_speedup(layer, device, dtype)
     bw = device.memory_bandwidth_bytes_per_s

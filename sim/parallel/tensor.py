@@ -91,6 +91,7 @@ def split_layer(layer: Layer, tp: int, sequence_parallel: bool = False) -> Layer
             bwd_flops_per_sample=layer.bwd_flops_per_sample / tp,
             activation_elements_per_sample=act / tp,
             io_elements_per_sample=layer.io_elements_per_sample / tp,
+            elementwise=layer.elementwise.scaled(1 / tp),
         )
     else:  # norms, position table: replicated
         return layer
@@ -102,4 +103,6 @@ def split_layer(layer: Layer, tp: int, sequence_parallel: bool = False) -> Layer
         bwd_flops_per_sample=layer.bwd_flops_per_sample / tp,
         activation_elements_per_sample=act_out,
         io_elements_per_sample=io,
+        # Folded element-wise kernels run on the part of the output this rank holds.
+        elementwise=layer.elementwise.scaled(act_out / act if act else 1 / tp),
     )
