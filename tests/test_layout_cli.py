@@ -28,6 +28,8 @@ def test_whatif_layout_prints_mfu_and_memory():
     assert "memory per GPU:" in text and "fits" in text
     assert "--dtype bf16, --optimizer adam, --iterations 4" in r.stderr
     assert "not modelled" in r.stderr
+    # How far the fitted efficiencies carry to large models is said with the figures.
+    assert "below their TFLOP/s per GPU" in " ".join(r.stderr.split())
 
 
 def test_whatif_layout_json():
