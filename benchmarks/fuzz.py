@@ -1054,8 +1054,10 @@ def problems(r: Result) -> list[str]:
     if r.code == "hang":
         out.append("hang")
     # A sweep stopped by SIGINT ends with the shell's code for it, 128 + 2 (or 0 if it
-    # finished first); -2 is a signal that came before the interpreter had set up its
-    # handlers (its first milliseconds: seen only on a machine loaded 4 times over).
+    # finished first). -2 is the process ended by the signal itself, which a shell also
+    # reports as 130: 1 to 3 of the 22 interrupted sweeps of a 10,000-case run, with no
+    # output and nothing damaged, at timings not reproduced alone (which handler state let
+    # it through is not known yet).
     expected = (0, 130, -2) if r.case.signal_after_s is not None else (0, 1, 2)
     if r.code not in (*expected, "hang"):
         out.append(f"exit code {r.code}")
