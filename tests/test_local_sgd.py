@@ -103,3 +103,36 @@ def test_whatif_runs_it_beside_sync():
     # Communicating a quarter as often cannot be slower than sync.
     assert rows["local-sgd:4"]["iteration_time_s"] <= rows["sync"]["iteration_time_s"]
     assert rows["local-sgd:4"]["update_rule"] == "local-sgd:4"
+
+
+def test_a_steady_state_is_whole_periods_of_k():
+    """Found by the 10,000-case fuzz: with rank 1 a thousand times slower, rank 0's
+    three iterations between averages are identical, and a period of 1 was taken as the
+    steady state (38.8 us per iteration, below the slow rank's compute: an internal
+    error). A steady state of local-sgd:k is whole periods of k iterations."""
+    from sim.analysis.bounds import check_bounds
+    from sim.analysis.metrics import steady_state
+    from sim.app.spec import ScenarioSpec
+    from sim.app.whatif import WhatifRequest, whatif
+    from sim.engine.simulate import simulate
+
+    spec = ScenarioSpec(
+        hardware="dgx-a100",
+        workload="mlp",
+        devices=8,
+        global_batch=64,
+        iterations=6,
+        ranks="explicit",
+        slow_ranks=((1, 0.001),),
+    )
+    strategy = parse_strategy("local-sgd:4")
+    assert strategy.period == 4 and parse_strategy("delayed:2").period == 2
+    trace, _ = simulate(spec.build(), strategy)
+    steady = steady_state(trace)
+    assert steady.period % 4 == 0  # 0: not settled in 6 iterations
+    check_bounds(trace, steady)
+    rows = whatif(dataclasses.replace(WhatifRequest(spec), strategies="local-sgd:4")).rows
+    (row,) = rows
+    # Rank 1 computes 1000x slower: a period of 4 iterations takes 4 of its iterations.
+    slow = trace.meta.work.forward_backward_s[0] * 1000 if trace.meta.work else 0.0
+    assert row["iteration_time_s"] >= slow * (1 - 1e-9)

@@ -109,10 +109,12 @@ def _ends(trace: Trace, rank: int, its: set[int]) -> dict[int, tuple[float, floa
     return {t: (last[t], total[t] / count[t]) for t in last}
 
 
-def _trailing_period(rows: np.ndarray, tol: float) -> int:
-    """The smallest p such that the last p rows repeat the p before them (each within
-    ``tol`` of the row p earlier); 0 if there is none."""
-    for p in range(1, len(rows) // 2 + 1):
+def _trailing_period(rows: np.ndarray, tol: float, step: int = 1) -> int:
+    """The smallest multiple p of ``step`` (the schedule's own period) such that the last
+    p rows repeat the p before them (each within ``tol`` of the row p earlier); 0 if
+    there is none. A shorter p can look repeated inside one period of the schedule
+    (local-sgd:4's three iterations between averages) without being its steady state."""
+    for p in range(step, len(rows) // 2 + 1, step):
         if np.all(np.abs(rows[-p:] - rows[-2 * p : -p]) <= tol):
             return p
     return 0
@@ -167,7 +169,7 @@ def steady_state(trace: Trace, rank: int = 0) -> SteadyState:
         return SteadyState(
             tuple(after), bool(np.all(gap <= JITTER_STEADY_TOLERANCE * mean_window)), 0
         )
-    p = _trailing_period(rows, PERIOD_RTOL * mean_window)
+    p = _trailing_period(rows, PERIOD_RTOL * mean_window, max(1, trace.meta.period or 1))
     if not p:
         return SteadyState(tuple(after), False, 0)
     return SteadyState(tuple(usable[-p:]), True, p)

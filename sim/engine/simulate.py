@@ -188,7 +188,7 @@ def simulate(
         devices=scenario.devices,
         iterations=scenario.iterations,
         warmup_iterations=warmup_iterations(scenario, strategy),
-        period=strategy.channels,
+        period=strategy.period,
         jitter=sigma,
         device_memory_bytes=scenario.hardware.device.memory_bytes,
         static_memory_bytes=dict(memory),

@@ -128,7 +128,8 @@ class TraceMeta:
     warmup_iterations: int | None = None
     """Iterations before the steady windows are measured (metrics take 1 when absent)."""
     period: int | None = None
-    """Iterations over which the schedule can repeat (the strategy's channels)."""
+    """Iterations over which the schedule can repeat (the strategy's period: its channels,
+    k for local-sgd:k); a steady state is whole periods of it."""
     jitter: float | bool | None = None
     """σ of the lognormal compute-time noise (0: none); True for a measured trace,
     whose noise has no single size. Either way a noisy run repeats nothing exactly."""

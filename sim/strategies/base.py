@@ -140,6 +140,12 @@ class Strategy(Protocol):
     def channels(self) -> int: ...
 
     @property
+    def period(self) -> int:
+        """Iterations after which its task graph repeats (its channels; k for a strategy
+        that synchronises every k iterations): a steady state is whole periods of it."""
+        ...
+
+    @property
     def staleness(self) -> int: ...
 
     @property
@@ -176,6 +182,10 @@ class StrategyDefaults:
     @property
     def channels(self) -> int:
         return 1
+
+    @property
+    def period(self) -> int:
+        return self.channels
 
     @property
     def staleness(self) -> int:

@@ -32,6 +32,10 @@ class LocalSGD(StrategyDefaults):
     def update_rule(self) -> str:
         return self.name
 
+    @property
+    def period(self) -> int:
+        return self.k
+
     def build(self, ctx: BuildContext) -> TaskGraph:
         g = TaskGraph(channels=1)
         model_bytes = sum(ctx.grad_bytes)
