@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from types import MappingProxyType
 
 import pandas as pd
@@ -216,3 +217,31 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "says"),
+    [
+        ("0", "inf", "times must be finite"),
+        ("0", "nan", "times must be finite"),
+        ("1e300", "2e300", "times must be within 1e+12 s of 0"),
+        ("-1e13", "0", "times must be within 1e+12 s of 0"),
+    ],
+)
+def test_a_span_csv_with_unbounded_times_is_one_line_refusal(tmp_path, start, end, says):
+    """The fuzz's trace family: a span at 1e300 s passed and its duration in ms came out
+    inf - inf = NaN in the timeline figure."""
+    from sim.errors import InputError
+    from sim.formats.trace_files import read_trace_file
+
+    path = tmp_path / "t.csv"
+    path.write_text(
+        ",".join(SPAN_FIELDS) + f"\n0,compute,forward,0,l0,{start},{end},0\n", encoding="utf-8"
+    )
+    with pytest.raises(InputError, match=re.escape(says)):
+        read_trace_file(path)
+    # An epoch timestamp (what some tools write) is a time like any other.
+    path.write_text(
+        ",".join(SPAN_FIELDS) + "\n0,compute,forward,0,l0,1.8e9,1.8000001e9,0\n", encoding="utf-8"
+    )
+    assert read_trace_file(path).spans[0].start_s == 1.8e9

@@ -29,6 +29,9 @@ TRACE_VERSION = 1
 # seconds; a run with more is cut by ranks or iterations before it is drawn.
 MAX_TRACE_BYTES = 64 << 20
 MAX_TRACE_SPANS = 500_000
+# Span times in seconds, as far from 0 as a trace may go: an epoch timestamp (~1.8e9 s)
+# passes; 1e300 s, whose differences in ms overflow to inf - inf in the timeline, does not.
+MAX_TRACE_TIME_S = 1e12
 
 
 # -- dtsim trace JSON ------------------------------------------------------------------------
@@ -145,6 +148,7 @@ def read_trace_file(path: str | Path) -> Trace:
     head = head.lstrip()
     if not head.startswith(b"{"):
         trace = read_trace_csv(path)
+        _check_times(trace, file)
         _check_exclusive(trace, file)
         return trace
     if b'"traceEvents"' in head:
@@ -152,14 +156,7 @@ def read_trace_file(path: str | Path) -> Trace:
 
         return read_chrome_trace(path)
     trace = read_trace(path)
-    for i, sp in enumerate(trace.spans):
-        if not (math.isfinite(sp.start_s) and math.isfinite(sp.end_s) and sp.end_s >= sp.start_s):
-            raise InputError(
-                f"span {i} runs from {sp.start_s} to {sp.end_s}: times must be finite, "
-                "with end >= start",
-                file=file,
-                key=f"spans[{i}]",
-            )
+    _check_times(trace, file)
     if not trace.spans:
         raise InputError("the trace has no spans", file=file)
     _check_exclusive(trace, file)
@@ -348,6 +345,26 @@ def meta_from_dict(doc: Any, file: str = "<trace>") -> TraceMeta:
             read, args = _FIELD_READERS[key]
             known[key] = read(reader, key, value, *args)
     return TraceMeta(**known, extra=MappingProxyType(extra))
+
+
+def _check_times(trace: Trace, file: str) -> None:
+    """Every span's times finite, within :data:`MAX_TRACE_TIME_S` of 0 (so that their
+    differences in ms stay finite in the timeline), and end >= start."""
+    for i, sp in enumerate(trace.spans):
+        a, b = sp.start_s, sp.end_s
+        if not (math.isfinite(a) and math.isfinite(b) and b >= a):
+            raise InputError(
+                f"span {i} runs from {a} to {b}: times must be finite, with end >= start",
+                file=file,
+                key=f"spans[{i}]",
+            )
+        if max(abs(a), abs(b)) > MAX_TRACE_TIME_S:
+            raise InputError(
+                f"span {i} runs from {a:.6g} to {b:.6g} s: times must be within "
+                f"{MAX_TRACE_TIME_S:.0e} s of 0",
+                file=file,
+                key=f"spans[{i}]",
+            )
 
 
 def _check_exclusive(trace: Trace, file: str) -> None:
