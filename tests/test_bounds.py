@@ -309,6 +309,7 @@ def test_issue_13_backlog_that_fills_slowly_is_not_steady():
     assert M.iteration_time_s(trace) == pytest.approx(link, rel=1e-9)
 
 
+@pytest.mark.slow  # a few seconds: in the full suite, not the quick subset
 def test_issue_13_long_runs_report_their_long_run_mean():
     # dgx-h100 was 2.052 ms (windows 2.05 x 3 then 2.37; true mean 2.130); sandybridge-fdr
     # was 63.6 ms, under its 67.3 ms of compute. With the period detected (issue #13) they
@@ -454,6 +455,7 @@ def _graph_work(sc, strategy) -> tuple[float, dict[str, float]]:
 
 @PROPERTY
 @given(sc=_scenarios(), spec=STRATEGIES, extend=st.booleans())
+@pytest.mark.slow  # a few seconds: in the full suite, not the quick subset
 def test_no_reported_iteration_breaks_a_bound(sc, spec, extend):
     strategy = parse_strategy(spec)
     if extend:  # as whatif, sweep and tune run it
@@ -474,6 +476,7 @@ def test_no_reported_iteration_breaks_a_bound(sc, spec, extend):
 
 @settings(PROPERTY, max_examples=60)
 @given(sc=_scenarios(explicit=True), spec=STRATEGIES)
+@pytest.mark.slow  # a few seconds: in the full suite, not the quick subset
 def test_no_reported_iteration_breaks_a_bound_with_jitter(sc, spec):
     trace, _, _ = simulate_steady(sc, parse_strategy(spec))
     _assert_within_bounds(trace)

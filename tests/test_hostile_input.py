@@ -153,6 +153,7 @@ def test_names_from_files_print_as_text(tmp_path, name):
     assert expected in out.stdout
 
 
+@pytest.mark.slow  # a few seconds: in the full suite, not the quick subset
 def test_a_strategy_spec_is_not_an_emoji_shortcode():
     out = ok("whatif", *A100, *MLP, "--strategies", "sync,delayed:100", "--iterations", "6")
     assert "delayed:100" in out.stdout and "\U0001f4af" not in out.stdout
@@ -368,6 +369,7 @@ def test_compute_csv_row_cut_mid_way_is_dropped_on_resume(tmp_path):
     assert all(line.count(",") == 7 for line in text.splitlines())
 
 
+@pytest.mark.slow  # a few seconds: in the full suite, not the quick subset
 def test_compute_csv_on_a_full_disk_keeps_the_previous_file(tmp_path):
     pytest.importorskip("torch")
     raw = tmp_path / "raw.csv"
@@ -548,6 +550,7 @@ def _as_from_a_shell() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+@pytest.mark.slow  # a few seconds: in the full suite, not the quick subset
 def test_ctrl_c_in_validate_keeps_the_finished_strategies(tmp_path):
     pytest.importorskip("torch")
     measured = ROOT / "hardware_profiles" / "measured" / "epyc-2core-vm.yaml"
@@ -594,6 +597,7 @@ def test_calibration_csvs_cut_by_a_full_disk_resume(tmp_path):
 
 
 @pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+@pytest.mark.slow  # a few seconds: in the full suite, not the quick subset
 def test_a_signal_ends_dtsim_with_the_shell_s_code_and_keeps_what_finished(tmp_path, signame, code):
     """Ctrl-C and SIGTERM (``kill``, a batch system's time limit) stop a sweep quietly,
     with exit code 128 + the signal's number, the finished rows kept for a resume."""

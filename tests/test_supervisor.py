@@ -308,6 +308,7 @@ def _job(code: str) -> list[str]:
 
 
 @needs_mpirun
+@pytest.mark.slow  # a few seconds: in the full suite, not the quick subset
 def test_ranks_still_starting_are_not_stalled():
     # Start-up (here a 3 s sleep standing in for importing torch on a busy machine) is
     # held to the start-up limit, the stall timeout only from the first heartbeat on.
@@ -324,6 +325,7 @@ def test_ranks_still_starting_are_not_stalled():
 
 
 @needs_mpirun
+@pytest.mark.slow  # a few seconds: in the full suite, not the quick subset
 def test_a_rank_that_never_beats_is_stalled_after_the_start_up_limit():
     watch = _Numbered(np=1)
     with pytest.raises(CalibrationError) as e:
@@ -342,6 +344,7 @@ def test_a_rank_that_never_beats_is_stalled_after_the_start_up_limit():
 
 
 @needs_mpirun
+@pytest.mark.slow  # a few seconds: in the full suite, not the quick subset
 def test_after_the_first_heartbeat_the_stall_timeout_applies():
     watch = _Numbered(np=1)
     with pytest.raises(CalibrationError) as e:
