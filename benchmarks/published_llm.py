@@ -45,7 +45,7 @@ from sim.parallel.layout import LayoutScenario, make_layout
 from sim.parallel.simulate import layout_metrics, simulate_layout
 from sim.parallel.stages import PlanCache, Plans, plan_stages
 from workloads.model import Workload
-from workloads.transformer import DecoderShape, decoder
+from workloads.transformer import DecoderShape, decoder, gpt_shape
 
 MEGATRON_TABLE2 = (
     "Narayanan et al., SC'21, arXiv:2104.04473, Table 2 (PTD-P rows), as transcribed in "
@@ -87,21 +87,8 @@ class Row:
 
 
 def gpt(hidden: int, layers: int, heads: int) -> DecoderShape:
-    return DecoderShape(
-        hidden,
-        layers,
-        heads,
-        heads,
-        4 * hidden,
-        51200,
-        2048,
-        norm="layer",
-        mlp="gelu",
-        bias=True,
-        tied_embeddings=True,
-        learned_positions=True,
-        dropout=True,
-    )
+    """Megatron-LM's GPT models: GPT-3's block, the vocabulary padded to 51200."""
+    return gpt_shape(hidden, layers, heads, vocab=51200)
 
 
 GPT175 = gpt(12288, 96, 96)

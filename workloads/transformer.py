@@ -309,21 +309,32 @@ LLAMA3_70B = DecoderShape(8192, 80, 64, 8, 28672, 128256, 8192)
 # GPT-3 175B: GPT-2's block (pre-LayerNorm, biases, GELU MLP of 4h, tied embeddings,
 # learned positions). Brown et al. alternate dense and locally banded sparse attention
 # layers; here every layer is dense, as in Megatron-LM's GPT-3 175B runs.
-GPT3_175B = DecoderShape(
-    12288,
-    96,
-    96,
-    96,
-    4 * 12288,
-    50257,
-    2048,
-    norm="layer",
-    mlp="gelu",
-    bias=True,
-    tied_embeddings=True,
-    learned_positions=True,
-    dropout=True,
-)
+
+
+def gpt_shape(
+    hidden: int, layers: int, heads: int, *, vocab: int = 50257, max_positions: int = 2048
+) -> DecoderShape:
+    """A GPT-2/GPT-3 style decoder: pre-LayerNorm, biases, a GELU MLP of 4h, multi-head
+    attention, tied embeddings, learned positions, dropout (GPT-3's and Megatron-LM's
+    GPT models; Megatron pads the vocabulary to 51200)."""
+    return DecoderShape(
+        hidden,
+        layers,
+        heads,
+        heads,
+        4 * hidden,
+        vocab,
+        max_positions,
+        norm="layer",
+        mlp="gelu",
+        bias=True,
+        tied_embeddings=True,
+        learned_positions=True,
+        dropout=True,
+    )
+
+
+GPT3_175B = gpt_shape(12288, 96, 96)
 
 
 def llama2_7b(seq_len: int = LLAMA2_7B.max_positions) -> Workload:
