@@ -4,18 +4,17 @@ CPU machines and on the worker nodes."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import pytest
+from test_collectives import model, toy
 
-from hardware_profiles import load_profile, parse_profile
+from hardware_profiles import load_profile
 from sim.analysis import metrics as M
 from sim.engine.graph import TaskGraph
 from sim.engine.simulate import build_context, simulate, simulate_steady
 from sim.model.collectives import CostModel
 from sim.model.scenario import make_scenario
-from sim.model.topology import Topology, make_placement
 from sim.strategies import parse_strategy
 from sim.strategies.base import BuildContext, build_data_parallel, layer_buckets
 from sim.strategies.ps import ParameterServer
@@ -24,39 +23,11 @@ from workloads import load_workload
 N = 1e9
 US = 1e-6
 
-# 4 devices per node on a socket link, one 100 Gb/s NIC per node (12.5 GB/s), α 5 us.
-TOY = {
-    "name": "toy",
-    "description": "test profile",
-    "device": {
-        "kind": "cpu",
-        "model": "toy",
-        "count_per_node": 4,
-        "peak_tflops": {"fp32": 1},
-        "memory_gib": 1,
-        "memory_bandwidth_gb_per_s": 1,
-        "efficiency": {"default": 1},
-    },
-    "intra_node": {"socket_link": {"bandwidth_gb_per_s": 100}},
-    "nics": {
-        "count_per_node": 1,
-        "bandwidth_gbit_per_s": 100,
-        "latency_us": 0,
-        "devices": [[0, 1, 2, 3]],
-    },
-    "fabric": {"kind": "switch", "max_nodes": 64, "switch_latency_us": 0},
-    "collective": {
-        "socket": {"alpha_us": 1, "efficiency": 1.0},
-        "network": {"alpha_us": 5, "efficiency": 1.0},
-    },
-    "interference_factor": 0,
-    "sources": ["made up for tests"],
-}
-
 
 def _model(devices: int) -> CostModel:
-    profile = parse_profile(copy.deepcopy(TOY), "toy.yaml")
-    return CostModel(Topology(profile, make_placement(profile, devices, None)))
+    """test_collectives' toy profile: 4 devices per node on a socket link (100 GB/s,
+    α 1 us), one 100 Gb/s NIC per node (12.5 GB/s), network α 5 us."""
+    return model(toy(), devices)
 
 
 def test_node_aggregation_pushes_one_copy_per_node():
