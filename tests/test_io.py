@@ -245,3 +245,19 @@ def test_a_span_csv_with_unbounded_times_is_one_line_refusal(tmp_path, start, en
         ",".join(SPAN_FIELDS) + "\n0,compute,forward,0,l0,1.8e9,1.8000001e9,0\n", encoding="utf-8"
     )
     assert read_trace_file(path).spans[0].start_s == 1.8e9
+
+
+def test_a_chrome_trace_with_unbounded_times_is_refused_too(tmp_path):
+    """The same bound for every reader: a Chrome trace event at 1e300 us overflowed the
+    timeline's float32 hover data."""
+    from sim.errors import InputError
+    from sim.formats.trace_files import read_trace_file
+
+    path = tmp_path / "t.json"
+    events = [
+        {"name": "fwd", "ph": "X", "ts": 0, "dur": 10, "pid": 0, "tid": 0},
+        {"name": "bwd", "ph": "X", "ts": 1e300, "dur": 1e300, "pid": 0, "tid": 0},
+    ]
+    path.write_text(json.dumps({"traceEvents": events}), encoding="utf-8")
+    with pytest.raises(InputError, match=re.escape("times must be within 1e+12 s of 0")):
+        read_trace_file(path)

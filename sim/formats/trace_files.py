@@ -136,31 +136,36 @@ def read_trace_file(path: str | Path) -> Trace:
     real job, or any other, read by :mod:`sim.formats.kineto`), told apart by content, or
     a folder of one job's torch.profiler traces (one file per rank, all ranks in one
     Trace)."""
+    file = str(path)
+    trace, own_format = _read_any_trace(path, file)
+    _check_times(trace, file)  # every reader's spans: the timeline takes differences in ms
+    if own_format:  # dtsim's spans: one task at a time per resource
+        _check_exclusive(trace, file)
+    return trace
+
+
+def _read_any_trace(path: str | Path, file: str) -> tuple[Trace, bool]:
+    """The Trace of ``path`` by the reader its content (or being a folder) calls for, and
+    whether it is in dtsim's own formats (span CSV, Trace JSON)."""
     if Path(path).is_dir():
         from sim.formats.kineto import read_kineto_trace
 
-        return read_kineto_trace(path)
+        return read_kineto_trace(path), False
     from sim.formats.safe_read import read_input_bytes
 
-    file = str(path)
     # Checks the file is a regular file (not a FIFO, a device or a folder) before any read.
     head = read_input_bytes(path, max_bytes=MAX_TRACE_BYTES, what="a trace file", head=4096)
     head = head.lstrip()
     if not head.startswith(b"{"):
-        trace = read_trace_csv(path)
-        _check_times(trace, file)
-        _check_exclusive(trace, file)
-        return trace
+        return read_trace_csv(path), True
     if b'"traceEvents"' in head:
         from sim.formats.kineto import read_chrome_trace
 
-        return read_chrome_trace(path)
+        return read_chrome_trace(path), False
     trace = read_trace(path)
-    _check_times(trace, file)
     if not trace.spans:
         raise InputError("the trace has no spans", file=file)
-    _check_exclusive(trace, file)
-    return trace
+    return trace, True
 
 
 # -- the meta object ------------------------------------------------------------------------
