@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import median_high
 
 from sim.analysis.metrics import SteadyState, steady_state, union_in
 from sim.engine.trace import Trace
@@ -105,18 +106,14 @@ def sustained_bounds(trace: Trace) -> list[Bound]:
     work = trace.meta.work
     if not work or not work.forward_backward_s:
         return []
-    n = len(work.forward_backward_s)
-
-    def median(values: Sequence[float]) -> float:
-        return float(sorted(values)[len(values) // 2]) if values else 0.0
-
-    compute = [work.forward_backward_s[t] + work.update_s[t] for t in range(n)]
-    out = [Bound("compute", median(compute))]
+    compute = [f + u for f, u in zip(work.forward_backward_s, work.update_s, strict=True)]
+    out = [Bound("compute", median_high(compute))]
     if work.comm_s:
         name = "channel comm0" if work.channels == 1 else f"each of the {work.channels} channels"
-        out.append(Bound(name, median(work.comm_s) / work.channels))
+        out.append(Bound(name, median_high(work.comm_s) / work.channels))
     for link, per in work.links_s.items():
-        out.append(Bound(f"link class '{link}'", median(per)))
+        if per:
+            out.append(Bound(f"link class '{link}'", median_high(per)))
     return out
 
 

@@ -188,7 +188,7 @@ def settled_floor_note(trace: Trace, iteration_s: float) -> str:
         return ""
     return (
         f". Its {iteration_s * 1e3:.4g} ms is less than the {top.seconds * 1e3:.4g} ms "
-        f"of work {top.name} carries per iteration: collectives are falling behind "
+        f"of work {top.name} carries per iteration: its work is falling behind "
         f"(finishing after the last iteration), and a settled iteration takes at least "
         f"{top.seconds * 1e3:.4g} ms"
     )
