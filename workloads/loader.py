@@ -1,9 +1,12 @@
 """Load a user workload from a YAML file into a :class:`~workloads.model.Workload`.
 
-The format is documented, with a complete example, in ``workloads/README.md``. Files
-are parsed with ``yaml.safe_load`` and validated with pydantic models that forbid
-unknown keys. Every problem is raised as :class:`sim.errors.InputError` naming the file,
-the key (e.g. ``layers[3].params``) and the reason.
+A file is one of two forms: ``layers:``, a list of layers with their numbers, or
+``decoder:``, a decoder-only transformer by its shape, built by
+:func:`workloads.transformer.decoder_workload` as the built-in decoders are. The
+formats are documented, with complete examples, in ``workloads/README.md``. Files are
+parsed with ``yaml.safe_load`` and validated with pydantic models that forbid unknown
+keys. Every problem is raised as :class:`sim.errors.InputError` naming the file, the key
+(e.g. ``layers[3].params``, ``decoder.heads``) and the reason.
 """
 
 from __future__ import annotations
@@ -12,9 +15,17 @@ import math
 import os
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+)
 
 from sim.errors import InputError
 from sim.formats.io import read_yaml_mapping, validation_problem
@@ -27,6 +38,7 @@ from workloads.model import (
     MeasuredUpdate,
     Workload,
 )
+from workloads.transformer import DecoderShape, decoder_workload
 
 
 def _plain_number(value: Any) -> Any:
@@ -61,6 +73,9 @@ LongText = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_Spec = TypeVar("_Spec", bound=_Strict)
 
 
 class MeasuredPointSpec(_Strict):
@@ -128,16 +143,159 @@ class WorkloadSpec(_Strict):
     layers: Annotated[list[LayerSpec], Field(min_length=1, max_length=MAX_LAYERS)]
 
 
+# A decoder's sizes, each far beyond any published model (widest hidden size 25,600:
+# Megatron-LM's 1T-parameter run; largest vocabulary 256,000: Gemma; longest context
+# 10M tokens: Llama 4 Scout), so that a typo is refused before anything is built.
+# Blocks: 8 layers each plus at most 4 outside them, within MAX_LAYERS.
+LAYERS_PER_BLOCK = 8
+MAX_DECODER_BLOCKS = (MAX_LAYERS - 4) // LAYERS_PER_BLOCK
+MAX_WIDTH = 2**20
+MAX_VOCAB = 2**24
+MAX_SEQ_LEN = 2**24
+
+
+def _at_most(limit: int, why: str) -> AfterValidator:
+    def check(value: int) -> int:
+        if value > limit:
+            raise ValueError(f"at most {limit:,} ({why}), got {value:,}")
+        return value
+
+    return AfterValidator(check)
+
+
+_BEYOND = "far beyond any published model"
+Width = Annotated[int, BeforeValidator(_plain_number), Field(gt=0), _at_most(MAX_WIDTH, _BEYOND)]
+Tokens = Annotated[int, BeforeValidator(_plain_number), Field(gt=0), _at_most(MAX_SEQ_LEN, _BEYOND)]
+Blocks = Annotated[
+    int,
+    BeforeValidator(_plain_number),
+    Field(gt=0),
+    _at_most(
+        MAX_DECODER_BLOCKS,
+        f"{LAYERS_PER_BLOCK} layers each, and a workload has at most {MAX_LAYERS:,} layers",
+    ),
+]
+
+
+class DecoderSpec(_Strict):
+    """A decoder-only transformer by its shape: the fields of
+    :class:`workloads.transformer.DecoderShape` (widths in elements, counts of heads and
+    blocks), and ``seq_len``, the tokens of one sequence (one sample)."""
+
+    hidden: Width
+    layers: Blocks
+    heads: Width
+    kv_heads: Width | None = None  # default: heads (multi-head attention)
+    ffn: Width
+    vocab: Annotated[int, BeforeValidator(_plain_number), Field(gt=0), _at_most(MAX_VOCAB, _BEYOND)]
+    seq_len: Tokens
+    max_positions: Tokens | None = None  # default: seq_len
+    norm: Literal["rms", "layer"] = "rms"
+    mlp: Literal["swiglu", "gelu"] = "swiglu"
+    bias: StrictBool = False
+    tied_embeddings: StrictBool = False
+    learned_positions: StrictBool = False
+    flash_attention: StrictBool = True
+    dropout: StrictBool = False
+
+
+class DecoderFileSpec(_Strict):
+    """A workload file of the ``decoder:`` form."""
+
+    name: Text | None = None
+    description: LongText = ""
+    sources: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]],
+        Field(max_length=MAX_ENTRIES),
+    ] = []
+    decoder: DecoderSpec
+
+
 def load_yaml(path: str | os.PathLike[str]) -> Workload:
     """Read, validate and convert one workload file; raise InputError on any problem."""
     file = str(path)
     data = read_yaml_mapping(path)
+    if "decoder" in data:
+        if "layers" in data:
+            raise InputError(
+                "give either 'layers' (a list of layers) or 'decoder' (a transformer's "
+                "shape), not both",
+                file=file,
+                key="decoder",
+            )
+        return _to_decoder(_validate(DecoderFileSpec, data, file), Path(path).stem, file)
+    return _to_workload(
+        _validate(WorkloadSpec, data, file), default_name=Path(path).stem, file=file
+    )
+
+
+def _validate(model: type[_Spec], data: dict, file: str) -> _Spec:
     try:
-        spec = WorkloadSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        key, reason = validation_problem(exc, WorkloadSpec)
+        key, reason = validation_problem(exc, model)
         raise InputError(reason, file=file, key=key) from None
-    return _to_workload(spec, default_name=Path(path).stem, file=file)
+
+
+def _to_decoder(spec: DecoderFileSpec, default_name: str, file: str) -> Workload:
+    d = spec.decoder
+    kv_heads = d.heads if d.kv_heads is None else d.kv_heads
+    max_positions = d.seq_len if d.max_positions is None else d.max_positions
+    problems = (
+        ("heads", d.hidden % d.heads, f"{d.heads} heads do not divide hidden {d.hidden}"),
+        (
+            "kv_heads",
+            d.heads % kv_heads,
+            f"{kv_heads} key/value heads do not divide {d.heads} heads",
+        ),
+        (
+            "seq_len",
+            d.seq_len > max_positions,
+            f"{d.seq_len} tokens is longer than max_positions {max_positions}",
+        ),
+    )
+    for key, wrong, reason in problems:
+        if wrong:
+            raise InputError(reason, file=file, key=f"decoder.{key}")
+    shape = DecoderShape(
+        hidden=d.hidden,
+        layers=d.layers,
+        heads=d.heads,
+        kv_heads=kv_heads,
+        ffn=d.ffn,
+        vocab=d.vocab,
+        max_positions=max_positions,
+        norm=d.norm,
+        mlp=d.mlp,
+        bias=d.bias,
+        tied_embeddings=d.tied_embeddings,
+        learned_positions=d.learned_positions,
+        flash_attention=d.flash_attention,
+        dropout=d.dropout,
+    )
+    workload = decoder_workload(
+        shape,
+        d.seq_len,
+        name=spec.name or default_name,
+        description=spec.description or shape.summary(d.seq_len),
+        sources=tuple(spec.sources),
+    )
+    # Each size is bounded; their products may still pass what a layer of the list form
+    # may hold (the attention core's 4·s²·h FLOPs above all).
+    for layer in workload.layers:
+        for what, value, limit in (
+            ("parameters", layer.params, MAX_COUNT),
+            ("forward FLOPs per sequence", layer.fwd_flops_per_sample, MAX_AMOUNT),
+            ("activation elements per sequence", layer.activation_elements_per_sample, MAX_AMOUNT),
+        ):
+            if value > limit:
+                raise InputError(
+                    f"these sizes give {layer.name} {value:.3g} {what}, more than the "
+                    f"{limit:.0e} a layer may have",
+                    file=file,
+                    key="decoder",
+                )
+    return workload
 
 
 def _to_workload(spec: WorkloadSpec, *, default_name: str, file: str) -> Workload:

@@ -48,7 +48,7 @@ well (heads·s² elements per block).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workloads.algebra import NORM_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT
 from workloads.elementwise import kernels
@@ -139,6 +139,15 @@ class DecoderShape:
     def kv_width(self) -> int:
         """Width of K (and of V): kv_heads x head_dim."""
         return self.kv_heads * self.head_dim
+
+    def summary(self, seq_len: int) -> str:
+        """One line, in the words of the built-ins' descriptions."""
+        kv = f", {self.kv_heads} KV heads" if self.kv_heads != self.heads else ""
+        mlp = "SwiGLU" if self.mlp == "swiglu" else "GELU MLP"
+        return (
+            f"Decoder ({self.layers} layers, hidden {self.hidden}, {self.heads} heads{kv}, "
+            f"{mlp} {self.ffn}, vocabulary {self.vocab}), {seq_len} tokens"
+        )
 
 
 def _layer(
@@ -278,23 +287,52 @@ def decoder_layers(shape: DecoderShape, seq_len: int) -> tuple[Layer, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True, slots=True)
+class DecoderWorkload(Workload):
+    """A workload built from a :class:`DecoderShape`, which it carries, so that what
+    needs the shape (the tensor/pipeline layouts, ``sim.parallel``) reads it here
+    instead of reading it back from the layers or looking it up by name."""
+
+    shape: DecoderShape = field(kw_only=True)
+
+
+def decoder_workload(
+    shape: DecoderShape,
+    seq_len: int,
+    *,
+    name: str,
+    description: str,
+    sources: tuple[str, ...] = (),
+) -> DecoderWorkload:
+    """A workload of ``shape`` for sequences of ``seq_len`` tokens, named as given: the
+    one builder behind the built-ins (:func:`decoder`) and a user's YAML decoder
+    (``workloads.loader``), so the same shape gives the same layers."""
+    return DecoderWorkload(
+        name=name,
+        description=description,
+        layers=decoder_layers(shape, seq_len),
+        sample=f"sequence of {seq_len} tokens",
+        sources=(*sources, MEGATRON_FLOPS),
+        shape=shape,
+    )
+
+
 def decoder(
     shape: DecoderShape,
     seq_len: int,
     name: str,
     description: str,
     sources: tuple[str, ...] = (),
-) -> Workload:
-    """A workload of ``shape`` for sequences of ``seq_len`` tokens. ``name`` gets
-    ``:<seq_len>`` appended unless ``seq_len`` is the model's ``max_positions``."""
-    layers = decoder_layers(shape, seq_len)
+) -> DecoderWorkload:
+    """A built-in workload of ``shape`` for sequences of ``seq_len`` tokens. ``name``
+    gets ``:<seq_len>`` appended unless ``seq_len`` is the model's ``max_positions``."""
     suffix = "" if seq_len == shape.max_positions else f":{seq_len}"
-    return Workload(
+    return decoder_workload(
+        shape,
+        seq_len,
         name=name + suffix,
         description=f"{description}, {seq_len} tokens",
-        layers=layers,
-        sample=f"sequence of {seq_len} tokens",
-        sources=(*sources, MEGATRON_FLOPS),
+        sources=sources,
     )
 
 

@@ -53,6 +53,7 @@ from workloads.transformer import (
     LLAMA3_8B,
     LLAMA3_70B,
     DecoderShape,
+    DecoderWorkload,
 )
 
 FP32_BYTES = 4
@@ -69,10 +70,13 @@ DECODER_SHAPES: dict[str, DecoderShape] = {
 
 
 def decoder_shape(workload: Workload) -> DecoderShape:
-    """The shape of a decoder workload: a built-in's by name, else read from layers
-    named as :func:`workloads.transformer.decoder_layers` names them (hidden size from
-    the first norm, heads from the attention core's softmax FLOPs, key/value width from
-    the QKV projection). InputError for any other workload."""
+    """The shape of a decoder workload: the one it was built from (a built-in or a
+    YAML ``decoder:``), else a built-in's by name, else read from layers named as
+    :func:`workloads.transformer.decoder_layers` names them (hidden size from the first
+    norm, heads from the attention core's softmax FLOPs, key/value width from the QKV
+    projection). InputError for any other workload."""
+    if isinstance(workload, DecoderWorkload):
+        return workload.shape
     shape = DECODER_SHAPES.get(workload.name.partition(":")[0])
     if shape is not None:
         return shape
