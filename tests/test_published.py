@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import published_fit  # noqa: E402
 import published_scaling  # noqa: E402
 import validate_published  # noqa: E402
-from published_throughput import SINGLE_DEVICE  # noqa: E402
+from published_throughput import HELD_OUT_NEW, SINGLE_DEVICE  # noqa: E402
 
 from hardware_profiles import load_profile, load_profile_file  # noqa: E402
 from sim.analysis.metrics import metrics  # noqa: E402
@@ -34,7 +34,7 @@ def test_single_device_table_covers_devices_models_and_roles() -> None:
     assert len(SINGLE_DEVICE) >= 15
     assert len({r.profile for r in SINGLE_DEVICE}) >= 3
     assert len({r.workload for r in SINGLE_DEVICE}) >= 4
-    assert {r.role for r in SINGLE_DEVICE} == {"fitted", "held out"}
+    assert {r.role for r in SINGLE_DEVICE} == {"fitted", "held out", HELD_OUT_NEW}
     assert len({r.what for r in SINGLE_DEVICE}) == len(SINGLE_DEVICE)
     for r in SINGLE_DEVICE:
         assert r.workload in builtin_names()
@@ -75,6 +75,38 @@ def test_held_out_rows_never_reach_the_fit() -> None:
         for r in SINGLE_DEVICE
     )
     assert published_fit.fit(doubled) == published_fit.fit(SINGLE_DEVICE)
+
+
+def test_new_held_out_rows_exist_with_sources() -> None:
+    """The rows pre-registered on 2026-12-01 (commit b0e9a27, before any prediction):
+    22 figures from three sources, H100 among their devices, each with a source a reader
+    can find (a repository and a commit) and a note naming the device."""
+    new = [r for r in SINGLE_DEVICE if r.role == HELD_OUT_NEW]
+    assert len(new) == 22
+    assert sum(r.profile == "dgx-h100" for r in new) == 4
+    assert {r.profile for r in new} == {"dgx-a100", "dgx1-v100", "dgx-h100"}
+    for r in new:
+        assert "commit" in r.source and r.note, r.what
+    assert len({r.source.split(" at commit ")[0][:40] for r in new}) >= 3
+
+
+def test_new_held_out_rows_never_reach_the_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """published_fit.fit evaluates only the fitted rows: no new held-out row is ever
+    predicted inside it, and changing their figures changes no fitted value."""
+    seen: list[str] = []
+    real = published_fit.predicted
+
+    def spy(row, hw=None):
+        seen.append(row.role)
+        return real(row, hw)
+
+    monkeypatch.setattr(published_fit, "predicted", spy)
+    doubled = tuple(
+        replace(r, samples_per_s=2 * r.samples_per_s) if r.role == HELD_OUT_NEW else r
+        for r in SINGLE_DEVICE
+    )
+    assert published_fit.fit(doubled) == published_fit.fit(SINGLE_DEVICE)
+    assert seen and set(seen) == {"fitted"}
 
 
 @pytest.mark.parametrize("what", ["VGG-16 FP32 b64, P100", "AlexNet FP32 b512, P100"])
@@ -148,6 +180,7 @@ def test_validate_published_prints_every_table(
     for title in ("Single device", "Multi-node", "Collectives and one node", "sources:"):
         assert title in out
     assert "held out: " in out and "median |error|" in out
+    assert f"{HELD_OUT_NEW}: 22 figures" in out and "held out, both sets: 38 figures" in out
     for r in SINGLE_DEVICE:
         assert r.what in out
 
