@@ -33,7 +33,10 @@ DLE_PT_RN50 = (
 )
 DLE_TF_RN50 = (
     "NVIDIA DeepLearningExamples TensorFlow/Classification/ConvNets/resnet50v1.5/README.md, "
-    "training performance, 1 GPU (TensorFlow 20.06-tf1-py3), no XLA"
+    "training performance, 1 GPU (TensorFlow 20.06-tf1-py3), with XLA: the table's "
+    "columns are 'TF32 + XLA' / 'FP32 + XLA' and 'mixed precision + XLA' (commit 9de48bc9 "
+    "and every version since 5d36b4fd, 2020-09; this string said 'no XLA' until "
+    "2026-12-01, a transcription error, figures unchanged)"
 )
 DLE_PT_BERT = (
     "NVIDIA DeepLearningExamples PyTorch/LanguageModeling/BERT/README.md (commit a07d20a1), "
