@@ -157,7 +157,9 @@ MAX_SEQ_LEN = 2**24
 def _at_most(limit: int, why: str) -> AfterValidator:
     def check(value: int) -> int:
         if value > limit:
-            raise ValueError(f"at most {limit:,} ({why}), got {value:,}")
+            # A huge integer is said by its size, not its hundreds of digits.
+            got = f"{value:,}" if value < 10**18 else f"about 10^{len(str(value)) - 1}"
+            raise ValueError(f"at most {limit:,} ({why}), got {got}")
         return value
 
     return AfterValidator(check)

@@ -205,7 +205,13 @@ def profiles_show(name: str, as_json: bool) -> None:
 # -- workloads -----------------------------------------------------------------------------
 @main.group()
 def workloads() -> None:
-    """List and inspect workloads (models as layer lists)."""
+    """List and inspect workloads (models as layer lists).
+
+    A workload is a built-in name or a YAML file of one of two forms: `layers:`, the
+    layers with their numbers, or `decoder:`, a decoder-only transformer by its shape
+    (hidden, layers, heads, kv_heads, ffn, vocab, seq_len, ...), built as the built-in
+    decoders are (examples/my-decoder.yaml; the format: workloads/README.md).
+    """
 
 
 def _layer_dict(layer) -> dict:
@@ -269,7 +275,8 @@ def workloads_list(as_json: bool) -> None:
 def workloads_show(name: str, as_json: bool) -> None:
     """Show a workload's layers: parameters, FLOPs and activation bytes, with totals.
 
-    NAME is a built-in (bert-large:128 picks the sequence length) or a YAML path.
+    NAME is a built-in (bert-large:128 picks the sequence length) or a YAML path
+    (a `layers:` list or a `decoder:` shape).
     """
     from workloads import load_workload
 
