@@ -7,16 +7,19 @@ backward hook (the gradient of its input is done). On a CPU the stamps are
 ``time.perf_counter``; on a GPU they are CUDA events recorded on the stream, so they time
 the kernels, not the Python that launched them.
 
-Backward runs in the reverse order of forward (autograd's ready queue takes the most
-recently created node first), so each module's stamps bracket its own work. A module
-whose inputs need no gradient (the first layer; embeddings of token ids) gets no
-meaningful "input gradient done" stamp: its backward ends at the next stamp of any
-module, or at the end of backward.
+A layer's time is its tile (:mod:`calibrate.measure.tiles`): from its first stamp to the
+next layer's, so the layers cover the pass: the loss is in the last layer's forward,
+autograd's start in the first layer to run backward, an activation or residual addition
+between two hooked layers in the layer before it. A module whose inputs need no gradient
+(the first layer; embeddings of token ids) fires its full backward hook before its
+weight gradient is computed; its tile ends at the next stamp of another layer, or at the
+end of backward. :mod:`calibrate.realrun.training` cuts a real run's stamps the same
+way, so `dtsim validate` compares like with like.
 
 Warm-up passes run first; then ``repeats`` timed passes. Each layer keeps the median and
 the interquartile range of its repeats. A separate set of passes without hooks times the
 whole model, and the gap between it and the sum of the per-layer medians is printed:
-what the layers miss (the loss, residual additions, hook overhead).
+the hooks' own cost (their autograd wrappers), which the per-layer times include.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import io
 import os
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ import torch
 
 from calibrate.measure.device import DeviceInfo, provenance, resolve_device
 from calibrate.measure.models import TorchModel, build_torch_model, from_factory
+from calibrate.measure.tiles import BWD_START, FWD_END, FWD_START, layer_tiles, on_output_gradient
 from sim.errors import InputError
 from workloads import load_workload
 from workloads.model import Layer, MeasuredTime, MeasuredUpdate, Workload
@@ -141,20 +144,18 @@ class _Clock:
 
 
 class _Hooks:
-    """Registers the four hooks on each layer module and turns stamps into durations."""
+    """Registers each layer module's forward pre-hook and forward hook (which puts a hook
+    on the output's gradient) and turns their stamps into durations."""
 
     def __init__(self, tm: TorchModel, clock: _Clock):
         self.clock = clock
         self.names = [name for name, _ in tm.layers]
         self.events: list[tuple[int, str, str]] = []  # (stamp index, layer, what)
-        self.no_input_grad: set[str] = set()
         self.handles = []
         for name, module in tm.layers:
             self.handles += [
                 module.register_forward_pre_hook(self._fwd_pre(name)),
                 module.register_forward_hook(self._fwd_post(name)),
-                module.register_full_backward_pre_hook(self._bwd_pre(name)),
-                module.register_full_backward_hook(self._bwd_post(name)),
             ]
 
     def _mark(self, name: str, what: str) -> None:
@@ -162,53 +163,34 @@ class _Hooks:
 
     def _fwd_pre(self, name: str):
         def hook(module, inputs):
-            if not any(isinstance(x, torch.Tensor) and x.requires_grad for x in inputs):
-                self.no_input_grad.add(name)
-            self._mark(name, "fwd_start")
+            self._mark(name, FWD_START)
 
         return hook
 
     def _fwd_post(self, name: str):
         def hook(module, inputs, output):
-            self._mark(name, "fwd_end")
+            self._mark(name, FWD_END)
+            on_output_gradient(output, lambda grad: self._mark(name, BWD_START))
 
         return hook
 
-    def _bwd_pre(self, name: str):
-        def hook(module, grad_output):
-            self._mark(name, "bwd_start")
-
-        return hook
-
-    def _bwd_post(self, name: str):
-        def hook(module, grad_input, grad_output):
-            self._mark(name, "bwd_end")
-
-        return hook
-
-    def durations(self, end_stamp: int) -> dict[str, tuple[float, float]]:
-        """Per layer (forward s, backward s) of the pass just run."""
+    def durations(self, begin: int, loss_end: int, end: int) -> dict[str, tuple[float, float]]:
+        """Per layer (forward s, backward s) of the pass just run: each layer's tile
+        (:mod:`calibrate.measure.tiles`) between the pass's stamps ``begin`` (model
+        called), ``loss_end`` (loss computed, ``backward()`` called) and ``end``."""
         t = self.clock.seconds()
-        at: dict[tuple[str, str], int] = {}
-        for index, name, what in self.events:
-            at.setdefault((name, what), index)
-        backward_stamps = sorted(
-            (i, name) for i, name, what in self.events if what.startswith("bwd")
+        forward, backward = layer_tiles(
+            ((t[i], name, what) for i, name, what in self.events),
+            forward_begin_s=t[begin],
+            loss_end_s=t[loss_end],
+            backward_end_s=t[end],
         )
         out = {}
         for name in self.names:
-            try:
-                fwd = t[at[name, "fwd_end"]] - t[at[name, "fwd_start"]]
-                start = at[name, "bwd_start"]
-            except KeyError:
-                raise RuntimeError(f"layer {name!r} was not run by the model's forward") from None
-            if name in self.no_input_grad or (name, "bwd_end") not in at:
-                # Its own "bwd_end" fired early (no input gradient to wait for).
-                later = [i for i, other in backward_stamps if i > start and other != name]
-                end = later[0] if later else end_stamp
-            else:
-                end = at[name, "bwd_end"]
-            out[name] = (fwd, t[end] - t[start])
+            if name not in forward:
+                raise RuntimeError(f"layer {name!r} was not run by the model's forward")
+            bwd = backward.get(name)
+            out[name] = (forward[name].duration_s, bwd.duration_s if bwd else 0.0)
         return out
 
     def remove(self) -> None:
@@ -216,14 +198,17 @@ class _Hooks:
             h.remove()
 
 
-def _one_pass(tm: TorchModel, x: torch.Tensor, y: torch.Tensor) -> None:
-    tm.model.zero_grad(set_to_none=True)
+def _one_pass(
+    tm: TorchModel, x: torch.Tensor, y: torch.Tensor, clock: _Clock | None = None
+) -> tuple[int, int]:
+    """One forward, loss and backward. With ``clock``: the stamps (pass begun, loss
+    computed) it made; the caller stamps the end."""
+    begin = clock.stamp() if clock else -1
+    tm.model.zero_grad(set_to_none=True)  # frees the gradients: part of the first tile
     loss = tm.loss(tm.model(x), y)
-    with warnings.catch_warnings():
-        # "Full backward hook is firing when gradients are computed with respect to module
-        # outputs since no inputs require gradients": handled in _Hooks.durations.
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        loss.backward()
+    loss_end = clock.stamp() if clock else -1
+    loss.backward()
+    return begin, loss_end
 
 
 def _samples_target(csv_path: Path, resume: bool) -> Path:
@@ -365,6 +350,7 @@ def calibrate_compute(
                 progress(step, total)
         # Passes without hooks (the whole-model time) alternate with hooked passes (the
         # per-layer times), so that both see the same machine: a shared box drifts.
+        # The hooked pass follows a pass, as a real iteration's follows one update.
         whole: list[float] = []
         outside: list[float] = []  # hooked pass time not inside any layer: loss, bookkeeping
         per_layer: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
@@ -387,7 +373,6 @@ def calibrate_compute(
             _one_pass(tm, x, y)
             end = clock.stamp()
             whole.append(clock.seconds()[end])
-            time_steps(r)
             step += 1
             if progress:
                 progress(step, total)
@@ -395,15 +380,20 @@ def calibrate_compute(
             try:
                 clock.reset()
                 clock.stamp()
-                _one_pass(tm, x, y)
+                begin, loss_end = _one_pass(tm, x, y, clock)
                 end = clock.stamp()
-                got = hooks.durations(end)
+                got = hooks.durations(begin, loss_end, end)
                 hooked = clock.seconds()[end]
             finally:
                 hooks.remove()
             for n in names:
                 per_layer[n].append(got[n])
             outside.append(max(0.0, hooked - sum(a + b for a, b in got.values())))
+            # The updates after the hooked pass, not before it: four optimizers' steps
+            # (Adam's reads and writes three times the parameters) leave the caches
+            # cold, and the next pass of the 3-layer mlp ran 15-20% slower after them
+            # than after one SGD step, the most a real iteration's update does.
+            time_steps(r)
             if appender is not None:
                 base = [wl.name, info.model, batch, info.threads, r]
                 rows_of_repeat.append([*base, "<whole>", "step", repr(whole[r])])

@@ -42,25 +42,27 @@ Strategies (the study's semantics; the simulator's in :mod:`sim.strategies`):
   forward).
 
 Progress of non-blocking collectives: Open MPI's ``Iallreduce`` (libnbc) advances only
-inside MPI calls. With ``comm_progress="test"`` (the default) every module hook (forward
-and backward, pre and post, of each layer) calls ``Request.Test`` on every request in
-flight, from the main thread. There is no progress thread: with one core per rank and
-one torch thread a polling thread would take the core from compute and contend for the
-GIL, and a request must not be tested by one thread while another waits on it.
+inside MPI calls. With ``comm_progress="test"`` (the default) every layer's hooks (forward
+pre and post, and the hook on its output's gradient, where its backward starts) call
+``Request.Test`` on every request in flight, from the main thread. There is no progress
+thread: with one core per rank and one torch thread a polling thread would take the core
+from compute and contend for the GIL, and a request must not be tested by one thread
+while another waits on it.
 ``comm_progress="none"`` never tests: collectives advance only in the final waits, which
 shows what testing buys. A collective's span runs from just before its ``Iallreduce``
 call to its first observed completion: the ``Test`` that returned true, or the return of
-its ``Wait``. Polling runs outside the layers' spans (before a pre-hook's stamp, after a
-post-hook's), so the CPU time the progress engine spends (Open MPI reduces the data inside
-these calls) shows as idle compute, not as forward or backward. The copy of a gradient
+its ``Wait``. Each poll's time is taken out of the layer span it falls in (the span is
+shortened by it), so the CPU time the progress engine spends (Open MPI reduces the data
+inside these calls) shows as idle compute, not as forward or backward. The copy of a gradient
 into its buffer and the ``Iallreduce`` call run in the post-accumulate-grad hook, inside
 the layer's backward span, as DDP's bucket copies do.
 
 Spans per rank (rank 0's clock; t=0 at a barrier before the first iteration):
-``compute`` ``forward``/``backward`` per workload layer and iteration, from module hooks
-and ``time.perf_counter`` as :mod:`calibrate.measure.compute` stamps them (a layer whose inputs
-need no gradient, the first, ends its backward at the next stamp of another layer or at
-the end of backward, which comes after the gradients are packed for sync/delayed);
+``compute`` ``forward``/``backward`` per workload layer and iteration: the layer's tile
+(:mod:`calibrate.measure.tiles`, as :mod:`calibrate.measure.compute` cuts a calibration's
+passes), so the forward spans cover zero_grad, the model and the loss and the backward
+spans cover ``backward()``, less the polls; the gradient pack of sync/delayed after
+``backward()`` is in no span;
 ``compute`` ``update`` (label ``sgd``: divide by np and step; iteration = the gradient's
 iteration); ``compute`` ``wait`` while the main thread blocks in ``Allreduce`` (label
 ``all``) or ``Wait`` (label ``all`` for delayed, ``waitall`` for layerwise/bucketed,
@@ -131,6 +133,7 @@ from typing import Any, NamedTuple
 
 from calibrate.errors import CalibrationError
 from calibrate.measure import worker
+from calibrate.measure.tiles import BWD_START, FWD_END, FWD_START, layer_tiles, on_output_gradient
 from calibrate.mpi.supervisor import (
     MPI4PY_HINT,
     JobWatch,
@@ -150,7 +153,10 @@ COMM_PROGRESS = ("test", "none")
 CLOCK_SYNC = ("auto", "always", "never")
 KINDS = ("sync", "layerwise", "bucketed", "delayed")
 # Hook stamps (codes), in the order a layer produces them.
-_FWD0, _FWD1, _BWD0, _BWD1, _BWD_END = range(5)
+# _BEGIN: before zero_grad; _LOSS: loss computed, backward() called; _BWD_RET: backward()
+# returned (before sync/delayed pack their gradients, or layerwise/bucketed launch the
+# collectives of parameters that got no gradient).
+_FWD0, _FWD1, _BWD0, _BEGIN, _LOSS, _BWD_RET = range(6)
 _PHASES = {0: "starting it", 1: "waiting for gradients", 2: "draining", 3: "setting up"}
 
 
@@ -516,7 +522,7 @@ class _Trainer:
         self.next_launch = 0
         self.t = 0
         self.ev: list[tuple[int, float, int, int]] = []  # (iteration, time, layer, code)
-        self.no_input_grad: set[int] = set()
+        self.polls: dict[int, list[tuple[float, float]]] = {}  # by iteration: (start, end)
         self.raw: list[tuple[str, str, int, str, float, float, float]] = []
         self.comms: list[_Comm] = []
         self.comms_of: dict[int, list[_Comm]] = {}  # by iteration
@@ -534,8 +540,6 @@ class _Trainer:
             self.handles += [
                 module.register_forward_pre_hook(self._fwd_pre(li)),
                 module.register_forward_hook(self._fwd_post(li)),
-                module.register_full_backward_pre_hook(self._bwd_pre(li)),
-                module.register_full_backward_hook(self._bwd_post(li)),
             ]
         if self.plan.kind in ("layerwise", "bucketed"):
             for p in self.params:
@@ -550,34 +554,21 @@ class _Trainer:
         self.ev.append((self.t, time.perf_counter(), layer, code))
 
     def _fwd_pre(self, li: int) -> Callable[..., None]:
-        torch = self.torch
-
         def hook(module: Any, inputs: Any) -> None:
             self.poll()
-            if not any(isinstance(x, torch.Tensor) and x.requires_grad for x in inputs):
-                self.no_input_grad.add(li)
             self._stamp(li, _FWD0)
 
         return hook
 
     def _fwd_post(self, li: int) -> Callable[..., None]:
-        def hook(module: Any, inputs: Any, output: Any) -> None:
-            self._stamp(li, _FWD1)
-            self.poll()
-
-        return hook
-
-    def _bwd_pre(self, li: int) -> Callable[..., None]:
-        def hook(module: Any, grad_output: Any) -> None:
+        def on_grad(grad: Any) -> None:
             self.poll()
             self._stamp(li, _BWD0)
 
-        return hook
-
-    def _bwd_post(self, li: int) -> Callable[..., None]:
-        def hook(module: Any, grad_input: Any, grad_output: Any) -> None:
-            self._stamp(li, _BWD1)
+        def hook(module: Any, inputs: Any, output: Any) -> None:
+            self._stamp(li, _FWD1)
             self.poll()
+            on_output_gradient(output, on_grad)
 
         return hook
 
@@ -594,6 +585,7 @@ class _Trainer:
         """Test every request in flight; stamp the ones seen complete for the first time."""
         if not self.test or not self.pending:
             return
+        start = time.perf_counter()
         still = []
         for c in self.pending:
             if c.req.Test():
@@ -601,6 +593,7 @@ class _Trainer:
             else:
                 still.append(c)
         self.pending = still
+        self.polls.setdefault(self.t, []).append((start, time.perf_counter()))
 
     def _start(self, g: _Group, k: int, iteration: int, resource: str = "comm0") -> _Comm:
         start = time.perf_counter()
@@ -671,13 +664,16 @@ class _Trainer:
     # one iteration -----------------------------------------------------------------
     def forward_backward(self, t: int, x: Any, y: Any) -> None:
         self.t = t
-        self.tm.model.zero_grad(set_to_none=True)
         for g in self.groups:
             g.seen.clear()
             g.launched = False
         self.next_launch = 0
+        self._stamp(-1, _BEGIN)
+        self.tm.model.zero_grad(set_to_none=True)
         loss = self.tm.loss(self.tm.model(x), y)
+        self._stamp(-1, _LOSS)
         loss.backward()
+        self._stamp(-1, _BWD_RET)
         kind = self.plan.kind
         if kind == "sync":
             self._pack(0)
@@ -685,7 +681,6 @@ class _Trainer:
             self._pack(t % (self.plan.delay + 1))
         else:
             self._finish_launches()
-        self._stamp(-1, _BWD_END)
         self.losses.append(loss.detach())
 
     def finish_sync(self, t: int) -> None:
@@ -736,25 +731,24 @@ class _Trainer:
         by_iter: dict[int, list[tuple[float, int, int]]] = {}
         for t, when, layer, code in self.ev:
             by_iter.setdefault(t, []).append((when, layer, code))
+        what = {_FWD0: FWD_START, _FWD1: FWD_END, _BWD0: BWD_START}
         out: list[tuple[str, str, int, str, float, float, float]] = []
         for t, evs in by_iter.items():
-            first: dict[tuple[int, int], int] = {}
-            for k, (_, layer, code) in enumerate(evs):
-                first.setdefault((layer, code), k)
-            backward = [(k, layer) for k, (_, layer, code) in enumerate(evs) if code >= _BWD0]
+            marks = {code: when for when, layer, code in evs if layer < 0}
+            forward, backward = layer_tiles(
+                ((when, layer, what[code]) for when, layer, code in evs if code in what),
+                forward_begin_s=marks[_BEGIN],
+                loss_end_s=marks[_LOSS],
+                backward_end_s=marks[_BWD_RET],
+                excluded=self.polls.get(t, ()),
+            )
             for li, name in enumerate(self.names):
-                f0, f1 = first.get((li, _FWD0)), first.get((li, _FWD1))
-                if f0 is None or f1 is None:
+                if li not in forward:
                     raise RuntimeError(f"layer {name!r} was not run by the model's forward")
-                out.append(("compute", "forward", t, name, evs[f0][0], evs[f1][0], 0.0))
-                b0 = first.get((li, _BWD0))
-                if b0 is None:
-                    continue
-                b1 = first.get((li, _BWD1))
-                if li in self.no_input_grad or b1 is None:
-                    later = [k for k, layer in backward if k > b0 and layer != li]
-                    b1 = later[0] if later else len(evs) - 1
-                out.append(("compute", "backward", t, name, evs[b0][0], evs[b1][0], 0.0))
+                for kind, tiles in (("forward", forward), ("backward", backward)):
+                    if li in tiles:
+                        a, d = tiles[li].start_s, tiles[li].duration_s
+                        out.append(("compute", kind, t, name, a, a + d, 0.0))
         out += self.raw
         for c in self.comms:
             end = c.end if c.end is not None else c.start

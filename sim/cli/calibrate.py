@@ -189,8 +189,9 @@ def _gap_line(result: Any) -> str:
     return (
         f"per-layer sum {fmt_time(result.layer_sum_s)} vs whole model "
         f"{fmt_time(result.whole_model_s)} (no hooks): gap [{colour}]{result.gap:+.1%}[/] "
-        f"(target within ±15%); {fmt_time(result.outside_s)} per pass outside every layer "
-        "(loss, bookkeeping) is folded into the last layer's forward"
+        f"(target within ±15%; the layers' times hold the loss, the glue between layers "
+        f"and the hooks' own cost); {fmt_time(result.outside_s)} per pass outside every "
+        "layer's tile is folded into the last layer's forward"
     )
 
 
