@@ -131,7 +131,7 @@ def test_refusals():
         "--pp",
         "2",
     )
-    assert "--zero 3 is not modelled" in bad("run", *SMALL, "--tp", "2", "--zero", "3")
+    assert "--zero takes 0, 1, 2 or 3" in bad("run", *SMALL, "--tp", "2", "--zero", "4")
 
 
 def test_interleaved_schedule():

@@ -68,7 +68,7 @@ def run_layout(request: LayoutRequest) -> LayoutResult:
     ls = request.spec.build_layout()
     trace, stats, plans = simulate_layout(ls)
     lm, _ = layout_metrics(trace, ls, plans)
-    est = estimate(plans, ls.layout)
+    est = estimate(plans, ls.layout, ls.scenario.hardware.interference_factor)
     notes = [*request.notes, *ls.notes, *plans.notes, UNMODELLED, EFFICIENCY_CAVEAT]
     if ls.layout.sequence_parallel:
         notes.append(
@@ -81,7 +81,7 @@ def run_layout(request: LayoutRequest) -> LayoutResult:
         warnings.append(
             f"does not fit: stage {worst['stage']} needs {fmt_bytes(lm.peak_memory_bytes)} per "
             f"GPU, the device has {fmt_bytes(lm.device_memory_bytes)} (try --recompute "
-            "selective|full, --zero 1, a larger --tp/--pp or a smaller --micro-batch)"
+            "selective|full, --zero 1|2|3, a larger --tp/--pp or a smaller --micro-batch)"
         )
     if not lm.steady:
         warnings.append(
@@ -95,7 +95,7 @@ def run_layout(request: LayoutRequest) -> LayoutResult:
 class LayoutSearchRequest:
     spec: ScenarioSpec  # devices, global batch, hardware, workload, dtype, optimizer
     micro_batches: tuple[int, ...] = (1, 2, 4, 8)
-    zero: tuple[int, ...] = (0, 1)
+    zero: tuple[int, ...] = (0, 1, 2, 3)  # 2 and 3 with P = 1 only
     recompute: tuple[str, ...] = ("none", "selective", "full")
     schedules: tuple[str, ...] = ("1f1b",)
     top: int = 10

@@ -16,7 +16,17 @@ from sim.cli.common import check_run_outputs, emit_json, err, literal, out
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_time
 
-LAYOUT_KEYS = ("tp", "pp", "dp", "micro_batch", "zero", "recompute", "schedule", "dp_sync")
+LAYOUT_KEYS = (
+    "tp",
+    "pp",
+    "dp",
+    "micro_batch",
+    "zero",
+    "fsdp",
+    "recompute",
+    "schedule",
+    "dp_sync",
+)
 
 
 def layout_options(fn: Callable) -> Callable:
@@ -35,7 +45,17 @@ def layout_options(fn: Callable) -> Callable:
             "--zero",
             type=int,
             default=None,
-            help="With --tp/--pp: 1 shards optimizer state over the D replicas (ZeRO-1).",
+            help="With --tp/--pp, the ZeRO stage over the D replicas: 1 shards the optimizer "
+            "state, 2 the gradients too (reduce-scattered on every micro-batch), 3 the "
+            "parameters too (each block all-gathered before its forward and its backward); "
+            "2 and 3 need --pp 1, as in DeepSpeed.",
+        ),
+        click.option(
+            "--fsdp",
+            is_flag=True,
+            default=None,
+            help="With --tp: PyTorch FSDP's full sharding with one unit per transformer "
+            "block, the same as --zero 3.",
         ),
         click.option(
             "--recompute",
@@ -56,7 +76,7 @@ def layout_options(fn: Callable) -> Callable:
             metavar="sync|bucketed[:MB]",
             help="Data-parallel gradient synchronisation with --tp/--pp: after the flush "
             "(sync, default), or in buckets (25 MiB default) overlapped with the last "
-            "micro-batch's backward.",
+            "micro-batch's backward (with --zero 2: every micro-batch's).",
         ),
         click.option(
             "--sequence-parallel",
@@ -98,8 +118,29 @@ def apply_layout_defaults(kw: dict[str, Any]) -> list[str]:
 
 def refuse(given: dict[str, bool]) -> None:
     for option, present in given.items():
-        if present:
-            raise InputError(f"{option} does not apply to --tp/--pp layouts", key=option[2:])
+        if not present:
+            continue
+        if option in ("--strategy", "--strategies"):
+            raise InputError(
+                f"{option} does not apply to --tp/--pp layouts: their data-parallel "
+                "synchronisation is --dp-sync, and ZeRO or FSDP sharding is --zero 1|2|3 "
+                "(--fsdp is --zero 3)",
+                key=option[2:],
+            )
+        raise InputError(f"{option} does not apply to --tp/--pp layouts", key=option[2:])
+
+
+def read_fsdp(kw: dict[str, Any]) -> list[str]:
+    """``--fsdp`` as ``--zero 3``; the note that says so."""
+    if not kw.pop("fsdp", None):
+        return []
+    if kw.get("zero") not in (None, 3):
+        raise InputError(
+            f"--fsdp is ZeRO-3 (FSDP's full sharding); it does not go with --zero {kw['zero']}",
+            key="fsdp",
+        )
+    kw["zero"] = 3
+    return ["--fsdp: ZeRO-3 with one unit per transformer block (FSDP's FULL_SHARD)"]
 
 
 def _request(kw: dict[str, Any]) -> Any:
@@ -108,7 +149,7 @@ def _request(kw: dict[str, Any]) -> Any:
 
     kw.pop("apply", None)
     kw.pop("per_tensor", None)
-    notes = apply_layout_defaults(kw)
+    notes = read_fsdp(kw) + apply_layout_defaults(kw)
     return LayoutRequest(ScenarioSpec.from_options(kw), tuple(notes))
 
 
@@ -166,7 +207,7 @@ def _figures(result: Any) -> None:
             mem["blocks"],
             fmt_time(sum(p.forward_s for p in lane)),
             fmt_time(sum(p.backward_s for p in lane)),
-            fmt_bytes(mem["weights"] + mem["gradients"]),
+            fmt_bytes(mem["weights"] + mem["gradients"] + mem.get("gathered_weights", 0.0)),
             fmt_bytes(mem["master_weights"] + mem["optimizer_state"]),
             fmt_bytes(mem["peak_bytes"]),
         )

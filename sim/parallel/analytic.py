@@ -2,7 +2,9 @@
 without costing anything, and the iteration time from the stage plans.
 
 Memory (per stage s, one GPU): static (weights, gradients, fp32 master weights and
-optimizer state, the last two over D with ZeRO-1) + micro-batches in flight × the
+optimizer state, the last two over D with ZeRO-1, the gradients too with ZeRO-2, and
+the weights too with ZeRO-3, which adds the two largest adjacent units' parameters,
+gathered at once) + micro-batches in flight × the
 activations one keeps + the transient of full recomputation (one block's activations).
 In flight: 1F1B min(P - s, m); GPipe m. The task graph's memory samples give the same
 peak (``tests/test_pipeline.py`` checks it).
@@ -15,6 +17,13 @@ Narayanan et al., SC'21, §2.2). Stage 0 finishes last, so the iteration adds it
 data-parallel synchronisation, update and all-gather. Not in the closed form: the
 interference of collectives with compute, and sends queueing behind one another (the
 engine has both; the search reports the closed form and says so).
+
+ZeRO-2/3 (P = 1): their collectives run on every micro-batch beside the compute, so the
+closed form walks the one stage's micro-batches in schedule order with two clocks, the
+compute stream's and the data-parallel channel's (:func:`_walk`): a collective starts
+when the stream reaches it and the channel is free; a compute segment that waits for
+one starts no earlier than its end; the update after both. That is the engine's graph
+without interference; iterations do not overlap (the next one waits for the update).
 """
 
 from __future__ import annotations
@@ -131,6 +140,10 @@ class MemoryModel:
         else:
             kept_block = block_act_all
         shard = layout.dp if layout.zero else 1
+        weight_shard = shard if layout.zero >= 3 else 1
+        grad_shard = shard if layout.zero >= 2 else 1
+        zero3 = layout.zero == 3 and layout.dp > 1
+        pre_p, post_p = sum(x.params for x in pre), sum(x.params for x in post)
         static = [0.0] * layout.pp
         kept: list[float] = []
         transient: list[float] = []
@@ -141,9 +154,18 @@ class MemoryModel:
                 n * kept_block + sum(x.activation_elements_per_sample for x in extra) * b * size
             )
             static[k % layout.pp] += (
-                2 * params * size
+                params * size / weight_shard
+                + params * size / grad_shard
                 + params * FP32_BYTES * ((1 if size < FP32_BYTES else 0) + self.copies) / shard
             )
+            if zero3:  # ZeRO-3's units gathered at once: the two largest adjacent ones
+                units = (
+                    ([pre_p] if k == 0 else [])
+                    + [block_params] * n
+                    + ([post_p] if k == layout.chunks - 1 else [])
+                )
+                pairs = [a + b for a, b in zip(units, units[1:], strict=False)]
+                static[k % layout.pp] += max(pairs or units) * size
             transient.append(block_act_all if layout.recompute == "full" and n else 0.0)
         peaks = activation_peaks(layout, kept, transient)
         return [a + b for a, b in zip(static, peaks, strict=True)]
@@ -172,9 +194,13 @@ class Estimate:
     bubble_fraction: float  # stage 0's idle share of the pipeline phase
 
 
-def estimate(plans: Plans, layout: Layout) -> Estimate:
+def estimate(plans: Plans, layout: Layout, interference_factor: float = 0.0) -> Estimate:
+    """The closed form (module docstring). ``interference_factor``: compute's slowdown
+    while a collective runs (the profile's), counted by the ZeRO-2/3 walk only."""
     stages = plans.stages
     m = layout.num_micro_batches
+    if layout.zero >= 2 and layout.dp > 1:
+        return _walk(stages[0], layout, interference_factor)
     per = [p.forward_s + p.backward_s for p in stages]
     sends = sum(
         (p.send_forward.seconds if p.send_forward else 0.0)
@@ -225,3 +251,51 @@ def _exposed_buckets(mine: list[StagePlan], pp: int) -> float:
     for at, cost in sorted(ready):
         done = max(done, at) + cost
     return max(0.0, done)
+
+
+def _walk(plan: StagePlan, layout: Layout, interference_factor: float) -> Estimate:
+    """ZeRO-2/3 on one stage (P = 1): the micro-batches in schedule order on two clocks,
+    the compute stream's and the data-parallel channel's (module docstring). Every
+    collective issued so far was gated at or before the stream's clock, so from there the
+    channel is busy without a gap until ``channel``: compute runs at 1 / (1 + f) until
+    then, as the engine runs it (:mod:`sim.engine.core`). A TP collective on a link class
+    the ZeRO collectives also cross (a DP group with ranks in one node) shares it as the
+    engine's links do, both at half rate while they overlap (processor sharing); the
+    channel's queued latencies are counted as if shared too (a small overestimate)."""
+    from sim.parallel.pipeline import stage_order
+
+    slow = 1.0 + interference_factor
+    stream = channel = idle = 0.0
+    dp_links: set[str] = set()
+    for op, _, _ in stage_order(layout.schedule, 0, 1, layout.num_micro_batches):
+        issued: list[float] = []  # when each of this op's dp collectives ends
+        for seg in plan.forward if op == "F" else plan.backward:
+            if seg.dp:
+                channel = max(stream, channel) + seg.seconds
+                issued.append(channel)
+                dp_links.update(seg.links)
+                continue
+            if seg.waits >= 0 and issued[seg.waits] > stream:
+                idle += issued[seg.waits] - stream
+                stream = issued[seg.waits]
+            overlap = channel - stream  # the channel's busy time ahead
+            if seg.is_comm and overlap > seg.latency_s and dp_links.intersection(seg.links):
+                start = stream + seg.latency_s
+                ahead, work = channel - start, seg.bandwidth_s
+                stream = start + 2 * work if work <= ahead else channel + work
+                channel += min(work, ahead)
+            elif seg.is_comm or overlap <= 0:
+                stream += seg.seconds
+            elif seg.seconds * slow <= overlap:
+                stream += seg.seconds * slow
+            else:
+                stream = channel + seg.seconds - overlap / slow
+    pipeline = stream
+    end = (
+        max(stream, channel)
+        + sum(s.seconds for s in plan.dp_before_update)
+        + plan.update_s
+        + sum(s.seconds for s in plan.dp_after_update)
+    )
+    bubble = idle / pipeline if pipeline > 0 else 0.0  # waiting for gathered parameters
+    return Estimate(pipeline, end - pipeline, end, bubble)

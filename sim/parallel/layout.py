@@ -10,7 +10,8 @@ D·T·P = devices; T divides the attention heads and the key/value heads (Megatr
 heads, and with grouped-query attention the key/value groups, over the TP ranks); T fits
 inside one node's NVLink domain unless ``tp_across_nodes``; P ≤ the transformer blocks
 (when P does not divide them, the first ``blocks mod P`` stages hold one block more, and
-the layout says so); the global batch is D × micro-batch × micro-batches.
+the layout says so); the global batch is D × micro-batch × micro-batches; ZeRO-2 and
+ZeRO-3 only without pipeline parallelism (P = 1), as DeepSpeed runs them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sim.model.scenario import Scenario
 
 SCHEDULES = ("1f1b", "gpipe")
 RECOMPUTE = ("none", "selective", "full")
-ZERO_STAGES = (0, 1)
+ZERO_STAGES = (0, 1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,10 @@ class Layout:
     interleaved 1F1B, SC'21 §2.2.2: each GPU holds ``virtual_stages`` chunks of
     non-adjacent blocks, cutting the bubble by that factor); recompute: ``none``, ``selective``
     (the attention core, Korthikanti et al., arXiv:2205.05198) or ``full`` (every block
-    from its input); zero: 1 shards the optimizer state and fp32 master weights over the
-    D replicas (ZeRO-1, Megatron's distributed optimizer), 0 does not."""
+    from its input). zero, the ZeRO stage over the D replicas (Rajbhandari et al., SC'20):
+    0 none; 1 shards the optimizer state and fp32 master weights (Megatron's distributed
+    optimizer); 2 the gradients too; 3 the bf16/fp16 parameters too (PyTorch FSDP's full
+    sharding, one unit per block). What each communicates: :mod:`sim.parallel.stages`."""
 
     dp: int
     tp: int
@@ -164,9 +167,25 @@ def make_layout(
         )
     if zero not in ZERO_STAGES:
         raise InputError(
-            f"--zero {zero} is not modelled with --tp/--pp; choose 0 or 1 (ZeRO-1: optimizer "
-            "state sharded over the data-parallel replicas)",
+            f"--zero takes 0, 1, 2 or 3 (the ZeRO stage over the data-parallel replicas), "
+            f"got {zero}",
             key="zero",
+        )
+    if zero >= 2 and pp > 1:
+        # DeepSpeed's PipelineEngine asserts it (deepspeed/runtime/pipe/engine.py: "ZeRO-2
+        # and ZeRO-3 are incompatible with pipeline parallelism"); Megatron-LM's
+        # distributed optimizer, which runs with pipelines, is ZeRO-1.
+        raise InputError(
+            f"--zero {zero} does not run with --pp {pp} (ZeRO-2 and ZeRO-3 reduce-scatter "
+            "gradients on every micro-batch; DeepSpeed refuses them with pipeline "
+            "parallelism): use --zero 1, or --pp 1",
+            key="zero",
+        )
+    if zero >= 2 and name == "interleaved":
+        raise InputError(
+            f"--zero {zero} runs with --pp 1, where --schedule {schedule} has no stages to "
+            "interleave; drop --schedule",
+            key="schedule",
         )
     if devices % (tp * pp):
         raise InputError(
@@ -216,6 +235,12 @@ def make_layout(
             key="global-batch",
         )
     bucket = parse_dp_sync(dp_sync)
+    if zero == 3 and bucket:
+        raise InputError(
+            "--dp-sync bucketed does not apply to --zero 3: ZeRO-3 reduce-scatters each "
+            "block's gradients as that block's backward ends (FSDP's units); drop --dp-sync",
+            key="dp-sync",
+        )
     m = global_batch // per_step
     if virtual > 1 and m % pp:
         raise InputError(

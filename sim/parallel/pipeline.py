@@ -18,8 +18,11 @@ also waits for the activations sent by stage s-1, a backward for the gradient se
 stage s+1. Channels per stage: ``comm0`` the blocking tensor-parallel all-reduces (on
 the chain of compute), ``comm1`` activations sent forward, ``comm2`` gradients sent
 back, ``comm3`` the data-parallel gradient synchronisation after the flush (all-reduce,
-or ZeRO-1's reduce-scatter, update, all-gather). The next iteration's first forward on
-a stage waits for that stage's update (and all-gather).
+or ZeRO-1's reduce-scatter, update, all-gather), and ZeRO-2/3's collectives of every
+micro-batch (a plan's ``dp`` segments: issued there when the stage's chain reaches them,
+in that order; a compute segment that ``waits`` for one also depends on it; the update
+waits for all of them). The next iteration's first forward on a stage waits for that
+stage's update (and all-gather).
 """
 
 from __future__ import annotations
@@ -154,13 +157,26 @@ def build_graph(plans: Plans, layout: Layout, iterations: int) -> TaskGraph:
                         segs = plan.backward
                     last = chain[s]
                     flushing = op == "B" and last_backward[k] == pos[s]
-                    for i, seg in enumerate(segs):
-                        last = add_segment(seg, s, it, mb, [last, need] if i == 0 else [last])
+                    issued: list[int] = []  # this op's dp segments (ZeRO-2/3)
+                    first = True
+                    for seg in segs:
+                        deps = [last, need] if first else [last]
+                        if seg.dp:
+                            label = f"mb{mb} {seg.label}"
+                            live = [d for d in deps if d is not None]
+                            issued.append(add_comm(seg, DP_CHANNEL, s, it, label, live))
+                            continue
+                        if seg.waits >= 0:
+                            deps.append(issued[seg.waits])
+                        last = add_segment(seg, s, it, mb, deps)
+                        first = False
                         if flushing and seg.bucket >= 0:
                             bucket = plan.dp_buckets[seg.bucket]
                             bucket_tasks.setdefault(k, []).append(
                                 add_comm(bucket, DP_CHANNEL, s, it, bucket.label, [last])
                             )
+                    if issued:
+                        bucket_tasks.setdefault(k, []).extend(issued)
                     chain[s] = last
                     assert last is not None
                     if op == "F":

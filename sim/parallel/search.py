@@ -3,7 +3,8 @@ recomputation, schedule) of a decoder on a cluster, memory first, then the close
 
 Enumeration: T over the divisors of the key/value heads that fit a node's NVLink
 domain; P over the divisors of devices / T up to the number of blocks; D = devices /
-(T·P); micro-batches b with D·b dividing the global batch; ZeRO-1 or not;
+(T·P); micro-batches b with D·b dividing the global batch; ZeRO 0 or 1, and 2 or 3 when
+P = 1 (ZeRO-2/3 do not run with pipelines, :func:`sim.parallel.layout.make_layout`);
 recomputation; sequence parallelism or not (T > 1). Each layout is validated as
 ``--tp/--pp`` would validate it (:func:`sim.parallel.layout.make_layout`). Its memory per
 GPU comes from :class:`sim.parallel.analytic.MemoryModel` (no costs); one that does not
@@ -76,7 +77,7 @@ def search(
     *,
     global_batch: int,
     micro_batches: tuple[int, ...] = (1, 2, 4, 8),
-    zero: tuple[int, ...] = (0, 1),
+    zero: tuple[int, ...] = (0, 1, 2, 3),
     recompute: tuple[str, ...] = ("none", "selective", "full"),
     schedules: tuple[str, ...] = ("1f1b",),
     sequence_parallel: tuple[bool, ...] = (False, True),
@@ -110,6 +111,8 @@ def search(
                 sequence_parallel if tp > 1 else (False,),
             )
             for b, z, rc, sched, sp in choices:
+                if z >= 2 and pp > 1:
+                    continue  # refused by make_layout: ZeRO-2/3 need P = 1
                 try:
                     lay = make_layout(
                         devices=devices,
@@ -129,7 +132,7 @@ def search(
                 except InputError:
                     continue
                 if lay.dp == 1 and z:
-                    continue  # ZeRO-1 over one replica is no ZeRO
+                    continue  # ZeRO over one replica is no ZeRO
                 enumerated += 1
                 mem = max(memory.stage_bytes(lay))
                 if mem > limit:
@@ -148,7 +151,7 @@ def search(
                     cache=cache,
                     labels=False,
                 )
-                est = estimate(plans, lay)
+                est = estimate(plans, lay, hw.interference_factor)
                 it = est.iteration_s
                 mfu = plans.model_flops / (it * devices * peak)
                 costed.append(

@@ -17,6 +17,39 @@ puts them). A send is NCCL's ring broadcast over the two ranks (one hop). With T
 each TP rank sends 1/T of the activations (the scatter/gather optimisation, Narayanan et
 al., SC'21, §4.1); the all-gather on NVLink that follows it is not modelled.
 
+ZeRO over the data-parallel group (Rajbhandari et al., SC'20; the group is the D ranks
+of one stage and TP rank, t, t + P·T, ..., across nodes, while the TP all-reduces stay
+on NVLink):
+
+- ZeRO-1 (Megatron-LM's distributed optimizer): once per iteration, a reduce-scatter of
+  the accumulated gradients (or of each bucket, as the last micro-batch's backward
+  completes it) before the update on 1/D of the parameters, and an all-gather of the
+  updated parameters after it.
+- ZeRO-2 (DeepSpeed stage 2): the same, except that each DP rank keeps only its
+  gradient shard, so the gradient buckets are reduce-scattered as every micro-batch's
+  backward completes them, overlapped with the rest of that backward and what follows
+  (DeepSpeed reduces gradients after every backward, gradient accumulation or not:
+  "for zero stage 2 (and 3), gradient reduction is required after every backward
+  because of gradient partitioning", deepspeedai/DeepSpeed#2252). Buckets of
+  ``--dp-sync bucketed:MB``, else one bucket of the stage's gradients.
+- ZeRO-3 (DeepSpeed stage 3; PyTorch FSDP's FULL_SHARD with one unit per transformer
+  block, Zhao et al., VLDB 2023): the parameters are sharded too. Units: the layers
+  before the first block, each block, the layers after the last. On every micro-batch a
+  unit's parameters are all-gathered before its forward and again before its backward
+  (freed after each), and its gradients reduce-scattered as its backward ends. One unit
+  ahead is prefetched (FSDP's ``forward_prefetch`` and ``BACKWARD_PRE``, which issues the
+  next unit's all-gather before this unit's gradient computation and so before the
+  previous unit's reduce-scatter): the all-gather of unit u + 1 is issued when unit u's
+  compute starts, so at most two units are gathered at once (counted as
+  ``gathered_weights``, static: the peak of activations falls inside the forward and
+  backward, where two units are held). No all-gather after the update.
+
+ZeRO-2 and ZeRO-3 run with P = 1 only (:func:`sim.parallel.layout.make_layout`). Their
+collectives are ``dp`` segments of a micro-batch's forward or backward: issued on the
+data-parallel channel when the compute stream reaches them, and only the compute
+segment that names them (``waits``) waits for them. Not counted in memory: the
+full-size gradients of a bucket or unit before its reduce-scatter frees them.
+
 Recomputation: ``full`` keeps each block's input (s·b·h values) and re-runs the block's
 forward, its all-reduces included, before its backward (one block's activations live
 meanwhile); ``selective`` re-runs the attention core in backward and does not keep its
@@ -128,7 +161,12 @@ class Segment:
     collective's latency plus bandwidth part. ``memory_bytes``: change in the bytes in
     use when it ends. ``bucket``: in a backward with bucketed data-parallel
     synchronisation, the gradient bucket whose last gradient this segment computes (its
-    collective may start when the last micro-batch's segment ends), else -1."""
+    collective may start when the last micro-batch's segment ends), else -1. ``dp``: a
+    collective of the data-parallel group issued on every micro-batch (ZeRO-2/3), on the
+    data-parallel channel when the compute stream reaches it; the stream goes on.
+    ``waits``: this segment also waits for the ``waits``-th ``dp`` segment of the same
+    forward or backward (ZeRO-3: a unit's compute for its gathered parameters), else
+    -1."""
 
     kind: str
     label: str
@@ -139,14 +177,16 @@ class Segment:
     nbytes: float = 0.0
     memory_bytes: float = 0.0
     bucket: int = -1
+    dp: bool = False
+    waits: int = -1
 
     @property
     def is_comm(self) -> bool:
         return self.kind == "comm"
 
 
-def comm_segment(label: str, c: CollectiveCost) -> Segment:
-    return Segment("comm", label, c.time_s, c.latency_s, c.bandwidth_s, c.links, c.bytes)
+def comm_segment(label: str, c: CollectiveCost, dp: bool = False) -> Segment:
+    return Segment("comm", label, c.time_s, c.latency_s, c.bandwidth_s, c.links, c.bytes, dp=dp)
 
 
 @dataclass(frozen=True)
@@ -155,7 +195,7 @@ class StagePlan:
 
     stage: int
     blocks: tuple[int, int]  # first block, one past the last
-    forward: tuple[Segment, ...]  # one micro-batch
+    forward: tuple[Segment, ...]  # one micro-batch (ZeRO-2/3: dp segments among them)
     backward: tuple[Segment, ...]  # one micro-batch, recomputation included
     send_forward: Segment | None  # activations to stage + 1
     send_backward: Segment | None  # input gradients to stage - 1
@@ -163,7 +203,7 @@ class StagePlan:
     # Bucketed synchronisation instead: one collective per bucket, in backward order,
     # each after the last micro-batch's segment that marks it.
     dp_buckets: tuple[Segment, ...]
-    dp_after_update: tuple[Segment, ...]  # ZeRO-1's all-gather of the parameters
+    dp_after_update: tuple[Segment, ...]  # ZeRO-1/2's all-gather of the parameters
     update_s: float
     params: int  # on this GPU
     activation_bytes: float  # kept per micro-batch in flight
@@ -172,11 +212,13 @@ class StagePlan:
 
     @property
     def forward_s(self) -> float:
-        return sum(s.seconds for s in self.forward)
+        """One micro-batch's forward on the compute stream (its blocking TP collectives
+        included, its ZeRO collectives on the data-parallel channel not)."""
+        return sum(s.seconds for s in self.forward if not s.dp)
 
     @property
     def backward_s(self) -> float:
-        return sum(s.seconds for s in self.backward)
+        return sum(s.seconds for s in self.backward if not s.dp)
 
     @property
     def compute_forward_s(self) -> float:
@@ -223,10 +265,15 @@ class _Builder:
         self._s = 0.0
         self._labels: list[str] = []
         self._mem = 0.0
+        self._waits = -1  # of the segment being built
+        self._pending = -1  # for the next compute segment
+        self.issued = 0  # dp segments so far
 
     def compute(self, kind: str, seconds: float, label: str, memory_bytes: float = 0.0) -> None:
         if self._labels and kind != self._kind:
             self.close()
+        if not self._labels:
+            self._waits, self._pending = self._pending, -1
         self._kind = kind
         self._s += seconds
         self._mem += memory_bytes
@@ -237,20 +284,37 @@ class _Builder:
         if self._labels:
             first, last = self._labels[0], self._labels[-1]
             label = first if first == last else f"{first}..{last}"
-            self.out.append(Segment(self._kind, label, self._s, memory_bytes=self._mem))
-        self._labels, self._s, self._mem = [], 0.0, 0.0
+            self.out.append(
+                Segment(self._kind, label, self._s, memory_bytes=self._mem, waits=self._waits)
+            )
+        self._labels, self._s, self._mem, self._waits = [], 0.0, 0.0, -1
 
     def memory(self, nbytes: float) -> None:
-        """Attach ``nbytes`` to the segment being built (or the last one)."""
+        """Attach ``nbytes`` to the segment being built (or the last one on the compute
+        stream's chain)."""
         if self._labels:
             self._mem += nbytes
-        elif self.out:
-            last = self.out[-1]
-            self.out[-1] = Segment(**{**last.__dict__, "memory_bytes": last.memory_bytes + nbytes})
+            return
+        at = next((j for j in range(len(self.out) - 1, -1, -1) if not self.out[j].dp), None)
+        if at is not None:
+            last = self.out[at]
+            self.out[at] = Segment(**{**last.__dict__, "memory_bytes": last.memory_bytes + nbytes})
 
     def comm(self, seg: Segment) -> None:
         self.close()
         self.out.append(seg)
+
+    def dp(self, seg: Segment) -> int:
+        """Issue a data-parallel collective here (see :class:`Segment`); its index."""
+        self.close()
+        self.out.append(seg)
+        self.issued += 1
+        return self.issued - 1
+
+    def wait(self, index: int) -> None:
+        """The next compute segment waits for dp segment ``index``."""
+        self.close()
+        self._pending = index
 
     def bucket(self, index: int) -> None:
         """The segment being built completes gradient bucket ``index``: close it there."""
@@ -386,6 +450,20 @@ def plan_stages(
             timing[key] = hit
         return hit
 
+    dp_alg = algorithm if algorithm != "measured" else "auto"
+    rs_alg = dp_alg if dp_alg in ("auto", "ring", "halving-doubling", "hierarchical") else "auto"
+    # ZeRO-2/3 communicate on every micro-batch (module docstring); they run with P = 1,
+    # so the data-parallel group is stage 0's.
+    per_micro = layout.dp > 1 and layout.zero >= 2
+    zero3 = per_micro and layout.zero == 3
+    bucket_bytes = layout.bucket_bytes or (float("inf") if per_micro else 0.0)
+
+    zero_group = layout.dp_group(0) if per_micro else ()
+
+    def zero_comm(op: str, label: str, nbytes: float) -> Segment:
+        c = collective(op, nbytes, zero_group, rs_alg)
+        return comm_segment(f"zero {op} {label}", c, dp=True)
+
     recompute = layout.recompute
     stages: list[StagePlan] = []
     start = 0
@@ -397,14 +475,39 @@ def plan_stages(
 
     def build(
         idx: list[int], n_blocks: int
-    ) -> tuple[tuple[Segment, ...], tuple[Segment, ...], float, float, int, list[float]]:
+    ) -> tuple[tuple[Segment, ...], tuple[Segment, ...], float, float, int, list[float], float]:
         """One micro-batch's forward and backward on a model stage holding ``idx``: the
-        segments, activations kept, transient, parameters and gradient buckets."""
+        segments, activations kept, transient, parameters, gradient buckets and (ZeRO-3)
+        the bytes of the two largest adjacent units, gathered at once at most."""
+        # ZeRO-3's units (module docstring), in forward order.
+        members: list[list[int]] = []
+        keys: list[int | str] = []
+        for i in idx:
+            blk = block_of[i]
+            unit: int | str = blk if blk is not None else ("post" if keys else "pre")
+            if not keys or keys[-1] != unit:
+                keys.append(unit)
+                members.append([])
+            members[-1].append(i)
+        unit_bytes = [sum(timing_split_params(i) for i in m) * size for m in members]
+        names = [f"block{k}" if isinstance(k, int) else k for k in keys]
+        n_units = len(members)
+        fwd_start = {m[0]: u for u, m in enumerate(members)} if zero3 else {}
+        bwd_start = {m[-1]: u for u, m in enumerate(members)} if zero3 else {}
+        pairs = [a + b for a, b in zip(unit_bytes, unit_bytes[1:], strict=False)]
+        gathered = max(pairs or unit_bytes) if zero3 else 0.0
+
         fwd = _Builder()
         kept = 0.0
         params = 0
         block_act: dict[int, float] = {}
         for i in idx:
+            if i in fwd_start:  # ZeRO-3: gather this unit (first) and prefetch the next
+                u = fwd_start[i]
+                for v in (0, 1) if u == 0 else (u + 1,):
+                    if v < n_units:
+                        fwd.dp(zero_comm("allgather", names[v], unit_bytes[v]))
+                fwd.wait(u)
             split, f_s, _ = timed(i)
             params += split.params
             a = split.activation_elements_per_sample * b * size
@@ -431,9 +534,22 @@ def plan_stages(
         # Gradient buckets in backward order (PyTorch DDP's and Megatron-LM's overlap: a
         # bucket is reduced once its last gradient is computed), up to bucket_bytes each.
         bucket_sizes: list[float] = []
+        sizes2: list[float] = []  # ZeRO-2's buckets, reduce-scattered per micro-batch
         filling = 0.0
         last_param = min((i for i in idx if layers[i].params), default=None)
+        gathered_at: dict[int, int] = {}  # ZeRO-3: unit -> its backward all-gather
         for i in reversed(idx):
+            if i in bwd_start:  # ZeRO-3, backward order: prefetch, then the last unit's
+                u = bwd_start[i]  # reduce-scatter (FSDP's BACKWARD_PRE issue order)
+                if u == n_units - 1:
+                    gathered_at[u] = bwd.dp(zero_comm("allgather", names[u], unit_bytes[u]))
+                if u > 0:
+                    gathered_at[u - 1] = bwd.dp(
+                        zero_comm("allgather", names[u - 1], unit_bytes[u - 1])
+                    )
+                if u < n_units - 1:
+                    bwd.dp(zero_comm("reduce-scatter", names[u + 1], unit_bytes[u + 1]))
+                bwd.wait(gathered_at[u])
             blk = block_of[i]
             if recompute == "full" and blk is not None and blk != current:
                 current = blk
@@ -460,14 +576,20 @@ def plan_stages(
                 bwd.comm(tp_allreduce(f"tp allreduce {parts[i]} grad"))
             if recompute == "full" and blk is not None and i == info.block_layers[blk][0]:
                 bwd.memory(-block_act[blk])
-            if layout.bucket_bytes > 0 and layers[i].params and layout.dp > 1:
+            if bucket_bytes > 0 and layers[i].params and layout.dp > 1 and not zero3:
                 filling += timing_split_params(i) * size
-                if filling >= layout.bucket_bytes or i == last_param:
-                    bwd.bucket(len(bucket_sizes))
-                    bucket_sizes.append(filling)
+                if filling >= bucket_bytes or i == last_param:
+                    if per_micro:  # ZeRO-2: every micro-batch's bucket, reduce-scattered
+                        bwd.dp(zero_comm("reduce-scatter", f"bucket {len(sizes2)}", filling))
+                        sizes2.append(filling)
+                    else:
+                        bwd.bucket(len(bucket_sizes))
+                        bucket_sizes.append(filling)
                     filling = 0.0
         bwd.memory(-kept)
-        return fwd.done(), bwd.done(), kept, transient, params, bucket_sizes
+        if zero3:
+            bwd.dp(zero_comm("reduce-scatter", names[0], unit_bytes[0]))
+        return fwd.done(), bwd.done(), kept, transient, params, bucket_sizes, gathered
 
     memo: dict[tuple, tuple] = {}
     for s, n_blocks in enumerate(per_stage):  # s: model stage; its GPU is s mod P
@@ -484,7 +606,7 @@ def plan_stages(
             built = build(idx, n_blocks)
             if not labels:
                 memo[key] = built
-        fwd_segs, bwd_segs, kept, transient, params, bucket_sizes = built
+        fwd_segs, bwd_segs, kept, transient, params, bucket_sizes, gathered = built
         send_f = send_b = None
         p2p_bytes = act_values * size / tp
         if s + 1 < K:
@@ -505,25 +627,21 @@ def plan_stages(
         shard = layout.dp if layout.zero else 1
         buckets: tuple[Segment, ...] = ()
         if layout.dp > 1:
-            dp_alg = algorithm if algorithm != "measured" else "auto"
-            if layout.zero:
-                rs_alg = (
-                    dp_alg
-                    if dp_alg in ("auto", "ring", "halving-doubling", "hierarchical")
-                    else "auto"
+            if layout.zero in (1, 2):
+                after = (
+                    comm_segment(
+                        "dp all-gather", collective("allgather", grad_bytes, dp_group, rs_alg)
+                    ),
                 )
+            # ZeRO-2/3's reduce-scatters (and gathers) are in each micro-batch's segments.
+            if layout.zero == 1:
                 before = (
                     comm_segment(
                         "dp reduce-scatter",
                         collective("reduce-scatter", grad_bytes, dp_group, rs_alg),
                     ),
                 )
-                after = (
-                    comm_segment(
-                        "dp all-gather", collective("allgather", grad_bytes, dp_group, rs_alg)
-                    ),
-                )
-            else:
+            elif layout.zero == 0:
                 before = (
                     comm_segment(
                         "dp allreduce", collective("allreduce", grad_bytes, dp_group, dp_alg)
@@ -541,12 +659,16 @@ def plan_stages(
         update = update_cost_s(-(-params // shard), device, size, copies, optimizer=optimizer)
         weights = float(params * size)
         master = params * FP32_BYTES if size < FP32_BYTES else 0.0
+        # ZeRO (SC'20, Figure 1): stage 1 shards the optimizer state (and fp32 master
+        # weights), 2 the gradients too, 3 the parameters too.
         static = {
-            "weights": weights,
-            "gradients": weights,
+            "weights": weights / (shard if layout.zero >= 3 else 1),
+            "gradients": weights / (shard if layout.zero >= 2 else 1),
             "master_weights": master / shard,
             "optimizer_state": params * FP32_BYTES * copies / shard,
         }
+        if layout.zero == 3:
+            static["gathered_weights"] = gathered
         stages.append(
             StagePlan(
                 stage=s,
@@ -601,29 +723,41 @@ def _merged(segs: list[Segment], kind: str, label: str, memory_bytes: float) -> 
 
 
 def _coarse(segs: tuple[Segment, ...], kind: str, first: float, last: float) -> tuple[Segment, ...]:
-    """Per run of segments up to a gradient-bucket mark (one run without buckets): one
-    compute task, then one task for the run's tensor-parallel all-reduces; ``first``
-    bytes at the end of the first task, ``last`` at the end of the last."""
-    runs: list[list[Segment]] = [[]]
-    for seg in segs:
-        runs[-1].append(seg)
-        if seg.bucket >= 0:
-            runs.append([])
+    """Per run of segments up to a gradient-bucket mark or a ZeRO collective (one run
+    without either): one compute task, then one task for the run's tensor-parallel
+    all-reduces; ZeRO's data-parallel segments kept as they are. ``first`` bytes at the
+    end of the first compute task, ``last`` at the end of the last."""
     out: list[Segment] = []
-    for run in runs:
+    run: list[Segment] = []
+
+    def close() -> None:
         if not run:
-            continue
+            return
         compute = [s for s in run if not s.is_comm]
         comm = [s for s in run if s.is_comm]
+        waits = next((s.waits for s in run if s.waits >= 0), -1)
         if compute:
-            out.append(_merged(compute, kind, f"{kind} (whole stage)", 0.0))
+            merged = _merged(compute, kind, f"{kind} (whole stage)", 0.0)
+            out.append(dataclasses.replace(merged, waits=waits))
         if comm:
             out.append(_merged(comm, "comm", f"tp allreduce x{len(comm)}", 0.0))
         mark = run[-1].bucket
         if mark >= 0:
             out[-1] = dataclasses.replace(out[-1], bucket=mark)
-    out[0] = dataclasses.replace(out[0], memory_bytes=out[0].memory_bytes + first)
-    out[-1] = dataclasses.replace(out[-1], memory_bytes=out[-1].memory_bytes + last)
+        run.clear()
+
+    for seg in segs:
+        if seg.dp:
+            close()
+            out.append(seg)
+            continue
+        run.append(seg)
+        if seg.bucket >= 0:
+            close()
+    close()
+    chain = [j for j, seg in enumerate(out) if not seg.dp]
+    for j, nbytes in ((chain[0], first), (chain[-1], last)):
+        out[j] = dataclasses.replace(out[j], memory_bytes=out[j].memory_bytes + nbytes)
     return tuple(out)
 
 
