@@ -354,8 +354,10 @@ def test_delayed_3_is_not_slower_than_sync_on_a_tiny_model():
     delayed, _ = simulate(sc, _strategy("delayed:3"), ctx)
     # Issue #14 moved it three times: NCCL's tuner model (20.53 -> 31.93 us), Adam's update
     # costed by its kernels' traffic, 76 bytes per parameter (-> 42.78 us), and the first
-    # layer's backward without an input gradient (-> 41.88 us).
-    assert M.iteration_time_s(sync) == pytest.approx(41.88e-6, rel=1e-3)
+    # layer's backward without an input gradient (-> 41.88 us). Issue #13 added the copy
+    # of the gradients into the all-reduce's buffer: 2 x 461,042 x 4 B at the A100's
+    # 2,039 GB/s is 1.81 us (-> 43.69 us).
+    assert M.iteration_time_s(sync) == pytest.approx(43.69e-6, rel=1e-3)
     assert M.iteration_time_s(delayed) <= M.iteration_time_s(sync) * (1 + 1e-9)
 
 

@@ -11,6 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+# Provenance key and value of a workload whose measured backward times include the
+# gradients' copy into the communication buffers (Workload.copies_gradients_in_layers).
+GRADIENT_COPY = "gradient_copy"
+IN_LAYER_TIMES = "in layer times"
+
 
 @dataclass(frozen=True, slots=True)
 class MeasuredTime:
@@ -125,6 +130,15 @@ class Workload:
             if m.optimizer == optimizer:
                 return m.seconds
         return None
+
+    def copies_gradients_in_layers(self, device_model: str) -> bool:
+        """Whether this workload's measured layer times on ``device_model`` already hold
+        the copy of each gradient into a communication buffer (read from a DDP job's
+        trace, where the bucket hooks run inside the layers' backward)."""
+        return (
+            self.provenance.get(GRADIENT_COPY) == IN_LAYER_TIMES
+            and self.provenance.get("device") == device_model
+        )
 
     @property
     def total_params(self) -> int:

@@ -61,8 +61,9 @@ Spans per rank (rank 0's clock; t=0 at a barrier before the first iteration):
 ``compute`` ``forward``/``backward`` per workload layer and iteration: the layer's tile
 (:mod:`calibrate.measure.tiles`, as :mod:`calibrate.measure.compute` cuts a calibration's
 passes), so the forward spans cover zero_grad, the model and the loss and the backward
-spans cover ``backward()``, less the polls; the gradient pack of sync/delayed after
-``backward()`` is in no span;
+spans cover ``backward()``, less the polls; sync and delayed copy the gradients into
+their buffer after ``backward()``, a ``backward`` span labelled ``copy:all`` (layerwise
+and bucketed copy each gradient in its layer's backward);
 ``compute`` ``update`` (label ``sgd``: divide by np and step; iteration = the gradient's
 iteration); ``compute`` ``wait`` while the main thread blocks in ``Allreduce`` (label
 ``all``) or ``Wait`` (label ``all`` for delayed, ``waitall`` for layerwise/bucketed,
@@ -675,10 +676,11 @@ class _Trainer:
         loss.backward()
         self._stamp(-1, _BWD_RET)
         kind = self.plan.kind
-        if kind == "sync":
-            self._pack(0)
-        elif kind == "delayed":
-            self._pack(t % (self.plan.delay + 1))
+        if kind in ("sync", "delayed"):
+            p0 = time.perf_counter()
+            self._pack(0 if kind == "sync" else t % (self.plan.delay + 1))
+            # The copy into the collective's buffer, as the simulator's "copy:all" task.
+            self.raw.append(("compute", "backward", t, "copy:all", p0, time.perf_counter(), 0.0))
         else:
             self._finish_launches()
         self.losses.append(loss.detach())

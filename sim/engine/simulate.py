@@ -10,7 +10,7 @@ from sim.engine.core import Engine, EngineStats
 from sim.engine.graph import COMPUTE, Task, TaskGraph
 from sim.engine.trace import ExtrapolatedCollective, IterationWork, Trace, TraceMeta
 from sim.model.collectives import SUPPORTED, CollectiveCost, CostModel
-from sim.model.costs import layer_costs, update_cost_s
+from sim.model.costs import buffer_copy_s, layer_costs, update_cost_s
 from sim.model.scenario import OPTIMIZER_STATE_COPIES, Scenario
 from sim.model.stragglers import SlowNicTopology
 from sim.model.topology import Topology
@@ -81,7 +81,16 @@ def build_context(scenario: Scenario) -> BuildContext:
         push_pull=push_pull,
         iterations=scenario.iterations,
         collective=collective,
+        # One device has nothing to reduce, so nothing to copy into a buffer; times read
+        # from a DDP trace hold the copy already.
+        copy_s=_no_copy
+        if scenario.devices == 1 or scenario.workload.copies_gradients_in_layers(dev.model)
+        else lambda nbytes: buffer_copy_s(nbytes, dev),
     )
+
+
+def _no_copy(nbytes: float) -> float:
+    return 0.0
 
 
 def _update_costs(scenario: Scenario, state: int) -> tuple[float, ...]:

@@ -71,7 +71,7 @@ from typing import Any
 from sim.engine.trace import Span, Trace, TraceMeta
 from sim.errors import InputError
 from sim.formats.trace_files import meta_from_dict
-from workloads.model import Layer, MeasuredTime, Workload
+from workloads.model import GRADIENT_COPY, IN_LAYER_TIMES, Layer, MeasuredTime, Workload
 
 MAX_TRACE_BYTES = 1 << 30  # larger files are refused before reading (and gzip's output too)
 US = 1e-6
@@ -572,6 +572,10 @@ class KinetoImport:
             "optimizer": first.optimizer or "none",
             "optimizer_and_after_backward_ms": f"{self.update_s() * 1e3:.4g}",
         }
+        if first.backend:
+            # DDP copies each gradient into its bucket in the AccumulateGrad hook, which
+            # is charged to the layer: the simulator must not copy it again.
+            provenance[GRADIENT_COPY] = IN_LAYER_TIMES
         return Workload(
             name=name,
             description=f"{len(layers)} layers read from a torch.profiler trace of "

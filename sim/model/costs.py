@@ -445,6 +445,18 @@ def default_implementation(device: Device) -> str:
     return "foreach" if device.kind == "gpu" else "per-tensor"
 
 
+def buffer_copy_s(nbytes: float, device: Device) -> float:
+    """Seconds to copy ``nbytes`` of gradients into a contiguous communication buffer on
+    ``device``: one read and one write at its memory bandwidth. Data-parallel frameworks
+    copy each gradient into such a buffer before reducing it: PyTorch DDP into its
+    buckets from the autograd hook, on the compute stream ("Reducer" in Li et al.,
+    "PyTorch Distributed", VLDB 2020, section 3.2.3), Horovod into its fusion buffer, and
+    dtsim's own real runs into one buffer per collective. On this project's 2-core VM it
+    is what a real sync run of ``mlp`` (7.45 MB of gradients) spends after backward:
+    2 x 7.45 MB at the measured 20.65 GB/s copy bandwidth is 0.72 ms; measured 0.71 ms."""
+    return 2.0 * nbytes / device.memory_bandwidth_bytes_per_s
+
+
 def update_cost_s(
     params: int,
     device: Device,

@@ -55,6 +55,7 @@ class BuildContext:
     ``collective(op, nbytes)``: the cost of ``op`` (``reduce-scatter``, ``allgather``,
     ``allreduce``, ``broadcast``) over all devices, ``nbytes`` being the whole buffer
     (nccl-tests' size: a reduce-scatter's input, an all-gather's output).
+    ``copy_s(nbytes)``: the copy of gradients into a communication buffer.
     """
 
     scenario: Scenario
@@ -69,6 +70,9 @@ class BuildContext:
     push_pull: Callable[[float, int], CollectiveCost]
     iterations: int
     collective: Callable[[str, float], CollectiveCost] = _no_collectives
+    # Seconds to copy n gradient bytes into a communication buffer
+    # (:func:`sim.model.costs.buffer_copy_s`); none in a context built by hand.
+    copy_s: Callable[[float], float] = lambda nbytes: 0.0
 
     @property
     def layers(self) -> int:
@@ -321,6 +325,13 @@ def build_data_parallel(
       tensor's pull overlaps the next one's push, as on a full-duplex NIC.
     """
     check_collective_count(len(buckets))
+    # Each bucket's gradients are copied into its communication buffer on the compute
+    # stream once they are all ready, just before its collective (a task of kind
+    # "backward" labelled "copy:<bucket>", right after the backward that completes the
+    # bucket). DDP and dtsim's real runs copy each gradient as it is accumulated, inside
+    # the backward of its layer: the same work, at the bucket's end instead of spread
+    # over its layers.
+    copies = [ctx.copy_s(b.bytes) for b in buckets]
     duplex = bool(push_pull_servers) and full_duplex
     g = TaskGraph(channels=2 if duplex else channels)
     L = ctx.layers
@@ -399,6 +410,18 @@ def build_data_parallel(
         res = channel(t % channels)
         for bi, (b, cost, apply_s) in enumerate(zip(buckets, costs, server_apply_s, strict=True)):
             deps = [backward[b.ready_layer]]
+            if copies[bi] > 0:
+                deps = [
+                    g.add(
+                        "backward",
+                        COMPUTE,
+                        t,
+                        f"copy:{b.label}",
+                        copies[bi],
+                        deps,
+                        (t, 1, L - 1 - b.ready_layer, 0, bi),
+                    )
+                ]
             if hold_s is not None:
                 deps = [
                     g.add(
