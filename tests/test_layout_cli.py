@@ -148,8 +148,8 @@ def test_interleaved_schedule():
 def test_bucketed_dp_sync():
     doc = ok_json("whatif", *SMALL, "--tp", "2", "--dp-sync", "bucketed:10")
     assert doc["scenario"]["dp_sync"] == "bucketed:10"
-    assert "--dp-sync takes sync or bucketed" in bad(
-        "whatif", *SMALL, "--tp", "2", "--dp-sync", "delayed:1"
+    assert "--dp-sync takes sync, bucketed[:MB] (MB > 0) or delayed:d" in bad(
+        "whatif", *SMALL, "--tp", "2", "--dp-sync", "delayed:x"
     )
 
 

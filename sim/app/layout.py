@@ -75,6 +75,14 @@ def run_layout(request: LayoutRequest) -> LayoutResult:
             "sequence parallelism: the backward's all-gather of each column-parallel input "
             "blocks compute here (Megatron-LM overlaps it with the input-gradient GEMM)"
         )
+    delay = ls.layout.delay
+    if delay:
+        notes.append(
+            f"delayed:{delay}: each iteration's data-parallel collective runs during the next "
+            f"{delay}, and its update before iteration t+{delay + 1} (gradients {delay} "
+            f"iteration(s) stale, {delay} more gradient buffer(s) in memory); "
+            f"{trace.meta.iterations} iterations simulated, {1 + delay} of warm-up"
+        )
     warnings = []
     if not lm.fits:
         worst = max(lm.memory_by_stage, key=lambda d: d["peak_bytes"])

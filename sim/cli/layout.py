@@ -73,10 +73,12 @@ def layout_options(fn: Callable) -> Callable:
         click.option(
             "--dp-sync",
             default=None,
-            metavar="sync|bucketed[:MB]",
+            metavar="sync|bucketed[:MB]|delayed:d",
             help="Data-parallel gradient synchronisation with --tp/--pp: after the flush "
             "(sync, default), or in buckets (25 MiB default) overlapped with the last "
-            "micro-batch's backward (with --zero 2: every micro-batch's).",
+            "micro-batch's backward (with --zero 2: every micro-batch's), or delayed:d: "
+            "iteration t's collective overlaps iterations t+1..t+d and its update is applied "
+            "before t+d+1 (PipeDream-2BW's delay for d = 1; --zero 0 or 1).",
         ),
         click.option(
             "--sequence-parallel",
@@ -207,7 +209,12 @@ def _figures(result: Any) -> None:
             mem["blocks"],
             fmt_time(sum(p.forward_s for p in lane)),
             fmt_time(sum(p.backward_s for p in lane)),
-            fmt_bytes(mem["weights"] + mem["gradients"] + mem.get("gathered_weights", 0.0)),
+            fmt_bytes(
+                mem["weights"]
+                + mem["gradients"]
+                + mem.get("gathered_weights", 0.0)  # ZeRO-3
+                + mem.get("delayed_gradients", 0.0)  # delayed:d
+            ),
             fmt_bytes(mem["master_weights"] + mem["optimizer_state"]),
             fmt_bytes(mem["peak_bytes"]),
         )

@@ -156,6 +156,7 @@ class MemoryModel:
             static[k % layout.pp] += (
                 params * size / weight_shard
                 + params * size / grad_shard
+                + layout.delay * params * size  # delayed:d's pending gradients
                 + params * FP32_BYTES * ((1 if size < FP32_BYTES else 0) + self.copies) / shard
             )
             if zero3:  # ZeRO-3's units gathered at once: the two largest adjacent ones
@@ -221,7 +222,8 @@ def estimate(plans: Plans, layout: Layout, interference_factor: float = 0.0) -> 
         )
         pipeline = m * max(work) + (P - 1) * (max(per) + hop)
     mine = [p for p in stages if p.stage % P == 0]
-    tail = _exposed_buckets(mine, P) + sum(
+    exposed = _exposed_buckets(mine, P)
+    tail = exposed + sum(
         sum(s.seconds for s in p.dp_before_update)
         + p.update_s
         + sum(s.seconds for s in p.dp_after_update)
@@ -229,7 +231,54 @@ def estimate(plans: Plans, layout: Layout, interference_factor: float = 0.0) -> 
     )
     busy = m * sum(p.forward_s + p.backward_s for p in mine)
     bubble = 1.0 - busy / pipeline if pipeline > 0 else 0.0
+    if layout.delay:
+        iteration = _delayed(pipeline, tail, mine, stages, layout, interference_factor)
+        return Estimate(pipeline, iteration - pipeline, iteration, bubble)
     return Estimate(pipeline, tail, pipeline + tail, bubble)
+
+
+def _delayed(
+    pipeline: float,
+    tail: float,
+    mine: list[StagePlan],
+    stages: Sequence[StagePlan],
+    layout: Layout,
+    interference_factor: float,
+) -> float:
+    """The steady iteration of ``delayed:d`` (:mod:`sim.parallel.pipeline`): the longest
+    cycle mean of the graph's recurrence, a max-plus system. With S_t the start of
+    iteration t on GPU 0, U its update (and ZeRO-1's all-gather) and R its collective:
+    S_{t+1} >= S_t + pipeline + U (the chain); S_{t+d+1} >= S_t + pipeline + U' + R + U,
+    where U' = U when the collective of t is issued after an update's all-gather
+    (ZeRO-1), else 0 (the collective of t runs before the update of g_t); and each GPU's
+    DP channel carries one iteration's collectives per iteration, and under ZeRO-1 the
+    cycle RS(t), update(t), AG(t), RS(t+d) spans d iterations (the busiest GPU's paces
+    all: they meet in every micro-batch's sends). d = 0 is the sync form
+    (pipeline + R + U). The chain's term adds the interference of the collective with
+    the compute it now overlaps: for min(R, what follows it on the chain) seconds, GPU
+    0's compute share of that time runs 1 + f slower (f: the profile's factor). Not
+    counted: links the collective shares with TP all-reduces."""
+    update = sum(p.update_s + sum(s.seconds for s in p.dp_after_update) for p in mine)
+    gated = update if any(p.dp_after_update for p in mine) else 0.0
+    m = layout.num_micro_batches
+    compute = sum(m * (p.compute_forward_s + p.compute_backward_s) + p.update_s for p in mine)
+    share = compute / (pipeline + update) if pipeline + update > 0 else 0.0
+    # ZeRO-1's reduce-scatter starts after the update and all-gather; an all-reduce with it
+    overlap = min(tail - update, pipeline + update - gated)
+    chain = pipeline + update + interference_factor * max(0.0, overlap) * share
+    busy: dict[int, float] = {}
+    waits: dict[int, float] = {}
+    for p in stages:
+        gpu = p.stage % layout.pp
+        work = sum(s.seconds for s in (*p.dp_before_update, *p.dp_buckets, *p.dp_after_update))
+        busy[gpu] = busy.get(gpu, 0.0) + work
+        if p.dp_after_update:  # ZeRO-1: the update between the reduce-scatter and gather
+            waits[gpu] = waits.get(gpu, 0.0) + p.update_s
+    # ZeRO-1's channel cycle: RS(t), update(t), AG(t), then RS(t+d) (issued after it).
+    channel = max(
+        max(work, (work + waits.get(gpu, 0.0)) / layout.delay) for gpu, work in busy.items()
+    )
+    return max(chain, channel, (pipeline + gated + tail) / (layout.delay + 1))
 
 
 def _exposed_buckets(mine: list[StagePlan], pp: int) -> float:

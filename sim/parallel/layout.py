@@ -53,11 +53,17 @@ class Layout:
     # backward completes it (overlapped with the rest of that backward).
     bucket_bytes: float = 0.0
     sequence_parallel: bool = False  # Megatron-LM's, with T > 1 (sim.parallel.tensor)
+    # Data-parallel synchronisation delayed by this many iterations (delayed:d): iteration
+    # t's collective runs while t+1 .. t+d compute, and its update is applied before
+    # iteration t+d+1's first forward (sim.parallel.pipeline); 0 = sync.
+    delay: int = 0
 
     @property
     def dp_sync(self) -> str:
         if self.bucket_bytes:
             return f"bucketed:{self.bucket_bytes / MIB:g}"
+        if self.delay:
+            return f"delayed:{self.delay}"
         return "sync"
 
     @property
@@ -88,7 +94,7 @@ class Layout:
         return (
             f"D{self.dp}·T{self.tp}·P{self.pp} mb{self.micro_batch}x{self.num_micro_batches}"
             f" {self.schedule_name} recompute={self.recompute} zero={self.zero}"
-            + (f" dp={self.dp_sync}" if self.bucket_bytes else "")
+            + (f" dp={self.dp_sync}" if self.bucket_bytes or self.delay else "")
             + (" sp" if self.sequence_parallel else "")
         )
 
@@ -234,7 +240,14 @@ def make_layout(
             f"{micro_batch} = {per_step} (each replica runs whole micro-batches)",
             key="global-batch",
         )
-    bucket = parse_dp_sync(dp_sync)
+    bucket, delay = parse_dp_sync(dp_sync)
+    if zero >= 2 and delay:
+        raise InputError(
+            f"--dp-sync {dp_sync} does not go with --zero {zero}: ZeRO-2/3 reduce-scatter "
+            "the gradients inside every micro-batch, so there is no iteration-end "
+            "collective to delay (use --zero 0 or 1)",
+            key="dp-sync",
+        )
     if zero == 3 and bucket:
         raise InputError(
             "--dp-sync bucketed does not apply to --zero 3: ZeRO-3 reduce-scatters each "
@@ -251,7 +264,7 @@ def make_layout(
     if sequence_parallel and tp == 1:
         raise InputError("--sequence-parallel needs --tp 2 or more", key="sequence-parallel")
     return Layout(
-        dp, tp, pp, micro_batch, m, name, recompute, zero, virtual, bucket, sequence_parallel
+        dp, tp, pp, micro_batch, m, name, recompute, zero, virtual, bucket, sequence_parallel, delay
     )
 
 
@@ -260,19 +273,30 @@ MIB = 2**20
 DEFAULT_BUCKET_MIB = 25.0
 
 
-def parse_dp_sync(text: str) -> float:
-    """``sync`` -> 0; ``bucketed[:MB]`` -> the bucket size in bytes (default 25 MiB)."""
+# A delay beyond this many iterations is refused (each one holds a gradient buffer more).
+MAX_DELAY = 64
+
+
+def parse_dp_sync(text: str) -> tuple[float, int]:
+    """(bucket bytes, delay): ``sync`` -> (0, 0); ``bucketed[:MB]`` -> (the bucket size in
+    bytes, default 25 MiB, 0); ``delayed:d`` -> (0, d), ``delayed:0`` being ``sync``."""
     name, _, size = text.partition(":")
     if name == "sync" and not size:
-        return 0.0
+        return 0.0, 0
     if name == "bucketed":
         try:
             mib = float(size) if size else DEFAULT_BUCKET_MIB
         except ValueError:
             mib = -1.0
         if 0 < mib < 2**40:
-            return mib * MIB
-    raise InputError(f"--dp-sync takes sync or bucketed[:MB] (MB > 0), got {text!r}", key="dp-sync")
+            return mib * MIB, 0
+    if name == "delayed" and size.isdigit() and int(size) <= MAX_DELAY:
+        return 0.0, int(size)
+    raise InputError(
+        f"--dp-sync takes sync, bucketed[:MB] (MB > 0) or delayed:d (0 <= d <= {MAX_DELAY}), "
+        f"got {text!r}",
+        key="dp-sync",
+    )
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,18 @@ micro-batch (a plan's ``dp`` segments: issued there when the stage's chain reach
 in that order; a compute segment that ``waits`` for one also depends on it; the update
 waits for all of them). The next iteration's first forward on a stage waits for that
 stage's update (and all-gather).
+
+``delayed:d`` (d >= 1, PipeDream-2BW's delayed weight update, Narayanan et al.,
+"Memory-Efficient Pipeline-Parallel DNN Training", ICML 2021, §3.1, for d = 1): a
+stage's data-parallel collective of iteration t leaves the stage's chain, and the update
+with those gradients runs after the stage's last backward of iteration t + d, once the
+collective has ended; the all-gather of ZeRO-1 follows it. At the flush of iteration t
+the stage first applies g_{t-d} (and all-gathers), then issues the collective of g_t:
+one communicator runs them in issue order, so under ZeRO-1 the reduce-scatter of g_t
+waits for that all-gather. So iteration t's collective overlaps iterations t+1 .. t+d,
+and iteration t+d+1's first forward on the stage waits for the update of g_t. The
+update task carries iteration t (the gradients it applies), as the bounds
+(:mod:`sim.analysis.bounds`) read a staleness of d.
 """
 
 from __future__ import annotations
@@ -131,6 +143,9 @@ def build_graph(plans: Plans, layout: Layout, iterations: int) -> TaskGraph:
         )
 
     chain: list[int | None] = [None] * P  # last task of each stage's chain
+    # (iteration, model stage) -> the tasks its update waits for: the stage's chain at
+    # its flush, its data-parallel collectives (delayed:d keeps d iterations of them)
+    pending: dict[tuple[int, int], list[int]] = {}
     for it in range(iterations):
         sent_f: dict[tuple[int, int], int] = {}
         sent_b: dict[tuple[int, int], int] = {}
@@ -204,22 +219,41 @@ def build_graph(plans: Plans, layout: Layout, iterations: int) -> TaskGraph:
                     progressed = True
             if not progressed:
                 raise RuntimeError("pipeline schedule deadlocked (a bug in stage_order)")
+        flush = list(chain)  # each GPU's last backward of this iteration
         for k, plan in enumerate(plans.stages):
             s = k % P
-            last = chain[s]
-            assert last is not None
-            for seg in plan.dp_before_update:
-                last = add_comm(seg, DP_CHANNEL, s, it, seg.label, [last])
-            last = g.add(
-                "update",
-                COMPUTE,
-                it,
-                "optimizer update",
-                plan.update_s,
-                [last, *bucket_tasks.get(k, [])],
-                rank=s,
-            )
-            for seg in plan.dp_after_update:
-                last = add_comm(seg, DP_CHANNEL, s, it, seg.label, [last])
-            chain[s] = last
+            if layout.delay == 0:
+                last = chain[s]
+                assert last is not None
+                for seg in plan.dp_before_update:
+                    last = add_comm(seg, DP_CHANNEL, s, it, seg.label, [last])
+                pending[(it, k)] = [last, *bucket_tasks.get(k, [])]
+            src = it - layout.delay  # whose gradients this update applies
+            if src >= 0:
+                head = chain[s]
+                assert head is not None
+                last = g.add(
+                    "update",
+                    COMPUTE,
+                    src,
+                    "optimizer update",
+                    plan.update_s,
+                    # delay 0: the chain through the collectives (or the flush)
+                    [*([head] if layout.delay else []), *pending.pop((src, k))],
+                    rank=s,
+                )
+                for seg in plan.dp_after_update:
+                    last = add_comm(seg, DP_CHANNEL, s, src, seg.label, [last])
+                chain[s] = last
+        if layout.delay:
+            # Issued after every update of older gradients and its all-gather (ZeRO-1):
+            # one communicator runs them in issue order.
+            for k, plan in enumerate(plans.stages):
+                s = k % P
+                gate = chain[s] if it >= layout.delay and plan.dp_after_update else flush[s]
+                assert gate is not None
+                last = gate
+                for seg in plan.dp_before_update:
+                    last = add_comm(seg, DP_CHANNEL, s, it, seg.label, [last])
+                pending[(it, k)] = [last, *bucket_tasks.get(k, [])]
     return g

@@ -170,7 +170,8 @@ def search(
     seconds = time.perf_counter() - t0
     notes = [
         "ranked by the closed form (sim.parallel.analytic): no interference of collectives "
-        "with compute and no queueing of sends; the best layouts are also simulated"
+        "with compute (but for ZeRO-2/3) and no queueing of sends; the best layouts are "
+        "also simulated"
     ]
     if not costed:
         notes.append(

@@ -46,6 +46,13 @@ FINE_TASKS = 600_000
 WARMUP_ITERATIONS = 1
 
 
+def min_iterations(delay: int) -> int:
+    """Iterations a layout's run needs: one of warm-up (and ``delay`` more), two whole
+    windows to compare, the ``delay`` iterations their collectives end in, and the
+    start of the next."""
+    return 4 + 2 * delay
+
+
 def cost_model(ls: LayoutScenario) -> CostModel:
     return CostModel(Topology(ls.scenario.hardware, ls.scenario.placement))
 
@@ -67,7 +74,10 @@ def layout_work(graph: TaskGraph, ls: LayoutScenario, iterations: int) -> Iterat
     """What each iteration asks of each resource (the ``meta.work`` of
     :mod:`sim.analysis.bounds`): stage 0's compute (rank 0, whose windows the metrics
     read), the busiest (stage, channel)'s collective time as the one channel's, and the
-    bandwidth work of each (stage, link class)."""
+    bandwidth work of each (stage, link class). Under ``delayed:d`` stage 0's channels
+    and links only: a later stage's collectives may fall behind for many iterations
+    while stage 0 repeats (they meet only every d iterations, through the update), and
+    the steady windows are stage 0's."""
     fb = np.zeros(iterations)
     up = np.zeros(iterations)
     channels: dict[tuple[int, str], np.ndarray] = {}
@@ -76,7 +86,7 @@ def layout_work(graph: TaskGraph, ls: LayoutScenario, iterations: int) -> Iterat
         if t.resource == COMPUTE:
             if t.rank == 0:
                 (up if t.kind == "update" else fb)[t.iteration] += t.work_s
-        elif t.kind == "comm":
+        elif t.kind == "comm" and (t.rank == 0 or not ls.layout.delay):
             key = (t.rank, t.resource)
             channels.setdefault(key, np.zeros(iterations))[t.iteration] += t.latency_s + t.work_s
             for link in set(t.links):
@@ -85,7 +95,7 @@ def layout_work(graph: TaskGraph, ls: LayoutScenario, iterations: int) -> Iterat
     busiest = max(channels.values(), key=lambda v: float(v.sum()), default=np.zeros(iterations))
     return IterationWork(
         interference_factor=ls.scenario.hardware.interference_factor,
-        staleness=0,
+        staleness=ls.layout.delay,
         channels=1,
         forward_backward_s=tuple(fb.tolist()),
         update_s=tuple(up.tolist()),
@@ -105,12 +115,73 @@ def _tasks(plans: Plans, micro_batches: int) -> int:
     return sum((len(p.forward) + len(p.backward) + 2) * micro_batches + 4 for p in plans.stages)
 
 
+# delayed:d: the most iterations a run is extended to while a stage has not settled.
+MAX_DELAYED_ITERATIONS = 64
+
+
+# delayed:d: a later stage whose collectives fall behind stage 0 by less than this
+# fraction of an iteration per iteration counts as settled (it moves the steady
+# iteration by at most that fraction, once its backlog fills the d buffers).
+DRIFT_TOLERANCE = 1e-4
+
+
+def settled_everywhere(trace: Trace, pp: int) -> bool:
+    """Whether stage 0 repeats (:func:`sim.analysis.metrics.steady_state`) and no other
+    stage falls behind it: under ``delayed:d`` a later stage's collectives may take a
+    little longer than stage 0's iteration and lag more each iteration, unseen by stage
+    0's windows until the d buffers fill (llama2-7b's last stage holds the output layer,
+    its first the embedding: nearly a tie)."""
+    from sim.analysis.metrics import steady_state
+
+    steady = steady_state(trace, 0)
+    if not steady.settled:
+        return False
+    window = steady.windows[-1][2] - steady.windows[-1][1]
+    for rank in range(1, pp):
+        starts: dict[int, float] = {}
+        ends: dict[int, float] = {}
+        for s in trace.spans:
+            if s.rank == rank:
+                if s.kind == "forward":
+                    starts[s.iteration] = min(starts.get(s.iteration, s.start_s), s.start_s)
+                ends[s.iteration] = max(ends.get(s.iteration, s.end_s), s.end_s)
+        last = max(starts.values())
+        done = [t for t in sorted(starts) if t in ends and ends[t] <= last]
+        lags = [ends[t] - starts[t] for t in done[-3:]]
+        if len(lags) < 3:
+            return False
+        drift = max(b - a for a, b in zip(lags, lags[1:], strict=False))
+        if drift > DRIFT_TOLERANCE * window:
+            return False
+    return True
+
+
 def simulate_layout(
     ls: LayoutScenario, plans: Plans | None = None, iterations: int | None = None
 ) -> tuple[Trace, EngineStats, Plans]:
-    """Simulate ``ls`` for ``iterations`` (default: the scenario's) iterations."""
+    """Simulate ``ls`` for ``iterations`` (default: the scenario's) iterations. Under
+    ``delayed:d``, at least :func:`min_iterations`, doubled (up to
+    :data:`MAX_DELAYED_ITERATIONS` and the task limit) until every stage settles: a
+    backlog of collectives grows until the d buffers are full."""
     plans = plans or plans_for(ls)
     its = iterations or ls.scenario.iterations
+    delay = ls.layout.delay
+    if not delay:
+        return _simulate(ls, plans, its)
+    # d more iterations of warm-up (no update yet), and d more after the windows
+    # compared (each iteration's collective ends within the next d).
+    its = max(its, min_iterations(delay))
+    while True:
+        trace, stats, run_plans = _simulate(ls, plans, its)
+        more = min(2 * its, MAX_DELAYED_ITERATIONS)
+        tasks = _tasks(run_plans, ls.layout.num_micro_batches) * more
+        if more <= its or tasks > MAX_LAYOUT_TASKS or settled_everywhere(trace, ls.layout.pp):
+            return trace, stats, run_plans
+        its = more
+
+
+def _simulate(ls: LayoutScenario, plans: Plans, its: int) -> tuple[Trace, EngineStats, Plans]:
+    delay = ls.layout.delay
     if its < 4:
         raise InputError(
             "a layout needs at least 4 iterations (one of warm-up, two whole windows to "
@@ -148,7 +219,7 @@ def simulate_layout(
         # Each rank (stage) of this Trace stands for the D·T GPUs of its stage.
         "devices": lay.dp * lay.tp,
         "iterations": its,
-        "warmup_iterations": WARMUP_ITERATIONS,
+        "warmup_iterations": WARMUP_ITERATIONS + delay,
         "period": 1,
         "jitter": 0.0,
         "device_memory_bytes": sc.hardware.device.memory_bytes,
@@ -221,6 +292,7 @@ def layout_metrics(trace: Trace, ls: LayoutScenario, plans: Plans) -> tuple[Layo
 
     m = metrics(trace)
     steady = steady_state(trace)
+    settled = m.steady and (not ls.layout.delay or settled_everywhere(trace, ls.layout.pp))
     it = m.iteration_time_s
     sc = ls.scenario
     devices = ls.layout.devices
@@ -263,7 +335,7 @@ def layout_metrics(trace: Trace, ls: LayoutScenario, plans: Plans) -> tuple[Layo
             fits=m.peak_memory_bytes <= device_mem,
             memory_by_stage=memory,
             exposed_comm_s=m.exposed_comm_s,
-            steady=m.steady,
+            steady=settled,
         ),
         m,
     )

@@ -50,6 +50,9 @@ data-parallel channel when the compute stream reaches them, and only the compute
 segment that names them (``waits``) waits for them. Not counted in memory: the
 full-size gradients of a bucket or unit before its reduce-scatter frees them.
 
+``delayed:d`` (:mod:`sim.parallel.pipeline`) changes when the data-parallel collective
+and the update run, not what they cost; memory adds d gradient buffers.
+
 Recomputation: ``full`` keeps each block's input (s·b·h values) and re-runs the block's
 forward, its all-reduces included, before its backward (one block's activations live
 meanwhile); ``selective`` re-runs the attention core in backward and does not keep its
@@ -669,6 +672,13 @@ def plan_stages(
         }
         if layout.zero == 3:
             static["gathered_weights"] = gathered
+        if layout.delay:
+            # delayed:d holds the gradients of the d iterations whose collective or update
+            # is pending beside the ones being computed. One weight version: each
+            # iteration flushes and the update runs between iterations, so no micro-batch
+            # in flight needs the older weights (PipeDream-2BW keeps two because it does
+            # not flush).
+            static["delayed_gradients"] = layout.delay * weights
         stages.append(
             StagePlan(
                 stage=s,
