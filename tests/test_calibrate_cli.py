@@ -225,14 +225,20 @@ def test_calibrate_all_writes_a_profile_that_drives_whatif(tmp_path):
         "sync",
     )
     # Compute per iteration = the measured forward + backward times, the time outside every
-    # layer (folded into the last forward) and the timed update (run's default optimizer is
-    # momentum, which calibrate all times).
+    # layer (folded into the last forward), the timed update (run's default optimizer is
+    # momentum, which calibrate all times) and sync's copy of the fp32 gradients into its
+    # buffer at the measured copy bandwidth.
+    from hardware_profiles import load_profile
+    from sim.model.costs import buffer_copy_s
     from workloads import load_workload
 
-    update = load_workload(str(workload)).update_seconds(summary["device"], "momentum")
+    wl = load_workload(str(workload))
+    update = wl.update_seconds(summary["device"], "momentum")
     assert update is not None and update > 0
     outside = summary["compute"]["outside_layers_s"]
-    assert run["compute_s"] == pytest.approx(measured + outside + update, rel=1e-4)
+    copy = buffer_copy_s(wl.total_params * 4, load_profile(str(out)).device)
+    assert copy > 0
+    assert run["compute_s"] == pytest.approx(measured + outside + update + copy, rel=1e-4)
     assert run["iteration_time_s"] >= run["compute_s"]
     # The collective cost comes from the measured table.
     coll = ok_json("collective", "--hardware", out, "--devices", "2", "--bytes", "64KiB")
