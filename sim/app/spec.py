@@ -102,7 +102,8 @@ class ScenarioSpec:
 
     def build_layout(self) -> LayoutScenario:
         """The scenario under its 3D layout (:func:`sim.parallel.layout.make_layout`).
-        Needs a built-in decoder and ``--global-batch``; stragglers and explicit ranks
+        Needs a decoder (a built-in, or a workload YAML's ``decoder:``) and
+        ``--global-batch``; stragglers and explicit ranks
         are refused (one representative GPU per pipeline stage)."""
         from sim.parallel.layout import LayoutScenario, make_layout
         from sim.parallel.stages import decoder_shape

@@ -354,8 +354,9 @@ def _tune_options(fn: Callable) -> Callable:
 @click.option(
     "--layouts",
     is_flag=True,
-    help="Search 3D layouts of a transformer decoder instead: D, T, P, micro-batch, ZeRO-1, "
-    "recomputation (needs --global-batch); pruned by memory, ranked by MFU.",
+    help="Search 3D layouts of a transformer decoder instead: D, T, P, micro-batch, ZeRO "
+    "stage (0-1; 2-3 with P = 1), recomputation (needs --global-batch); pruned by memory, "
+    "ranked by MFU.",
 )
 @click.option("--top", type=int, default=10, show_default=True, help="--layouts: best to show.")
 @click.option(
