@@ -282,9 +282,15 @@ def calibrate_compute(
     csv_path: Path | None = None,
     resume: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    align: Callable[[], None] | None = None,
 ) -> ComputeResult:
     """Measure every layer of ``workload`` (a built-in name or a YAML of one) or of a
-    user's ``torch_model`` ("package.module:factory") on ``device``."""
+    user's ``torch_model`` ("package.module:factory") on ``device``.
+
+    ``align``, when ranks measure at once, is called before every timed phase (a
+    barrier): the ranks then run the same phase together, as a training loop's ranks do
+    between their collectives. Without it they drift apart, and one rank's passes ran
+    beside the other's optimizer steps, which share its memory bandwidth."""
     if batch < 1:
         raise InputError(f"--batch-per-device must be >= 1, got {batch}")
     if repeats < 1 or warmup < 0:
@@ -330,6 +336,8 @@ def calibrate_compute(
         def time_steps(r: int | None) -> None:
             grads = [p.grad for p in tm.model.parameters() if p.grad is not None]
             for name, opt in optimizers.items():
+                if align is not None:
+                    align()
                 clock.reset()
                 clock.stamp()
                 with torch.no_grad():
@@ -356,6 +364,11 @@ def calibrate_compute(
         per_layer: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
         for r in range(repeats):
             if r in complete:
+                if align is not None:
+                    # The other ranks measure this repeat: meet them at each of its
+                    # phases (the whole pass, the hooked pass, each optimizer's step).
+                    for _ in range(2 + len(optimizers)):
+                        align()
                 rows = complete[r]
                 whole.append(rows[("<whole>", "step")])
                 outside.append(rows.get(("<outside>", "step"), 0.0))
@@ -368,6 +381,8 @@ def calibrate_compute(
                 if progress:
                     progress(step, total)
                 continue
+            if align is not None:
+                align()
             clock.reset()
             clock.stamp()
             _one_pass(tm, x, y)
@@ -377,6 +392,8 @@ def calibrate_compute(
             if progress:
                 progress(step, total)
             hooks = _Hooks(tm, clock)
+            if align is not None:
+                align()
             try:
                 clock.reset()
                 clock.stamp()
@@ -547,6 +564,7 @@ def compute_loop(spec: dict, sink: Any) -> None:
         repeats=int(spec["repeats"]),
         csv_path=Path(spec["csv"]) if spec.get("csv") and comm.rank == 0 else None,
         resume=bool(spec.get("resume")) and comm.rank == 0,
+        align=comm.Barrier,
     )
     comm.Barrier()
     gemm = gemm_flops(result.device)
