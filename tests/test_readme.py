@@ -91,8 +91,14 @@ def test_validation_command_prints_every_figure():
     tables = __import__("json").loads(proc.stdout)
     assert set(tables) == {"single_device", "multi_node", "collectives_and_one_node"}
     rows = [r for table in tables.values() for r in table]
-    # Fitted rows and held-out rows are marked apart (and NCCL's own latency model).
-    assert {r["kind"] for r in rows} == {"fitted", "held out", "NCCL model"}
+    # Fitted rows and held-out rows are marked apart (and NCCL's own latency model), the
+    # rows pre-registered before any prediction on them apart from the first held-out set.
+    assert {r["kind"] for r in rows} == {
+        "fitted",
+        "held out",
+        "held out (new, 2026-12-01)",
+        "NCCL model",
+    }
     for r in rows:
         assert r["published"] > 0 and r["predicted"] > 0 and r["source"]
         assert r["error"] == pytest.approx(r["predicted"] / r["published"] - 1)
