@@ -10,6 +10,8 @@ only for comm(t) and in 39 of 40 iterations landed inside pass t+1).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -117,9 +119,12 @@ def test_timeline_staleness_is_the_convergence_rule(spec, nic_gbps):
 
 def test_deferred_update_holds_a_gradient_buffer_not_a_weight_copy():
     """The deferral keeps g_t reduced until pass t+d ends: one of the d gradient buffers
-    (d = 2: g_t waiting, g_{t+1} in flight, g_{t+2} in the model's own buffer). Weights
-    are changed between passes, so no second weight copy is needed."""
+    (d = 2: g_t waiting, g_{t+1} in flight, g_{t+2} in the model's own buffer), plus the
+    communication buffer g_{t+2} is copied into before its collective. Weights are
+    changed between passes, so no second weight copy is needed."""
     strategy = parse_strategy("delayed:2")
     sc = make_scenario(load_workload("alexnet"), load_profile("dgx1-p100"), 8, global_batch=256)
     ctx = build_context(sc)
-    assert strategy.extra_buffer_bytes(ctx) == 2 * sum(ctx.grad_bytes)
+    assert strategy.extra_buffer_bytes(ctx) == 3 * sum(ctx.grad_bytes)
+    no_copy = dataclasses.replace(ctx, copy_s=lambda nbytes: 0.0)
+    assert strategy.extra_buffer_bytes(no_copy) == 2 * sum(ctx.grad_bytes)

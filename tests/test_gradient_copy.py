@@ -33,7 +33,7 @@ def test_sync_copies_its_buffer_after_backward_then_reduces_it():
     (copy,) = [s for s in spans if s.label == "copy:all"]
     # 2 x 4,000,000 B (one read, one write) / 2,039e9 B/s = 3.9235 us
     assert copy.duration_s == pytest.approx(2 * 4e6 / 2039e9, rel=1e-12)
-    assert copy.kind == "backward" and copy.resource == "compute"
+    assert copy.kind == "backward" and copy.resource == "compute" and copy.bytes == 4e6
     last_backward = max(s.end_s for s in spans if s.kind == "backward" and s is not copy)
     (comm,) = [s for s in spans if s.kind == "comm"]
     assert copy.start_s == pytest.approx(last_backward, abs=1e-15)
@@ -51,8 +51,16 @@ def test_bucketed_copies_each_bucket_once():
 
 
 def test_one_device_copies_nothing():
-    _, trace = _run(1)
+    sc, trace = _run(1)
     assert not [s for s in trace.spans if s.label.startswith("copy:")]
+    assert parse_strategy("sync").extra_buffer_bytes(build_context(sc)) == 0
+
+
+def test_the_copy_needs_its_buffer_in_memory():
+    sc, _ = _run(2)
+    ctx = build_context(sc)
+    assert parse_strategy("sync").extra_buffer_bytes(ctx) == 4e6
+    assert parse_strategy("delayed:2").extra_buffer_bytes(ctx) == 3 * 4e6  # 2 held + 1
 
 
 def test_times_read_from_a_ddp_trace_already_hold_the_copy():

@@ -34,14 +34,18 @@ def _static(workload, dtype, optimizer, spec):
 def test_mixed_precision_adam_keeps_16_bytes_per_parameter(gpt2xl):
     # bf16 weights (2) + bf16 gradients (2) + fp32 master weights (4) + Adam's two fp32
     # moments (8) = 16 bytes per parameter (Micikevicius et al., ICLR 2018; ZeRO, SC'20).
+    # The buffer sync copies its gradients into is apart: one more bf16 copy (2).
     mem = _static(gpt2xl, "bf16", "adam", "sync")
+    buffers = mem.pop("strategy_buffers")
     assert sum(mem.values()) == 16 * gpt2xl.total_params
+    assert buffers == 2 * gpt2xl.total_params
 
 
 def test_fp32_adam_keeps_16_bytes_per_parameter_without_a_master_copy(gpt2xl):
     # fp32 weights (4) + gradients (4) + two moments (8); no separate master copy.
     mem = _static(gpt2xl, "fp32", "adam", "sync")
     assert mem["master_weights"] == 0
+    assert mem.pop("strategy_buffers") == 4 * gpt2xl.total_params  # sync's fp32 buffer
     assert sum(mem.values()) == 16 * gpt2xl.total_params
 
 
@@ -55,6 +59,7 @@ def test_delay_adds_gradient_buffers_in_the_gradient_dtype(gpt2xl):
 def test_parameter_server_workers_keep_no_optimizer_state(gpt2xl):
     # Servers hold the fp32 master and Adam state; a worker keeps bf16 weights and grads.
     mem = _static(gpt2xl, "bf16", "adam", "ps")
+    assert mem.pop("strategy_buffers") == 2 * gpt2xl.total_params  # the pushed copy
     assert sum(mem.values()) == 4 * gpt2xl.total_params
 
 

@@ -301,9 +301,12 @@ def test_zero_stages_keep_what_the_paper_says():
     norms = 65 * 4096
 
     def total(spec: str) -> float:
-        return sum(static_memory_bytes(ctx, parse_strategy(spec)).values())
+        """Model states only: the buffer sync copies its gradients into (2Ψ) is apart."""
+        mem = static_memory_bytes(ctx, parse_strategy(spec))
+        return sum(v for k, v in mem.items() if k != "strategy_buffers")
 
     assert total("sync") == 16 * psi
+    assert static_memory_bytes(ctx, parse_strategy("sync"))["strategy_buffers"] == 2 * psi
     assert total("zero:1") == pytest.approx(5.5 * psi, rel=1e-12)
     assert total("zero:2") == pytest.approx(3.75 * psi, rel=1e-12)
     assert total("zero:3") == pytest.approx(2 * psi + 2 * norms * 7 / 8, rel=1e-12)

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
 from sim.strategies._params import MAX_DELAY, int_param
-from sim.strategies.base import BuildContext, StrategyDefaults, build_data_parallel, layer_buckets
+from sim.strategies.base import (
+    BuildContext,
+    StrategyDefaults,
+    build_data_parallel,
+    copy_buffer_bytes,
+    layer_buckets,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,8 @@ class AsyncLayerwise(StrategyDefaults):
         )
 
     def extra_buffer_bytes(self, ctx: BuildContext) -> float:
-        return self.delay * sum(ctx.grad_bytes)
+        # the d deferred gradients, and the buffers the newest are copied into
+        return self.delay * sum(ctx.grad_bytes) + copy_buffer_bytes(ctx)
 
 
 def parse(spec: str, param: str | None, **_options) -> AsyncLayerwise:

@@ -83,6 +83,13 @@ class BuildContext:
         return tuple(i for i, b in enumerate(self.grad_bytes) if b > 0)
 
 
+def copy_buffer_bytes(ctx: BuildContext, buffers: int = 1) -> float:
+    """Memory of ``buffers`` communication buffers of every gradient, the buffers
+    :func:`build_data_parallel`'s copies fill; none where no copy is charged (one device,
+    times read from a DDP trace, a context built by hand)."""
+    return buffers * sum(ctx.grad_bytes) if ctx.copy_s(1.0) > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class StateShare:
     """The fraction of each full copy of the model state a device keeps between
@@ -420,6 +427,7 @@ def build_data_parallel(
                         copies[bi],
                         deps,
                         (t, 1, L - 1 - b.ready_layer, 0, bi),
+                        nbytes=b.bytes,
                     )
                 ]
             if hold_s is not None:

@@ -28,6 +28,7 @@ from sim.strategies.base import (
     StrategyDefaults,
     build_data_parallel,
     check_collective_count,
+    copy_buffer_bytes,
 )
 from sim.strategies.ps import push_pull_model
 
@@ -58,6 +59,9 @@ class BytePS(StrategyDefaults):
         if self.cpu_servers is not None:
             return self.cpu_servers
         return ctx.scenario.placement.nodes * ctx.scenario.hardware.nics.count_per_node
+
+    def extra_buffer_bytes(self, ctx: BuildContext) -> float:
+        return copy_buffer_bytes(ctx)  # the buffers its gradients are copied into
 
     def build(self, ctx: BuildContext) -> TaskGraph:
         model = push_pull_model(ctx)

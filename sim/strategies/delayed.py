@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from sim.engine.graph import TaskGraph
 from sim.strategies._params import MAX_DELAY, int_param
-from sim.strategies.base import BuildContext, RealRunPlan, StrategyDefaults, build_data_parallel
+from sim.strategies.base import (
+    BuildContext,
+    RealRunPlan,
+    StrategyDefaults,
+    build_data_parallel,
+    copy_buffer_bytes,
+)
 from sim.strategies.sync import all_gradients
 
 
@@ -40,7 +46,8 @@ class Delayed(StrategyDefaults):
         )
 
     def extra_buffer_bytes(self, ctx: BuildContext) -> float:
-        return self.delay * sum(ctx.grad_bytes)
+        # the d deferred gradients, and the buffer the newest is copied into
+        return self.delay * sum(ctx.grad_bytes) + copy_buffer_bytes(ctx)
 
 
 def parse(spec: str, param: str | None, **_options) -> Delayed:

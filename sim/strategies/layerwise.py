@@ -20,6 +20,7 @@ from sim.strategies.base import (
     RealRunPlan,
     StrategyDefaults,
     build_data_parallel,
+    copy_buffer_bytes,
     layer_buckets,
     tensor_buckets,
 )
@@ -34,6 +35,9 @@ class Layerwise(StrategyDefaults):
     apply: str = "wait-all"
     per_tensor: bool = False
     name: str = "layerwise"
+
+    def extra_buffer_bytes(self, ctx: BuildContext) -> float:
+        return copy_buffer_bytes(ctx)  # the buffers its gradients are copied into
 
     def build(self, ctx: BuildContext) -> TaskGraph:
         buckets = tensor_buckets(ctx) if self.per_tensor else layer_buckets(ctx)

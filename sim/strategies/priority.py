@@ -20,6 +20,7 @@ from sim.strategies.base import (
     StrategyDefaults,
     build_data_parallel,
     check_collective_count,
+    copy_buffer_bytes,
 )
 
 MIB = 2**20
@@ -61,7 +62,7 @@ class Priority(StrategyDefaults):
         )
 
     def extra_buffer_bytes(self, ctx: BuildContext) -> float:
-        return 0.0
+        return copy_buffer_bytes(ctx)  # the partitions' buffers
 
 
 def parse(spec: str, param: str | None, **_options) -> Priority:

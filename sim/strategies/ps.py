@@ -23,7 +23,13 @@ from sim.model.collectives import CollectiveCost, CostModel
 from sim.model.stragglers import SlowNicTopology
 from sim.model.topology import Topology
 from sim.strategies._params import int_param
-from sim.strategies.base import BuildContext, StrategyDefaults, build_data_parallel, layer_buckets
+from sim.strategies.base import (
+    BuildContext,
+    StrategyDefaults,
+    build_data_parallel,
+    copy_buffer_bytes,
+    layer_buckets,
+)
 
 
 def push_pull_model(ctx: BuildContext) -> CostModel:
@@ -51,6 +57,9 @@ class ParameterServer(StrategyDefaults):
 
     def server_count(self, ctx: BuildContext) -> int:
         return self.servers or ctx.scenario.placement.nodes
+
+    def extra_buffer_bytes(self, ctx: BuildContext) -> float:
+        return copy_buffer_bytes(ctx)  # the buffers its gradients are copied into
 
     def build(self, ctx: BuildContext) -> TaskGraph:
         servers = self.server_count(ctx)

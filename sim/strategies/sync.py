@@ -15,6 +15,7 @@ from sim.strategies.base import (
     RealRunPlan,
     StrategyDefaults,
     build_data_parallel,
+    copy_buffer_bytes,
 )
 
 
@@ -33,6 +34,9 @@ class Sync(StrategyDefaults):
 
     def real_run_plan(self) -> RealRunPlan:
         return RealRunPlan("sync")
+
+    def extra_buffer_bytes(self, ctx: BuildContext) -> float:
+        return copy_buffer_bytes(ctx)  # the one contiguous buffer it reduces
 
 
 def parse(spec: str, param: str | None, **_options) -> Sync:
