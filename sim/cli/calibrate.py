@@ -187,11 +187,14 @@ def _gap_line(result: Any) -> str:
     ok = abs(result.gap) <= 0.15
     colour = "green" if ok else "yellow"
     return (
-        f"per-layer sum {fmt_time(result.layer_sum_s)} vs whole model "
-        f"{fmt_time(result.whole_model_s)} (no hooks): gap [{colour}]{result.gap:+.1%}[/] "
-        f"(target within ±15%; the layers' times hold the loss, the glue between layers "
-        f"and the hooks' own cost); {fmt_time(result.outside_s)} per pass outside every "
-        "layer's tile is folded into the last layer's forward"
+        f"per-layer sum {fmt_time(result.layer_sum_s)} (passes with hooks; each layer's time "
+        "runs from its start to the next layer's, so the loss and the work between layers "
+        f"are in it) vs whole model {fmt_time(result.whole_model_s)} (zero_grad, forward, "
+        f"loss and backward without hooks): gap [{colour}]{result.gap:+.1%}[/] (target "
+        "within ±15%: the hooks' own cost, and the caches each pass found; the hooked "
+        "pass follows a pass, the plain one the optimizers' steps); "
+        f"{fmt_time(result.outside_s)} per pass outside every layer is folded into the last "
+        "layer's forward"
     )
 
 
