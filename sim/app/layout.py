@@ -24,7 +24,10 @@ UNMODELLED = (
     "not modelled: the cross-entropy's per-token all-reduces on the TP group, the "
     "NVLink all-gather after each scatter/gather send, the all-reduce of tied embedding "
     "gradients between the first and last stage, and the gradient-norm all-reduce of "
-    "clipping"
+    "clipping; memory per GPU is weights, gradients, optimizer state, activations and "
+    "communication buffers, with nothing held back for the CUDA context, NCCL's own "
+    "buffers or allocator fragmentation (together often several GiB): a layout within a "
+    "few GiB of the device's memory may not fit"
 )
 
 # How far the compute efficiencies carry to large models, said with every result: they
