@@ -237,3 +237,24 @@ def test_the_layouts_take_the_file_s_shape_not_a_built_in_s_of_the_same_name(tmp
            "--global-batch", "8")  # fmt: skip
     assert "more stages than the model's 2 transformer blocks" in bad(*run, "--pp", "4")
     assert "must divide the 4 attention heads" in bad(*run, "--tp", "8")
+
+
+@pytest.mark.parametrize(
+    "text, key, reason",
+    [
+        ("name: x\nDecoder:\n  hidden: 64\n", "Decoder", "did you mean 'decoder'?"),
+        ("name: x\ndecodr: {}\n", "decodr", "did you mean 'decoder'?"),
+        ("name: x\n", "layers", "or give 'decoder'"),
+    ],
+)
+def test_a_file_of_neither_form_points_at_both(tmp_path, text, key, reason):
+    """Review finding: 'Decoder:' was refused with a list of allowed keys without
+    'decoder' in it, steering the user to 'layers'."""
+    from sim.errors import InputError
+    from workloads.loader import load_yaml
+
+    path = tmp_path / "w.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_yaml(path)
+    assert err.value.key == key and reason in str(err.value)

@@ -226,6 +226,8 @@ def load_yaml(path: str | os.PathLike[str]) -> Workload:
                 key="decoder",
             )
         return _to_decoder(_validate(DecoderFileSpec, data, file), Path(path).stem, file)
+    if "layers" not in data:
+        _neither_form(data, file)
     return _to_workload(
         _validate(WorkloadSpec, data, file), default_name=Path(path).stem, file=file
     )
@@ -237,6 +239,30 @@ def _validate(model: type[_Spec], data: dict, file: str) -> _Spec:
     except ValidationError as exc:
         key, reason = validation_problem(exc, model)
         raise InputError(reason, file=file, key=key) from None
+
+
+def _neither_form(data: dict, file: str) -> None:
+    """A file with neither 'layers' nor 'decoder': name a key that looks like one."""
+    import difflib
+
+    keys = [str(k) for k in data]
+    for want in ("decoder", "layers"):
+        lower = {k.lower(): k for k in keys}
+        close = difflib.get_close_matches(want, list(lower), n=1, cutoff=0.7)
+        if close:
+            got = lower[close[0]]
+            raise InputError(
+                f"unknown key '{got[:40]}'; did you mean '{want}'? (a workload file gives "
+                "'layers', a list of layers, or 'decoder', a transformer's shape)",
+                file=file,
+                key=got[:40],
+            )
+    raise InputError(
+        "missing required key 'layers' (a list of layers), or give 'decoder' (a "
+        "transformer's shape) instead; workloads/README.md shows both",
+        file=file,
+        key="layers",
+    )
 
 
 def _to_decoder(spec: DecoderFileSpec, default_name: str, file: str) -> Workload:
