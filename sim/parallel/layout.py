@@ -184,7 +184,8 @@ def make_layout(
         raise InputError(
             f"--zero {zero} does not run with --pp {pp} (ZeRO-2 and ZeRO-3 reduce-scatter "
             "gradients on every micro-batch; DeepSpeed refuses them with pipeline "
-            "parallelism): use --zero 1, or --pp 1",
+            "parallelism): use --zero 1, or --pp 1"
+            + (" (--fsdp is --zero 3)" if zero == 3 else ""),
             key="zero",
         )
     if zero >= 2 and name == "interleaved":

@@ -120,9 +120,11 @@ def decoder_shape(workload: Workload) -> DecoderShape:
         return _read_shape(workload)
     except (KeyError, ValueError, ZeroDivisionError, IndexError):
         raise InputError(
-            f"--tp/--pp need a transformer decoder described by its shape; "
-            f"'{workload.name}' is not one (built-in: {', '.join(DECODER_SHAPES)}, or layers "
-            "named as workloads.transformer names them)",
+            f"layout options (--tp, --pp, --dp, --micro-batch, --zero, --fsdp, ...) need a "
+            f"transformer decoder described by its shape; '{workload.name}' is not one "
+            f"(built-in: {', '.join(DECODER_SHAPES)}; or a workload YAML's 'decoder:'; or "
+            "layers named as workloads.transformer names them). For sharded data "
+            "parallelism of any model use --strategies zero:1|2|3 or fsdp",
             key="workload",
         ) from None
 
