@@ -174,12 +174,19 @@ def _header(result: Any) -> None:
     )
 
 
+def _idle_label(pp: int) -> str:
+    """What the compute's idle share is: the pipeline's bubble (and any wait on
+    collectives) with stages, only waits on collectives without."""
+    return "pipeline bubble" if pp > 1 else "compute idle (waiting on collectives)"
+
+
 def _figures(result: Any) -> None:
     m, est = result.metrics, result.estimate
+    idle = _idle_label(result.scenario.layout.pp)
     out.print(
         f"iteration {fmt_time(m.iteration_time_s)}, {m.tokens_per_s:,.0f} tokens/s, "
         f"{m.achieved_tflops_per_gpu:.1f} TFLOP/s per GPU (recomputation counted), "
-        f"MFU {m.mfu:.1%}, pipeline bubble {m.bubble_fraction:.1%}",
+        f"MFU {m.mfu:.1%}, {idle} {m.bubble_fraction:.1%}",
         soft_wrap=True,
     )
     worst = max(m.memory_by_stage, key=lambda d: d["peak_bytes"])
@@ -221,7 +228,7 @@ def _figures(result: Any) -> None:
     out.print(t)
     out.print(
         f"closed form (the estimate tune ranks by): iteration {fmt_time(est.iteration_s)}, "
-        f"bubble {est.bubble_fraction:.1%}",
+        f"{idle} {est.bubble_fraction:.1%}",
         soft_wrap=True,
     )
 
@@ -337,7 +344,9 @@ def tune_layouts(kw: dict[str, Any], *, as_json: bool, top: int, verify: int) ->
         )
         return
     t = Table(title="best layouts (closed form), best first")
-    for col in ("layout", "iteration", "tokens/s", "TFLOP/s/GPU", "MFU", "bubble", "memory/GPU"):
+    # "idle": stage 0's compute idle share (the pipeline bubble with P > 1; waits on
+    # collectives, e.g. ZeRO-3's all-gathers, in any layout)
+    for col in ("layout", "iteration", "tokens/s", "TFLOP/s/GPU", "MFU", "idle", "memory/GPU"):
         t.add_column(col, justify="left" if col == "layout" else "right")
     for c in s.best:
         # The ranking holds costed layouts only: every figure is set.
