@@ -230,7 +230,10 @@ def test_timeline_shows_the_metrics_and_every_group_in_colour(page, errors, time
             colour = viz.KIND_COLOURS[kind]
             assert count(pixels, rgb(colour)) > 300, (name, kind)
             assert count(pixels, darker(colour)) > 300, (name, kind)
-        assert count(pixels, rgb(viz.KIND_COLOURS["update"])) > 20, name
+        # The update is one short bar per iteration: in either shade, as the spans
+        # before it on the row fall (sync's gradient copy moved it to the darker one).
+        update = viz.KIND_COLOURS["update"]
+        assert count(pixels, rgb(update)) + count(pixels, darker(update)) > 20, name
     assert_lines_at_iteration_starts(page, traces)
     assert errors == []
 
@@ -313,7 +316,7 @@ def test_a_large_timeline_says_what_it_left_out(page, errors, tmp_path, traces):
     path = tmp_path / "small.html"
     viz.write_html(viz.timeline_figure(traces, max_spans=200), path)
     open_page(page, path)
-    expect(page.get_by_text(re.compile(r"^Showing 150 spans"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^Showing 162 spans"))).to_be_visible()
     assert errors == []
 
 
