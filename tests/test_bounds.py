@@ -292,6 +292,7 @@ def test_issue_13_measured_profile_with_interference():
     assert m.iteration_time_s > one_device  # parallel efficiency below 100%
 
 
+@pytest.mark.slow
 def test_issue_13_backlog_that_fills_slowly_is_not_steady():
     # Windows stay at the compute time (496.5 ms) while the all-reduces' backlog grows: 20
     # iterations looked steady and reported 496.5 ms. The run settles once both buffers

@@ -355,6 +355,7 @@ COMPUTE = ("calibrate", "compute", "--workload", "mlp", "--batch-per-device", "2
 MLP_ROWS = 2 + 4 + 2 * 3  # per repeat: whole, outside, 4 optimizer steps, fwd/bwd of 3 layers
 
 
+@pytest.mark.slow
 def test_compute_csv_row_cut_mid_way_is_dropped_on_resume(tmp_path):
     pytest.importorskip("torch")
     raw = tmp_path / "raw.csv"
@@ -466,6 +467,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_a_rank_leaves_within_a_second_when_its_dtsim_process_dies():
     from calibrate.measure.worker import process_start
 
@@ -716,6 +718,7 @@ def test_trace_fields_read_as_numbers_are_checked(tmp_path, change, needle):
     _short_refusal(bad("timeline", p, "--html", tmp_path / "o.html"), needle)
 
 
+@pytest.mark.slow
 def test_too_many_spans_are_refused_before_they_are_built(tmp_path):
     from sim.formats.trace_files import MAX_TRACE_SPANS
 

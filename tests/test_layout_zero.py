@@ -282,6 +282,7 @@ def test_zero_over_one_replica_is_no_zero(zero, tp, m, recompute):
     assert sharded.estimate == plain.estimate
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     zero=st.sampled_from([2, 3]),
@@ -502,6 +503,7 @@ def test_delayed_holds_d_more_gradient_buffers():
         )
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     d=st.sampled_from([1, 2]),

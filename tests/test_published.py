@@ -171,6 +171,7 @@ def test_every_multi_node_row_is_close_or_explained() -> None:
         assert r["source"]
 
 
+@pytest.mark.slow
 def test_validate_published_prints_every_table(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
