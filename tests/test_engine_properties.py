@@ -540,6 +540,7 @@ def test_sync_hides_no_communication(sc):
 ONE_DEVICE_SPECS = [s for s in SPECS if not s[0].startswith("ps")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("workload", ["alexnet", "resnet50", "random"])
 def test_one_device_needs_no_communication(profile, workload):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cli_helpers import dtsim
 
 WHATIF = (
@@ -62,6 +63,7 @@ def test_whatif_json_is_one_document(tmp_path):
     assert dtsim(*WHATIF, "--json").stdout == result.stdout
 
 
+@pytest.mark.slow
 def test_python_dash_m_sim_cli_is_the_same_command(tmp_path):
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "sim.cli", *args]

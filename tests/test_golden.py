@@ -7,6 +7,9 @@ from __future__ import annotations
 import pytest
 from golden.scenarios import EXPECTED, SCENARIOS, run_scenario
 
+# Out of the quick subset (the README scenarios byte for byte: the full suite runs them).
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_outputs_are_byte_identical(name, tmp_path):

@@ -218,6 +218,7 @@ def test_workload_counts_are_bounded(tmp_path):
     _short_refusal(bad("run", *A100, "--workload", p, *MLP[2:]), "layers[0].params")
 
 
+@pytest.mark.slow
 def test_too_many_layers_are_refused(tmp_path):
     from workloads.loader import MAX_LAYERS
 
@@ -306,6 +307,7 @@ def _dtsim_limited(args: list, file_limit: int, cwd: Path) -> subprocess.Complet
     )
 
 
+@pytest.mark.slow
 def test_no_resume_on_a_full_disk_keeps_the_old_table(tmp_path):
     spec = _sweep_spec(tmp_path)
     out = tmp_path / "s.csv"
@@ -337,6 +339,7 @@ def test_a_row_cut_by_a_full_disk_is_dropped_on_resume(tmp_path):
     assert len(pd.read_csv(out)) == 6 and out.read_text().endswith("\n")
 
 
+@pytest.mark.slow
 def test_parquet_on_a_full_disk_is_one_line(tmp_path):
     pytest.importorskip("pyarrow")
     spec = _sweep_spec(tmp_path)

@@ -29,6 +29,9 @@ from sim.strategies import parse_strategy  # noqa: E402
 from workloads import builtin_names, load_workload  # noqa: E402
 from workloads.model import Elementwise  # noqa: E402
 
+# Out of the quick subset (published-figure reference checks: the full suite runs them).
+pytestmark = pytest.mark.slow
+
 
 def test_single_device_table_covers_devices_models_and_roles() -> None:
     assert len(SINGLE_DEVICE) >= 15

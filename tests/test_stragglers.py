@@ -169,6 +169,7 @@ def test_jitter_cv_is_a_mean_preserving_lognormal():
     assert statistics.stdev(draws) == pytest.approx(0.3, abs=0.03)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", ["compute-heavy", "comm-heavy"])
 def test_jitter_costs_sync_more_than_delayed(setting):
     base = {s: _long_run_mean(s, setting) for s in ("sync", "delayed:1")}
