@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def test_compute_writes_a_workload_that_the_simulator_uses(tmp_path):
         sum(x["forward_s"] + x["backward_s"] for x in doc["layers"])
     )
     assert doc["whole_model_s"] > 0
+    # The load guard says what other processes took of the CPUs meanwhile (review
+    # finding: a standalone calibration on a busy machine said nothing).
+    assert re.fullmatch(
+        r"load guard: (other processes used \d+% of the CPUs: (clean|DISTURBED)"
+        r"|load not measured \(no /proc\))",
+        doc["load_guard"],
+    )
     written = yaml.safe_load(out.read_text())
     device = doc["device"]
     assert device.endswith("(1 thread)")

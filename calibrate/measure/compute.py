@@ -94,6 +94,9 @@ class ComputeResult:
     whole_model_s: float  # median forward + backward without hooks
     whole_model_iqr_s: float
     outside_s: float = 0.0  # median hooked-pass time outside every layer (loss, bookkeeping)
+    # The load guard's line for the whole measurement (calibrate.measure.loadguard), where
+    # the caller measured it: how much of the CPUs other processes took meanwhile.
+    load_guard: str | None = None
 
     @property
     def layer_sum_s(self) -> float:

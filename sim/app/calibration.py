@@ -8,6 +8,7 @@ measuring functions only.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -118,6 +119,7 @@ def compute_summary(result: Any) -> dict:
         "whole_model_iqr_s": result.whole_model_iqr_s,
         "gap_fraction": result.gap,
         "outside_layers_s": result.outside_s,
+        **({"load_guard": result.load_guard} if result.load_guard else {}),
         "layers": [
             {
                 "name": lt.name,
@@ -271,23 +273,32 @@ def run_compute(
     resume: bool,
     progress: ProgressSink = no_progress,
 ) -> Any:
-    """Per-layer times of one process (``calibrate.measure.compute.calibrate_compute``)."""
+    """Per-layer times of one process (``calibrate.measure.compute.calibrate_compute``),
+    with the load guard's line: what other processes took of the CPUs meanwhile."""
     from calibrate.measure.compute import calibrate_compute
+    from calibrate.measure.loadguard import LoadReport, Section
 
     progress("compute", 0, warmup + 2 * repeats)
-    return calibrate_compute(
-        workload,
-        device=device,
-        batch=batch,
-        threads=threads,
-        warmup=warmup,
-        repeats=repeats,
-        torch_model=torch_model,
-        input_shape=input_shape,
-        csv_path=csv_path,
-        resume=resume,
-        progress=lambda done, total: progress("compute", done, total),
-    )
+    with Section() as section:
+        result = calibrate_compute(
+            workload,
+            device=device,
+            batch=batch,
+            threads=threads,
+            warmup=warmup,
+            repeats=repeats,
+            torch_model=torch_model,
+            input_shape=input_shape,
+            csv_path=csv_path,
+            resume=resume,
+            progress=lambda done, total: progress("compute", done, total),
+        )
+    report = LoadReport("load guard")
+    if section.load is None:
+        report.available = False
+    else:
+        report.attempts.append(section.load)
+    return dataclasses.replace(result, load_guard=report.line())
 
 
 def run_comm(

@@ -282,6 +282,9 @@ def compute_cmd(
     out_console = console
     out_console.print(_compute_table(result))
     out_console.print(_gap_line(result))
+    if result.load_guard:
+        colour = "yellow" if result.load_guard.endswith("DISTURBED") else "green"
+        out_console.print(f"[{colour}]{result.load_guard}[/]", soft_wrap=True)
     if out:
         out_console.print(f"wrote workload with measured times: {out}")
     else:
