@@ -1,25 +1,25 @@
 """Per-layer forward and backward times of a real torch model, by module hooks.
 
-Each workload layer is one module of the torch model (:mod:`calibrate.measure.models`). Four
-hooks per module stamp the clock: a forward pre-hook and a forward hook around its
-forward, a full backward pre-hook (the gradient of its output is ready) and a full
-backward hook (the gradient of its input is done). On a CPU the stamps are
+Each workload layer is one module of the torch model (:mod:`calibrate.measure.models`). Its
+hooks stamp the clock: a forward pre-hook and a forward hook around its forward, and a
+hook on its output's gradient (:func:`calibrate.measure.tiles.on_output_gradient`: the
+gradient is complete, its backward starts). On a CPU the stamps are
 ``time.perf_counter``; on a GPU they are CUDA events recorded on the stream, so they time
 the kernels, not the Python that launched them.
 
 A layer's time is its tile (:mod:`calibrate.measure.tiles`): from its first stamp to the
 next layer's, so the layers cover the pass: the loss is in the last layer's forward,
 autograd's start in the first layer to run backward, an activation or residual addition
-between two hooked layers in the layer before it. A module whose inputs need no gradient
-(the first layer; embeddings of token ids) fires its full backward hook before its
-weight gradient is computed; its tile ends at the next stamp of another layer, or at the
+between two hooked layers in the layer before it. The last layer to run backward (the
+first layer; embeddings of token ids) ends its tile, weight gradient included, at the
 end of backward. :mod:`calibrate.realrun.training` cuts a real run's stamps the same
 way, so `dtsim validate` compares like with like.
 
 Warm-up passes run first; then ``repeats`` timed passes. Each layer keeps the median and
 the interquartile range of its repeats. A separate set of passes without hooks times the
 whole model, and the gap between it and the sum of the per-layer medians is printed:
-the hooks' own cost (their autograd wrappers), which the per-layer times include.
+the hooks' own cost, which the per-layer times include, and the caches each pass found
+(the hooked pass follows a pass, the plain one the optimizers' steps).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class ComputeResult:
     layers: tuple[LayerTime, ...]
     whole_model_s: float  # median forward + backward without hooks
     whole_model_iqr_s: float
-    outside_s: float = 0.0  # median hooked-pass time outside every layer (loss, bookkeeping)
+    outside_s: float = 0.0  # median hooked-pass time outside every layer's tile
     # The load guard's line for the whole measurement (calibrate.measure.loadguard), where
     # the caller measured it: how much of the CPUs other processes took meanwhile.
     load_guard: str | None = None

@@ -680,7 +680,8 @@ class _Trainer:
             p0 = time.perf_counter()
             self._pack(0 if kind == "sync" else t % (self.plan.delay + 1))
             # The copy into the collective's buffer, as the simulator's "copy:all" task.
-            self.raw.append(("compute", "backward", t, "copy:all", p0, time.perf_counter(), 0.0))
+            nbytes = float(self.groups[0].nbytes)
+            self.raw.append(("compute", "backward", t, "copy:all", p0, time.perf_counter(), nbytes))
         else:
             self._finish_launches()
         self.losses.append(loss.detach())

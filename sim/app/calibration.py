@@ -276,11 +276,13 @@ def run_compute(
     """Per-layer times of one process (``calibrate.measure.compute.calibrate_compute``),
     with the load guard's line: what other processes took of the CPUs meanwhile."""
     from calibrate.measure.compute import calibrate_compute
-    from calibrate.measure.loadguard import LoadReport, Section
+    from calibrate.measure.loadguard import measure_quietly
 
     progress("compute", 0, warmup + 2 * repeats)
-    with Section() as section:
-        result = calibrate_compute(
+    # Measured once (retries=0): a re-run would repeat the whole calibration.
+    result, report = measure_quietly(
+        "load guard",
+        lambda: calibrate_compute(
             workload,
             device=device,
             batch=batch,
@@ -292,12 +294,9 @@ def run_compute(
             csv_path=csv_path,
             resume=resume,
             progress=lambda done, total: progress("compute", done, total),
-        )
-    report = LoadReport("load guard")
-    if section.load is None:
-        report.available = False
-    else:
-        report.attempts.append(section.load)
+        ),
+        retries=0,
+    )
     return dataclasses.replace(result, load_guard=report.line())
 
 
