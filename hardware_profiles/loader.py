@@ -213,6 +213,9 @@ class ProfileSpec(_Strict):
     )
     provenance: dict[Name, Text | int | float] = Field(default_factory=dict, max_length=MAX_ENTRIES)
     host_cpu_vendor: Literal["intel", "amd", "other"] = "intel"
+    comm_progress: Literal["thread", "polled"] = "thread"
+    # As interference_factor: a collective up to 100x slower while its rank computes.
+    comm_interference_factor: float = Field(default=0.0, ge=0, le=100)
 
 
 def parse_profile(data: object, origin: str) -> HardwareProfile:
@@ -400,6 +403,8 @@ def _build(spec: ProfileSpec, origin: str) -> HardwareProfile:
         measured_collectives=tuple(measured),
         provenance={k: str(v) for k, v in spec.provenance.items()},
         host_cpu_vendor=spec.host_cpu_vendor,
+        comm_progress=spec.comm_progress,
+        comm_interference_factor=spec.comm_interference_factor,
     )
 
 

@@ -31,6 +31,7 @@ from sim.model.scenario import (
     make_scenario,
     with_interference,
     with_nic_bandwidth,
+    with_polled_progress,
     with_stragglers,
 )
 from sim.strategies import parse_strategy
@@ -410,6 +411,8 @@ def _scenarios(draw, explicit: bool = False):
     if not measured and draw(st.booleans()):
         hw = with_nic_bandwidth(hw, 10 ** draw(st.floats(0.0, 2.6)))
     hw = with_interference(hw, draw(st.floats(0.0, 2.0)))
+    if draw(st.booleans()):  # collectives progressed by polls, slowed while computing
+        hw = with_polled_progress(hw, draw(st.floats(0.0, 5.0)))
     if draw(st.booleans()):
         workload = load_workload(draw(st.sampled_from(("mlp", MEASURED_WORKLOAD))))
     else:

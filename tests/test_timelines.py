@@ -66,10 +66,22 @@ def _toy_context(iterations: int = 3, latency_s: float = 0.0) -> BuildContext:
     )
 
 
-def _run(spec: str, iterations: int = 3, interference: float = 0.0, **options) -> Trace:
+def _run(
+    spec: str,
+    iterations: int = 3,
+    interference: float = 0.0,
+    comm_interference: float = 0.0,
+    polled: bool = False,
+    **options,
+) -> Trace:
     ctx = _toy_context(iterations)
     graph = parse_strategy(spec, **options).build(ctx)
-    spans, memory, _ = Engine(graph, interference_factor=interference).run()
+    spans, memory, _ = Engine(
+        graph,
+        interference_factor=interference,
+        comm_interference_factor=comm_interference,
+        polled=polled,
+    ).run()
     return Trace(tuple(spans), tuple(memory), TraceMeta(warmup_iterations=1, global_batch=8))
 
 
@@ -203,6 +215,42 @@ def test_interference_slows_compute_while_communication_runs():
         _timeline(t, "comm0"),
         [(5, 8, "comm", "L2"), (8, 10, "comm", "L1"), (end_b0, end_b0 + 1, "comm", "L0")],
     )
+
+
+def test_polled_collectives_share_the_thread_with_compute():
+    # Polled progress (plain MPI non-blocking collectives on a CPU): while a collective
+    # is in flight compute runs at 1/(1 + 1) = 1/2, and while the rank computes the
+    # collective runs at 1/(1 + 3) = 1/4; the compute's extra time is polling.
+    t = _run("layerwise", interference=1.0, comm_interference=3.0, polled=True)
+    # L2's comm (3 s) from 5 beside backward L1 (2 s): L1 ends at 5 + 2/(1/2) = 9, of
+    # which [7, 9] is polling; L2's comm has done 4 * 1/4 = 1 s. Backward L0 [9, 13],
+    # polling [11, 13]; L2's comm has 1 s left, done at full speed (the stream idles)
+    # [13, 14], then L1's [14, 16] and L0's [16, 17]; update [17, 18.5].
+    _assert_timeline(
+        _timeline(t, COMPUTE),
+        FWD_BWD_IT0[:4]
+        + [
+            (5, 7, "backward", "L1"),
+            (7, 9, "poll", "L1"),
+            (9, 11, "backward", "L0"),
+            (11, 13, "poll", "L0"),
+            (17, 18.5, "update", "all"),
+        ],
+    )
+    _assert_timeline(
+        _timeline(t, "comm0"),
+        [(5, 14, "comm", "L2"), (14, 16, "comm", "L1"), (16, 17, "comm", "L0")],
+    )
+    # Polling is not compute: the stream's idle time counts it as exposed communication.
+    # Iteration 1 repeats iteration 0 shifted by 18.5 s.
+    assert iteration_time_s(t) == pytest.approx(18.5, abs=1e-12)
+    assert exposed_comm_s(t) == pytest.approx(18.5 - 10.5, abs=1e-12)
+
+
+def test_polled_collective_after_backward_runs_at_full_speed():
+    # sync: nothing computes while the all-reduce runs, so polled progress changes nothing.
+    plain, polled = _run("sync"), _run("sync", interference=1.0, comm_interference=3.0, polled=True)
+    assert sorted(plain.spans) == sorted(polled.spans)
 
 
 def test_horovod_cycle_fuses_gradients_ready_in_one_cycle():

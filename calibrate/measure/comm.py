@@ -82,6 +82,10 @@ class InterferenceSample:
     comm_alone_s: float  # one all-reduce of ``bytes``, nothing else running
     comm_with_compute_s: float  # mean all-reduce (+ the stop check) during compute
     comm_iterations: int
+    # progress "test" only: the collective's slowdown while the rank computes (g), and
+    # the thread time a collective beside compute costs, in blocking all-reduces (k).
+    comm_factor: float = 0.0
+    thread_cost: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,11 @@ class InterferenceResult:
     samples: tuple[InterferenceSample, ...]
     threads: int = 1
     bytes: int = 16 * MiB
+    # progress "test": median over ranks of the collective's slowdown while computing
+    # (the profile's comm_interference_factor), and the chunk of compute between polls.
+    progress: str = "thread"
+    comm_factor: float = 0.0
+    chunk_s: float = 0.0
 
 
 # -- planning and the CSV ---------------------------------------------------------------
@@ -311,11 +320,13 @@ def measure_interference(
     timeout_s: float = 120,
     hostfile: str | None = None,
     progress: str = "thread",
+    chunk_s: float = 1e-3,
 ) -> InterferenceResult:
     """How much concurrent communication slows compute on the same rank.
 
     ``progress``: "thread" (below) or "test": collectives progressed only by ``Test``
-    calls from the computing thread (:func:`calibrate.measure.worker._interference_by_testing`).
+    calls from the computing thread, every ``chunk_s`` of compute
+    (:func:`calibrate.measure.worker._interference_by_testing`).
 
     Runs ``mpirun -np N python -m calibrate.measure.worker interference`` (see
     :func:`calibrate.measure.worker.interference_loop`): each rank times 512×512 matmul reps
@@ -345,6 +356,7 @@ def measure_interference(
         "bytes": nbytes,
         "reps": 5,
         "progress": progress,
+        "chunk_s": chunk_s,
     }
     results: list[dict[str, Any]] = []
     if inside:
@@ -376,6 +388,8 @@ def measure_interference(
             comm_alone_s=float(r["comm_alone_s"]),
             comm_with_compute_s=float(r["comm_with_compute_s"]),
             comm_iterations=int(r["comm_iterations"]),
+            comm_factor=float(r.get("comm_factor", 0.0)),
+            thread_cost=None if r.get("thread_cost") is None else float(r["thread_cost"]),
         )
         for r in sorted(ranks, key=lambda r: r["rank"])
     )
@@ -386,6 +400,9 @@ def measure_interference(
         samples=samples,
         threads=threads,
         bytes=nbytes,
+        progress=progress,
+        comm_factor=statistics.median(s.comm_factor for s in samples),
+        chunk_s=statistics.median(float(r.get("chunk_s", 0.0)) for r in ranks),
     )
 
 

@@ -12,6 +12,9 @@ window. Per window (then the mean over the steady windows):
   on a collective); in a measured run ``exposed_s - blocked_s`` is time spent outside
   every layer and every wait (framework bookkeeping), which a simulation has only as
   the calibrated time folded into the last layer's forward;
+- ``polled_s``: the union of ``poll`` spans of a simulated run on a profile whose
+  collectives progress by polling (``comm_progress: polled``): the thread's time in the
+  polls between layers, which a measured run shows as time outside every layer and wait;
 - ``collectives_s``: the mean duration of one collective, by its label (bucket name).
 """
 
@@ -36,6 +39,7 @@ class Breakdown:
     comm_s: float
     exposed_s: float
     blocked_s: float
+    polled_s: float = 0.0
     collectives_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -47,7 +51,9 @@ def breakdown(trace: Trace, rank: int = 0) -> Breakdown:
     mine = [s for s in trace.spans if s.rank == rank]
     per_kind: dict[str, list[float]] = {k: [] for k in ("forward", "backward", "update")}
     blocked = []
+    polled = []
     waits = sorted((s.start_s, s.end_s) for s in mine if s.kind == "wait")
+    polls = sorted((s.start_s, s.end_s) for s in mine if s.kind == "poll")
     for _, lo, hi in windows:
         for kind, values in per_kind.items():
             values.append(
@@ -58,6 +64,7 @@ def breakdown(trace: Trace, rank: int = 0) -> Breakdown:
                 )
             )
         blocked.append(M.union_in(waits, lo, hi))
+        polled.append(M.union_in(polls, lo, hi) if polls else 0.0)
     lo, hi = windows[0][1], windows[-1][2]
     durations: dict[str, list[float]] = defaultdict(list)
     for s in mine:
@@ -71,5 +78,6 @@ def breakdown(trace: Trace, rank: int = 0) -> Breakdown:
         comm_s=M.comm_time_s(trace, rank, windows),
         exposed_s=M.exposed_comm_s(trace, rank, windows),
         blocked_s=statistics.fmean(blocked),
+        polled_s=statistics.fmean(polled),
         collectives_s={k: statistics.fmean(v) for k, v in sorted(durations.items())},
     )

@@ -156,6 +156,7 @@ def run_interference(
     nbytes: float,
     timeout_s: float,
     progress: str = "thread",
+    chunk_s: float = 1e-3,
 ) -> Any:
     from calibrate.measure.comm import measure_interference
 
@@ -174,11 +175,28 @@ def run_interference(
         bytes=int(nbytes),
         timeout_s=timeout_s,
         progress=progress,
+        chunk_s=chunk_s,
     )
+
+
+def poll_spacing_s(compute: Any) -> float:
+    """The compute between two polls of a real run's layer hooks, as a collective in
+    flight meets it: each layer's forward and backward tile is one stretch between polls,
+    and an instant falls in a stretch with a chance in proportion to its length, so the
+    mean is sum(t²) / sum(t) over the tiles (at least 10 µs)."""
+    tiles = [t for layer in compute.layers for t in (layer.forward_s, layer.backward_s) if t > 0]
+    total = sum(tiles)
+    return max(1e-5, sum(t * t for t in tiles) / total) if total > 0 else 1e-3
 
 
 def interference_doc(result: Any) -> dict:
     return {
+        "progress": result.progress,
+        **(
+            {"comm_factor": result.comm_factor, "poll_spacing_s": result.chunk_s}
+            if result.progress == "test"
+            else {}
+        ),
         "factor": result.factor,
         "compute_alone_s": result.compute_alone_s,
         "compute_with_comm_s": result.compute_with_comm_s,
@@ -378,25 +396,44 @@ INTERFERENCE_RUNS = 3  # at most
 
 
 def repeatable_interference(
-    np_: int, threads: int | None, timeout_s: float, mode: str
-) -> tuple[Any, list[float]]:
+    np_: int,
+    threads: int | None,
+    timeout_s: float,
+    mode: str,
+    nbytes: int = 16 << 20,
+    chunk_s: float = 1e-3,
+) -> tuple[Any, list[Any]]:
     """Interference measured until two runs agree within :data:`INTERFERENCE_AGREEMENT`
     (at most :data:`INTERFERENCE_RUNS` runs): the run nearest the median of all, and
-    every factor measured (their spread goes in the output)."""
+    every factor measured (their spread goes in the output). ``nbytes`` and ``chunk_s``
+    (the compute between two polls, ``test`` mode only): see :func:`poll_spacing_s`."""
     import statistics
 
     runs = []
     for _ in range(INTERFERENCE_RUNS):
-        runs.append(run_interference(np_, threads, 1.0, 16 << 20, timeout_s, mode))
-        factors = sorted(r.factor for r in runs)
-        if len(runs) >= 2 and any(
-            abs(b - a) <= INTERFERENCE_AGREEMENT * max(abs(b), 1e-9)
-            for a, b in zip(factors, factors[1:], strict=False)
-        ):
+        runs.append(run_interference(np_, threads, 1.0, nbytes, timeout_s, mode, chunk_s=chunk_s))
+        if any(_agree(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :]):
             break
     median = statistics.median(r.factor for r in runs)
     best = min(runs, key=lambda r: abs(r.factor - median))
-    return best, [r.factor for r in runs]
+    return best, runs
+
+
+def _agree(a: Any, b: Any) -> bool:
+    """Two interference runs agree: their factors (and, polled, their communication
+    factors) within :data:`INTERFERENCE_AGREEMENT` of each other."""
+
+    def close(x: float, y: float) -> bool:
+        return abs(x - y) <= INTERFERENCE_AGREEMENT * max(abs(x), abs(y), 1e-9)
+
+    return close(a.factor, b.factor) and close(a.comm_factor, b.comm_factor)
+
+
+def _factors_text(runs: list[Any]) -> str:
+    """Every interference run's factor (with its communication factor when polled)."""
+    return ", ".join(
+        f"{r.factor:.3f}" + (f"/{r.comm_factor:.3f}" if r.progress == "test" else "") for r in runs
+    )
 
 
 def calibrate_all(
@@ -461,16 +498,25 @@ def calibrate_all(
     timings["comm_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     progress("interference", 0, None)
-    (interference, factors), load = measure_quietly(
+    (interference, runs), load = measure_quietly(
         "interference",
-        lambda: repeatable_interference(r.np, rank_threads, r.timeout_s, r.progress_mode),
+        lambda: repeatable_interference(
+            r.np,
+            rank_threads,
+            r.timeout_s,
+            r.progress_mode,
+            # The workload's largest all-reduce (its whole gradient), polled as its layers
+            # would poll it.
+            nbytes=max(issued_sizes(result.workload), default=16 << 20),
+            chunk_s=poll_spacing_s(result),
+        ),
         on_retry=note,
     )
     loads.append(load)
     timings["interference_s"] = time.perf_counter() - t0
     section = comm_section(samples)
     doc = _profile_document(
-        r, files.profile, result, gemm, membw, section, interference, factors, loads
+        r, files.profile, result, gemm, membw, section, interference, runs, loads
     )
     parse_profile(doc, str(files.profile))  # what is written must load: fail before writing
     write_yaml(
@@ -494,7 +540,15 @@ def calibrate_all(
         "efficiency": doc["device"]["efficiency"],
         "compute": compute_summary(result),
         "measured_collectives": section,
-        "interference": {**interference_doc(interference), "factors_measured": factors},
+        "interference": {
+            **interference_doc(interference),
+            "factors_measured": [x.factor for x in runs],
+            **(
+                {"comm_factors_measured": [x.comm_factor for x in runs]}
+                if interference.progress == "test"
+                else {}
+            ),
+        },
         "load": [x.as_dict() for x in loads],
         "timings_s": timings,
         **({"sizes_note": sizes_note} if sizes_note else {}),
@@ -616,7 +670,7 @@ def _profile_document(
     membw: float,
     section: list[dict],
     interference: Any,
-    factors: list[float],
+    runs: list[Any],
     loads: list[Any],
 ) -> dict:
     """The hardware profile's document: the device's rates and efficiencies, the
@@ -644,7 +698,7 @@ def _profile_document(
         batch=r.batch,
         command="dtsim calibrate all",
         interference_progress=r.progress_mode,
-        interference_factors_measured=", ".join(f"{f:.3f}" for f in factors),
+        interference_factors_measured=_factors_text(runs),
         # What other processes took while each section was timed; a disturbed figure is
         # less trustworthy than the rest (see calibrate.measure.loadguard).
         load_guard="; ".join(x.line() for x in loads),
@@ -662,4 +716,6 @@ def _profile_document(
         collectives=section,
         interference=interference.factor,
         provenance=prov,
+        comm_progress="polled" if interference.progress == "test" else "thread",
+        comm_interference=interference.comm_factor,
     )

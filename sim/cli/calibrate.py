@@ -7,6 +7,7 @@ simulator work without them.
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -504,6 +505,14 @@ def _from_nccl_tests(files: tuple[str, ...]) -> list[dict]:
     show_default=True,
     help=PROGRESS_HELP,
 )
+@click.option(
+    "--poll-every",
+    type=float,
+    default=1e-3,
+    show_default=True,
+    help="With --progress test: seconds of compute between two Test calls (a training "
+    "loop's layer).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @_guarded
 def interference_cmd(
@@ -513,6 +522,7 @@ def interference_cmd(
     size: str,
     timeout_s: float,
     progress: str,
+    poll_every: float,
     as_json: bool,
 ) -> None:
     """How much compute slows while a collective runs on the same rank.
@@ -520,9 +530,19 @@ def interference_cmd(
     Each rank times a matmul loop alone, then while it all-reduces --bytes in a loop
     with the other ranks. factor = slowed / alone − 1: the profile's
     interference_factor (compute runs at 1/(1+factor) during communication).
+
+    With --progress test the all-reduce progresses only in Test calls made every
+    --poll-every of compute, and the run also measures how much the collective slows
+    while the rank computes (the profile's comm_interference_factor, with
+    comm_progress: polled); `calibrate all` polls at its workload's layer spacing.
     """
     _need_torch()
-    result = run_interference(np_, threads, seconds, parse_bytes(size), timeout_s, progress)
+    spacing = poll_every
+    if not 1e-6 <= spacing <= 10:  # also refuses NaN
+        raise InputError(f"--poll-every must be between 1e-6 and 10 seconds, got {spacing}")
+    result = run_interference(
+        np_, threads, seconds, parse_bytes(size), timeout_s, progress, chunk_s=spacing
+    )
     doc = interference_doc(result)
     if as_json:
         emit_json(doc)
@@ -532,6 +552,24 @@ def interference_cmd(
         f"alone, {fmt_time(result.compute_with_comm_s)} while all-reducing "
         f"{fmt_bytes(result.bytes)} ({np_} ranks, {result.threads} thread(s) each); per rank: "
         + ", ".join(f"{s.rank}: {s.factor:.3f}" for s in result.samples)
+    )
+    if result.progress == "test":
+        console.print(_polled_line(result))
+
+
+def _polled_line(result: Any) -> str:
+    """What a polled interference run measured: both slowdowns and the thread's cost."""
+    costs = [s.thread_cost for s in result.samples if s.thread_cost is not None]
+    cost = (
+        f"; a collective beside compute costs the thread {statistics.median(costs):.2f}x its "
+        "blocking time"
+        if costs
+        else "; no collective completed while computing"
+    )
+    return (
+        f"polled progress (Test every {fmt_time(result.chunk_s)} of compute): collectives run "
+        f"at 1/(1 + {result.comm_factor:.3f}) while the rank computes, compute at "
+        f"1/(1 + {result.factor:.3f}) while a collective is in flight{cost}"
     )
 
 
@@ -634,6 +672,8 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
         + ", ".join(f"{f:.3f}" for f in factors)
         + f"; spread {spread:.0%})"
     )
+    if interference.progress == "test":
+        o.print(_polled_line(interference))
     _print_load(outcome.load)
     o.print(
         f"took {timings['total_s']:.1f} s (compute {timings['compute_s']:.1f} s, comm "

@@ -5,7 +5,13 @@ communication channels, and fluid links (one per link class) shared by the colle
 that load them. Sharing is processor sharing: a collective's bandwidth part progresses
 at ``1 / max(load of each link it crosses)``, recomputed whenever a collective or a
 compute task starts or ends. While any collective runs on a rank, that rank's compute
-progresses at ``1 / (1 + interference_factor)``.
+progresses at ``1 / (1 + interference_factor)``; while a rank computes, the bandwidth
+part of its collectives progresses at ``1 / (1 + comm_interference_factor)`` (0 unless
+a profile measured it). ``polled``: collectives advance only inside the polls the
+computing thread makes between layers (plain MPI non-blocking collectives on CPUs, as
+``dtsim validate``'s real runs): a compute task's time beyond its work while a collective
+was in flight is the thread polling, recorded as a ``poll`` span after the task's own
+span (where the real run's layer hooks poll), not as layer time.
 
 Ranks: in representative mode ``ranks=1`` and the one rank stands for all (every
 collective was costed for the whole group). In explicit mode every rank runs its own
@@ -44,9 +50,9 @@ class _Activity:
     has its own finish timer; a change of rate re-arms it and the stale one is ignored.
     """
 
-    __slots__ = ("remaining", "rate", "last", "version", "rank", "links", "on_done")
+    __slots__ = ("remaining", "rate", "last", "version", "rank", "links", "on_done", "ranks")
 
-    def __init__(self, work, rank, links, on_done):
+    def __init__(self, work, rank, links, on_done, ranks=()):
         self.remaining = work
         self.rate = 1.0
         self.last = 0.0
@@ -54,6 +60,7 @@ class _Activity:
         self.rank = rank
         self.links = links
         self.on_done = on_done
+        self.ranks = ranks  # a collective's member ranks (their compute slows it)
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class Engine:
         *,
         ranks: int = 1,
         interference_factor: float = 0.0,
+        comm_interference_factor: float = 0.0,
+        polled: bool = False,
         base_memory_bytes: float | Sequence[float] = 0.0,
         jitter: float = 0.0,
         seed: int = 0,
@@ -90,6 +99,8 @@ class Engine:
         # or the lanes of one representative copy.
         self.width = ranks if ranks > 1 else top + 1
         self.slow = 1.0 / (1.0 + interference_factor)
+        self.comm_slow = 1.0 / (1.0 + comm_interference_factor)
+        self.polled = polled
         if isinstance(base_memory_bytes, int | float):
             self.base_memory = [base_memory_bytes] * self.width
         else:
@@ -143,6 +154,8 @@ class Engine:
                 if c > worst:
                     worst = c
             a.rate = 1.0 / worst
+            if self.comm_slow < 1.0 and any(self._compute_act[r] is not None for r in a.ranks):
+                a.rate *= self.comm_slow
         a.version += 1
         version = a.version
         ev = self.env.timeout(a.remaining / a.rate)
@@ -154,6 +167,7 @@ class Engine:
         a.version += 1
         if a.links is None:
             self._compute_act[a.rank] = None
+            self._rearm_flows(a.rank)
         else:
             self._end_flow(a)
         a.on_done()
@@ -163,9 +177,18 @@ class Engine:
         a.last = self.env.now
         self._compute_act[rank] = a
         self._arm(a)
+        self._rearm_flows(rank)
 
-    def _start_flow(self, work: float, links: tuple, on_done) -> None:
-        a = _Activity(work, -1, links, on_done)
+    def _rearm_flows(self, rank: int) -> None:
+        """A rank's compute started or ended: its collectives change speed."""
+        if self.comm_slow < 1.0:
+            for flow in sorted(self._rank_flows[rank], key=self._flow_order.__getitem__):
+                self._arm(flow)
+
+    def _start_flow(self, work: float, links: tuple, on_done, ranks: range) -> None:
+        a = _Activity(work, -1, links, on_done, ranks)
+        for r in ranks:
+            self._rank_flows[r].append(a)
         a.last = self.env.now
         touched = set()
         for key in links:
@@ -179,6 +202,8 @@ class Engine:
         self._arm(a)
 
     def _end_flow(self, a: _Activity) -> None:
+        for r in a.ranks:
+            self._rank_flows[r].remove(a)
         touched = set()
         for key in a.links:
             self._link_load[key] -= 1
@@ -243,7 +268,17 @@ class Engine:
                 work *= self.scale[rank, tid]
             if self.rank_factor is not None:
                 work *= self.rank_factor[rank]
-            self._start_compute(rank, work, lambda: self._finish(gid))
+            if self.polled:
+                start = self.env.now
+
+                def done() -> None:
+                    # Time beyond the work at full speed went to polls (module docstring).
+                    poll = (self.env.now - start) - work
+                    self._finish(gid, poll if poll > 1e-12 * max(1.0, self.env.now) else 0.0)
+
+                self._start_compute(rank, work, done)
+            else:
+                self._start_compute(rank, work, lambda: self._finish(gid))
             return
         self._start_collective(tid, q)
 
@@ -269,7 +304,7 @@ class Engine:
             if task.work_s <= 0:
                 done()
             else:
-                self._start_flow(task.work_s, links, done)
+                self._start_flow(task.work_s, links, done, everyone)
 
         if task.latency_s > 0:
             ev = self.env.timeout(task.latency_s)
@@ -282,11 +317,12 @@ class Engine:
         else:
             flow()
 
-    def _finish(self, gid: int) -> None:
+    def _finish(self, gid: int, poll_s: float = 0.0) -> None:
         copy, tid = divmod(gid, self.n)
         task = self.tasks[tid]
         rank = copy + task.rank
         now = self.env.now
+        end = now - poll_s
         self._spans.append(
             Span(
                 rank,
@@ -295,10 +331,14 @@ class Engine:
                 task.iteration,
                 task.label,
                 self._start[gid],
-                now,
+                end,
                 task.bytes,
             )
         )
+        if poll_s:
+            self._spans.append(
+                Span(rank, task.resource, "poll", task.iteration, task.label, end, now)
+            )
         if task.memory_bytes:
             self._mem[rank] += task.memory_bytes
             self._memory.append(MemorySample(rank, now, self._mem[rank]))
@@ -324,6 +364,7 @@ class Engine:
         width = self.width
         self._compute_act: list[_Activity | None] = [None] * width
         self._comm_active = [0] * width
+        self._rank_flows: list[list[_Activity]] = [[] for _ in range(width)]
         self._queues: list[list] = [[] for _ in range(width * self.n_res)]
         self._busy = [False] * (width * self.n_res)
         self._arrived: dict[int, int] = {}

@@ -182,6 +182,8 @@ def simulate(
         graph,
         ranks=scenario.devices if explicit else 1,
         interference_factor=scenario.hardware.interference_factor,
+        comm_interference_factor=scenario.hardware.comm_interference_factor,
+        polled=scenario.hardware.comm_progress == "polled",
         base_memory_bytes=sum(memory.values()),
         jitter=sigma,
         jitter_mu=mu,

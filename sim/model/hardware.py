@@ -185,6 +185,14 @@ class HardwareProfile:
     # The hosts' CPU vendor ("intel", "amd", "other"): NCCL charges a per-step network
     # overhead and caps its LL protocol by it across nodes (src/graph/tuning.cc).
     host_cpu_vendor: str = "intel"
+    # How a rank's non-blocking collectives progress while it computes: "thread" (a
+    # communication thread or engine of their own: NCCL, gloo, Horovod, MPI progress
+    # threads) or "polled" (only inside the Test calls the computing thread makes between
+    # layers: plain MPI non-blocking collectives on CPUs). ``comm_interference_factor``:
+    # while the rank computes, a collective's bandwidth part progresses at 1/(1 + it).
+    # Both measured by ``dtsim calibrate interference --progress test`` (polled).
+    comm_progress: str = "thread"
+    comm_interference_factor: float = 0.0
 
     def measured(self, op: str, ranks: int, nodes: int) -> MeasuredCollective | None:
         for m in self.measured_collectives:

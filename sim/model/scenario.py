@@ -167,6 +167,21 @@ def with_interference(profile: HardwareProfile, factor: float) -> HardwareProfil
     return dataclasses.replace(profile, interference_factor=factor)
 
 
+def with_polled_progress(profile: HardwareProfile, comm_factor: float) -> HardwareProfile:
+    """The profile with collectives progressed by the computing thread's polls, slowed
+    to 1/(1 + ``comm_factor``) while the rank computes (a what-if; see
+    :class:`sim.model.hardware.HardwareProfile`)."""
+    if not (math.isfinite(comm_factor) and 0 <= comm_factor <= MAX_INTERFERENCE):
+        raise InputError(
+            f"the communication interference factor must be a finite number >= 0 (at most "
+            f"{MAX_INTERFERENCE:g}), got {comm_factor:g}",
+            key="comm-interference",
+        )
+    return dataclasses.replace(
+        profile, comm_progress="polled", comm_interference_factor=comm_factor
+    )
+
+
 def make_scenario(
     workload: Workload,
     hardware: HardwareProfile,

@@ -53,13 +53,14 @@ from sim.formats.chrome_trace import assign_lanes, resource_order
 from sim.formats.io import check_writable, write_atomic
 from sim.units import fmt_bytes, fmt_time
 
-KINDS = ("forward", "backward", "update", "comm", "wait")
+KINDS = ("forward", "backward", "update", "comm", "wait", "poll")
 KIND_COLOURS = {
     "forward": "#4C78A8",
     "backward": "#F58518",
     "update": "#54A24B",
     "comm": "#E45756",
     "wait": "#B279A2",
+    "poll": "#EECA3B",
 }
 OTHER_COLOUR = "#9D9D9D"
 EXPOSED_FILL = "rgba(228, 87, 86, 0.16)"
