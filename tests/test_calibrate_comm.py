@@ -285,3 +285,48 @@ def test_interference_factor(tmp_path):
         assert s.compute_alone_s > 0 and s.compute_with_comm_s > 0
         assert s.comm_iterations >= 1
         assert s.factor == pytest.approx(s.compute_with_comm_s / s.compute_alone_s - 1)
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_polled_interference_measures_both_slowdowns(tmp_path):
+    """--progress test: one Iallreduce always in flight, Test after each chunk of compute.
+    The compute's factor is wall / alone - 1 per rank and the collective's follows from the
+    same wall time; a profile written from it loads with comm_progress polled."""
+    pytest.importorskip("torch")
+    from calibrate.measure.fit import Fit
+    from calibrate.measure.profile import hardware_document
+    from hardware_profiles.loader import parse_profile
+
+    r = measure_interference(
+        np=2, threads=1, seconds=0.4, bytes=4 << 20, progress="test", chunk_s=5e-4
+    )
+    assert r.progress == "test" and [s.rank for s in r.samples] == [0, 1]
+    assert 1e-4 < r.chunk_s < 5e-3  # the matmul was sized to about 0.5 ms
+    for s in r.samples:
+        assert s.factor == pytest.approx(max(0.0, s.compute_with_comm_s / s.compute_alone_s - 1))
+        assert s.comm_iterations >= 1  # the collective completed while computing
+        # W / (n·D) - 1, with W / n = comm_with_compute_s and D = comm_alone_s
+        assert s.comm_factor == pytest.approx(max(0.0, s.comm_with_compute_s / s.comm_alone_s - 1))
+        assert s.thread_cost is not None and s.thread_cost > 0
+    doc = hardware_document(
+        name="box", device_kind="cpu", device_model="cpu", ranks=2,
+        memory_bytes_per_rank=2**30, gemm_flops=1e11, memory_bandwidth=1e10,
+        efficiency={"linear": 0.5}, link_fit=Fit("allreduce", 2, 1e-6, 1e9, 0.01, ()),
+        collectives=[], interference=r.factor, provenance={"host": "h"},
+        comm_progress="polled", comm_interference=r.comm_factor,
+    )  # fmt: skip
+    hw = parse_profile(doc, "box.yaml")
+    assert hw.comm_progress == "polled"
+    assert hw.comm_interference_factor == pytest.approx(min(100, r.comm_factor), abs=1e-4)
+    # A factor beyond what a profile takes is capped and said in its sources.
+    capped = hardware_document(
+        name="box", device_kind="cpu", device_model="cpu", ranks=2,
+        memory_bytes_per_rank=2**30, gemm_flops=1e11, memory_bandwidth=1e10,
+        efficiency={"linear": 0.5}, link_fit=Fit("allreduce", 2, 1e-6, 1e9, 0.01, ()),
+        collectives=[], interference=0.5, provenance={"host": "h"},
+        comm_progress="polled", comm_interference=250.0,
+    )  # fmt: skip
+    assert capped["comm_interference_factor"] == 100.0
+    assert any("capped at 100" in x and "250" in x for x in capped["sources"])
+    parse_profile(capped, "capped.yaml")

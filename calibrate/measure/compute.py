@@ -207,7 +207,7 @@ def _one_pass(
     """One forward, loss and backward. With ``clock``: the stamps (pass begun, loss
     computed) it made; the caller stamps the end."""
     begin = clock.stamp() if clock else -1
-    tm.model.zero_grad(set_to_none=True)  # frees the gradients: part of the first tile
+    tm.model.zero_grad(set_to_none=True)  # in the first tile (nothing to free in a hooked pass)
     loss = tm.loss(tm.model(x), y)
     loss_end = clock.stamp() if clock else -1
     loss.backward()
@@ -272,6 +272,36 @@ def _resume(path: Path, key: tuple[str, str, int, int], names: list[str]) -> dic
     return complete
 
 
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed memory for reuse in this process (True if it took).
+
+    A calibration runs work a training loop does not (a pass without hooks, four
+    optimizers, the weights put back), and glibc handed the memory freed between those
+    phases back to the kernel; the next pass then page-faulted on fresh pages. On this
+    VM the first layer's forward tile of small-cnn measured 2.0-7.3 ms where real
+    training runs measure 2.2-2.5 ms (the AlexNet-shaped model's: 3.3-9.1 ms against
+    2.3-2.6 ms). A training loop in its steady state reuses its heap, so the calibration
+    keeps freed memory: no trimming of the heap's top (M_TRIM_THRESHOLD 1 GiB) and
+    blocks of up to 32 MiB (glibc's largest M_MMAP_THRESHOLD) from the heap, not mmap.
+    With it three calibrations gave 2.0-2.6 ms for that tile (and two with
+    the same settings given as MALLOC_ environment variables)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(
+        mallopt(m_trim_threshold, 1 << 30) == 1 and mallopt(m_mmap_threshold, 32 << 20) == 1
+    )
+
+
 def calibrate_compute(
     workload: str | None = None,
     *,
@@ -296,6 +326,7 @@ def calibrate_compute(
     beside the other's optimizer steps, which share its memory bandwidth."""
     if batch < 1:
         raise InputError(f"--batch-per-device must be >= 1, got {batch}")
+    keep_freed_memory()
     if repeats < 1 or warmup < 0:
         raise InputError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     if (workload is None) == (torch_model is None):
@@ -420,6 +451,12 @@ def calibrate_compute(
             step += 1
             if progress:
                 progress(step, total)
+            # The pass's gradients go before the hooked pass, untimed: a real run's
+            # forward starts with none (its update hands the gradients to the optimizer
+            # as views of the collective's buffer and then drops them), so its first
+            # tile frees nothing. (Alone this left small-cnn's first tile at 2.0-6.3 ms
+            # in three calibrations; keep_freed_memory brought it to 2.0-2.6 ms.)
+            tm.model.zero_grad(set_to_none=True)
             hooks = _Hooks(tm, clock)
             if align is not None:
                 align()
