@@ -2,10 +2,11 @@
 
 Runs N random scenarios (default 10,000) the way ``dtsim whatif`` and ``dtsim run`` do
 (``simulate_steady`` or a plain ``simulate``, then ``metrics``) over every built-in and
-measured hardware profile, interference 0-2 (with polled progress, 0-5, in 30%), jitter (explicit ranks, few devices),
-delays 1-3 and bucket sizes, and prints counts: scenarios, violations (a reported
-iteration below one of :func:`sim.analysis.bounds.lower_bounds`, or ``check_bounds``
-firing), unsettled runs, and the wall time.
+measured hardware profile, interference 0-2 (and in 30% of them polled progress, its
+communication factor 0-5), jitter (explicit ranks, few devices), delays 1-3 and bucket
+sizes, and prints counts: scenarios, violations (a reported iteration below one of
+:func:`sim.analysis.bounds.lower_bounds`, or ``check_bounds`` firing), unsettled runs,
+and the wall time.
 
     python benchmarks/bounds_fuzz.py [N] [--seed S] [--show K]
 """

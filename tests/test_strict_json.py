@@ -51,7 +51,7 @@ def test_calibrate_json_output_is_standard(monkeypatch):
     null, not as NaN, which other JSON readers refuse."""
     import sim.cli.calibrate as cli
 
-    monkeypatch.setattr(cli, "run_interference", lambda *args: None)
+    monkeypatch.setattr(cli, "run_interference", lambda *args, **kwargs: None)
     monkeypatch.setattr(
         cli, "interference_doc", lambda result: {"interference_factor": math.nan, "ranks": 2}
     )

@@ -53,9 +53,10 @@ shows what testing buys. A collective's span runs from just before its ``Iallred
 call to its first observed completion: the ``Test`` that returned true, or the return of
 its ``Wait``. Each poll's time is taken out of the layer span it falls in (the span is
 shortened by it), so the CPU time the progress engine spends (Open MPI reduces the data
-inside these calls) shows as idle compute, not as forward or backward. The copy of a gradient
-into its buffer and the ``Iallreduce`` call run in the post-accumulate-grad hook, inside
-the layer's backward span, as DDP's bucket copies do.
+inside these calls) shows as idle compute, not as forward or backward. The ``Iallreduce``
+call is progress work too (libnbc starts the schedule inside it): its time is taken out
+the same way. The copy of a gradient into its buffer runs in the post-accumulate-grad
+hook, inside the layer's backward span, as DDP's bucket copies do.
 
 Spans per rank (rank 0's clock; t=0 at a barrier before the first iteration):
 ``compute`` ``forward``/``backward`` per workload layer and iteration: the layer's tile
@@ -599,6 +600,8 @@ class _Trainer:
     def _start(self, g: _Group, k: int, iteration: int, resource: str = "comm0") -> _Comm:
         start = time.perf_counter()
         req = self.data.Iallreduce(self.MPI.IN_PLACE, g.bufs[k], op=self.MPI.SUM)
+        # The call's own progress work is outside the layer, as a poll's (docstring).
+        self.polls.setdefault(self.t, []).append((start, time.perf_counter()))
         c = _Comm(g.label, iteration, g.nbytes, resource, start, req)
         self.comms.append(c)
         self.comms_of.setdefault(iteration, []).append(c)
