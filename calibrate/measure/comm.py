@@ -226,8 +226,13 @@ def run_comm_sweep(
     hostfile: str | None = None,
     resume: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    compute_between_s: float = 0.0,
 ) -> list[CommSample]:
     """Time ``ops`` × ``sizes`` on ``np`` ranks with ``backend``; stream rows to ``csv_path``.
+
+    ``compute_between_s``: each rank computes this long before every sample of one call
+    (sizes from 1 MiB), as training computes between its collectives
+    (:func:`calibrate.measure.worker.compute_for`).
 
     Returns every sample of the requested points now in the CSV (resumed ones
     included), in CSV order. ``progress(done, total)`` is called after each point
@@ -275,6 +280,7 @@ def run_comm_sweep(
             "repeats": repeats,
             "done": done0,
             "total": total,
+            "compute_between_s": compute_between_s,
         }
         if inside:
             spec["master_addr"] = os.environ.get("MASTER_ADDR", "127.0.0.1")
@@ -321,6 +327,7 @@ def measure_interference(
     hostfile: str | None = None,
     progress: str = "thread",
     chunk_s: float = 1e-3,
+    compute_between_s: float = 0.0,
 ) -> InterferenceResult:
     """How much concurrent communication slows compute on the same rank.
 
@@ -357,6 +364,7 @@ def measure_interference(
         "reps": 5,
         "progress": progress,
         "chunk_s": chunk_s,
+        "compute_between_s": compute_between_s,
     }
     results: list[dict[str, Any]] = []
     if inside:

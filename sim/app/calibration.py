@@ -157,6 +157,7 @@ def run_interference(
     timeout_s: float,
     progress: str = "thread",
     chunk_s: float = 1e-3,
+    between_s: float = 0.0,
 ) -> Any:
     from calibrate.measure.comm import measure_interference
 
@@ -176,6 +177,7 @@ def run_interference(
         timeout_s=timeout_s,
         progress=progress,
         chunk_s=chunk_s,
+        compute_between_s=between_s,
     )
 
 
@@ -335,6 +337,7 @@ def run_comm(
     hostfile: str | None,
     resume: bool,
     progress: ProgressSink = no_progress,
+    compute_between_s: float = 0.0,
 ) -> list:
     """A collective sweep over real ranks (``calibrate.measure.comm.run_comm_sweep``)."""
     from calibrate.measure.comm import run_comm_sweep
@@ -352,7 +355,23 @@ def run_comm(
         hostfile=hostfile,
         resume=resume,
         progress=lambda done, total: progress(label, done, total),
+        compute_between_s=compute_between_s,
     )
+
+
+def compute_between_s(compute: Any) -> float:
+    """How long a workload computes between its all-reduces, as the collective sweep
+    and the interference run reproduce it: one forward and backward pass (the whole
+    model's median) and the cheapest measured update (plain SGD), at most
+    :data:`MAX_COMPUTE_BETWEEN_S`."""
+    update = compute.workload.update_seconds(compute.device.model, "sgd") or 0.0
+    return min(MAX_COMPUTE_BETWEEN_S, max(0.0, float(compute.whole_model_s) + update))
+
+
+# Beyond ~60 ms the effect of compute on the next collective levels off (a 7.45 MB
+# all-reduce: 1.88 ms after 20 ms of compute, 2.29 ms after 60 ms); capped to bound the
+# sweep's time (one pause per sample of 1 MiB and more).
+MAX_COMPUTE_BETWEEN_S = 0.1
 
 
 # -- calibrate all ----------------------------------------------------------------------------
@@ -407,6 +426,7 @@ def repeatable_interference(
     mode: str,
     nbytes: int = 16 << 20,
     chunk_s: float = 1e-3,
+    between_s: float = 0.0,
 ) -> tuple[Any, list[Any]]:
     """Interference measured until two runs agree within :data:`INTERFERENCE_AGREEMENT`
     (at most :data:`INTERFERENCE_RUNS` runs): the run nearest the median of all, and
@@ -416,7 +436,11 @@ def repeatable_interference(
 
     runs = []
     for _ in range(INTERFERENCE_RUNS):
-        runs.append(run_interference(np_, threads, 1.0, nbytes, timeout_s, mode, chunk_s=chunk_s))
+        runs.append(
+            run_interference(
+                np_, threads, 1.0, nbytes, timeout_s, mode, chunk_s=chunk_s, between_s=between_s
+            )
+        )
         if any(_agree(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :]):
             break
     median = statistics.median(r.factor for r in runs)
@@ -496,6 +520,7 @@ def calibrate_all(
             hostfile=r.hostfile,
             resume=resuming("comm"),
             progress=progress,
+            compute_between_s=compute_between_s(result),
         )
 
     samples, load = measure_quietly("collectives", comm, on_retry=note)
@@ -514,6 +539,7 @@ def calibrate_all(
             # would poll it.
             nbytes=max(issued_sizes(result.workload), default=16 << 20),
             chunk_s=poll_spacing_s(result),
+            between_s=compute_between_s(result),
         ),
         on_retry=note,
     )

@@ -79,6 +79,8 @@ def _profile_summary(p) -> dict:
         "nic_bandwidth_bytes_per_s": p.nics.bandwidth_bytes_per_s,
         "fabric": p.fabric.kind,
         "interference_factor": p.interference_factor,
+        "comm_progress": p.comm_progress,
+        "comm_interference_factor": p.comm_interference_factor,
         "origin": p.origin,
         "sources": list(p.sources),
     }
@@ -196,6 +198,16 @@ def profiles_show(name: str, as_json: bool) -> None:
     t.add_row(
         "interference", f"compute slows by {p.interference_factor:.0%} while communication runs"
     )
+    if p.comm_progress == "polled" or p.comm_interference_factor:
+        t.add_row(
+            "communication progress",
+            (
+                "polled by the computing thread between layers; "
+                if p.comm_progress == "polled"
+                else ""
+            )
+            + f"collectives run at 1/(1 + {p.comm_interference_factor:g}) while the rank computes",
+        )
     out.print(t)
     out.print("sources:")
     for s in p.sources:
