@@ -328,12 +328,15 @@ def measure_interference(
     progress: str = "thread",
     chunk_s: float = 1e-3,
     compute_between_s: float = 0.0,
+    model: dict[str, Any] | None = None,
 ) -> InterferenceResult:
     """How much concurrent communication slows compute on the same rank.
 
     ``progress``: "thread" (below) or "test": collectives progressed only by ``Test``
     calls from the computing thread, every ``chunk_s`` of compute
-    (:func:`calibrate.measure.worker._interference_by_testing`).
+    (:func:`calibrate.measure.worker._interference_by_testing`); with ``model`` (the
+    keys ``workload`` or ``torch_model``, ``input_shape`` and ``batch``) the compute is
+    that model's own passes, polled at its layers (:mod:`calibrate.measure.polled`).
 
     Runs ``mpirun -np N python -m calibrate.measure.worker interference`` (see
     :func:`calibrate.measure.worker.interference_loop`): each rank times 512×512 matmul reps
@@ -366,15 +369,24 @@ def measure_interference(
         "chunk_s": chunk_s,
         "compute_between_s": compute_between_s,
     }
+    command = "interference"
+    if progress == "test" and model is not None:
+        command = "polled"
+        spec.update(model)
     results: list[dict[str, Any]] = []
     if inside:
         sink = _InsideSink(on_result=results.append)
-        worker.interference_loop(spec, sink)
+        if command == "polled":
+            from calibrate.measure.polled import polled_loop
+
+            polled_loop(spec, sink)
+        else:
+            worker.interference_loop(spec, sink)
         if not results:  # not rank 0
             return InterferenceResult(float("nan"), float("nan"), float("nan"), (), threads)
     else:
         _launch(
-            "interference",
+            command,
             spec,
             np=np,
             hostfile=hostfile,

@@ -302,6 +302,30 @@ def keep_freed_memory() -> bool:
     )
 
 
+def model_and_batch(
+    workload: str | None,
+    torch_model: str | None,
+    input_shape: tuple[int, ...] | None,
+    info: DeviceInfo,
+    batch: int,
+) -> tuple[TorchModel, Workload, torch.Tensor, torch.Tensor]:
+    """The torch model of a built-in ``workload`` or a user's ``torch_model`` (exactly one
+    of them), in training mode on ``info``'s device, with one batch of input and target
+    (seeded: every rank builds the same)."""
+    if (workload is None) == (torch_model is None):
+        raise InputError("give a workload (--workload) or a model (--torch-model), not both")
+    torch.manual_seed(0)
+    if torch_model is not None:
+        tm, wl = from_factory(torch_model, input_shape)
+    else:
+        wl = load_workload(workload)  # type: ignore[arg-type]
+        tm = build_torch_model(wl)
+    tm.model.to(info.torch_device).train()
+    x = tm.make_input(batch).to(info.torch_device)
+    y = tm.make_target(batch).to(info.torch_device)
+    return tm, wl, x, y
+
+
 def calibrate_compute(
     workload: str | None = None,
     *,
@@ -329,18 +353,8 @@ def calibrate_compute(
     keep_freed_memory()
     if repeats < 1 or warmup < 0:
         raise InputError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    if (workload is None) == (torch_model is None):
-        raise InputError("give a workload (--workload) or a model (--torch-model), not both")
     info = resolve_device(device, threads)
-    torch.manual_seed(0)
-    if torch_model is not None:
-        tm, wl = from_factory(torch_model, input_shape)
-    else:
-        wl = load_workload(workload)  # type: ignore[arg-type]
-        tm = build_torch_model(wl)
-    tm.model.to(info.torch_device).train()
-    x = tm.make_input(batch).to(info.torch_device)
-    y = tm.make_target(batch).to(info.torch_device)
+    tm, wl, x, y = model_and_batch(workload, torch_model, input_shape, info, batch)
 
     key = (wl.name, info.model, batch, info.threads)
     target = _samples_target(csv_path, resume) if csv_path is not None else None

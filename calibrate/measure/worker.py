@@ -750,7 +750,7 @@ def load_spec(text: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m calibrate.measure.worker")
-    parser.add_argument("command", choices=("comm", "interference", "compute"))
+    parser.add_argument("command", choices=("comm", "interference", "compute", "polled"))
     parser.add_argument("--spec", required=True, help="JSON object or a file holding one")
     args = parser.parse_args(argv)
     watch_supervisor()
@@ -764,6 +764,10 @@ def main(argv: list[str] | None = None) -> int:
             from calibrate.measure.compute import compute_loop
 
             compute_loop(spec, sink)
+        elif args.command == "polled":
+            from calibrate.measure.polled import polled_loop
+
+            polled_loop(spec, sink)
         else:
             interference_loop(spec, sink)
     except BaseException as err:  # noqa: BLE001 - report, then leave without MPI_Finalize

@@ -158,6 +158,7 @@ def run_interference(
     progress: str = "thread",
     chunk_s: float = 1e-3,
     between_s: float = 0.0,
+    model: dict[str, Any] | None = None,
 ) -> Any:
     from calibrate.measure.comm import measure_interference
 
@@ -178,6 +179,7 @@ def run_interference(
         progress=progress,
         chunk_s=chunk_s,
         compute_between_s=between_s,
+        model=model,
     )
 
 
@@ -427,6 +429,7 @@ def repeatable_interference(
     nbytes: int = 16 << 20,
     chunk_s: float = 1e-3,
     between_s: float = 0.0,
+    model: dict[str, Any] | None = None,
 ) -> tuple[Any, list[Any]]:
     """Interference measured until two runs agree within :data:`INTERFERENCE_AGREEMENT`
     (at most :data:`INTERFERENCE_RUNS` runs): the run nearest the median of all, and
@@ -438,7 +441,15 @@ def repeatable_interference(
     for _ in range(INTERFERENCE_RUNS):
         runs.append(
             run_interference(
-                np_, threads, 1.0, nbytes, timeout_s, mode, chunk_s=chunk_s, between_s=between_s
+                np_,
+                threads,
+                1.0,
+                nbytes,
+                timeout_s,
+                mode,
+                chunk_s=chunk_s,
+                between_s=between_s,
+                model=model,
             )
         )
         if any(_agree(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :]):
@@ -540,6 +551,13 @@ def calibrate_all(
             nbytes=max(issued_sizes(result.workload), default=16 << 20),
             chunk_s=poll_spacing_s(result),
             between_s=compute_between_s(result),
+            # Polled progress is measured on the workload's own passes (polled.py).
+            model={
+                "workload": r.workload if r.torch_model is None else None,
+                "torch_model": r.torch_model,
+                "input_shape": list(r.input_shape) if r.input_shape else None,
+                "batch": r.batch,
+            },
         ),
         on_retry=note,
     )

@@ -1,0 +1,159 @@
+"""Polled progress measured on the workload's own passes (``calibrate all --progress test``).
+
+Plain MPI non-blocking collectives on CPUs advance only inside the ``Test`` calls the
+training thread makes between layers. How much that costs depends on the compute between
+the polls: a matmul loop that lives in the cache slowed a 7.45 MB all-reduce by a factor
+1 + g = 3.3 and its thread cost 1.15 blocking all-reduces beside compute, where the real
+mlp runs of this project's VM, whose layers stream megabytes of weights, spent 2.6. So
+this run uses the workload's forward and backward passes, with a ``Test`` at the same
+points as ``dtsim validate``'s real runs (each layer's forward pre and post hooks and
+the hook on its output's gradient; :mod:`calibrate.realrun.training`):
+
+1. alone: ``passes`` passes, the hooks installed, nothing in flight: C;
+2. blocking: after a pass, a barrier and one blocking in-place all-reduce of ``bytes``,
+   five times: D (their median), as training issues it after compute;
+3. polled: one ``Iallreduce`` of ``bytes`` always in flight (the next starts when a poll
+   finds the last done) through the same ``passes`` passes: wall time W, n completed.
+
+``factor`` f = W / C - 1 (compute's slowdown while a collective is in flight) and
+``comm_factor`` g = W / (n·D) - 1 (the collective's while the rank computes): the
+profile's ``interference_factor`` and ``comm_interference_factor`` with
+``comm_progress: polled``. It is a calibration run, separate from any validation: no
+optimizer step, no strategy, one collective of the workload's largest size.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import time
+from typing import Any
+
+BLOCKING_REPS = 5
+
+
+def polled_loop(spec: dict[str, Any], sink: Any) -> None:
+    """Worker side (``python -m calibrate.measure.worker polled``); rank 0 reports every
+    rank's figures with the fields of the interference run."""
+    import mpi4py
+
+    mpi4py.rc.thread_level = "funneled"
+    import numpy as np
+    from mpi4py import MPI
+
+    from calibrate.measure.compute import keep_freed_memory, model_and_batch
+    from calibrate.measure.device import resolve_device
+    from calibrate.measure.tiles import on_output_gradient
+
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    keep_freed_memory()
+    info = resolve_device("cpu", int(spec["threads"]))
+    tm, _, x, y = model_and_batch(
+        spec.get("workload"),
+        spec.get("torch_model"),
+        tuple(spec["input_shape"]) if spec.get("input_shape") else None,
+        info,
+        int(spec["batch"]),
+    )
+    nbytes = int(spec["bytes"])
+    buf = np.zeros(nbytes // 4, np.float32)
+    state: dict[str, Any] = {"req": None, "started": 0, "done": 0}
+
+    def poll() -> None:
+        req = state["req"]
+        if req is not None and req.Test():
+            state["done"] += 1
+            state["req"] = comm.Iallreduce(MPI.IN_PLACE, buf)
+            state["started"] += 1
+
+    def on_pre(module: Any, inputs: Any) -> None:
+        poll()
+
+    def on_post(module: Any, inputs: Any, output: Any) -> None:
+        poll()
+        on_output_gradient(output, lambda grad: poll())
+
+    handles = []
+    for _, module in tm.layers:
+        handles += [module.register_forward_pre_hook(on_pre), module.register_forward_hook(on_post)]
+
+    def one_pass() -> None:
+        tm.model.zero_grad(set_to_none=True)
+        tm.loss(tm.model(x), y).backward()
+
+    sink.heartbeat(0, 0, "compute", 0)
+    for _ in range(2):
+        one_pass()
+    t = time.perf_counter()
+    one_pass()
+    per_pass = comm.bcast(time.perf_counter() - t, root=0)
+    passes = max(5, int(float(spec["seconds"]) / max(per_pass, 1e-9)))
+    passes = comm.bcast(passes, root=0)
+    # 1. alone
+    comm.Barrier()
+    t = time.perf_counter()
+    for _ in range(passes):
+        one_pass()
+    alone_s = time.perf_counter() - t
+    # 2. blocking, after a pass
+    sink.heartbeat(1, 0, "allreduce", nbytes)
+    comm.Allreduce(MPI.IN_PLACE, buf)
+    blocking = []
+    for _ in range(BLOCKING_REPS):
+        one_pass()
+        comm.Barrier()
+        t = time.perf_counter()
+        comm.Allreduce(MPI.IN_PLACE, buf)
+        blocking.append(time.perf_counter() - t)
+    d = statistics.median(blocking)
+    # 3. polled
+    sink.heartbeat(2, 0, "compute+iallreduce", nbytes)
+    ctl = comm.Dup()
+    comm.Barrier()
+    t = time.perf_counter()
+    state["req"] = comm.Iallreduce(MPI.IN_PLACE, buf)
+    state["started"] = 1
+    for _ in range(passes):
+        one_pass()
+    wall_s = time.perf_counter() - t
+    for h in handles:
+        h.remove()
+    # Every rank must start the same collectives: agree on the count on a separate
+    # communicator, catch up, then wait for all (as the matmul interference run does).
+    most = ctl.allreduce(state["started"], op=MPI.MAX)
+    pending = [state["req"]]
+    while state["started"] < most:
+        pending.append(comm.Iallreduce(MPI.IN_PLACE, buf))
+        state["started"] += 1
+    MPI.Request.Waitall(pending)
+    ctl.Free()
+    done = state["done"]
+    factor = max(0.0, wall_s / alone_s - 1.0)
+    if done:
+        comm_factor = max(0.0, wall_s / (done * d) - 1.0)
+        thread_cost: float | None = (wall_s - alone_s) / (done * d)
+    else:  # nothing completed while computing: the largest factor a profile takes
+        comm_factor, thread_cost = 100.0, None
+    polls_per_pass = 2 * len(tm.layers)  # forward boundaries and backward starts
+    mine = {
+        "rank": rank,
+        "host": socket.gethostname(),
+        "compute_alone_s": alone_s / passes,
+        "compute_with_comm_s": wall_s / passes,
+        "comm_alone_s": d,
+        "comm_with_compute_s": wall_s / max(1, done),
+        "comm_iterations": done,
+        "matmuls_per_rep": 0,
+        "threads": int(spec["threads"]),
+        "factor": factor,
+        "comm_factor": comm_factor,
+        "thread_cost": thread_cost,
+        "chunk_s": alone_s / passes / polls_per_pass,
+        "progress": "test",
+    }
+    everyone = comm.gather(mine, root=0)
+    if rank == 0:
+        sink.result({"ranks": everyone, "bytes": nbytes, "reps": passes})
+        sink.progress(3, 3)
+    comm.Barrier()
