@@ -312,7 +312,7 @@ def test_polled_interference_measures_both_slowdowns(tmp_path):
     doc = hardware_document(
         name="box", device_kind="cpu", device_model="cpu", ranks=2,
         memory_bytes_per_rank=2**30, gemm_flops=1e11, memory_bandwidth=1e10,
-        efficiency={"linear": 0.5}, link_fit=Fit("allreduce", 2, 1e-6, 1e9, 0.01, ()),
+        efficiency={"default": 0.5}, link_fit=Fit("allreduce", 2, 1e-6, 1e9, 0.01, ()),
         collectives=[], interference=r.factor, provenance={"host": "h"},
         comm_progress="polled", comm_interference=r.comm_factor,
     )  # fmt: skip
@@ -323,7 +323,7 @@ def test_polled_interference_measures_both_slowdowns(tmp_path):
     capped = hardware_document(
         name="box", device_kind="cpu", device_model="cpu", ranks=2,
         memory_bytes_per_rank=2**30, gemm_flops=1e11, memory_bandwidth=1e10,
-        efficiency={"linear": 0.5}, link_fit=Fit("allreduce", 2, 1e-6, 1e9, 0.01, ()),
+        efficiency={"default": 0.5}, link_fit=Fit("allreduce", 2, 1e-6, 1e9, 0.01, ()),
         collectives=[], interference=0.5, provenance={"host": "h"},
         comm_progress="polled", comm_interference=250.0,
     )  # fmt: skip

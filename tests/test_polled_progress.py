@@ -28,6 +28,8 @@ from sim.model.scenario import make_scenario, with_interference, with_polled_pro
 from sim.strategies import parse_strategy
 from workloads import load_workload
 
+MEASURED = "hardware_profiles/measured/epyc-2core-vm.yaml"
+
 
 def _one_collective_beside_compute(polled: bool) -> list[Span]:
     # A 4 s collective and an 8 s compute task start together. Compute at 1/(1 + 1),
@@ -105,7 +107,8 @@ def test_polled_runs_keep_work_and_polls_apart(spec, f, g, jitter):
     span lasts exactly its work (the slowdown went to a poll span after it, on the same
     lane), a poll span follows its task's span directly, and every result passes the
     bounds check (inside metrics)."""
-    hw = with_polled_progress(with_interference(load_profile("epyc-2core-vm"), f), g)
+    measured = load_profile(MEASURED)
+    hw = with_polled_progress(with_interference(measured, f), g)
     explicit = jitter > 0
     sc = make_scenario(
         load_workload("mlp"),
@@ -133,7 +136,7 @@ def test_polled_runs_keep_work_and_polls_apart(spec, f, g, jitter):
 
 
 def test_with_polled_progress_refuses_bad_factors():
-    hw = load_profile("epyc-2core-vm")
+    hw = load_profile(MEASURED)
     assert with_polled_progress(hw, 2.5).comm_progress == "polled"
     for bad in (-1.0, float("nan"), float("inf"), 1e6):
         with pytest.raises(InputError):
