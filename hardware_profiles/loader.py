@@ -203,9 +203,8 @@ class ProfileSpec(_Strict):
     nics: NicSpec
     fabric: FabricSpec
     collective: CollectiveSpec
-    # Up to compute 100x slower: calibration writes 20 for compute serialised behind
-    # communication (calibrate.measure.worker.SERIALISED_FACTOR) and has measured ~12
-    # on a loaded 2-core box; beyond 100 a run is not a what-if but a stall.
+    # Up to compute 100x slower: calibration has measured ~12 on a loaded 2-core box, and
+    # caps what it writes at 100 (saying so); beyond it a run is not a what-if but a stall.
     interference_factor: float = Field(ge=0, le=100)
     sources: list[Text] = Field(min_length=1, max_length=MAX_ENTRIES)
     measured_collectives: list[MeasuredCollectiveSpec] = Field(

@@ -24,7 +24,6 @@ optimizer step, no strategy, one collective of the workload's largest size.
 
 from __future__ import annotations
 
-import socket
 import statistics
 import time
 from typing import Any
@@ -44,9 +43,9 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     from calibrate.measure.compute import keep_freed_memory, model_and_batch
     from calibrate.measure.device import resolve_device
     from calibrate.measure.tiles import on_output_gradient
+    from calibrate.measure.worker import finish_in_flight, report_polled
 
     comm = MPI.COMM_WORLD
-    rank = comm.Get_rank()
     keep_freed_memory()
     info = resolve_device("cpu", int(spec["threads"]))
     tm, _, x, y = model_and_batch(
@@ -119,41 +118,17 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     wall_s = time.perf_counter() - t
     for h in handles:
         h.remove()
-    # Every rank must start the same collectives: agree on the count on a separate
-    # communicator, catch up, then wait for all (as the matmul interference run does).
-    most = ctl.allreduce(state["started"], op=MPI.MAX)
-    pending = [state["req"]]
-    while state["started"] < most:
-        pending.append(comm.Iallreduce(MPI.IN_PLACE, buf))
-        state["started"] += 1
-    MPI.Request.Waitall(pending)
-    ctl.Free()
-    done = state["done"]
-    factor = max(0.0, wall_s / alone_s - 1.0)
-    if done:
-        comm_factor = max(0.0, wall_s / (done * d) - 1.0)
-        thread_cost: float | None = (wall_s - alone_s) / (done * d)
-    else:  # nothing completed while computing: the largest factor a profile takes
-        comm_factor, thread_cost = 100.0, None
-    polls_per_pass = 2 * len(tm.layers)  # forward boundaries and backward starts
-    mine = {
-        "rank": rank,
-        "host": socket.gethostname(),
-        "compute_alone_s": alone_s / passes,
-        "compute_with_comm_s": wall_s / passes,
-        "comm_alone_s": d,
-        "comm_with_compute_s": wall_s / max(1, done),
-        "comm_iterations": done,
-        "matmuls_per_rep": 0,
-        "threads": int(spec["threads"]),
-        "factor": factor,
-        "comm_factor": comm_factor,
-        "thread_cost": thread_cost,
-        "chunk_s": alone_s / passes / polls_per_pass,
-        "progress": "test",
-    }
-    everyone = comm.gather(mine, root=0)
-    if rank == 0:
-        sink.result({"ranks": everyone, "bytes": nbytes, "reps": passes})
-        sink.progress(3, 3)
-    comm.Barrier()
+    finish_in_flight(comm, ctl, state["req"], state["started"], buf)
+    report_polled(
+        comm,
+        sink,
+        alone_s=alone_s,
+        wall_s=wall_s,
+        reps=passes,
+        completed=state["done"],
+        blocking_s=d,
+        nbytes=nbytes,
+        threads=int(spec["threads"]),
+        # forward boundaries and backward starts: two polls per layer and pass
+        chunk_s=alone_s / passes / (2 * len(tm.layers)),
+    )

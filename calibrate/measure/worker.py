@@ -656,7 +656,6 @@ def _interference_by_testing(
     import torch
     from mpi4py import MPI
 
-    rank = comm.Get_rank()
     nbytes = int(spec["bytes"])
     seconds = float(spec["seconds"])
     chunk_s = float(spec.get("chunk_s", 1e-3))
@@ -693,51 +692,85 @@ def _interference_by_testing(
             req = comm.Iallreduce(MPI.IN_PLACE, send)
             started += 1
     wall_s = time.perf_counter() - t
-    # Every rank must start the same collectives: agree on the count on a separate
-    # communicator (a blocking collective on ``comm`` would interleave with the other
-    # ranks' Iallreduces and break MPI's ordering rule), catch up, then wait for all.
+    finish_in_flight(comm, ctl, req, started, send)
+    report_polled(
+        comm,
+        sink,
+        alone_s=alone_s,
+        wall_s=wall_s,
+        reps=chunks,
+        completed=completed,
+        blocking_s=statistics.median(comm_alone),
+        nbytes=nbytes,
+        threads=threads,
+        chunk_s=per,
+        kernel_side=side,
+    )
+
+
+def finish_in_flight(comm: Any, ctl: Any, req: Any, started: int, buf: Any) -> None:
+    """End a polled run: every rank must start the same collectives, so the ranks agree on
+    the count on ``ctl`` (a duplicate communicator: a blocking collective on ``comm``
+    would interleave with the other ranks' Iallreduces and break MPI's ordering rule),
+    catch up, wait for all, and free ``ctl``."""
+    from mpi4py import MPI
+
     most = ctl.allreduce(started, op=MPI.MAX)
     pending = [req]
     while started < most:
-        pending.append(comm.Iallreduce(MPI.IN_PLACE, send))
+        pending.append(comm.Iallreduce(MPI.IN_PLACE, buf))
         started += 1
     MPI.Request.Waitall(pending)
     ctl.Free()
-    blocking = statistics.median(comm_alone)
-    # Unclamped: a factor above what a profile takes (100) is refused or capped, and
-    # said, where the profile is written.
+
+
+def report_polled(
+    comm: Any,
+    sink: Sink,
+    *,
+    alone_s: float,
+    wall_s: float,
+    reps: int,
+    completed: int,
+    blocking_s: float,
+    nbytes: int,
+    threads: int,
+    chunk_s: float,
+    kernel_side: int = 0,
+) -> None:
+    """A polled run's figures (``reps`` reps of compute taking ``alone_s`` alone and
+    ``wall_s`` with one all-reduce always in flight, ``completed`` of them done, each
+    ``blocking_s`` when blocking): f = W/C - 1, g = W/(n·D) - 1 and the thread's cost
+    per collective in blocking all-reduces; gathered on rank 0, which reports them.
+    Unclamped: a factor above what a profile takes (100) is capped, and said, where the
+    profile is written."""
     factor = max(0.0, wall_s / alone_s - 1.0)
     if completed:
-        comm_factor = max(0.0, wall_s / (completed * blocking) - 1.0)
-        thread_cost: float | None = (wall_s - alone_s) / (completed * blocking)
-    else:  # nothing completed while computing: say so with the largest factor a profile takes
+        comm_factor = max(0.0, wall_s / (completed * blocking_s) - 1.0)
+        thread_cost: float | None = (wall_s - alone_s) / (completed * blocking_s)
+    else:  # nothing completed while computing: the largest factor a profile takes
         comm_factor, thread_cost = 100.0, None
     mine = {
-        "rank": rank,
+        "rank": comm.Get_rank(),
         "host": socket.gethostname(),
-        "compute_alone_s": alone_s / chunks,
-        "compute_with_comm_s": wall_s / chunks,
-        "comm_alone_s": blocking,
+        "compute_alone_s": alone_s / reps,
+        "compute_with_comm_s": wall_s / reps,
+        "comm_alone_s": blocking_s,
         "comm_with_compute_s": wall_s / max(1, completed),
         "comm_iterations": completed,
-        "matmuls_per_rep": side,
+        "matmuls_per_rep": kernel_side,
         "threads": threads,
         "factor": factor,
         "comm_factor": comm_factor,
         "thread_cost": thread_cost,
-        "chunk_s": per,
+        "chunk_s": chunk_s,
         "progress": "test",
     }
     everyone = comm.gather(mine, root=0)
-    if rank == 0:
-        sink.result({"ranks": everyone, "bytes": nbytes, "reps": chunks})
+    if comm.Get_rank() == 0:
+        sink.result({"ranks": everyone, "bytes": nbytes, "reps": reps})
         sink.progress(3, 3)
     comm.Barrier()
-
-
-# Compute and communication serialised on one thread: compute runs at 1/(1 + 20) of its
-# speed while a collective is in flight, i.e. effectively waits for it.
-SERIALISED_FACTOR = 20.0
 
 
 # -- entry ------------------------------------------------------------------------------
