@@ -19,6 +19,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -72,6 +74,16 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: object, info: ValidationInfo) -> object:
+        """YAML's true/false is not a number: pydantic would read ``interference_factor:
+        true`` as 1.0 (and ``memory_gib: true`` as 1 GiB) without a word."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and field.annotation not in (bool, "bool"):
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
 
 
 class DeviceSpec(_Strict):

@@ -192,3 +192,69 @@ def test_polled_profile_is_said_by_profiles_show(tmp_path):
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "polled by the computing thread" in text and "3.5" in text
+
+
+def test_a_profile_refuses_true_or_false_for_a_number():
+    import yaml
+
+    from hardware_profiles.loader import parse_profile
+
+    doc = yaml.safe_load(open(MEASURED))
+    for key in ("interference_factor", "comm_interference_factor"):
+        with pytest.raises(InputError) as e:
+            parse_profile(dict(doc, **{key: True}), "p.yaml")
+        assert e.value.key == key and "not true" in str(e.value)
+    device = dict(doc["device"], memory_gib=False)
+    with pytest.raises(InputError) as e:
+        parse_profile(dict(doc, device=device), "p.yaml")
+    assert e.value.key == "device.memory_gib"
+
+
+def test_whatif_says_how_polled_collectives_are_counted(tmp_path):
+    import yaml
+    from cli_helpers import dtsim
+
+    doc = yaml.safe_load(open(MEASURED))
+    path = tmp_path / "polled.yaml"
+    doc.update(comm_progress="polled", comm_interference_factor=2.8, interference_factor=0.6)
+    path.write_text(yaml.safe_dump(doc))
+    result = dtsim(
+        "whatif", "--hardware", path, "--workload", "mlp", "--devices", "2",
+        "--batch-per-device", "32", "--strategies", "sync,delayed:1", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    import json
+
+    notes = " ".join(json.loads(result.stdout)["notes"])
+    assert "comm_progress: polled" in notes and "polling per iteration: delayed:1" in notes
+
+
+def test_validate_rows_count_only_blocking_as_exposed_on_both_sides():
+    """A measured run's polls are gaps, outside its wait spans; a predicted run's are poll
+    spans, inside the compute stream's idle time. The comparison row takes them out of the
+    prediction, so both sides' exposed time is blocking only (here none) and overlap 100%."""
+    from calibrate.validation.compare import compare
+
+    spans = []
+    for t in range(6):
+        t0 = 2.0 * t
+        spans += [
+            Span(0, COMPUTE, "forward", t, "L0", t0, t0 + 1.0),
+            Span(0, COMPUTE, "poll", t, "L0", t0 + 1.0, t0 + 2.0),
+            Span(0, "comm0", "comm", t, "all", t0, t0 + 2.0, 8.0),
+        ]
+    meta = TraceMeta(warmup_iterations=1, global_batch=2)
+    predicted = Trace(tuple(spans), meta=meta)
+    measured = Trace(tuple(s for s in spans if s.kind != "poll"), meta=meta)
+    pm = _plain_metrics(predicted)
+    row = compare({"delayed:1": [measured_stats(measured)]}, {"delayed:1": (pm, predicted)})[0]
+    assert pm.exposed_comm_s == pytest.approx(1.0)  # the simulator's idle time: the poll
+    assert row["predicted_exposed_s"] == pytest.approx(0.0)
+    assert row["measured_exposed_s"] == pytest.approx(0.0)
+    assert row["predicted_overlap_fraction"] == pytest.approx(1.0)
+    assert row["measured_overlap_fraction"] == pytest.approx(1.0)
+
+
+def _plain_metrics(trace: Trace):
+    """Metrics of a hand-made Trace (it carries no per-iteration work, so no bounds)."""
+    return M.metrics(trace)

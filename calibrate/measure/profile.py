@@ -141,8 +141,10 @@ def hardware_document(
             "runs on the same rank"
             + (
                 "; collectives progress only in the computing thread's polls (MPI Test "
-                "between layers): comm_interference_factor = their slowdown while the "
-                "rank computes"
+                "between layers): both factors measured on the workload's own passes with "
+                "one all-reduce of interference_bytes always in flight (provenance), "
+                "comm_interference_factor = the all-reduce's slowdown while the rank "
+                "computes"
                 if comm_progress == "polled"
                 else ""
             ),

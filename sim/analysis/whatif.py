@@ -14,6 +14,7 @@ from sim.model.scenario import Scenario
 from sim.model.topology import make_placement
 from sim.strategies import parse_strategy
 from sim.strategies.base import Strategy
+from sim.units import fmt_time
 
 RESULT_KEYS = (
     "strategy",
@@ -199,6 +200,33 @@ def run_notes(rows: list[dict], scenario: Scenario) -> list[str]:
             "efficiencies within a few percent of 100% as equal"
         )
     return notes
+
+
+def polling_notes(traces: Mapping[str, Trace], scenario: Scenario) -> list[str]:
+    """On a profile whose collectives progress by polling, what that means for the table
+    and each strategy's polling time per iteration (its ``poll`` spans)."""
+    hw = scenario.hardware
+    if hw.comm_progress != "polled":
+        return []
+    from sim.analysis.breakdown import breakdown
+
+    polls = []
+    for name, trace in traces.items():
+        try:
+            polled = breakdown(trace).polled_s
+        except ValueError:  # fewer than two iterations: no steady window
+            continue
+        if polled > 0:
+            polls.append(f"{name} {fmt_time(polled)}")
+    text = (
+        "collectives progress only in the computing thread's polls between layers (profile "
+        f"comm_progress: polled): compute runs at 1/(1 + {hw.interference_factor:g}) while "
+        f"one is in flight and collectives at 1/(1 + {hw.comm_interference_factor:g}) while "
+        "the rank computes; the polling counts as exposed communication (it hides nothing)"
+    )
+    if polls:
+        text += "; polling per iteration: " + ", ".join(polls)
+    return [text]
 
 
 # -- time to accuracy -------------------------------------------------------------------------

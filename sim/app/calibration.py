@@ -211,7 +211,25 @@ def interference_doc(result: Any) -> dict:
         "compute_with_comm_s": result.compute_with_comm_s,
         "threads": result.threads,
         "bytes": result.bytes,
-        "ranks": [{"rank": s.rank, "host": s.host, "factor": s.factor} for s in result.samples],
+        "ranks": [
+            {
+                "rank": s.rank,
+                "host": s.host,
+                "factor": s.factor,
+                **(
+                    {
+                        "comm_factor": s.comm_factor,
+                        # thread time per collective beside compute, in blocking ones
+                        "thread_cost": s.thread_cost,
+                        "blocking_allreduce_s": s.comm_alone_s,
+                        "completed_while_computing": s.comm_iterations,
+                    }
+                    if result.progress == "test"
+                    else {}
+                ),
+            }
+            for s in result.samples
+        ],
     }
 
 
@@ -454,9 +472,17 @@ def repeatable_interference(
         )
         if any(_agree(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :]):
             break
-    median = statistics.median(r.factor for r in runs)
-    best = min(runs, key=lambda r: abs(r.factor - median))
-    return best, runs
+    # The run nearest the medians of both factors (a polled run's communication factor
+    # counts as much as its compute factor; a thread run's is 0 in every run).
+    mid_f = statistics.median(r.factor for r in runs)
+    mid_g = statistics.median(r.comm_factor for r in runs)
+
+    def distance(r: Any) -> float:
+        return abs(r.factor - mid_f) / max(abs(mid_f), 1e-9) + abs(r.comm_factor - mid_g) / max(
+            abs(mid_g), 1e-9
+        )
+
+    return min(runs, key=distance), runs
 
 
 def _agree(a: Any, b: Any) -> bool:
@@ -745,8 +771,14 @@ def _profile_document(
         backend=r.backend,
         workload=result.workload.name,
         batch=r.batch,
-        command="dtsim calibrate all",
+        command="dtsim calibrate all" + (" --progress test" if r.progress_mode == "test" else ""),
         interference_progress=r.progress_mode,
+        interference_bytes=int(interference.bytes),
+        **(
+            {"interference_poll_spacing_s": f"{interference.chunk_s:.3g}"}
+            if interference.progress == "test"
+            else {}
+        ),
         interference_factors_measured=_factors_text(runs),
         # What other processes took while each section was timed; a disturbed figure is
         # less trustworthy than the rest (see calibrate.measure.loadguard).

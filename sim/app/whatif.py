@@ -67,6 +67,7 @@ def whatif(
         TTA_KEYS,
         add_time_to_accuracy,
         extrapolation_notes,
+        polling_notes,
         recommend,
         recommend_time_to_accuracy,
         run_notes,
@@ -114,6 +115,7 @@ def whatif(
             scenario.dtype,
         )
         + extrapolation_notes(traces.values())
+        + polling_notes(traces, scenario)
     )
     if skipped:
         notes.append(

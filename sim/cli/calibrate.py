@@ -567,8 +567,8 @@ def _polled_line(result: Any) -> str:
         else "; no collective completed while computing"
     )
     return (
-        f"polled progress (Test every {fmt_time(result.chunk_s)} of compute): collectives run "
-        f"at 1/(1 + {result.comm_factor:.3f}) while the rank computes, compute at "
+        f"polled progress (a Test every {fmt_time(result.chunk_s)} of compute, as measured): "
+        f"collectives run at 1/(1 + {result.comm_factor:.3f}) while the rank computes, compute at "
         f"1/(1 + {result.factor:.3f}) while a collective is in flight{cost}"
     )
 
@@ -673,6 +673,13 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
         + f"; spread {spread:.0%})"
     )
     if interference.progress == "test":
+        comm_factors = summary["interference"]["comm_factors_measured"]
+        spread_g = (max(comm_factors) - min(comm_factors)) / max(abs(max(comm_factors)), 1e-9)
+        o.print(
+            f"communication factor {interference.comm_factor:.3f} (runs: "
+            + ", ".join(f"{g:.3f}" for g in comm_factors)
+            + f"; spread {spread_g:.0%}; the run nearest both medians is written)"
+        )
         o.print(_polled_line(interference))
     _print_load(outcome.load)
     o.print(
@@ -761,7 +768,9 @@ def validate(
     """Train for real under each strategy and compare with dtsim's prediction.
 
     \b
-    1. Calibrate this machine (`calibrate all` into --out), unless --hardware is given.
+    1. Calibrate this machine (`calibrate all --progress test` into --out: the real
+       runs progress MPI's non-blocking collectives by Test calls between layers, so
+       the profile says comm_progress: polled), unless --hardware is given.
     2. Train --workload on --np mpirun ranks under each strategy, --repeats times,
        recording every rank's forward/backward/comm/wait/update spans (Trace schema).
        The study's semantics: sync = one blocking all-reduce after backward;
@@ -934,12 +943,19 @@ def _budget_table(rows: list[dict]) -> Table:
             text = f"{fmt_time(b['measured_s'])} ± {fmt_time(b['measured_iqr_s'])}"
             if b["predicted_s"] is not None:
                 text += f" / {fmt_time(b['predicted_s'])}"
+            else:
+                text += " / —"
             if b["error_fraction"] is not None:
                 e = b["error_fraction"]
                 colour = "green" if abs(e) <= 0.05 else ("yellow" if abs(e) <= 0.10 else "red")
                 text += f" [{colour}]{e:+.0%}[/]"
             cells.append(text)
         t.add_row(name.removesuffix("_s"), *cells)
+    t.caption = (
+        "exposed: blocked on a collective. outside: time in no layer and no wait (a real "
+        "run's MPI polls, its Iallreduce calls and bookkeeping), predicted as the simulated "
+        "polls when the profile's collectives progress by polling, else —"
+    )
     return t
 
 
