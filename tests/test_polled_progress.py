@@ -64,11 +64,8 @@ def test_without_polling_the_slowdown_stays_in_the_compute_span():
     assert (fwd.start_s, fwd.end_s) == pytest.approx((0.0, 16.0), abs=1e-12)
 
 
-def test_polls_are_exposed_communication_and_the_budget_predicts_outside():
-    # Iterations of: forward 1 s while the previous iteration's 1 s collective runs
-    # (delayed-like), then 1 s of polling. The simulated breakdown counts the poll as
-    # polled time (idle compute, not forward) and the error budget sets it beside a real
-    # run's time outside every layer and wait.
+def _forward_then_poll_spans() -> list[Span]:
+    """Six 2 s iterations: forward [0, 1], a poll [1, 2], a collective in flight [0, 2]."""
     spans = []
     for t in range(6):
         t0 = 2.0 * t
@@ -77,6 +74,15 @@ def test_polls_are_exposed_communication_and_the_budget_predicts_outside():
             Span(0, COMPUTE, "poll", t, "L0", t0 + 1.0, t0 + 2.0),
             Span(0, "comm0", "comm", t, "all", t0, t0 + 2.0, 8.0),
         ]
+    return spans
+
+
+def test_polls_are_exposed_communication_and_the_budget_predicts_outside():
+    # Iterations of: forward 1 s while the previous iteration's 1 s collective runs
+    # (delayed-like), then 1 s of polling. The simulated breakdown counts the poll as
+    # polled time (idle compute, not forward) and the error budget sets it beside a real
+    # run's time outside every layer and wait.
+    spans = _forward_then_poll_spans()
     predicted = Trace(tuple(spans), meta=TraceMeta(warmup_iterations=1, global_batch=2))
     parts = breakdown(predicted)
     assert parts.forward_s == pytest.approx(1.0)
@@ -235,14 +241,7 @@ def test_validate_rows_count_only_blocking_as_exposed_on_both_sides():
     prediction, so both sides' exposed time is blocking only (here none) and overlap 100%."""
     from calibrate.validation.compare import compare
 
-    spans = []
-    for t in range(6):
-        t0 = 2.0 * t
-        spans += [
-            Span(0, COMPUTE, "forward", t, "L0", t0, t0 + 1.0),
-            Span(0, COMPUTE, "poll", t, "L0", t0 + 1.0, t0 + 2.0),
-            Span(0, "comm0", "comm", t, "all", t0, t0 + 2.0, 8.0),
-        ]
+    spans = _forward_then_poll_spans()
     meta = TraceMeta(warmup_iterations=1, global_batch=2)
     predicted = Trace(tuple(spans), meta=meta)
     measured = Trace(tuple(s for s in spans if s.kind != "poll"), meta=meta)
