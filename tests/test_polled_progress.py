@@ -257,3 +257,25 @@ def test_validate_rows_count_only_blocking_as_exposed_on_both_sides():
 def _plain_metrics(trace: Trace):
     """Metrics of a hand-made Trace (it carries no per-iteration work, so no bounds)."""
     return M.metrics(trace)
+
+
+def test_run_says_how_polled_collectives_are_counted(tmp_path):
+    import json
+
+    import yaml
+    from cli_helpers import dtsim
+
+    doc = yaml.safe_load(open(MEASURED))
+    path = tmp_path / "polled.yaml"
+    doc.update(comm_progress="polled", comm_interference_factor=2.8, interference_factor=0.6)
+    path.write_text(yaml.safe_dump(doc))
+    args = (
+        "run", "--hardware", path, "--workload", "mlp", "--devices", "2",
+        "--batch-per-device", "32", "--strategy", "delayed:1", "--iterations", "12",
+    )  # fmt: skip
+    result = dtsim(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    notes = " ".join(json.loads(result.stdout)["notes"])
+    assert "comm_progress: polled" in notes and "polling per iteration: delayed:1" in notes
+    plain = dtsim(*args)
+    assert "note: collectives progress only in the computing thread's polls" in plain.stderr

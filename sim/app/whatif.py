@@ -154,6 +154,7 @@ class RunResult:
     stats: EngineStats
     metrics: Any  # sim.analysis.metrics.Metrics
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how the numbers were obtained
 
 
 def run(request: RunRequest) -> RunResult:
@@ -174,7 +175,10 @@ def run(request: RunRequest) -> RunResult:
             "iterations (the last periods' iteration times still differ); the figures are "
             "estimates: raise --iterations" + settled_floor_note(trace, m.iteration_time_s)
         )
-    return RunResult(scenario, strategy, trace, stats, m, warnings)
+    from sim.analysis.whatif import polling_notes
+
+    notes = polling_notes({strategy.name: trace}, scenario)
+    return RunResult(scenario, strategy, trace, stats, m, warnings, notes)
 
 
 def settled_floor_note(trace: Trace, iteration_s: float) -> str:

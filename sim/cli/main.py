@@ -822,12 +822,15 @@ def run(
         write_run_html(trace, html_path)
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {literal(warning)}", soft_wrap=True)
+    for note in result.notes:
+        err.print(f"note: {literal(note)}", soft_wrap=True)
     doc = {
         "scenario": scenario.summary(),
         "strategy": chosen.name,
         **m.as_dict(),
         "spans": len(trace),
         "events": stats.events,
+        **({"notes": result.notes} if result.notes else {}),
     }
     if as_json:
         _emit_json(doc)
