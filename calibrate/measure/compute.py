@@ -201,7 +201,7 @@ class _Hooks:
             h.remove()
 
 
-def _one_pass(
+def one_pass(
     tm: TorchModel, x: torch.Tensor, y: torch.Tensor, clock: _Clock | None = None
 ) -> tuple[int, int]:
     """One forward, loss and backward. With ``clock``: the stamps (pass begun, loss
@@ -425,7 +425,7 @@ def calibrate_compute(
                 p.grad = None  # the views are the step's buffer, not the next pass's
 
         for _ in range(warmup):
-            _one_pass(tm, x, y)
+            one_pass(tm, x, y)
             time_steps(None)
             step += 1
             if progress:
@@ -459,7 +459,7 @@ def calibrate_compute(
                 align()
             clock.reset()
             clock.stamp()
-            _one_pass(tm, x, y)
+            one_pass(tm, x, y)
             end = clock.stamp()
             whole.append(clock.seconds()[end])
             step += 1
@@ -477,7 +477,7 @@ def calibrate_compute(
             try:
                 clock.reset()
                 clock.stamp()
-                begin, loss_end = _one_pass(tm, x, y, clock)
+                begin, loss_end = one_pass(tm, x, y, clock)
                 end = clock.stamp()
                 got = hooks.durations(begin, loss_end, end)
                 hooked = clock.seconds()[end]

@@ -40,7 +40,7 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     import numpy as np
     from mpi4py import MPI
 
-    from calibrate.measure.compute import keep_freed_memory, model_and_batch
+    from calibrate.measure.compute import keep_freed_memory, model_and_batch, one_pass
     from calibrate.measure.device import resolve_device
     from calibrate.measure.tiles import on_output_gradient
     from calibrate.measure.worker import finish_in_flight, report_polled
@@ -77,15 +77,11 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     for _, module in tm.layers:
         handles += [module.register_forward_pre_hook(on_pre), module.register_forward_hook(on_post)]
 
-    def one_pass() -> None:
-        tm.model.zero_grad(set_to_none=True)
-        tm.loss(tm.model(x), y).backward()
-
     sink.heartbeat(0, 0, "compute", 0)
     for _ in range(2):
-        one_pass()
+        one_pass(tm, x, y)
     t = time.perf_counter()
-    one_pass()
+    one_pass(tm, x, y)
     per_pass = comm.bcast(time.perf_counter() - t, root=0)
     passes = max(5, int(float(spec["seconds"]) / max(per_pass, 1e-9)))
     passes = comm.bcast(passes, root=0)
@@ -93,14 +89,14 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     comm.Barrier()
     t = time.perf_counter()
     for _ in range(passes):
-        one_pass()
+        one_pass(tm, x, y)
     alone_s = time.perf_counter() - t
     # 2. blocking, after a pass
     sink.heartbeat(1, 0, "allreduce", nbytes)
     comm.Allreduce(MPI.IN_PLACE, buf)
     blocking = []
     for _ in range(BLOCKING_REPS):
-        one_pass()
+        one_pass(tm, x, y)
         comm.Barrier()
         t = time.perf_counter()
         comm.Allreduce(MPI.IN_PLACE, buf)
@@ -114,7 +110,7 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     state["req"] = comm.Iallreduce(MPI.IN_PLACE, buf)
     state["started"] = 1
     for _ in range(passes):
-        one_pass()
+        one_pass(tm, x, y)
     wall_s = time.perf_counter() - t
     for h in handles:
         h.remove()

@@ -137,7 +137,8 @@ def compare(
         pm = predicted[s][0]
         # Blocked on communication, as the measured side counts it (module docstring).
         trace = predicted[s][1]
-        polled = breakdown(trace).polled_s if trace is not None else 0.0
+        parts = breakdown(trace) if trace is not None else None
+        polled = parts.polled_s if parts is not None else 0.0
         p_exposed, p_overlap = pm.exposed_comm_s, pm.overlap_fraction
         if polled > 0:
             p_exposed = max(0.0, p_exposed - polled)
@@ -158,7 +159,7 @@ def compare(
                 "measured_exposed_s": statistics.median(m.exposed_s for m in runs),
                 "predicted_exposed_s": p_exposed,
                 "repeats": len(runs),
-                "budget": error_budget(runs, predicted[s][1]),
+                "budget": _budget(runs, parts),
             }
         )
     return rows
@@ -174,10 +175,14 @@ def error_budget(runs: Sequence[Measured], trace: Trace | None) -> list[dict[str
     a real run's polls of MPI's non-blocking collectives and its bookkeeping; predicted
     as the simulated polls when the profile's collectives progress by polling).
     Empty without the predicted Trace or the measured breakdowns."""
+    return _budget(runs, breakdown(trace) if trace is not None else None)
+
+
+def _budget(runs: Sequence[Measured], predicted: Breakdown | None) -> list[dict[str, Any]]:
+    """:func:`error_budget` from the prediction's breakdown, read once by the caller."""
     parts = [m.parts for m in runs if m.parts is not None]
-    if trace is None or not parts:
+    if predicted is None or not parts:
         return []
-    predicted = breakdown(trace)
     rows = []
 
     def row(name: str, values: list[float], p: float | None) -> None:

@@ -187,8 +187,9 @@ class Engine:
 
     def _start_flow(self, work: float, links: tuple, on_done, ranks: range) -> None:
         a = _Activity(work, -1, links, on_done, ranks)
-        for r in ranks:
-            self._rank_flows[r].append(a)
+        if self.comm_slow < 1.0:  # only then does a rank's compute change a flow's rate
+            for r in ranks:
+                self._rank_flows[r].append(a)
         a.last = self.env.now
         touched = set()
         for key in links:
@@ -202,8 +203,9 @@ class Engine:
         self._arm(a)
 
     def _end_flow(self, a: _Activity) -> None:
-        for r in a.ranks:
-            self._rank_flows[r].remove(a)
+        if self.comm_slow < 1.0:
+            for r in a.ranks:
+                self._rank_flows[r].remove(a)
         touched = set()
         for key in a.links:
             self._link_load[key] -= 1
