@@ -195,6 +195,9 @@ def test_calibrate_all_writes_a_profile_that_drives_whatif(tmp_path):
     assert {m["op"] for m in summary["measured_collectives"]} == {"allreduce", "broadcast"}
     assert all(len(m["points"]) == 9 for m in summary["measured_collectives"])
     assert summary["interference"]["factor"] > -1
+    between = summary["compute_between_collectives"]  # said, with the cap if it cut
+    assert between["seconds"] == pytest.approx(min(0.1, between["workload_s"]))
+    assert between["capped"] == (between["workload_s"] > 0.1)
     workload = Path(summary["workload"])
     assert workload.name == "box.small-cnn.yaml"
     for csv_file in summary["samples"]:

@@ -16,6 +16,7 @@ from sim.analysis import metrics as M
 from sim.analysis.breakdown import breakdown
 from sim.app.calibration import (
     MAX_COMPUTE_BETWEEN_S,
+    between_note,
     compute_between_s,
     poll_spacing_s,
 )
@@ -185,6 +186,11 @@ def test_compute_between_collectives_is_a_pass_and_an_sgd_step_capped():
     assert compute_between_s(_compute([], whole=5e-3, sgd=1.5e-3)) == pytest.approx(6.5e-3)
     assert compute_between_s(_compute([], whole=5e-3, sgd=None)) == pytest.approx(5e-3)
     assert compute_between_s(_compute([], whole=1.0, sgd=0.1)) == MAX_COMPUTE_BETWEEN_S
+    # the cap is said: calibrate all prints and returns this
+    assert between_note(_compute([], whole=1.0, sgd=0.1)) == {
+        "seconds": MAX_COMPUTE_BETWEEN_S, "workload_s": pytest.approx(1.1), "capped": True,
+    }  # fmt: skip
+    assert between_note(_compute([], whole=5e-3, sgd=None))["capped"] is False
 
 
 def test_polled_profile_is_said_by_profiles_show(tmp_path):

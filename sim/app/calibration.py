@@ -384,8 +384,23 @@ def compute_between_s(compute: Any) -> float:
     and the interference run reproduce it: one forward and backward pass (the whole
     model's median) and the cheapest measured update (plain SGD), at most
     :data:`MAX_COMPUTE_BETWEEN_S`."""
+    return min(MAX_COMPUTE_BETWEEN_S, _pass_and_step_s(compute))
+
+
+def _pass_and_step_s(compute: Any) -> float:
+    """One forward and backward pass (the whole model's median) and the measured SGD step."""
     update = compute.workload.update_seconds(compute.device.model, "sgd") or 0.0
-    return min(MAX_COMPUTE_BETWEEN_S, max(0.0, float(compute.whole_model_s) + update))
+    return max(0.0, float(compute.whole_model_s) + update)
+
+
+def between_note(compute: Any) -> dict[str, Any]:
+    """What the sweep computed before each sample, and whether the cap cut it."""
+    wanted = _pass_and_step_s(compute)
+    return {
+        "seconds": compute_between_s(compute),
+        "workload_s": wanted,
+        "capped": wanted > MAX_COMPUTE_BETWEEN_S,
+    }
 
 
 # Beyond ~60 ms the effect of compute on the next collective levels off (a 7.45 MB
@@ -626,6 +641,7 @@ def calibrate_all(
         },
         "load": [x.as_dict() for x in loads],
         "timings_s": timings,
+        "compute_between_collectives": between_note(result),
         **({"sizes_note": sizes_note} if sizes_note else {}),
     }
     return CalibrateAllResult(

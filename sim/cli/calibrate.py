@@ -663,6 +663,16 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
     )
     o.print(_fit_table(section, f"{kw['backend']}, {kw['np_']} ranks"))
     o.print(_fit_note(section))
+    between = summary["compute_between_collectives"]
+    o.print(
+        f"collective samples of 1 MiB and more each came after {fmt_time(between['seconds'])} "
+        "of compute, as training issues them"
+        + (
+            f" (the workload's pass and SGD step take {fmt_time(between['workload_s'])}; capped)"
+            if between["capped"]
+            else " (the workload's pass and SGD step)"
+        )
+    )
     if "sizes_note" in summary:
         o.print(summary["sizes_note"])
     factors = summary["interference"]["factors_measured"]
