@@ -1,0 +1,85 @@
+"""Compute timed in a training iteration's context: with ``reduce`` (ranks measuring at
+once), the gradient's all-reduce runs untimed before each timed update and, with an SGD
+step, before each hooked pass; a rank resuming from its CSV meets the others at every
+barrier and collective in the same order (else the ranks would deadlock)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import shutil
+
+import pytest
+import torch
+
+from calibrate.measure.compute import OPTIMIZERS, calibrate_compute, calibrate_compute_ranks
+
+HAVE_MPI = shutil.which("mpirun") is not None and importlib.util.find_spec("mpi4py") is not None
+needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="needs Open MPI's mpirun and mpi4py")
+
+
+def _events(tmp_path, repeats: int, resume: bool, warmup: int = 1) -> tuple[list[str], list]:
+    """The sequence of barriers (A) and all-reduces (R) one rank made, and the sizes of
+    the tensors it reduced."""
+    seen: list[str] = []
+    sizes: list[int] = []
+
+    def reduce(flat: torch.Tensor) -> None:
+        seen.append("R")
+        sizes.append(flat.numel())
+
+    calibrate_compute(
+        "mlp",
+        batch=2,
+        threads=1,
+        warmup=warmup,
+        repeats=repeats,
+        csv_path=tmp_path / "raw.csv",
+        resume=resume,
+        align=lambda: seen.append("A"),
+        reduce=reduce,
+    )
+    return seen, sizes
+
+
+def test_reduce_runs_before_every_update_and_hooked_pass(tmp_path):
+    seen, sizes = _events(tmp_path, repeats=2, resume=False, warmup=1)
+    k = len(OPTIMIZERS)
+    warmup = ["A", "R"] * k  # the warm-up's updates
+    repeat = ["A", "R", "A"] + ["A", "R"] * k  # pass, reduce+step, hooked pass, updates
+    assert seen == warmup + repeat * 2
+    assert set(sizes) == {784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10}
+
+
+def test_a_resumed_repeat_meets_the_other_ranks_in_the_same_order(tmp_path):
+    _events(tmp_path, repeats=2, resume=False, warmup=0)
+    kept = list(csv.reader((tmp_path / "raw.csv").open()))
+    resumed, _ = _events(tmp_path, repeats=3, resume=True, warmup=0)
+    (tmp_path / "fresh").mkdir()
+    fresh, _ = _events(tmp_path / "fresh", repeats=3, resume=False, warmup=0)
+    assert resumed == fresh  # the sequence another rank, measuring everything, makes
+    after = list(csv.reader((tmp_path / "raw.csv").open()))
+    assert after[: len(kept)] == kept  # the two finished repeats were not re-measured
+
+
+def test_without_reduce_nothing_is_reduced(tmp_path):
+    seen: list[str] = []
+    calibrate_compute(
+        "mlp", batch=2, threads=1, warmup=0, repeats=1, align=lambda: seen.append("A")
+    )
+    assert seen == ["A", "A"] + ["A"] * len(OPTIMIZERS)
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_ranks_resume_with_reduce_on_real_mpi(tmp_path):
+    """Rank 0 resumes its finished repeats while rank 1 measures them all; both all-reduce
+    at the same points, so the job finishes (a mismatch hangs until the timeout)."""
+    raw = tmp_path / "raw.csv"
+    common = dict(batch=2, threads=1, warmup=1, csv_path=raw, timeout_s=120)
+    calibrate_compute_ranks(2, "mlp", repeats=1, **common)
+    first = raw.read_text().splitlines()
+    result, _, _ = calibrate_compute_ranks(2, "mlp", repeats=2, resume=True, **common)
+    after = raw.read_text().splitlines()
+    assert after[: len(first)] == first
+    assert result.repeats == 2 and all(t.forward_s > 0 for t in result.layers)
