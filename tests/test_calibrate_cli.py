@@ -65,9 +65,13 @@ def test_compute_writes_a_workload_that_the_simulator_uses(tmp_path):
     (point,) = fc1["measured"][device]
     assert point["batch"] == 4 and point["repeats"] == 3
     # Every timed repeat is in the raw CSV: the whole model, the time outside layers, the
-    # four optimizer steps (sgd, momentum, adam, adamw) and fwd/bwd per layer.
+    # gradients' copy into one buffer, the four optimizer steps (sgd, momentum, adam,
+    # adamw) and fwd/bwd per layer.
     rows = raw.read_text().splitlines()
-    assert len(rows) == 1 + 3 * (2 + 4 + 2 * 6)
+    assert len(rows) == 1 + 3 * (3 + 4 + 2 * 6)
+    copy = written["measured_copy"][device]
+    assert copy["bytes"] == 4 * 2_156_490 and copy["repeats"] == 3
+    assert copy["copy_ms"] == pytest.approx(doc["gradient_copy"]["seconds"] * 1e3)
     steps = {r.split(",")[-2] for r in rows if ",<update>," in r}
     assert steps == {"sgd", "momentum", "adam", "adamw"}
     assert {m["optimizer"] for m in written["measured_update"][device]} == steps
@@ -97,8 +101,9 @@ def test_compute_resume_keeps_finished_repeats(tmp_path):
     ok(*args, "--repeats", "3", "--resume")
     after = raw.read_text().splitlines()
     assert after[: len(before)] == before  # kept, not re-measured
-    # Per repeat: whole model, outside layers, four optimizer steps, fwd/bwd of 3 layers.
-    assert len(after) == 1 + 3 * (2 + 4 + 2 * 3)
+    # Per repeat: whole model, outside layers, the gradients' copy, four optimizer steps,
+    # fwd/bwd of 3 layers.
+    assert len(after) == 1 + 3 * (3 + 4 + 2 * 3)
 
 
 @pytest.mark.parametrize(
@@ -238,17 +243,17 @@ def test_calibrate_all_writes_a_profile_that_drives_whatif(tmp_path):
     # Compute per iteration = the measured forward + backward times, the time outside every
     # layer (folded into the last forward), the timed update (run's default optimizer is
     # momentum, which calibrate all times) and sync's copy of the fp32 gradients into its
-    # buffer at the measured copy bandwidth.
-    from hardware_profiles import load_profile
-    from sim.model.costs import buffer_copy_s
+    # buffer as calibrate all timed it.
     from workloads import load_workload
 
     wl = load_workload(str(workload))
     update = wl.update_seconds(summary["device"], "momentum")
     assert update is not None and update > 0
     outside = summary["compute"]["outside_layers_s"]
-    copy = buffer_copy_s(wl.total_params * 4, load_profile(str(out)).device)
-    assert copy > 0
+    copy = wl.copy_seconds(summary["device"], wl.total_params * 4)
+    assert copy is not None and copy == pytest.approx(
+        summary["compute"]["gradient_copy"]["seconds"]
+    )
     assert run["compute_s"] == pytest.approx(measured + outside + update + copy, rel=1e-4)
     assert run["iteration_time_s"] >= run["compute_s"]
     # The collective cost comes from the measured table.

@@ -132,3 +132,72 @@ def test_measured_steps_survive_the_workload_file(tmp_path):
     assert back.update_seconds(DEVICE, "sgd") == pytest.approx(3e-3)
     assert back.update_seconds(DEVICE, "adamw") == pytest.approx(1.25e-2)
     assert back.update_seconds(DEVICE, "adam") is None
+
+
+# -- the measured gradient copy -----------------------------------------------------------
+def _with_copy(wl, nbytes: int, seconds: float):
+    from workloads.model import MeasuredCopy
+
+    return dataclasses.replace(
+        wl, measured_copy=MappingProxyType({DEVICE: MeasuredCopy(nbytes, seconds)})
+    )
+
+
+def test_a_measured_copy_costs_every_buffer_copy_in_proportion_to_its_bytes():
+    from sim.engine.simulate import build_context
+    from sim.model.costs import buffer_copy_s
+    from sim.model.scenario import make_scenario
+
+    base = load_workload("mlp")
+    grad = base.total_params * 4
+    wl = _with_copy(base, grad, 2e-3)  # the whole gradient's copy: 2 ms
+    ctx = build_context(make_scenario(wl, HW, 2, batch_per_device=8, iterations=3))
+    assert ctx.copy_s(grad) == pytest.approx(2e-3)
+    assert ctx.copy_s(grad / 4) == pytest.approx(0.5e-3)
+    # Without it, two passes at the profile's memory bandwidth.
+    ctx = build_context(make_scenario(base, HW, 2, batch_per_device=8, iterations=3))
+    assert ctx.copy_s(grad) == pytest.approx(buffer_copy_s(grad, HW.device))
+    # A copy measured on another device type is not used.
+    other = dataclasses.replace(
+        base, measured_copy=MappingProxyType({"other": wl.measured_copy[DEVICE]})
+    )
+    ctx = build_context(make_scenario(other, HW, 2, batch_per_device=8, iterations=3))
+    assert ctx.copy_s(grad) == pytest.approx(buffer_copy_s(grad, HW.device))
+
+
+def test_a_sync_timeline_carries_the_measured_copy():
+    from sim.engine.simulate import simulate
+    from sim.model.scenario import make_scenario
+    from sim.strategies import parse_strategy
+
+    base = load_workload("mlp")
+    wl = _with_copy(base, base.total_params * 4, 2e-3)
+    scenario = make_scenario(wl, HW, 2, batch_per_device=8, iterations=3)
+    trace, _ = simulate(scenario, parse_strategy("sync"))
+    copies = [s for s in trace.spans if s.label == "copy:all"]
+    assert copies and all(s.end_s - s.start_s == pytest.approx(2e-3) for s in copies)
+
+
+def test_the_measured_copy_survives_the_workload_file_and_bad_values_are_refused(tmp_path):
+    import yaml
+
+    from sim.errors import InputError
+    from workloads.loader import load_yaml, to_document
+
+    wl = _with_copy(load_workload("mlp"), 7_454_760, 1.25e-3)
+    path = tmp_path / "w.yaml"
+    doc = to_document(wl)
+    path.write_text(yaml.safe_dump(doc))
+    back = load_yaml(path)
+    assert back.measured_copy[DEVICE].bytes == 7_454_760
+    assert back.copy_seconds(DEVICE, 7_454_760) == pytest.approx(1.25e-3)
+    for bad in (
+        {"bytes": 0, "copy_ms": 1.0},
+        {"bytes": 10, "copy_ms": 0},
+        {"bytes": True, "copy_ms": 1.0},
+        {"bytes": 10},
+    ):
+        doc["measured_copy"] = {DEVICE: bad}
+        path.write_text(yaml.safe_dump(doc))
+        with pytest.raises(InputError, match="measured_copy"):
+            load_yaml(path)

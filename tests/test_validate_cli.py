@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import ROOT, bad
+
+from sim.app.validation import SEGMENT_REPEATS
 
 pytest.importorskip("torch")
 pytest.importorskip("mpi4py")
@@ -83,6 +86,20 @@ def test_validate_calibrates_trains_and_compares(tmp_path):
     for path in [*report["measured_traces"], *report["predicted_traces"].values()]:
         assert Path(path).is_file()
     assert (tmp_path / "profile.yaml").is_file()
+    # The repeats are numbered across the launches (one per repeat), so no trace is
+    # overwritten, and the compute calibration is interleaved: a segment before the
+    # runs and one after each repeat, every segment's rows kept in the CSV.
+    assert sorted(Path(p).name for p in report["measured_traces"]) == sorted(
+        f"mlp_{s}_r{k}.trace.json" for s in ("sync", "layerwise", "delayed-1") for k in (0, 1)
+    )
+    segments = report["calibration_segments_whole_pass_s"]
+    assert len(segments) == 3 and all(x > 0 for x in segments)
+    with (tmp_path / "profile.compute.csv").open() as f:
+        repeats = {row["repeat"] for row in csv.DictReader(f) if row["layer"] == "<whole>"}
+    assert repeats == {str(k) for k in range(3 * SEGMENT_REPEATS)}
+    labels = [x["section"] for x in report["load"]]
+    assert labels[:3] == ["compute", "collectives", "interference"]
+    assert "compute, after real runs 2" in labels and "real runs, repeat 2 of 2" in labels
 
 
 def _ours(mark: str) -> set[int]:

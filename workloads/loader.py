@@ -34,6 +34,7 @@ from workloads.model import (
     NO_ELEMENTWISE,
     Elementwise,
     Layer,
+    MeasuredCopy,
     MeasuredTime,
     MeasuredUpdate,
     Workload,
@@ -98,6 +99,17 @@ class MeasuredUpdateSpec(_Strict):
     repeats: Count = 0
 
 
+class MeasuredCopySpec(_Strict):
+    """The measured copy of the whole gradient into a communication buffer."""
+
+    bytes: PositiveCount
+    copy_ms: Annotated[
+        float, BeforeValidator(_plain_number), Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False)
+    ]
+    iqr_ms: Amount = 0.0
+    repeats: Count = 0
+
+
 class ElementwiseSpec(_Strict):
     """Element-wise kernels folded into a layer (workloads.model.Elementwise)."""
 
@@ -140,6 +152,7 @@ class WorkloadSpec(_Strict):
     measured_update: (
         dict[Text, Annotated[list[MeasuredUpdateSpec], Field(max_length=MAX_ENTRIES)]] | None
     ) = None
+    measured_copy: Annotated[dict[Text, MeasuredCopySpec], Field(max_length=MAX_ENTRIES)] = {}
     layers: Annotated[list[LayerSpec], Field(min_length=1, max_length=MAX_LAYERS)]
 
 
@@ -360,6 +373,12 @@ def _to_workload(spec: WorkloadSpec, *, default_name: str, file: str) -> Workloa
                 for device, steps in (spec.measured_update or {}).items()
             }
         ),
+        measured_copy=MappingProxyType(
+            {
+                device: MeasuredCopy(c.bytes, c.copy_ms * 1e-3, c.iqr_ms * 1e-3, c.repeats)
+                for device, c in spec.measured_copy.items()
+            }
+        ),
     )
 
 
@@ -426,6 +445,16 @@ def to_document(workload: Workload) -> dict[str, Any]:
                 for m in steps
             ]
             for device, steps in workload.measured_update.items()
+        }
+    if workload.measured_copy:
+        doc["measured_copy"] = {
+            device: {
+                "bytes": c.bytes,
+                "copy_ms": c.seconds * 1e3,
+                "iqr_ms": c.iqr_s * 1e3,
+                "repeats": c.repeats,
+            }
+            for device, c in workload.measured_copy.items()
         }
     doc["layers"] = layers
     return doc

@@ -110,6 +110,18 @@ class Layer:
 
 
 @dataclass(frozen=True, slots=True)
+class MeasuredCopy:
+    """The measured copy of the whole model's gradients (``bytes``) into one contiguous
+    communication buffer on one device type, right after a backward pass, as dtsim's
+    real runs pack the buffer of their all-reduce."""
+
+    bytes: int
+    seconds: float
+    iqr_s: float = 0.0
+    repeats: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Workload:
     """A model: name, what one sample is, and its layers in forward order."""
 
@@ -123,6 +135,10 @@ class Workload:
     measured_update: Mapping[str, tuple[MeasuredUpdate, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    # device type -> the measured copy of the gradients into a communication buffer.
+    measured_copy: Mapping[str, MeasuredCopy] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def update_seconds(self, device_model: str, optimizer: str) -> float | None:
         """The measured step of ``optimizer`` on ``device_model``, if calibrated."""
@@ -130,6 +146,14 @@ class Workload:
             if m.optimizer == optimizer:
                 return m.seconds
         return None
+
+    def copy_seconds(self, device_model: str, nbytes: float) -> float | None:
+        """The copy of ``nbytes`` of gradients into a buffer on ``device_model``, scaled
+        linearly from the measured copy of the whole gradient, if calibrated."""
+        m = self.measured_copy.get(device_model)
+        if m is None or m.bytes <= 0:
+            return None
+        return m.seconds * nbytes / m.bytes
 
     def copies_gradients_in_layers(self, device_model: str) -> bool:
         """Whether this workload's measured layer times on ``device_model`` already hold

@@ -43,7 +43,7 @@ from calibrate.measure.models import TorchModel, build_torch_model, from_factory
 from calibrate.measure.tiles import BWD_START, FWD_END, FWD_START, layer_tiles, on_output_gradient
 from sim.errors import InputError
 from workloads import load_workload
-from workloads.model import Layer, MeasuredTime, MeasuredUpdate, Workload
+from workloads.model import Layer, MeasuredCopy, MeasuredTime, MeasuredUpdate, Workload
 
 CSV_FIELDS = ("workload", "device", "batch", "threads", "repeat", "layer", "phase", "seconds")
 # The optimizer steps timed after each whole-model pass: dtsim's name -> torch's optimizer
@@ -389,6 +389,7 @@ def calibrate_compute(
         # optimizers' state (Adam's first step allocates it).
         optimizers = {o: make_optimizer(tm.model.parameters(), o) for o in OPTIMIZERS}
         steps: dict[str, list[float]] = {o: [] for o in OPTIMIZERS}
+        copies: list[float] = []  # the gradients' copy into the flat buffer, per repeat
         # The weights go back to where they started after each repeat's steps: four
         # optimizers stepping the same weights on one fixed batch drove mlp's loss from
         # 2.3 to 0 in 7 repeats, its gradients towards zero and Adam's state into
@@ -401,6 +402,7 @@ def calibrate_compute(
         # views and 9.3-9.9 ms from separately allocated gradients, on this VM.
         with_grad = [p for p in tm.model.parameters() if p.requires_grad]
         flat = torch.empty(sum(p.numel() for p in with_grad), device=info.torch_device)
+        flat_bytes = flat.numel() * flat.element_size()
 
         def to_flat() -> None:
             """The gradients copied into ``flat`` and made views of it."""
@@ -417,7 +419,18 @@ def calibrate_compute(
                     offset += n
 
         def time_steps(r: int | None) -> None:
+            # The copy into the buffer right after the (hooked) pass, as a real run packs
+            # its all-reduce's buffer after backward: its cost, measured where training
+            # pays it (2 x 69 MB took 14-17 ms in AlexNet's real runs on this project's
+            # VM, where the tensor-copy benchmark's bandwidth gives 11 ms).
+            clock.reset()
+            clock.stamp()
             to_flat()
+            done = clock.stamp()
+            if r is not None:
+                copies.append(clock.seconds()[done])
+                base = [wl.name, info.model, batch, info.threads, r]
+                rows_of_repeat.append([*base, "<copy>", "gradients", repr(copies[-1])])
             for name, opt in optimizers.items():
                 if align is not None:
                     align()
@@ -472,6 +485,8 @@ def calibrate_compute(
                 for name in OPTIMIZERS:
                     if ("<update>", name) in rows:
                         steps[name].append(rows[("<update>", name)])
+                if ("<copy>", "gradients") in rows:
+                    copies.append(rows[("<copy>", "gradients")])
                 for n in names:
                     per_layer[n].append((rows[(n, "forward")], rows[(n, "backward")]))
                 step += 2
@@ -569,6 +584,12 @@ def calibrate_compute(
         kept = {k: v for k, v in measured_wl.measured_update.items() if k != info.model}
         kept[info.model] = updates
         measured_wl = dataclasses.replace(measured_wl, measured_update=MappingProxyType(kept))
+    if copies and flat_bytes > 0:
+        copy = MeasuredCopy(flat_bytes, statistics.median(copies), _iqr(copies), len(copies))
+        measured_wl = dataclasses.replace(
+            measured_wl,
+            measured_copy=MappingProxyType({**measured_wl.measured_copy, info.model: copy}),
+        )
     return ComputeResult(
         measured_wl,
         info,

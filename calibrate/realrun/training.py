@@ -865,7 +865,8 @@ def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
     out_dir = Path(spec["out_dir"])
     plans = [plan_strategy(s) for s in spec["strategies"]]
     repeats = int(spec.get("repeats", 1))
-    runs = [(r, p) for r in range(repeats) for p in plans]
+    first = int(spec.get("first_repeat", 0))
+    runs = [(first + r, p) for r in range(repeats) for p in plans]
     fault = _Fault(os.environ.get(worker.FAULT_ENV))
     hosts = ctl.allgather(socket.gethostname())
     library = MPI.Get_library_version().strip().splitlines()[0]
@@ -1107,6 +1108,7 @@ def run_real(
     save_params: bool = False,
     comm_progress: str = "test",
     clock_sync: str = "auto",
+    first_repeat: int = 0,
 ) -> list[RealResult]:
     """Train ``workload`` for real on ``np`` MPI ranks under each strategy, ``repeats``
     times each (repeat-major: every strategy once, then again), and return one
@@ -1116,6 +1118,9 @@ def run_real(
     strategy's repeats). ``save_params`` writes the final parameters next to each trace.
     ``comm_progress``: "test" (Test requests in flight from every hook) or "none".
     ``clock_sync``: "auto" (ping-pong offsets when ranks span hosts), "always", "never".
+    ``first_repeat`` numbers the repeats from it (their traces' names and metadata), so
+    that several calls, as ``dtsim validate`` makes between its calibration segments,
+    write distinct traces.
     Raises InputError for bad arguments or a missing mpirun/mpi4py, and
     :class:`RealRunError` (a CalibrationError; ``.partial`` = the finished runs) when a
     rank dies, raises, or nothing progresses for ``timeout_s`` seconds.
@@ -1132,6 +1137,8 @@ def run_real(
             raise InputError(f"{key} must be >= 1, got {value}", key=key)
     if not 0 < timeout_s < float("inf"):
         raise InputError(f"timeout must be > 0 s, got {timeout_s}", key="timeout")
+    if first_repeat < 0:
+        raise InputError(f"first_repeat must be >= 0, got {first_repeat}")
     if comm_progress not in COMM_PROGRESS:
         raise InputError(f"comm_progress must be one of {', '.join(COMM_PROGRESS)}")
     if clock_sync not in CLOCK_SYNC:
@@ -1159,6 +1166,7 @@ def run_real(
         "batch_per_rank": batch_per_rank,
         "threads": threads,
         "repeats": repeats,
+        "first_repeat": first_repeat,
         "out_dir": str(out_dir.resolve()),
         "lr": lr,
         "optimizer": optimizer,
@@ -1168,7 +1176,7 @@ def run_real(
         "comm_progress": comm_progress,
         "clock_sync": clock_sync,
     }
-    runs = [(p.name, r) for r in range(repeats) for p in plans]
+    runs = [(p.name, first_repeat + r) for r in range(repeats) for p in plans]
     if inside:
         payloads: list[dict[str, Any]] = []
         rank = worker.world()[0]

@@ -120,6 +120,7 @@ def compute_summary(result: Any) -> dict:
         "gap_fraction": result.gap,
         "outside_layers_s": result.outside_s,
         **({"load_guard": result.load_guard} if result.load_guard else {}),
+        **_copy_summary(result),
         "layers": [
             {
                 "name": lt.name,
@@ -131,6 +132,21 @@ def compute_summary(result: Any) -> dict:
             }
             for lt in result.layers
         ],
+    }
+
+
+def _copy_summary(result: Any) -> dict:
+    """The measured copy of the gradients into one buffer, if there is one."""
+    copy = result.workload.measured_copy.get(result.device.model)
+    if copy is None:
+        return {}
+    return {
+        "gradient_copy": {
+            "bytes": copy.bytes,
+            "seconds": copy.seconds,
+            "iqr_s": copy.iqr_s,
+            "bandwidth_bytes_per_s": 2 * copy.bytes / copy.seconds,
+        }
     }
 
 
@@ -448,6 +464,9 @@ class CalibrateAllResult:
     profile_path: Path
     workload_path: Path
     load: list[Any] = field(default_factory=list)  # loadguard.LoadReport per section
+    gemm_flops: float = 0.0  # the profile's peak (FLOP/s)
+    memory_bandwidth: float = 0.0  # bytes/s
+    interference_runs: list[Any] = field(default_factory=list)  # every run measured
 
 
 INTERFERENCE_AGREEMENT = 0.10  # two interference runs this close count as repeatable
@@ -645,8 +664,73 @@ def calibrate_all(
         **({"sizes_note": sizes_note} if sizes_note else {}),
     }
     return CalibrateAllResult(
-        summary, result, section, interference, files.profile, files.workload, loads
+        summary,
+        result,
+        section,
+        interference,
+        files.profile,
+        files.workload,
+        loads,
+        gemm,
+        membw,
+        list(runs),
     )
+
+
+def extend_compute(
+    request: CalibrateAllRequest,
+    done: CalibrateAllResult,
+    repeats: int,
+    label: str,
+    progress: ProgressSink = no_progress,
+) -> CalibrateAllResult:
+    """``repeats`` more compute repeats, measured as :func:`calibrate_all` measured them
+    and appended to its compute CSV (the earlier repeats are kept, not re-measured), and
+    the workload and profile rewritten from all of them; collectives and interference are
+    kept. ``dtsim validate`` runs this between its real runs, so that the per-layer
+    medians come from the same stretch of time as the runs they predict. ``label`` names
+    the segment in the load guard's report."""
+    from calibrate.measure.compute import achieved_flops
+    from calibrate.measure.loadguard import measure_quietly
+    from hardware_profiles.loader import parse_profile
+    from workloads.loader import to_document
+
+    r = dataclasses.replace(request, repeats=done.compute.repeats + repeats, resume=True)
+    files = _AllFiles.of(r)
+    rank_threads = threads_per_rank(r.np, r.threads) if r.device == "cpu" else None
+    (result, _, _), load = measure_quietly(
+        label,
+        lambda: _measure_compute(r, files, rank_threads, True, progress),
+        on_retry=lambda text: progress(text, 0, None),
+        retries=0,  # the segment is short and its disturbance is reported, not hidden
+    )
+    loads = [*done.load, load]
+    # The first calibration's ceilings are kept (re-measured here, they would move the
+    # roofline of layers nobody re-timed); a kind that now runs faster raises the peak.
+    gemm = max(done.gemm_flops, achieved_flops(result))
+    doc = _profile_document(
+        r,
+        files.profile,
+        result,
+        gemm,
+        done.memory_bandwidth,
+        done.collectives,
+        done.interference,
+        done.interference_runs,
+        loads,
+    )
+    parse_profile(doc, str(files.profile))
+    write_yaml(
+        files.workload,
+        to_document(result.workload),
+        "# Written by `dtsim calibrate all`; format: workloads/README.md\n",
+    )
+    write_yaml(
+        files.profile,
+        doc,
+        "# Written by `dtsim calibrate all`; format: hardware_profiles/SCHEMA.md\n",
+    )
+    return dataclasses.replace(done, compute=result, load=loads, gemm_flops=gemm)
 
 
 def _checked_sizes(r: CalibrateAllRequest) -> tuple[list[int], str | None]:

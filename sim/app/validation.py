@@ -21,6 +21,9 @@ from sim.formats.io import check_writable, json_text, write_atomic
 from sim.formats.trace_files import write_trace
 
 DEFAULT_STRATEGIES = ("sync", "layerwise", "bucketed", "delayed:1", "delayed:2")
+# Compute repeats per calibration segment: one before the real runs and one after each of
+# their repeats, so the per-layer medians span the same stretch of time as the runs.
+SEGMENT_REPEATS = 4
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class ValidateResult:
     report_path: Path
     weights_identical: bool
     load: list[Any] = field(default_factory=list)  # loadguard.LoadReport per section
+    # The whole pass's median per calibration segment (s), in time order; empty when
+    # the machine was not calibrated (--hardware).
+    segments_s: list[float] = field(default_factory=list)
 
 
 def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> ValidateResult:
@@ -76,14 +82,20 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
     started = time.perf_counter()
     hardware, workload_profile = r.hardware, r.workload_profile
     loads: list[Any] = []
+    calibration = None
     if hardware is None:
-        calibration = _calibrate_this_machine(r, out, rank_threads, progress)
+        calibration = calibrate_all(_calibration_request(r, out, rank_threads), progress)
         hardware, workload_profile = str(calibration.profile_path), str(calibration.workload_path)
+    real, names, failure, runs_load, calibration = _real_runs(
+        r, names, out, rank_threads, progress, calibration
+    )
+    segments: list[float] = []
+    if calibration is not None:
         loads.extend(calibration.load)
+        segments = _segment_medians(calibration)
+    loads.extend(runs_load)
     profile = load_profile(hardware)
     wl = load_workload(workload_profile or r.workload)
-    real, names, failure, runs_load = _real_runs(r, names, out, rank_threads, progress)
-    loads.append(runs_load)
     progress("simulating", 0, None)
     predicted = predict(
         profile,
@@ -115,12 +127,14 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
         "hostfile": r.hostfile,
     }
     report = _report(scenario, rows, identical, real, predicted_paths, loads, started, failure)
+    if segments:
+        report["calibration_segments_whole_pass_s"] = segments
     write_atomic(str(report_path), json_text(report, indent=2) + "\n")
     if failure is not None:
         kept = ", ".join(names) if names else "none"
         raise CalibrationError(f"{failure} (finished strategies kept in {report_path}: {kept})")
     return ValidateResult(
-        rows, report, scenario, wl.name, rank_threads, report_path, identical, loads
+        rows, report, scenario, wl.name, rank_threads, report_path, identical, loads, segments
     )
 
 
@@ -175,76 +189,125 @@ def _output_dir(out_dir: str) -> Path:
     return out
 
 
-def _calibrate_this_machine(
-    r: ValidateRequest, out: Path, rank_threads: int, progress: ProgressSink
-) -> Any:
+def _calibration_request(r: ValidateRequest, out: Path, rank_threads: int) -> CalibrateAllRequest:
     """``calibrate all`` into ``out`` (profile.yaml and its workload), set up as the real
-    runs will train: CPU, ``r.np`` MPI ranks, the same batch and threads."""
-    return calibrate_all(
-        CalibrateAllRequest(
-            out=str(out / "profile.yaml"),
-            name="validate",
-            workload=r.workload,
-            torch_model=r.torch_model,
-            input_shape=r.input_shape,
-            device="cpu",
-            batch=r.batch,
-            threads=rank_threads,
-            repeats=10,
-            warmup=3,
-            backend="mpi",
-            np=r.np,
-            sizes=None,
-            ops=("allreduce",),
-            comm_repeats=5,
-            hostfile=r.hostfile,
-            timeout_s=r.timeout_s,
-            # The real runs progress MPI's non-blocking collectives by Test calls from
-            # the training thread: calibrate interference the same way.
-            progress_mode="test",
-        ),
-        progress,
+    runs will train: CPU, ``r.np`` MPI ranks, the same batch and threads; its compute is
+    the first segment (:data:`SEGMENT_REPEATS` repeats) of those interleaved with the
+    real runs."""
+    return CalibrateAllRequest(
+        out=str(out / "profile.yaml"),
+        name="validate",
+        workload=r.workload,
+        torch_model=r.torch_model,
+        input_shape=r.input_shape,
+        device="cpu",
+        batch=r.batch,
+        threads=rank_threads,
+        repeats=SEGMENT_REPEATS,
+        warmup=3,
+        backend="mpi",
+        np=r.np,
+        sizes=None,
+        ops=("allreduce",),
+        comm_repeats=5,
+        hostfile=r.hostfile,
+        timeout_s=r.timeout_s,
+        # The real runs progress MPI's non-blocking collectives by Test calls from
+        # the training thread: calibrate interference the same way.
+        progress_mode="test",
     )
 
 
 def _real_runs(
-    r: ValidateRequest, names: list[str], out: Path, rank_threads: int, progress: ProgressSink
-) -> tuple[list[Any], list[str], CalibrationError | None, Any]:
-    """The real runs of ``names``, with the load they ran under. A rank that dies keeps
-    the strategies whose runs all completed: (runs, those strategies, the failure or
-    None, the load report)."""
+    r: ValidateRequest,
+    names: list[str],
+    out: Path,
+    rank_threads: int,
+    progress: ProgressSink,
+    calibration: Any,
+) -> tuple[list[Any], list[str], CalibrationError | None, list[Any], Any]:
+    """The real runs of ``names``, one repeat of every strategy at a time, each followed
+    by a segment of compute calibration when this machine is being calibrated
+    (``calibration``, a CalibrateAllResult, else None), so both see the same machine.
+    A rank that dies keeps the strategies with a finished run: (runs, those
+    strategies, the failure or None, the load report of each repeat, the calibration
+    with every segment in)."""
     from calibrate.measure.loadguard import LoadReport, Section
     from calibrate.realrun.training import RealRunError, run_real
+    from sim.app.calibration import extend_compute
 
     failure: CalibrationError | None = None
-    guard = Section()
-    try:
-        with guard:
-            real = run_real(
-                workload=r.workload,
-                strategies=names,
-                np=r.np,
-                iterations=r.iterations,
-                batch_per_rank=r.batch,
-                threads=rank_threads,
-                repeats=r.repeats,
-                hostfile=r.hostfile,
-                timeout_s=r.timeout_s,
-                out_dir=out,
-                optimizer=r.optimizer,
-                torch_model=r.torch_model,
-                input_shape=r.input_shape,
-                progress=lambda s, done, total: progress(f"real run {s}", done, total),
+    real: list[Any] = []
+    reports: list[Any] = []
+    for k in range(r.repeats):
+        guard = Section()
+        try:
+            with guard:
+                real += run_real(
+                    workload=r.workload,
+                    strategies=names,
+                    np=r.np,
+                    iterations=r.iterations,
+                    batch_per_rank=r.batch,
+                    threads=rank_threads,
+                    repeats=1,
+                    first_repeat=k,
+                    hostfile=r.hostfile,
+                    timeout_s=r.timeout_s,
+                    out_dir=out,
+                    optimizer=r.optimizer,
+                    torch_model=r.torch_model,
+                    input_shape=r.input_shape,
+                    progress=_offset(progress, k, r.repeats),
+                )
+        except RealRunError as e:
+            failure = e
+            real += list(e.partial)
+        label = "real runs" if r.repeats == 1 else f"real runs, repeat {k + 1} of {r.repeats}"
+        load = LoadReport(label, available=guard.load is not None)
+        if guard.load is not None:
+            load.attempts.append(guard.load)
+        reports.append(load)
+        if failure is not None:
+            done = {x.strategy for x in real}
+            names = [n for n in names if n in done]
+            real = [x for x in real if x.strategy in names]
+            break
+        if calibration is not None:
+            calibration = extend_compute(
+                _calibration_request(r, out, rank_threads),
+                calibration,
+                SEGMENT_REPEATS,
+                f"compute, after real runs {k + 1}",
+                progress,
             )
-    except RealRunError as e:
-        failure, real = e, list(e.partial)
-        done = {x.strategy for x in real}
-        names = [n for n in names if n in done]
-        real = [x for x in real if x.strategy in names]
-    runs_load = LoadReport("real runs", available=guard.load is not None)
-    if guard.load is not None:
-        runs_load.attempts.append(guard.load)
-    return real, names, failure, runs_load
+    return real, names, failure, reports, calibration
+
+
+def _offset(progress: ProgressSink, k: int, repeats: int) -> Any:
+    """run_real's progress of repeat ``k`` (counted within its own launch) as a share of
+    all ``repeats``."""
+
+    def report(strategy: str, done: int, total: int) -> None:
+        progress(f"real run {strategy}", k * total + done, total * repeats)
+
+    return report
+
+
+def _segment_medians(calibration: Any) -> list[float]:
+    """The whole pass's median time in each calibration segment (its rows of the compute
+    CSV, by repeat, :data:`SEGMENT_REPEATS` to a segment)."""
+    import csv
+    import statistics
+
+    path = Path(calibration.summary["samples"][0])
+    by_segment: dict[int, list[float]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("layer") == "<whole>":
+                seg = int(row["repeat"]) // SEGMENT_REPEATS
+                by_segment.setdefault(seg, []).append(float(row["seconds"]))
+    return [statistics.median(by_segment[k]) for k in sorted(by_segment)]
 
 
 def _write_predictions(predicted: dict[str, Any], out: Path) -> dict[str, str]:

@@ -283,6 +283,14 @@ def compute_cmd(
     out_console = console
     out_console.print(_compute_table(result))
     out_console.print(_gap_line(result))
+    copy = result.workload.measured_copy.get(result.device.model)
+    if copy is not None:
+        out_console.print(
+            f"gradient copy into one buffer after a pass (as a real run packs its "
+            f"all-reduce's): {fmt_bytes(copy.bytes)} in {fmt_time(copy.seconds)} "
+            f"({2 * copy.bytes / copy.seconds / 1e9:.3g} GB/s read + write); the simulator "
+            "costs every copy into a collective's buffer from it, scaled to its bytes"
+        )
     if result.load_guard:
         colour = "yellow" if result.load_guard.endswith("DISTURBED") else "green"
         out_console.print(f"[{colour}]{result.load_guard}[/]", soft_wrap=True)
@@ -783,6 +791,9 @@ def validate(
        the profile says comm_progress: polled), unless --hardware is given.
     2. Train --workload on --np mpirun ranks under each strategy, --repeats times,
        recording every rank's forward/backward/comm/wait/update spans (Trace schema).
+       Each repeat (every strategy once) is followed by 4 more repeats of the compute
+       calibration, so the per-layer times are medians over the same stretch of time
+       as the runs; the whole pass's median per segment is printed (its drift).
        The study's semantics: sync = one blocking all-reduce after backward;
        layerwise = a non-blocking all-reduce per layer started from backward hooks;
        bucketed = DDP's buckets; delayed:d = iteration t's gradient applied at t+d.
@@ -866,6 +877,14 @@ def validate(
     o.print(t)
     o.print(_budget_table(rows))
     _print_load(result.load)
+    if len(result.segments_s) > 1:
+        seg = result.segments_s
+        err.print(
+            "compute calibration, interleaved with the real runs: the whole pass took "
+            + ", ".join(fmt_time(x) for x in seg)
+            + f" (median per segment, in time order; spread {max(seg) / min(seg) - 1:.1%})",
+            soft_wrap=True,
+        )
     worst = max(abs(r["error_fraction"]) for r in rows)
     o.print(
         f"worst |error| {worst:.1%} (target 10%, aim 5%); ranking measured vs predicted: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -11,10 +12,12 @@ from sim.engine.graph import COMPUTE, Task, TaskGraph
 from sim.engine.trace import ExtrapolatedCollective, IterationWork, Trace, TraceMeta
 from sim.model.collectives import SUPPORTED, CollectiveCost, CostModel
 from sim.model.costs import buffer_copy_s, layer_costs, update_cost_s
+from sim.model.hardware import Device
 from sim.model.scenario import OPTIMIZER_STATE_COPIES, Scenario
 from sim.model.stragglers import SlowNicTopology
 from sim.model.topology import Topology
 from sim.strategies.base import BuildContext, Strategy
+from workloads.model import Workload
 
 FP32_BYTES = 4
 
@@ -85,8 +88,20 @@ def build_context(scenario: Scenario) -> BuildContext:
         # from a DDP trace hold the copy already.
         copy_s=_no_copy
         if scenario.devices == 1 or scenario.workload.copies_gradients_in_layers(dev.model)
-        else lambda nbytes: buffer_copy_s(nbytes, dev),
+        else _copy_cost(scenario.workload, dev),
     )
+
+
+def _copy_cost(workload: Workload, dev: Device) -> Callable[[float], float]:
+    """The copy of gradients into a communication buffer: the workload's measured copy
+    on this device, scaled to the bytes, else two passes at the memory bandwidth."""
+    if workload.measured_copy.get(dev.model) is None:
+        return lambda nbytes: buffer_copy_s(nbytes, dev)
+
+    def measured(nbytes: float) -> float:
+        return workload.copy_seconds(dev.model, nbytes) or 0.0
+
+    return measured
 
 
 def _no_copy(nbytes: float) -> float:
