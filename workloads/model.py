@@ -136,9 +136,7 @@ class Workload:
         default_factory=lambda: MappingProxyType({})
     )
     # device type -> the measured copy of the gradients into a communication buffer.
-    measured_copy: Mapping[str, MeasuredCopy] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    measured_copy: Mapping[str, MeasuredCopy] = field(default_factory=lambda: MappingProxyType({}))
 
     def update_seconds(self, device_model: str, optimizer: str) -> float | None:
         """The measured step of ``optimizer`` on ``device_model``, if calibrated."""
