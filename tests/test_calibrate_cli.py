@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -197,8 +198,18 @@ def test_calibrate_all_writes_a_profile_that_drives_whatif(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert {m["op"] for m in summary["measured_collectives"]} == {"allreduce", "broadcast"}
-    assert all(len(m["points"]) == 9 for m in summary["measured_collectives"])
+    tables = {m["op"]: m["points"] for m in summary["measured_collectives"]}
+    assert set(tables) == {"allreduce", "broadcast"}
+    assert len(tables["broadcast"]) == 9
+    # The whole gradient's all-reduce, timed by the compute calibration as sync training
+    # issues it, is the all-reduce table's point at its size (beside the 9 swept).
+    trained = summary["allreduce_as_training_issues_it"]
+    assert trained["bytes"] == 4 * 2_156_490 and len(trained["seconds"]) == 3
+    points = dict(tables["allreduce"])
+    assert len(points) == 10
+    assert points[trained["bytes"]] == pytest.approx(
+        statistics.median(trained["seconds"]) * 1e6, rel=1e-3
+    )
     assert summary["interference"]["factor"] > -1
     between = summary["compute_between_collectives"]  # said, with the cap if it cut
     assert between["seconds"] == pytest.approx(min(0.1, between["workload_s"]))

@@ -14,13 +14,14 @@ import torch
 
 from calibrate.measure.compute import OPTIMIZERS, calibrate_compute, calibrate_compute_ranks
 
+MLP_PARAMS = 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10
 HAVE_MPI = shutil.which("mpirun") is not None and importlib.util.find_spec("mpi4py") is not None
 needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="needs Open MPI's mpirun and mpi4py")
 
 
 def _events(tmp_path, repeats: int, resume: bool, warmup: int = 1) -> tuple[list[str], list]:
     """The sequence of barriers (A) and all-reduces (R) one rank made, and the sizes of
-    the tensors it reduced."""
+    the tensors it reduced (the result is kept in ``_events.result``)."""
     seen: list[str] = []
     sizes: list[int] = []
 
@@ -28,7 +29,7 @@ def _events(tmp_path, repeats: int, resume: bool, warmup: int = 1) -> tuple[list
         seen.append("R")
         sizes.append(flat.numel())
 
-    calibrate_compute(
+    _events.result = calibrate_compute(  # type: ignore[attr-defined]
         "mlp",
         batch=2,
         threads=1,
@@ -48,7 +49,7 @@ def test_reduce_runs_before_every_update_and_hooked_pass(tmp_path):
     warmup = ["A", "R"] * k  # the warm-up's updates
     repeat = ["A", "R", "A"] + ["A", "R"] * k  # pass, reduce+step, hooked pass, updates
     assert seen == warmup + repeat * 2
-    assert set(sizes) == {784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10}
+    assert set(sizes) == {MLP_PARAMS}
 
 
 def test_a_resumed_repeat_meets_the_other_ranks_in_the_same_order(tmp_path):
@@ -58,6 +59,9 @@ def test_a_resumed_repeat_meets_the_other_ranks_in_the_same_order(tmp_path):
     (tmp_path / "fresh").mkdir()
     fresh, _ = _events(tmp_path / "fresh", repeats=3, resume=False, warmup=0)
     assert resumed == fresh  # the sequence another rank, measuring everything, makes
+    # The all-reduce before each hooked pass is timed; resumed repeats read it back.
+    result = _events.result  # type: ignore[attr-defined]
+    assert len(result.allreduce_s) == 3 and result.allreduce_bytes == 4 * MLP_PARAMS
     after = list(csv.reader((tmp_path / "raw.csv").open()))
     assert after[: len(kept)] == kept  # the two finished repeats were not re-measured
 
@@ -83,3 +87,35 @@ def test_ranks_resume_with_reduce_on_real_mpi(tmp_path):
     after = raw.read_text().splitlines()
     assert after[: len(first)] == first
     assert result.repeats == 2 and all(t.forward_s > 0 for t in result.layers)
+
+
+def test_without_reduce_no_allreduce_is_timed(tmp_path):
+    result = calibrate_compute("mlp", batch=2, threads=1, warmup=0, repeats=2)
+    assert result.allreduce_s == () and result.allreduce_bytes == 0
+
+
+def test_the_gradient_allreduce_as_training_issues_it_replaces_the_sweeps():
+    from types import SimpleNamespace
+
+    from calibrate.measure.comm import CommSample
+    from sim.app.calibration import in_training_samples
+
+    def sample(op: str, nbytes: int, repeat: int, seconds: float) -> CommSample:
+        return CommSample("mpi", op, nbytes, 2, repeat, seconds, "h")
+
+    sweep = [
+        sample("allreduce", 1 << 20, 0, 1e-4),
+        sample("allreduce", 4000, 0, 2e-3),
+        sample("allreduce", 4000, 1, 2.2e-3),
+        sample("broadcast", 4000, 0, 5e-4),
+    ]
+    compute = SimpleNamespace(allreduce_bytes=4000, allreduce_s=(3e-3, 3.5e-3, 4e-3))
+    got = in_training_samples(sweep, compute, 2)
+    assert got[:2] == [sweep[0], sweep[3]]  # other sizes and ops kept as measured
+    assert [(s.op, s.bytes, s.repeat, s.seconds) for s in got[2:]] == [
+        ("allreduce", 4000, 0, 3e-3),
+        ("allreduce", 4000, 1, 3.5e-3),
+        ("allreduce", 4000, 2, 4e-3),
+    ]
+    none = SimpleNamespace(allreduce_bytes=0, allreduce_s=())
+    assert in_training_samples(sweep, none, 2) == sweep

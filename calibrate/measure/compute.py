@@ -97,6 +97,11 @@ class ComputeResult:
     # The load guard's line for the whole measurement (calibrate.measure.loadguard), where
     # the caller measured it: how much of the CPUs other processes took meanwhile.
     load_guard: str | None = None
+    # With ranks measuring at once: the whole gradient's blocking all-reduce (its bytes
+    # and each measured repeat's seconds, rank 0's), timed where sync training issues it:
+    # right after a pass and the gradients' copy into the buffer.
+    allreduce_bytes: int = 0
+    allreduce_s: tuple[float, ...] = ()
 
     @property
     def layer_sum_s(self) -> float:
@@ -351,10 +356,12 @@ def calibrate_compute(
     beside the other's optimizer steps, which share its memory bandwidth.
 
     ``reduce``, when ranks measure at once, all-reduces the flat gradient in place (the
-    ranks' data-parallel collective). It runs untimed where a training iteration runs
-    it: before each timed update, and with an SGD step before each hooked pass, so the
+    ranks' data-parallel collective). It runs where a training iteration runs it: before
+    each timed update (untimed), and with an SGD step before each hooked pass, so the
     pass and the update are timed after what they follow in training (the gradient's
-    all-reduce streams the whole gradient through the caches). Without it, mlp's
+    all-reduce streams the whole gradient through the caches). The one before the
+    hooked pass follows a pass and the gradients' copy into the buffer, as in sync
+    training, and is timed (``allreduce_s``). Without it, mlp's
     forward measured 5-14% and small-cnn's 2-5% faster than after an all-reduce, on
     this project's VM."""
     if batch < 1:
@@ -390,6 +397,7 @@ def calibrate_compute(
         optimizers = {o: make_optimizer(tm.model.parameters(), o) for o in OPTIMIZERS}
         steps: dict[str, list[float]] = {o: [] for o in OPTIMIZERS}
         copies: list[float] = []  # the gradients' copy into the flat buffer, per repeat
+        reduces: list[float] = []  # the all-reduce before each hooked pass, per repeat
         # The weights go back to where they started after each repeat's steps: four
         # optimizers stepping the same weights on one fixed batch drove mlp's loss from
         # 2.3 to 0 in 7 repeats, its gradients towards zero and Adam's state into
@@ -487,6 +495,8 @@ def calibrate_compute(
                         steps[name].append(rows[("<update>", name)])
                 if ("<copy>", "gradients") in rows:
                     copies.append(rows[("<copy>", "gradients")])
+                if ("<allreduce>", "gradients") in rows:
+                    reduces.append(rows[("<allreduce>", "gradients")])
                 for n in names:
                     per_layer[n].append((rows[(n, "forward")], rows[(n, "backward")]))
                 step += 2
@@ -504,10 +514,15 @@ def calibrate_compute(
             if progress:
                 progress(step, total)
             if reduce is not None:
-                # What a training pass follows, untimed: the gradient's all-reduce and
-                # the update (weights are put back after the repeat's steps).
+                # What a training pass follows: the gradient's all-reduce (timed, the
+                # result's allreduce_s) and the update (untimed; the weights are put back
+                # after the repeat's steps).
                 to_flat()
-                reduce(flat)
+                t0 = time.perf_counter()
+                reduce(flat)  # timed: the all-reduce as sync training issues it
+                reduces.append(time.perf_counter() - t0)
+                base = [wl.name, info.model, batch, info.threads, r]
+                rows_of_repeat.append([*base, "<allreduce>", "gradients", repr(reduces[-1])])
                 with torch.no_grad():
                     flat.div_(AVERAGE_OVER)
                 optimizers["sgd"].step()
@@ -599,6 +614,8 @@ def calibrate_compute(
         statistics.median(whole),
         _iqr(whole),
         outside_s,
+        allreduce_bytes=flat_bytes if reduces else 0,
+        allreduce_s=tuple(reduces),
     )
 
 
@@ -725,6 +742,8 @@ def compute_loop(spec: dict, sink: Any) -> None:
                 "whole_model_s": result.whole_model_s,
                 "whole_model_iqr_s": result.whole_model_iqr_s,
                 "outside_s": result.outside_s,
+                "allreduce_bytes": result.allreduce_bytes,
+                "allreduce_s": list(result.allreduce_s),
                 "gemm_flops": gemm,
                 "memory_bandwidth": membw,
                 "ranks": comm.size,
@@ -810,5 +829,7 @@ def calibrate_compute_ranks(
         float(r["whole_model_s"]),
         float(r["whole_model_iqr_s"]),
         float(r.get("outside_s", 0.0)),
+        allreduce_bytes=int(r.get("allreduce_bytes", 0)),
+        allreduce_s=tuple(float(x) for x in r.get("allreduce_s", ())),
     )
     return result, float(r["gemm_flops"]), float(r["memory_bandwidth"])
