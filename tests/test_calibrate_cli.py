@@ -270,3 +270,42 @@ def test_calibrate_all_writes_a_profile_that_drives_whatif(tmp_path):
     # The collective cost comes from the measured table.
     coll = ok_json("collective", "--hardware", out, "--devices", "2", "--bytes", "64KiB")
     assert coll["algorithm"] == "measured:mpi"
+
+
+@needs_mpi
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_calibrate_all_says_what_it_measured_as_training_runs_it(tmp_path):
+    """The text output names the all-reduce timed as sync training issues it and the
+    gradients' copy, the two figures that replace a sweep point and the copy model."""
+    out = tmp_path / "box.yaml"
+    result = dtsim(
+        "calibrate",
+        "all",
+        "--workload",
+        "mlp",
+        "--out",
+        out,
+        "--np",
+        "2",
+        "--batch-per-device",
+        "4",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--sizes",
+        "4KiB:16KiB",
+        "--ops",
+        "allreduce",
+        "--comm-repeats",
+        "1",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "the whole gradient's all-reduce (7.109 MiB) as sync training issues it" in text
+    assert "over 2 repeats, the table's point at that size" in text
+    assert "gradient copy into the buffer:" in text and "the workload's measured_copy" in text
+    prov = yaml.safe_load(out.read_text())
+    assert "as sync training issues it" in prov["provenance"]["allreduce_as_training_issues_it"]

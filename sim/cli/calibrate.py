@@ -619,6 +619,12 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
     collective tables, interference) atomically, and the workload with its times.
     Raw samples stream to CSV; --resume continues an interrupted run.
 
+    Measured as training runs them: on --np ranks of one host, each timed pass
+    follows the gradient's all-reduce and an SGD step, and each timed optimizer step
+    follows the all-reduce; that all-reduce (after a pass and the gradients' copy into
+    the buffer, as sync training issues it) is the table's point at the gradient's
+    size, and the copy is the workload's measured_copy.
+
     \b
     Example (this is what CI runs):
       dtsim calibrate all --out hardware_profiles/measured/ci-box.yaml --np 2
@@ -671,6 +677,21 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
     )
     o.print(_fit_table(section, f"{kw['backend']}, {kw['np_']} ranks"))
     o.print(_fit_note(section))
+    trained = summary.get("allreduce_as_training_issues_it")
+    if trained:
+        o.print(
+            f"the whole gradient's all-reduce ({fmt_bytes(trained['bytes'])}) as sync "
+            f"training issues it, after a pass and the copy into its buffer: median "
+            f"{fmt_time(statistics.median(trained['seconds']))} over "
+            f"{len(trained['seconds'])} repeats, the table's point at that size"
+        )
+    copy = summary["compute"].get("gradient_copy")
+    if copy:
+        o.print(
+            f"gradient copy into the buffer: {fmt_time(copy['seconds'])} "
+            f"({copy['bandwidth_bytes_per_s'] / 1e9:.3g} GB/s read + write), the "
+            "workload's measured_copy"
+        )
     between = summary["compute_between_collectives"]
     o.print(
         f"collective samples of 1 MiB and more each came after {fmt_time(between['seconds'])} "
