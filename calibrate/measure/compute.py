@@ -362,7 +362,7 @@ def calibrate_compute(
     all-reduce streams the whole gradient through the caches). The one before the
     hooked pass follows a pass and the gradients' copy into the buffer, as in sync
     training, and is timed (``allreduce_s``). Without it, mlp's
-    forward measured 5-14% and small-cnn's 2-5% faster than after an all-reduce, on
+    forward measured 5-19% and small-cnn's 2-5% faster than after an all-reduce, on
     this project's VM."""
     if batch < 1:
         raise InputError(f"--batch-per-device must be >= 1, got {batch}")
