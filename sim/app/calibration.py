@@ -566,8 +566,6 @@ def calibrate_all(
     what is written loads."""
     from calibrate.measure.compute import achieved_flops
     from calibrate.measure.loadguard import measure_quietly
-    from hardware_profiles.loader import parse_profile
-    from workloads.loader import to_document
 
     r = request
     started = time.perf_counter()
@@ -648,17 +646,7 @@ def calibrate_all(
     doc = _profile_document(
         r, files.profile, result, gemm, membw, section, interference, runs, loads
     )
-    parse_profile(doc, str(files.profile))  # what is written must load: fail before writing
-    write_yaml(
-        files.workload,
-        to_document(result.workload),
-        "# Written by `dtsim calibrate all`; format: workloads/README.md\n",
-    )
-    write_yaml(
-        files.profile,
-        doc,
-        "# Written by `dtsim calibrate all`; format: hardware_profiles/SCHEMA.md\n",
-    )
+    _write_profile_and_workload(files, doc, result.workload)
     timings["total_s"] = time.perf_counter() - started
     summary = {
         "profile": str(files.profile),
@@ -725,8 +713,6 @@ def extend_compute(
     predict. ``label`` names the segment in the load guard's report."""
     from calibrate.measure.compute import achieved_flops
     from calibrate.measure.loadguard import measure_quietly
-    from hardware_profiles.loader import parse_profile
-    from workloads.loader import to_document
 
     r = dataclasses.replace(request, repeats=done.compute.repeats + repeats, resume=True)
     files = _AllFiles.of(r)
@@ -753,19 +739,28 @@ def extend_compute(
         done.interference_runs,
         loads,
     )
+    _write_profile_and_workload(files, doc, result.workload)
+    return dataclasses.replace(
+        done, compute=result, collectives=section, load=loads, gemm_flops=gemm
+    )
+
+
+def _write_profile_and_workload(files: _AllFiles, doc: dict, workload: Any) -> None:
+    """The workload with its measured times and the profile ``doc``, after checking
+    that the profile loads (a profile that would not load is never written)."""
+    from hardware_profiles.loader import parse_profile
+    from workloads.loader import to_document
+
     parse_profile(doc, str(files.profile))
     write_yaml(
         files.workload,
-        to_document(result.workload),
+        to_document(workload),
         "# Written by `dtsim calibrate all`; format: workloads/README.md\n",
     )
     write_yaml(
         files.profile,
         doc,
         "# Written by `dtsim calibrate all`; format: hardware_profiles/SCHEMA.md\n",
-    )
-    return dataclasses.replace(
-        done, compute=result, collectives=section, load=loads, gemm_flops=gemm
     )
 
 
