@@ -361,9 +361,8 @@ def calibrate_compute(
     pass and the update are timed after what they follow in training (the gradient's
     all-reduce streams the whole gradient through the caches). The one before the
     hooked pass follows a pass and the gradients' copy into the buffer, as in sync
-    training, and is timed (``allreduce_s``). Without it, mlp's
-    forward measured 5-19% and small-cnn's 2-5% faster than after an all-reduce, on
-    this project's VM."""
+    training, and is timed (``allreduce_s``). Without it, mlp's forward measured 5-19%
+    and small-cnn's 2-5% faster than after an all-reduce, on this project's VM."""
     if batch < 1:
         raise InputError(f"--batch-per-device must be >= 1, got {batch}")
     keep_freed_memory()
@@ -409,7 +408,10 @@ def calibrate_compute(
         # buckets) hold them after the all-reduce: Adam on mlp took 7.3-7.9 ms from such
         # views and 9.3-9.9 ms from separately allocated gradients, on this VM.
         with_grad = [p for p in tm.model.parameters() if p.requires_grad]
-        flat = torch.empty(sum(p.numel() for p in with_grad), device=info.torch_device)
+        # Zeros, not empty memory: a rank that resumes a repeat from its CSV still joins
+        # the others' all-reduces with this buffer, and whatever it holds is summed into
+        # theirs (uninitialised memory could hold NaNs or denormals, slow to compute on).
+        flat = torch.zeros(sum(p.numel() for p in with_grad), device=info.torch_device)
         flat_bytes = flat.numel() * flat.element_size()
 
         def to_flat() -> None:
