@@ -119,3 +119,47 @@ def test_the_gradient_allreduce_as_training_issues_it_replaces_the_sweeps():
     ]
     none = SimpleNamespace(allreduce_bytes=0, allreduce_s=())
     assert in_training_samples(sweep, none, 2) == sweep
+
+
+def test_validate_keeps_the_finished_runs_when_a_calibration_segment_is_interrupted(
+    tmp_path, monkeypatch
+):
+    """Ctrl-C in the compute segment after the 2nd repeat: the runs of repeats 1 and 2
+    are kept, predicted with the segments before, and the failure says where it
+    stopped (nothing lost, as when a rank dies in a real run)."""
+    from types import SimpleNamespace
+
+    import calibrate.realrun.training as training
+    import sim.app.calibration as calibration_app
+    from calibrate.errors import CalibrationError
+    from sim.app.calibration import no_progress
+    from sim.app.validation import ValidateRequest, _real_runs
+
+    launched: list[int] = []
+
+    def fake_run_real(**kw):
+        launched.append(kw["first_repeat"])
+        return [SimpleNamespace(strategy=s) for s in kw["strategies"]]
+
+    segments: list[str] = []
+
+    def fake_extend(request, done, repeats, label, progress):
+        segments.append(label)
+        if len(segments) == 2:
+            raise KeyboardInterrupt
+        return done
+
+    monkeypatch.setattr(training, "run_real", fake_run_real)
+    monkeypatch.setattr(calibration_app, "extend_compute", fake_extend)
+    before = SimpleNamespace(name="the calibration so far")
+    request = ValidateRequest(workload="mlp", strategies=("sync", "delayed:1"), repeats=3)
+    real, names, failure, reports, calibration = _real_runs(
+        request, ["sync", "delayed:1"], tmp_path, 1, no_progress, before
+    )
+    assert launched == [0, 1]  # the third repeat never started
+    assert [x.strategy for x in real] == ["sync", "delayed:1"] * 2
+    assert names == ["sync", "delayed:1"]
+    assert isinstance(failure, CalibrationError)
+    assert "compute calibration after real runs 2 of 3" in str(failure)
+    assert calibration is before
+    assert [x.label for x in reports] == ["real runs, repeat 1 of 3", "real runs, repeat 2 of 3"]

@@ -274,13 +274,26 @@ def _real_runs(
             real = [x for x in real if x.strategy in names]
             break
         if calibration is not None:
-            calibration = extend_compute(
-                _calibration_request(r, out, rank_threads),
-                calibration,
-                SEGMENT_REPEATS,
-                f"compute, after real runs {k + 1}",
-                progress,
-            )
+            try:
+                calibration = extend_compute(
+                    _calibration_request(r, out, rank_threads),
+                    calibration,
+                    SEGMENT_REPEATS,
+                    f"compute, after real runs {k + 1}",
+                    progress,
+                )
+            except (CalibrationError, KeyboardInterrupt) as e:
+                # The finished runs are kept, predicted with the segments before this
+                # one (their profile and workload are what is on disk).
+                failure = (
+                    e
+                    if isinstance(e, CalibrationError)
+                    else CalibrationError(
+                        "interrupted (Ctrl-C or SIGTERM) in the compute calibration after "
+                        f"real runs {k + 1} of {r.repeats}"
+                    )
+                )
+                break
     return real, names, failure, reports, calibration
 
 
