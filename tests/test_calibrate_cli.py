@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 from pathlib import Path
 
 import pytest
@@ -201,15 +200,10 @@ def test_calibrate_all_writes_a_profile_that_drives_whatif(tmp_path):
     tables = {m["op"]: m["points"] for m in summary["measured_collectives"]}
     assert set(tables) == {"allreduce", "broadcast"}
     assert len(tables["broadcast"]) == 9
-    # The whole gradient's all-reduce, timed by the compute calibration as sync training
-    # issues it, is the all-reduce table's point at its size (beside the 9 swept).
-    trained = summary["allreduce_as_training_issues_it"]
-    assert trained["bytes"] == 4 * 2_156_490 and len(trained["seconds"]) == 3
-    points = dict(tables["allreduce"])
-    assert len(points) == 10
-    assert points[trained["bytes"]] == pytest.approx(
-        statistics.median(trained["seconds"]) * 1e6, rel=1e-3
-    )
+    assert len(tables["allreduce"]) == 9  # the sweep's samples, as measured
+    # The all-reduce after a pass and the copy is reported for reference only.
+    after = summary["allreduce_after_a_pass"]
+    assert after["bytes"] == 4 * 2_156_490 and len(after["seconds"]) == 3
     assert summary["interference"]["factor"] > -1
     between = summary["compute_between_collectives"]  # said, with the cap if it cut
     assert between["seconds"] == pytest.approx(min(0.1, between["workload_s"]))
@@ -276,8 +270,7 @@ def test_calibrate_all_writes_a_profile_that_drives_whatif(tmp_path):
 @pytest.mark.mpi
 @pytest.mark.slow
 def test_calibrate_all_says_what_it_measured_as_training_runs_it(tmp_path):
-    """The text output names the all-reduce timed as sync training issues it and the
-    gradients' copy, the two figures that replace a sweep point and the copy model."""
+    """The text output names the gradients' copy, which replaces the copy model."""
     out = tmp_path / "box.yaml"
     result = dtsim(
         "calibrate",
@@ -304,8 +297,19 @@ def test_calibrate_all_says_what_it_measured_as_training_runs_it(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
-    assert "the whole gradient's all-reduce (7.109 MiB) as sync training issues it" in text
-    assert "over 2 repeats, the table's point at that size" in text
     assert "gradient copy into the buffer:" in text and "the workload's measured_copy" in text
-    prov = yaml.safe_load(out.read_text())
-    assert "as sync training issues it" in prov["provenance"]["allreduce_as_training_issues_it"]
+
+
+def test_a_resume_from_a_csv_without_copies_says_the_copy_was_not_measured(tmp_path):
+    """A CSV written before copies were timed: every repeat resumed, no copy measured,
+    and the output says what the simulator uses instead (a review found it silent)."""
+    raw = tmp_path / "raw.csv"
+    args = ("calibrate", "compute", "--workload", "mlp", "--batch-per-device", "2",
+            "--threads", "1", "--warmup", "0", "--repeats", "2", "--csv", raw)  # fmt: skip
+    ok(*args)
+    lines = raw.read_text().splitlines(keepends=True)
+    raw.write_text("".join(x for x in lines if ",<copy>," not in x))
+    out = tmp_path / "w.yaml"
+    text = " ".join(ok(*args, "--resume", "--out", out).stdout.split())
+    assert "gradient copy: not measured" in text and "memory bandwidth" in text
+    assert "measured_copy" not in yaml.safe_load(out.read_text())

@@ -94,33 +94,6 @@ def test_without_reduce_no_allreduce_is_timed(tmp_path):
     assert result.allreduce_s == () and result.allreduce_bytes == 0
 
 
-def test_the_gradient_allreduce_as_training_issues_it_replaces_the_sweeps():
-    from types import SimpleNamespace
-
-    from calibrate.measure.comm import CommSample
-    from sim.app.calibration import in_training_samples
-
-    def sample(op: str, nbytes: int, repeat: int, seconds: float) -> CommSample:
-        return CommSample("mpi", op, nbytes, 2, repeat, seconds, "h")
-
-    sweep = [
-        sample("allreduce", 1 << 20, 0, 1e-4),
-        sample("allreduce", 4000, 0, 2e-3),
-        sample("allreduce", 4000, 1, 2.2e-3),
-        sample("broadcast", 4000, 0, 5e-4),
-    ]
-    compute = SimpleNamespace(allreduce_bytes=4000, allreduce_s=(3e-3, 3.5e-3, 4e-3))
-    got = in_training_samples(sweep, compute, 2)
-    assert got[:2] == [sweep[0], sweep[3]]  # other sizes and ops kept as measured
-    assert [(s.op, s.bytes, s.repeat, s.seconds) for s in got[2:]] == [
-        ("allreduce", 4000, 0, 3e-3),
-        ("allreduce", 4000, 1, 3.5e-3),
-        ("allreduce", 4000, 2, 4e-3),
-    ]
-    none = SimpleNamespace(allreduce_bytes=0, allreduce_s=())
-    assert in_training_samples(sweep, none, 2) == sweep
-
-
 def test_validate_keeps_the_finished_runs_when_a_calibration_segment_is_interrupted(
     tmp_path, monkeypatch
 ):

@@ -196,6 +196,10 @@ def test_the_measured_copy_survives_the_workload_file_and_bad_values_are_refused
         {"bytes": 10, "copy_ms": 0},
         {"bytes": True, "copy_ms": 1.0},
         {"bytes": 10},
+        # A review found these loaded and broke the simulation (1e17 s per iteration,
+        # or 5.7e6 ms for a 1-byte copy scaled to the model's gradients).
+        {"bytes": 7_454_760, "copy_ms": 1e20},
+        {"bytes": 1, "copy_ms": 1.0},
     ):
         doc["measured_copy"] = {DEVICE: bad}
         path.write_text(yaml.safe_dump(doc))

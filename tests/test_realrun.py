@@ -309,7 +309,7 @@ def test_dying_rank_names_rank_and_strategy_and_keeps_finished_runs(tmp_path, mo
     text = str(err)
     assert isinstance(err, RealRunError)
     assert "rank 1" in text and "exited with code 3" in text, text
-    assert "strategy 'layerwise' (repeat 0)" in text, text
+    assert "strategy 'layerwise' (repeat 1)" in text, text
     assert "at iteration 0" in text or "iteration" not in text, text  # if its last line came
     assert [(r.strategy, r.repeat) for r in err.partial] == [("sync", 0)], text
     assert err.partial[0].weights_identical and err.partial[0].trace_path.is_file()
@@ -328,6 +328,6 @@ def test_hanging_rank_times_out_naming_it(tmp_path, monkeypatch):
         )  # fmt: skip
     text = str(info.value)
     assert "stalled" in text and "rank 0" in text
-    assert "strategy 'delayed:1' (repeat 0) at iteration 1 (starting it)" in text
+    assert "strategy 'delayed:1' (repeat 1) at iteration 1 (starting it)" in text
     assert info.value.partial == []
     assert not realrun_pids()

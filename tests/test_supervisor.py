@@ -199,10 +199,10 @@ def test_real_run_stall_after_a_finished_run():
     assert watch.laggard() == 1
     assert watch.stall_message(5, now=15.0) == (
         "real run stalled: no progress for 5 s; rank 1 (pid 22 on nodeB) stopped making "
-        "progress in strategy 'layerwise' (repeat 0) at iteration 2 (starting it), last "
-        "heartbeat 3 s ago; the other ranks were in strategy 'layerwise' (repeat 0) at "
+        "progress in strategy 'layerwise' (repeat 1) at iteration 2 (starting it), last "
+        "heartbeat 3 s ago; the other ranks were in strategy 'layerwise' (repeat 1) at "
         "iteration 2 (waiting for gradients). The job was killed. Finished before the "
-        "failure, kept: sync (repeat 0)."
+        "failure, kept: sync (repeat 1)."
     )
 
 
@@ -210,17 +210,17 @@ def test_real_run_setup_comes_before_iteration_zero_and_a_lost_last_line():
     watch = RunWatch(np=2, runs=RUNS)
     feed(watch, [(1.0, "DTSIM-HB 0 21 nodeA 0 0 0"), (2.0, "DTSIM-HB 1 22 nodeA 0 5 3")])
     assert watch.laggard() == 1  # still setting up (phase 3), though its iteration field is 5
-    assert watch.where(1) == "in strategy 'sync' (repeat 0) while setting up"
+    assert watch.where(1) == "in strategy 'sync' (repeat 1) while setting up"
     # sync finished, but rank 1's last heartbeat is from sync: it was in the next run.
     feed(watch, [(3.0, 'DTSIM-RESULT {"strategy": "sync", "repeat": 0}')])
-    assert watch.where(1) == "in strategy 'layerwise' (repeat 0)"
+    assert watch.where(1) == "in strategy 'layerwise' (repeat 1)"
     assert watch.exit_message(1) == (
         "real run failed: rank 1 (pid 22 on nodeA) stopped (the rank that got least far) in "
-        "strategy 'layerwise' (repeat 0); mpirun exited with status 1. Finished before the "
-        "failure, kept: sync (repeat 0)."
+        "strategy 'layerwise' (repeat 1); mpirun exited with status 1. Finished before the "
+        "failure, kept: sync (repeat 1)."
     )
     assert RunWatch(np=0, runs=RUNS).exit_message(1) == (
-        "real run failed: an unknown rank failed in strategy 'sync' (repeat 0); mpirun "
+        "real run failed: an unknown rank failed in strategy 'sync' (repeat 1); mpirun "
         "exited with status 1. No run finished."
     )
 

@@ -339,6 +339,24 @@ def _to_decoder(spec: DecoderFileSpec, default_name: str, file: str) -> Workload
     return workload
 
 
+# What a measured copy may imply, read + write: from 1 MB/s (far below any memory) to
+# 1 PB/s (far above any HBM); outside it the figure is a typo, not a measurement.
+COPY_BANDWIDTH_RANGE = (1e6, 1e15)
+
+
+def _check_copies(spec: WorkloadSpec, file: str) -> None:
+    lo, hi = COPY_BANDWIDTH_RANGE
+    for device, c in spec.measured_copy.items():
+        rate = 2 * c.bytes / (c.copy_ms * 1e-3)
+        if not lo <= rate <= hi:
+            raise InputError(
+                f"{c.bytes} bytes in {c.copy_ms:g} ms is {rate / 1e9:.3g} GB/s read + write; "
+                f"a copy runs between {lo / 1e9:g} and {hi / 1e9:g} GB/s",
+                file=file,
+                key=f"measured_copy.{device}",
+            )
+
+
 def _to_workload(spec: WorkloadSpec, *, default_name: str, file: str) -> Workload:
     seen: dict[str, int] = {}
     layers = []
@@ -357,6 +375,7 @@ def _to_workload(spec: WorkloadSpec, *, default_name: str, file: str) -> Workloa
         reason = unknown_kind(layer.kind)
         if reason:
             raise InputError(reason, file=file, key=f"{where}.kind")
+    _check_copies(spec, file)
     return Workload(
         name=spec.name or default_name,
         description=spec.description,

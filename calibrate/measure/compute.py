@@ -98,8 +98,10 @@ class ComputeResult:
     # the caller measured it: how much of the CPUs other processes took meanwhile.
     load_guard: str | None = None
     # With ranks measuring at once: the whole gradient's blocking all-reduce (its bytes
-    # and each measured repeat's seconds, rank 0's), timed where sync training issues it:
-    # right after a pass and the gradients' copy into the buffer.
+    # and each measured repeat's seconds, rank 0's), timed right after a pass and the
+    # gradients' copy into the buffer. Reported for reference (calibrate all --json);
+    # the profile's table keeps the sweep's samples: on this project's VM these were
+    # above both the sweep's and 20- to 400-iteration sync runs' all-reduces.
     allreduce_bytes: int = 0
     allreduce_s: tuple[float, ...] = ()
 
@@ -361,8 +363,9 @@ def calibrate_compute(
     pass and the update are timed after what they follow in training (the gradient's
     all-reduce streams the whole gradient through the caches). The one before the
     hooked pass follows a pass and the gradients' copy into the buffer, as in sync
-    training, and is timed (``allreduce_s``). Without it, mlp's forward measured 5-19%
-    and small-cnn's 2-5% faster than after an all-reduce, on this project's VM."""
+    training, and is timed (``allreduce_s``, for reference). Without it, mlp's forward
+    measured 5-19% and small-cnn's 2-5% faster than after an all-reduce, on this
+    project's VM."""
     if batch < 1:
         raise InputError(f"--batch-per-device must be >= 1, got {batch}")
     keep_freed_memory()

@@ -1039,18 +1039,18 @@ class _Watch(JobWatch[_At]):
         beat = self.beats.get(rank)
         strategy, repeat = self.runs[self.run_of(rank)]
         if beat is None or beat.at.run != self.run_of(rank):
-            return f"in strategy '{strategy}' (repeat {repeat})"
+            return f"in strategy '{strategy}' (repeat {repeat + 1})"
         what = _PHASES.get(beat.at.phase, "")
         at = (
             "while setting up"
             if beat.at.phase == 3
             else f"at iteration {beat.at.iteration} ({what})"
         )
-        return f"in strategy '{strategy}' (repeat {repeat}) {at}"
+        return f"in strategy '{strategy}' (repeat {repeat + 1}) {at}"
 
     def where_unknown(self) -> str:
         strategy, repeat = self.runs[self.run_of(None)]
-        return f" in strategy '{strategy}' (repeat {repeat})"
+        return f" in strategy '{strategy}' (repeat {repeat + 1})"
 
     def on_line(self, kind: str, rest: str) -> bool | None:
         if kind == "PROGRESS":
@@ -1066,7 +1066,8 @@ class _Watch(JobWatch[_At]):
     def kept(self) -> str:
         if not self.results:
             return " No run finished."
-        done = ", ".join(f"{r['strategy']} (repeat {r['repeat']})" for r in self.results)
+        # Counted from 1, as validate's load guard lines count them (traces: r0, r1, ...).
+        done = ", ".join(f"{r['strategy']} (repeat {r['repeat'] + 1})" for r in self.results)
         return f" Finished before the failure, kept: {done}."
 
 

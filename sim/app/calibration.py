@@ -150,26 +150,6 @@ def _copy_summary(result: Any) -> dict:
     }
 
 
-def in_training_samples(samples: list, compute: Any, ranks: int) -> list:
-    """The sweep's ``samples`` with those of the whole gradient's all-reduce replaced by
-    the ones ``compute`` timed where sync training issues it (after a pass and the
-    gradients' copy into the buffer, the ranks as far apart as their passes leave
-    them), when it timed any. On this project's VM the sweep's samples of mlp's 7.45 MB
-    all-reduce, each after a barrier and a matmul loop as long as a pass, gave 1.06 ms
-    where sync's real runs measured 1.51 ms."""
-    from calibrate.measure.comm import CommSample
-
-    nbytes, times = compute.allreduce_bytes, compute.allreduce_s
-    if not times or not samples:
-        return samples
-    kept = [s for s in samples if not (s.op == "allreduce" and s.bytes == nbytes)]
-    first = samples[0]
-    return kept + [
-        CommSample(first.backend, "allreduce", nbytes, ranks, i, t, first.host)
-        for i, t in enumerate(times)
-    ]
-
-
 def comm_section(samples: list, nodes: int = 1) -> list[dict]:
     from calibrate.measure.profile import fit_all, measured_collectives_section, medians
 
@@ -487,7 +467,6 @@ class CalibrateAllResult:
     gemm_flops: float = 0.0  # the profile's peak (FLOP/s)
     memory_bandwidth: float = 0.0  # bytes/s
     interference_runs: list[Any] = field(default_factory=list)  # every run measured
-    comm_samples: list[Any] = field(default_factory=list)  # the sweep's, as measured
 
 
 INTERFERENCE_AGREEMENT = 0.10  # two interference runs this close count as repeatable
@@ -642,7 +621,7 @@ def calibrate_all(
     )
     loads.append(load)
     timings["interference_s"] = time.perf_counter() - t0
-    section = comm_section(in_training_samples(samples, result, r.np))
+    section = comm_section(samples)
     doc = _profile_document(
         r, files.profile, result, gemm, membw, section, interference, runs, loads
     )
@@ -672,7 +651,11 @@ def calibrate_all(
         "compute_between_collectives": between_note(result),
         **(
             {
-                "allreduce_as_training_issues_it": {
+                # For reference, not used by the profile (its table keeps the sweep's
+                # samples): the all-reduce right after a pass and the copy, rank 0's.
+                # On this project's VM its median (1.94 ms for mlp) was above both the
+                # sweep's (1.06 ms) and sync runs' (1.2-1.5 ms).
+                "allreduce_after_a_pass": {
                     "bytes": result.allreduce_bytes,
                     "seconds": list(result.allreduce_s),
                 }
@@ -693,7 +676,6 @@ def calibrate_all(
         gemm,
         membw,
         list(runs),
-        list(samples),
     )
 
 
@@ -706,9 +688,8 @@ def extend_compute(
 ) -> CalibrateAllResult:
     """``repeats`` more compute repeats, measured as :func:`calibrate_all` measured them
     and appended to its compute CSV (the earlier repeats are kept, not re-measured), and
-    the workload and profile rewritten from all of them: the per-layer times, the copy,
-    the steps and the whole gradient's all-reduce as training issues it (the sweep's
-    other sizes and the interference are kept). ``dtsim validate`` runs this between its
+    the workload and profile rewritten from all of them (the per-layer times, the copy
+    and the steps; collectives and interference are kept). ``dtsim validate`` runs this between its
     real runs, so that the medians come from the same stretch of time as the runs they
     predict. ``label`` names the segment in the load guard's report."""
     from calibrate.measure.compute import achieved_flops
@@ -727,22 +708,19 @@ def extend_compute(
     # The first calibration's ceilings are kept (re-measured here, they would move the
     # roofline of layers nobody re-timed); a kind that now runs faster raises the peak.
     gemm = max(done.gemm_flops, achieved_flops(result))
-    section = comm_section(in_training_samples(done.comm_samples, result, r.np))
     doc = _profile_document(
         r,
         files.profile,
         result,
         gemm,
         done.memory_bandwidth,
-        section,
+        done.collectives,
         done.interference,
         done.interference_runs,
         loads,
     )
     _write_profile_and_workload(files, doc, result.workload)
-    return dataclasses.replace(
-        done, compute=result, collectives=section, load=loads, gemm_flops=gemm
-    )
+    return dataclasses.replace(done, compute=result, load=loads, gemm_flops=gemm)
 
 
 def _write_profile_and_workload(files: _AllFiles, doc: dict, workload: Any) -> None:
@@ -911,18 +889,6 @@ def _profile_document(
             else {}
         ),
         interference_factors_measured=_factors_text(runs),
-        **(
-            {
-                "allreduce_as_training_issues_it": (
-                    f"{result.allreduce_bytes} B (the whole gradient): the measured table's "
-                    f"point is the median of {len(result.allreduce_s)} all-reduces timed "
-                    "by the compute calibration right after a pass and the gradients' "
-                    "copy into the buffer, as sync training issues it, not the sweep's"
-                )
-            }
-            if result.allreduce_s
-            else {}
-        ),
         # What other processes took while each section was timed; a disturbed figure is
         # less trustworthy than the rest (see calibrate.measure.loadguard).
         load_guard="; ".join(x.line() for x in loads),
