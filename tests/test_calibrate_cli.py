@@ -298,6 +298,7 @@ def test_calibrate_all_says_what_it_measured_as_training_runs_it(tmp_path):
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "gradient copy into the buffer:" in text and "the workload's measured_copy" in text
+    assert "optimizer steps (" in text and "sgd " in text
 
 
 def test_a_resume_from_a_csv_without_copies_says_the_copy_was_not_measured(tmp_path):
@@ -312,4 +313,5 @@ def test_a_resume_from_a_csv_without_copies_says_the_copy_was_not_measured(tmp_p
     out = tmp_path / "w.yaml"
     text = " ".join(ok(*args, "--resume", "--out", out).stdout.split())
     assert "gradient copy: not measured" in text and "memory bandwidth" in text
+    assert "optimizer steps (" in text and "adamw " in text  # the update costs, said
     assert "measured_copy" not in yaml.safe_load(out.read_text())

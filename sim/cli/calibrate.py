@@ -186,6 +186,18 @@ def _compute_table(result: Any) -> Table:
     return t
 
 
+def _steps_line(result: Any) -> str:
+    """The measured optimizer steps, which become the workload's update costs."""
+    steps = result.workload.measured_update.get(result.device.model, ())
+    if not steps:
+        return "optimizer steps: not measured"
+    return (
+        "optimizer steps (the gradient averaged and the step, from one flat buffer; the "
+        "workload's measured_update): "
+        + ", ".join(f"{m.optimizer} {fmt_time(m.seconds)} ± {fmt_time(m.iqr_s)}" for m in steps)
+    )
+
+
 NO_COPY_NOTE = (
     "[yellow]gradient copy: not measured (every repeat was resumed from a CSV written "
     "before copies were timed); the simulator costs copies into a collective's buffer "
@@ -292,6 +304,7 @@ def compute_cmd(
     out_console = console
     out_console.print(_compute_table(result))
     out_console.print(_gap_line(result))
+    out_console.print(_steps_line(result))
     copy = result.workload.measured_copy.get(result.device.model)
     if copy is not None:
         out_console.print(
@@ -687,6 +700,7 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
     )
     o.print(_fit_table(section, f"{kw['backend']}, {kw['np_']} ranks"))
     o.print(_fit_note(section))
+    o.print(_steps_line(result))
     copy = summary["compute"].get("gradient_copy")
     if copy:
         o.print(
