@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -95,8 +96,17 @@ def test_validate_calibrates_trains_and_compares(tmp_path):
     segments = report["calibration_segments_whole_pass_s"]
     assert len(segments) == 3 and all(x > 0 for x in segments)
     with (tmp_path / "profile.compute.csv").open() as f:
-        repeats = {row["repeat"] for row in csv.DictReader(f) if row["layer"] == "<whole>"}
-    assert repeats == {str(k) for k in range(3 * SEGMENT_REPEATS)}
+        whole = {
+            int(row["repeat"]): float(row["seconds"])
+            for row in csv.DictReader(f)
+            if row["layer"] == "<whole>"
+        }
+    assert set(whole) == set(range(3 * SEGMENT_REPEATS))
+    # Each segment's median is that of its repeats' whole passes, as the CSV has them.
+    assert segments == [
+        pytest.approx(statistics.median(whole[k] for k in range(i, i + SEGMENT_REPEATS)))
+        for i in range(0, 3 * SEGMENT_REPEATS, SEGMENT_REPEATS)
+    ]
     labels = [x["section"] for x in report["load"]]
     assert labels[:3] == ["compute", "collectives", "interference"]
     assert "compute, after real runs 2" in labels and "real runs, repeat 2 of 2" in labels

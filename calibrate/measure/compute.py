@@ -104,6 +104,9 @@ class ComputeResult:
     # above both the sweep's and 20- to 400-iteration sync runs' all-reduces.
     allreduce_bytes: int = 0
     allreduce_s: tuple[float, ...] = ()
+    # Each repeat's whole pass (s), in repeat order, resumed repeats included: what
+    # whole_model_s is the median of (validate reads its drift from them).
+    whole_samples_s: tuple[float, ...] = ()
 
     @property
     def layer_sum_s(self) -> float:
@@ -621,6 +624,7 @@ def calibrate_compute(
         outside_s,
         allreduce_bytes=flat_bytes if reduces else 0,
         allreduce_s=tuple(reduces),
+        whole_samples_s=tuple(whole),
     )
 
 
@@ -749,6 +753,7 @@ def compute_loop(spec: dict, sink: Any) -> None:
                 "outside_s": result.outside_s,
                 "allreduce_bytes": result.allreduce_bytes,
                 "allreduce_s": list(result.allreduce_s),
+                "whole_samples_s": list(result.whole_samples_s),
                 "gemm_flops": gemm,
                 "memory_bandwidth": membw,
                 "ranks": comm.size,
@@ -836,5 +841,6 @@ def calibrate_compute_ranks(
         float(r.get("outside_s", 0.0)),
         allreduce_bytes=int(r.get("allreduce_bytes", 0)),
         allreduce_s=tuple(float(x) for x in r.get("allreduce_s", ())),
+        whole_samples_s=tuple(float(x) for x in r.get("whole_samples_s", ())),
     )
     return result, float(r["gemm_flops"]), float(r["memory_bandwidth"])

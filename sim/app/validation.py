@@ -308,19 +308,15 @@ def _offset(progress: ProgressSink, k: int, repeats: int) -> Any:
 
 
 def _segment_medians(calibration: Any) -> list[float]:
-    """The whole pass's median time in each calibration segment (its rows of the compute
-    CSV, by repeat, :data:`SEGMENT_REPEATS` to a segment)."""
-    import csv
+    """The whole pass's median time in each calibration segment (the compute result's
+    repeats in order, :data:`SEGMENT_REPEATS` to a segment)."""
     import statistics
 
-    path = Path(calibration.summary["samples"][0])
-    by_segment: dict[int, list[float]] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("layer") == "<whole>":
-                seg = int(row["repeat"]) // SEGMENT_REPEATS
-                by_segment.setdefault(seg, []).append(float(row["seconds"]))
-    return [statistics.median(by_segment[k]) for k in sorted(by_segment)]
+    whole = calibration.compute.whole_samples_s
+    return [
+        statistics.median(whole[i : i + SEGMENT_REPEATS])
+        for i in range(0, len(whole), SEGMENT_REPEATS)
+    ]
 
 
 def _write_predictions(predicted: dict[str, Any], out: Path) -> dict[str, str]:

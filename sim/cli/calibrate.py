@@ -198,11 +198,21 @@ def _steps_line(result: Any) -> str:
     )
 
 
-NO_COPY_NOTE = (
-    "[yellow]gradient copy: not measured (every repeat was resumed from a CSV written "
-    "before copies were timed); the simulator costs copies into a collective's buffer "
-    "as two passes at the memory bandwidth[/]"
-)
+def _copy_line(result: Any) -> str:
+    """The measured copy of the gradients into one buffer, or why there is none."""
+    copy = result.workload.measured_copy.get(result.device.model)
+    if copy is None:
+        return (
+            "[yellow]gradient copy: not measured (every repeat was resumed from a CSV "
+            "written before copies were timed); the simulator costs copies into a "
+            "collective's buffer as two passes at the memory bandwidth[/]"
+        )
+    return (
+        f"gradient copy into the buffer: {fmt_bytes(copy.bytes)} in {fmt_time(copy.seconds)} "
+        f"({2 * copy.bytes / copy.seconds / 1e9:.3g} GB/s read + write) after a pass, as a "
+        "real run packs its all-reduce's: the workload's measured_copy, from which the "
+        "simulator costs every copy into a collective's buffer, scaled to its bytes"
+    )
 
 
 def _gap_line(result: Any) -> str:
@@ -305,16 +315,7 @@ def compute_cmd(
     out_console.print(_compute_table(result))
     out_console.print(_gap_line(result))
     out_console.print(_steps_line(result))
-    copy = result.workload.measured_copy.get(result.device.model)
-    if copy is not None:
-        out_console.print(
-            f"gradient copy into one buffer after a pass (as a real run packs its "
-            f"all-reduce's): {fmt_bytes(copy.bytes)} in {fmt_time(copy.seconds)} "
-            f"({2 * copy.bytes / copy.seconds / 1e9:.3g} GB/s read + write); the simulator "
-            "costs every copy into a collective's buffer from it, scaled to its bytes"
-        )
-    else:
-        out_console.print(NO_COPY_NOTE)
+    out_console.print(_copy_line(result))
     if result.load_guard:
         colour = "yellow" if result.load_guard.endswith("DISTURBED") else "green"
         out_console.print(f"[{colour}]{result.load_guard}[/]", soft_wrap=True)
@@ -701,15 +702,7 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
     o.print(_fit_table(section, f"{kw['backend']}, {kw['np_']} ranks"))
     o.print(_fit_note(section))
     o.print(_steps_line(result))
-    copy = summary["compute"].get("gradient_copy")
-    if copy:
-        o.print(
-            f"gradient copy into the buffer: {fmt_time(copy['seconds'])} "
-            f"({copy['bandwidth_bytes_per_s'] / 1e9:.3g} GB/s read + write), the "
-            "workload's measured_copy"
-        )
-    else:
-        o.print(NO_COPY_NOTE)
+    o.print(_copy_line(result))
     between = summary["compute_between_collectives"]
     o.print(
         f"collective samples of 1 MiB and more each came after {fmt_time(between['seconds'])} "

@@ -95,13 +95,12 @@ def build_context(scenario: Scenario) -> BuildContext:
 def _copy_cost(workload: Workload, dev: Device) -> Callable[[float], float]:
     """The copy of gradients into a communication buffer: the workload's measured copy
     on this device, scaled to the bytes, else two passes at the memory bandwidth."""
-    if workload.measured_copy.get(dev.model) is None:
-        return lambda nbytes: buffer_copy_s(nbytes, dev)
 
-    def measured(nbytes: float) -> float:
-        return workload.copy_seconds(dev.model, nbytes) or 0.0
+    def copy_s(nbytes: float) -> float:
+        measured = workload.copy_seconds(dev.model, nbytes)
+        return buffer_copy_s(nbytes, dev) if measured is None else measured
 
-    return measured
+    return copy_s
 
 
 def _no_copy(nbytes: float) -> float:
