@@ -1,7 +1,8 @@
 """Compute timed in a training iteration's context: with ``reduce`` (ranks measuring at
-once), the gradient's all-reduce runs untimed before each timed update and, with an SGD
-step, before each hooked pass; a rank resuming from its CSV meets the others at every
-barrier and collective in the same order (else the ranks would deadlock)."""
+once), the gradient's all-reduce runs untimed before each timed update and, with the
+training optimizer's step, before each hooked pass; a rank resuming from its CSV meets
+the others at every barrier and collective in the same order (else the ranks would
+deadlock)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,47 @@ def test_reduce_runs_before_every_update_and_hooked_pass(tmp_path):
     repeat = ["A", "R", "A"] + ["A", "R"] * k  # pass, reduce+step, hooked pass, updates
     assert seen == warmup + repeat * 2
     assert set(sizes) == {MLP_PARAMS}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_hooked_pass_follows_the_training_optimizer_s_step(tmp_path, monkeypatch, optimizer):
+    import calibrate.measure.compute as compute
+
+    seen: list[str] = []
+    made = compute.make_optimizer
+
+    def recording(params, name, lr=None):
+        opt = made(params, name, lr)
+        step = opt.step
+
+        def recorded_step(*args, **kwargs):
+            seen.append(name)
+            return step(*args, **kwargs)
+
+        opt.step = recorded_step
+        return opt
+
+    monkeypatch.setattr(compute, "make_optimizer", recording)
+    calibrate_compute(
+        "mlp",
+        batch=2,
+        threads=1,
+        warmup=0,
+        repeats=2,
+        align=lambda: seen.append("A"),
+        reduce=lambda flat: seen.append("R"),
+        optimizer=optimizer,
+    )
+    updates = [x for o in OPTIMIZERS for x in ("A", "R", o)]  # each optimizer's timed step
+    repeat = ["A", "R", optimizer, "A", *updates]  # pass, reduce + step, hooked pass
+    assert seen == repeat * 2
+
+
+def test_an_unknown_training_optimizer_is_refused_before_anything_runs():
+    from sim.errors import InputError
+
+    with pytest.raises(InputError, match="unknown optimizer 'lion'"):
+        calibrate_compute("mlp", batch=2, threads=1, repeats=1, optimizer="lion")
 
 
 def test_a_resumed_repeat_meets_the_other_ranks_in_the_same_order(tmp_path):

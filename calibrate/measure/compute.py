@@ -351,6 +351,7 @@ def calibrate_compute(
     progress: Callable[[int, int], None] | None = None,
     align: Callable[[], None] | None = None,
     reduce: Callable[[torch.Tensor], None] | None = None,
+    optimizer: str = "sgd",
 ) -> ComputeResult:
     """Measure every layer of ``workload`` (a built-in name or a YAML of one) or of a
     user's ``torch_model`` ("package.module:factory") on ``device``.
@@ -362,18 +363,28 @@ def calibrate_compute(
 
     ``reduce``, when ranks measure at once, all-reduces the flat gradient in place (the
     ranks' data-parallel collective). It runs where a training iteration runs it: before
-    each timed update (untimed), and with an SGD step before each hooked pass, so the
+    each timed update (untimed), and before the update each hooked pass follows, so the
     pass and the update are timed after what they follow in training (the gradient's
     all-reduce streams the whole gradient through the caches). The one before the
     hooked pass follows a pass and the gradients' copy into the buffer, as in sync
     training, and is timed (``allreduce_s``, for reference). Without it, mlp's forward
     measured 5-19% and small-cnn's 2-5% faster than after an all-reduce, on this
-    project's VM."""
+    project's VM.
+
+    ``optimizer`` is the one training steps with (one of :data:`OPTIMIZERS`): its step is
+    what the hooked pass follows, as a training iteration's pass follows its update.
+    Every optimizer's step is still timed. Adam's step reads and writes four times the
+    parameters' bytes and leaves other data in the caches than an SGD step."""
     if batch < 1:
         raise InputError(f"--batch-per-device must be >= 1, got {batch}")
     keep_freed_memory()
     if repeats < 1 or warmup < 0:
         raise InputError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    if optimizer not in OPTIMIZERS:
+        raise InputError(
+            f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}",
+            key="optimizer",
+        )
     info = resolve_device(device, threads)
     tm, wl, x, y = model_and_batch(workload, torch_model, input_shape, info, batch)
 
@@ -521,19 +532,19 @@ def calibrate_compute(
             step += 1
             if progress:
                 progress(step, total)
+            # What a training pass follows: the gradient's all-reduce when ranks measure
+            # together (timed, the result's allreduce_s) and the training optimizer's
+            # update (untimed; the weights are put back after the repeat's steps).
+            to_flat()
             if reduce is not None:
-                # What a training pass follows: the gradient's all-reduce (timed, the
-                # result's allreduce_s) and the update (untimed; the weights are put back
-                # after the repeat's steps).
-                to_flat()
                 t0 = time.perf_counter()
                 reduce(flat)  # timed: the all-reduce as sync training issues it
                 reduces.append(time.perf_counter() - t0)
                 base = [wl.name, info.model, batch, info.threads, r]
                 rows_of_repeat.append([*base, "<allreduce>", "gradients", repr(reduces[-1])])
-                with torch.no_grad():
-                    flat.div_(AVERAGE_OVER)
-                optimizers["sgd"].step()
+            with torch.no_grad():
+                flat.div_(AVERAGE_OVER)
+            optimizers[optimizer].step()
             # The pass's gradients go before the hooked pass, untimed: a real run's
             # forward starts with none (its update hands the gradients to the optimizer
             # as views of the collective's buffer and then drops them), so its first
@@ -556,9 +567,9 @@ def calibrate_compute(
                 per_layer[n].append(got[n])
             outside.append(max(0.0, hooked - sum(a + b for a, b in got.values())))
             # The updates after the hooked pass, not before it: four optimizers' steps
-            # (Adam's reads and writes three times the parameters) leave the caches
-            # cold, and the next pass of the 3-layer mlp ran 15-20% slower after them
-            # than after one SGD step, the most a real iteration's update does.
+            # in a row leave the caches colder than any one training update, and the
+            # next pass of the 3-layer mlp ran 15-20% slower after them than after one
+            # SGD step. The hooked pass follows the training optimizer's one step.
             time_steps(r)
             if appender is not None:
                 base = [wl.name, info.model, batch, info.threads, r]
@@ -597,7 +608,7 @@ def calibrate_compute(
             )
         )
     outside_s = statistics.median(outside)
-    measured_wl = _with_measurements(wl, info, batch, repeats, times, outside_s)
+    measured_wl = _with_measurements(wl, info, batch, repeats, times, outside_s, optimizer)
     updates = tuple(
         MeasuredUpdate(name, statistics.median(v), _iqr(v), len(v))
         for name, v in steps.items()
@@ -635,6 +646,7 @@ def _with_measurements(
     repeats: int,
     times: list[LayerTime],
     outside_s: float = 0.0,
+    optimizer: str = "sgd",
 ) -> Workload:
     """The workload with these times under ``info.model``. The time a pass spends outside
     every layer (the loss, autograd's start, bookkeeping) is folded into the last
@@ -653,7 +665,11 @@ def _with_measurements(
         others[info.model] = tuple(sorted((*kept, point), key=lambda m: m.batch))
         layers.append(dataclasses.replace(layer, measured=MappingProxyType(others)))
     prov = provenance(
-        info, batch=batch, repeats=repeats, outside_layers_ms_in_last_forward=outside_s * 1e3
+        info,
+        batch=batch,
+        repeats=repeats,
+        outside_layers_ms_in_last_forward=outside_s * 1e3,
+        passes_timed_after_a_step_of=optimizer,
     )
     sources = (*wl.sources, f"per-layer times measured by dtsim calibrate compute on {info.model}")
     return dataclasses.replace(
@@ -735,6 +751,7 @@ def compute_loop(spec: dict, sink: Any) -> None:
         resume=bool(spec.get("resume")) and comm.rank == 0,
         align=comm.Barrier,
         reduce=_allreduce(comm) if spec["device"] == "cpu" and comm.size > 1 else None,
+        optimizer=spec.get("optimizer", "sgd"),
     )
     comm.Barrier()
     gemm = gemm_flops(result.device)
@@ -777,6 +794,7 @@ def calibrate_compute_ranks(
     hostfile: str | None = None,
     torch_model: str | None = None,
     input_shape: tuple[int, ...] | None = None,
+    optimizer: str = "sgd",
 ) -> tuple[ComputeResult, float, float]:
     """:func:`calibrate_compute` on ``ranks`` mpirun ranks at once (rank 0's figures), and
     the GEMM FLOP/s and copy bandwidth measured the same way.
@@ -808,6 +826,7 @@ def calibrate_compute_ranks(
         "repeats": repeats,
         "csv": str(csv_path) if csv_path else None,
         "resume": resume,
+        "optimizer": optimizer,
     }
     results: list[dict] = []
     _launch(

@@ -333,6 +333,7 @@ def run_compute(
     csv_path: Path | None,
     resume: bool,
     progress: ProgressSink = no_progress,
+    optimizer: str = "sgd",
 ) -> Any:
     """Per-layer times of one process (``calibrate.measure.compute.calibrate_compute``),
     with the load guard's line: what other processes took of the CPUs meanwhile."""
@@ -355,6 +356,7 @@ def run_compute(
             csv_path=csv_path,
             resume=resume,
             progress=lambda done, total: progress("compute", done, total),
+            optimizer=optimizer,
         ),
         retries=0,
     )
@@ -453,6 +455,9 @@ class CalibrateAllRequest:
     timeout_s: float = 120.0
     resume: bool = False
     progress_mode: str = "thread"
+    # The optimizer the workload trains with: each timed pass follows its step (every
+    # optimizer's step is timed either way).
+    optimizer: str = "sgd"
 
 
 @dataclass(frozen=True)
@@ -829,6 +834,7 @@ def _measure_compute(
             csv_path=files.compute_csv,
             resume=resume,
             timeout_s=r.timeout_s,
+            optimizer=r.optimizer,
         )
     res = run_compute(
         workload=None if r.torch_model else r.workload,
@@ -842,6 +848,7 @@ def _measure_compute(
         csv_path=files.compute_csv,
         resume=resume,
         progress=progress,
+        optimizer=r.optimizer,
     )
     return res, gemm_flops(res.device), memory_bandwidth(res.device)
 

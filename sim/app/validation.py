@@ -215,6 +215,7 @@ def _calibration_request(r: ValidateRequest, out: Path, rank_threads: int) -> Ca
         # The real runs progress MPI's non-blocking collectives by Test calls from
         # the training thread: calibrate interference the same way.
         progress_mode="test",
+        optimizer=r.optimizer,  # each timed pass follows the real runs' update
     )
 
 

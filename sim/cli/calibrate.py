@@ -164,6 +164,15 @@ def _compute_options(fn: Callable) -> Callable:
             ),
             click.option("--repeats", type=int, default=10, show_default=True),
             click.option("--warmup", type=int, default=3, show_default=True),
+            click.option(
+                "--optimizer",
+                type=click.Choice(["sgd", "momentum", "adam", "adamw"]),
+                default="sgd",
+                show_default=True,
+                help="The optimizer you train with: each timed pass follows its step, as "
+                "a training pass follows its update (Adam's step leaves other data in the "
+                "caches than SGD's). Every optimizer's step is timed either way.",
+            ),
         ]
     ):
         fn = decorator(fn)
@@ -259,6 +268,7 @@ def compute_cmd(
     csv_path: str | None,
     resume: bool,
     as_json: bool,
+    optimizer: str,
 ) -> None:
     """Time each layer's forward and backward in a real torch model (module hooks).
 
@@ -299,6 +309,7 @@ def compute_cmd(
             csv_path=Path(csv_path) if csv_path else None,
             resume=resume,
             progress=_progress_to(None if as_json else bar),
+            optimizer=optimizer,
         )
     if out:
         from workloads.loader import to_document
@@ -645,7 +656,7 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
     Raw samples stream to CSV; --resume continues an interrupted run.
 
     Measured as training runs them: on --np ranks of one host, each timed pass
-    follows the gradient's all-reduce and an SGD step, and each timed optimizer step
+    follows the gradient's all-reduce and a step of --optimizer, and each timed optimizer step
     follows the all-reduce; the gradients' copy into one buffer after a pass is the
     workload's measured_copy.
 
@@ -678,6 +689,7 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
         timeout_s=kw["timeout_s"],
         resume=kw["resume"],
         progress_mode=kw["progress"],
+        optimizer=kw["optimizer"],
     )
     with _bar() as bar:
         outcome = calibrate_all(request, _progress_to(None if as_json else bar))
