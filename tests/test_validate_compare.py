@@ -104,3 +104,29 @@ def test_ranking_flags_a_swap_but_not_a_tie():
     ]
     assert not same_ranking(rows)
     assert same_ranking(rows, tolerance=0.15)
+
+
+def test_a_collective_counts_from_its_last_member_s_arrival():
+    """Rank 0 calls the all-reduce at 0.5 periods, rank 1 at 0.7; both leave it at 0.9.
+    Rank 0's blocking call lasts 0.4 periods, 0.2 of them waiting for rank 1: the
+    collective itself took 0.2 periods (as the simulator, which starts it on every
+    member when the last arrives, times it). The wait stays in rank 0's communication
+    and exposed time."""
+    period = 0.010
+    spans = []
+    for t in range(6):
+        t0 = t * period
+        for rank, arrive in ((0, 0.5), (1, 0.7)):
+            spans.append(Span(rank, "compute", "forward", t, "l0", t0, t0 + arrive * period))
+            call = (t0 + arrive * period, t0 + 0.9 * period)
+            spans.append(Span(rank, "comm0", "comm", t, "all", *call, 8))
+            spans.append(Span(rank, "compute", "wait", t, "all", *call))
+    m = measured_stats(Trace(tuple(spans), meta=TraceMeta(warmup_iterations=1, global_batch=4)))
+    assert m.parts is not None
+    assert m.parts.collectives_s == {"all": pytest.approx(0.2 * period)}
+    assert m.comm_s == pytest.approx(0.4 * period)
+    assert m.exposed_s == pytest.approx(0.4 * period)
+    # Rank 1, which came last, waited for nobody: its call is the collective.
+    last = measured_stats(Trace(tuple(spans), meta=TraceMeta(warmup_iterations=1)), rank=1)
+    assert last.parts is not None and last.parts.collectives_s == {"all": pytest.approx(0.002)}
+    assert last.comm_s == pytest.approx(0.2 * period)

@@ -14,7 +14,11 @@ time the same way, so both sides count only blocking. Overlap = 1 - exposed /
 communication.
 
 The error budget (:func:`error_budget`) sets each component beside its prediction, so
-errors that cancel in the iteration time are seen.
+errors that cancel in the iteration time are seen. Each collective's row is the
+collective alone, from its last member's call to its first member's return, on both
+sides (:func:`sim.analysis.breakdown.breakdown`): rank 0's blocking call also holds its
+wait for a later rank, which is skew, not the collective's cost, and is in ``comm`` and
+``exposed``.
 
 Predicted side: the same workload (with the per-layer times measured on this machine),
 ranks, per-rank batch, plain SGD, simulated with the calibrated profile until it

@@ -1025,6 +1025,8 @@ def _budget_table(rows: list[dict]) -> Table:
             cells.append(text)
         t.add_row(name.removesuffix("_s"), *cells)
     t.caption = (
+        "comm: rank 0's, its wait for the other ranks included. collective: from the last "
+        "rank's call to the first rank's return (the collective alone). "
         "exposed: blocked on a collective. outside: time in no layer and no wait (a real "
         "run's MPI polls, its Iallreduce calls and bookkeeping), predicted as the simulated "
         "polls when the profile's collectives progress by polling, else —"
