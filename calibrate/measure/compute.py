@@ -500,6 +500,7 @@ def calibrate_compute(
                     # optimizer's all-reduce and step).
                     align()
                     if reduce is not None:
+                        align()
                         reduce(flat)
                     align()
                     for _ in optimizers:
@@ -537,6 +538,10 @@ def calibrate_compute(
             # update (untimed; the weights are put back after the repeat's steps).
             to_flat()
             if reduce is not None:
+                if align is not None:
+                    # The ranks meet first, so the time is the collective's own, not one
+                    # rank's wait for a later one (their skew).
+                    align()
                 t0 = time.perf_counter()
                 reduce(flat)  # timed: the all-reduce as sync training issues it
                 reduces.append(time.perf_counter() - t0)
