@@ -34,7 +34,7 @@ from sim.app.calibration import (
     write_yaml,
 )
 from sim.app.validation import DEFAULT_STRATEGIES
-from sim.cli.common import emit_json, err, handles_errors
+from sim.cli.common import OPTIMIZER_CHOICE, emit_json, err, handles_errors
 from sim.cli.common import out as console
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_time, parse_bytes
@@ -166,7 +166,7 @@ def _compute_options(fn: Callable) -> Callable:
             click.option("--warmup", type=int, default=3, show_default=True),
             click.option(
                 "--optimizer",
-                type=click.Choice(["sgd", "momentum", "adam", "adamw"]),
+                type=OPTIMIZER_CHOICE,
                 default="sgd",
                 show_default=True,
                 help="The optimizer you train with: each timed pass follows its step, as "
@@ -791,7 +791,7 @@ DEFAULT_VALIDATE_STRATEGIES = ",".join(DEFAULT_STRATEGIES)
 @click.option("--out", "out_dir", default="dtsim-validate", show_default=True)
 @click.option(
     "--optimizer",
-    type=click.Choice(["sgd", "momentum", "adam", "adamw"]),
+    type=OPTIMIZER_CHOICE,
     default="sgd",
     show_default=True,
     help="torch's optimizer in the real runs; the prediction uses its step as calibrated.",

@@ -10,11 +10,16 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, cast
 
+import click
 from rich.console import Console
 from rich.markup import escape
 
 from sim.errors import InputError, PhysicalBoundError
 from sim.formats.io import json_text
+from sim.model.scenario import OPTIMIZER_STATE_COPIES
+
+# --optimizer's choices: the optimizers whose state and step dtsim models (and times).
+OPTIMIZER_CHOICE = click.Choice(list(OPTIMIZER_STATE_COPIES))
 
 
 class _StreamConsole:

@@ -15,6 +15,7 @@ from rich.table import Table
 from sim.app.spec import ScenarioSpec
 from sim.app.whatif import StrategyOptions
 from sim.cli.common import (
+    OPTIMIZER_CHOICE,
     check_run_outputs,
     emit_json,
     err,
@@ -521,7 +522,7 @@ def scenario_options(fn: Callable) -> Callable:
         ),
         click.option(
             "--optimizer",
-            type=click.Choice(["sgd", "momentum", "adam", "adamw"]),
+            type=OPTIMIZER_CHOICE,
             default="momentum",
             show_default=True,
             help="Sets optimizer state memory and the update's cost: the workload's "
