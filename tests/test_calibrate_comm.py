@@ -336,12 +336,16 @@ def test_polled_interference_measures_both_slowdowns(tmp_path):
 @needs_mpi
 def test_polled_interference_on_the_workloads_own_passes():
     """With a model (what calibrate all --progress test passes), the compute is the model's
-    passes polled at its layer hooks (calibrate/measure/polled.py): same identities, and
-    the poll spacing is a pass over two polls per layer."""
+    iterations, its passes polled at its layer hooks and the training optimizer's steps
+    unpolled (calibrate/measure/polled.py): same identities, and the poll spacing is a
+    pass, without the step, over two polls per layer."""
     pytest.importorskip("torch")
     from workloads import load_workload
 
-    model = {"workload": "mlp", "torch_model": None, "input_shape": None, "batch": 8}
+    model = {
+        "workload": "mlp", "torch_model": None, "input_shape": None, "batch": 8,
+        "optimizer": "adam",
+    }  # fmt: skip
     r = measure_interference(
         np=2, threads=1, seconds=0.3, bytes=1 << 20, progress="test", model=model
     )
@@ -351,7 +355,7 @@ def test_polled_interference_on_the_workloads_own_passes():
         assert s.comm_iterations >= 1
         assert s.factor == pytest.approx(max(0.0, s.compute_with_comm_s / s.compute_alone_s - 1))
         assert s.comm_factor == pytest.approx(max(0.0, s.comm_with_compute_s / s.comm_alone_s - 1))
-    # chunk: the pass alone over its 2 polls per layer (rank medians, so compare loosely
-    # against the ranks' own pass times)
-    passes = sorted(s.compute_alone_s for s in r.samples)
-    assert passes[0] / (2 * layers) * 0.999 <= r.chunk_s <= passes[-1] / (2 * layers) * 1.001
+    # chunk: the pass alone over its 2 polls per layer, less than an iteration's share
+    # (the iteration also holds Adam's step, without polls)
+    iterations = sorted(s.compute_alone_s for s in r.samples)
+    assert 0 < r.chunk_s < iterations[-1] / (2 * layers)

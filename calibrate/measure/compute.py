@@ -71,7 +71,9 @@ def make_optimizer(params: Any, optimizer: str, lr: float | None = None) -> Any:
             key="optimizer",
         )
     name, kwargs = OPTIMIZERS[optimizer]
-    return getattr(torch.optim, name)(params, **{**kwargs, **({"lr": lr} if lr else {})})
+    if lr is not None:
+        kwargs = {**kwargs, "lr": lr}
+    return getattr(torch.optim, name)(params, **kwargs)
 
 
 @dataclass(frozen=True)

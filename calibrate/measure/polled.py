@@ -9,11 +9,18 @@ this run uses the workload's forward and backward passes, with a ``Test`` at the
 points as ``dtsim validate``'s real runs (each layer's forward pre and post hooks and
 the hook on its output's gradient; :mod:`calibrate.realrun.training`):
 
-1. alone: ``passes`` passes, the hooks installed, nothing in flight: C;
+1. alone: ``passes`` iterations (a pass and a step of the training optimizer, as
+   ``spec["optimizer"]`` names it), the hooks installed, nothing in flight: C;
 2. blocking: after a pass, a barrier and one blocking in-place all-reduce of ``bytes``,
    five times: D (their median), as training issues it after compute;
 3. polled: one ``Iallreduce`` of ``bytes`` always in flight (the next starts when a poll
-   finds the last done) through the same ``passes`` passes: wall time W, n completed.
+   finds the last done) through the same ``passes`` iterations: wall time W, n completed.
+
+The optimizer's step has no poll, as in a real run: a collective in flight makes no
+progress while it runs, and its data leaves the caches as a real iteration's does. Its
+learning rate is 0, so the weights (and the gradients, on the one batch) stay where they
+are while the step does all its work: Adam stepping one fixed batch at a real rate drove
+the gradients towards zero and its state into denormal numbers, slow to compute on.
 
 ``factor`` f = W / C - 1 (compute's slowdown while a collective is in flight) and
 ``comm_factor`` g = W / (n·D) - 1 (the collective's while the rank computes): the
@@ -40,7 +47,12 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     import numpy as np
     from mpi4py import MPI
 
-    from calibrate.measure.compute import keep_freed_memory, model_and_batch, one_pass
+    from calibrate.measure.compute import (
+        keep_freed_memory,
+        make_optimizer,
+        model_and_batch,
+        one_pass,
+    )
     from calibrate.measure.device import resolve_device
     from calibrate.measure.tiles import on_output_gradient
     from calibrate.measure.worker import finish_in_flight, report_polled
@@ -73,15 +85,25 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
         poll()
         on_output_gradient(output, lambda grad: poll())
 
+    opt = make_optimizer(tm.model.parameters(), str(spec.get("optimizer", "sgd")), lr=0.0)
+    pass_s: list[float] = []  # the passes' own time in the alone phase (poll spacing)
+
+    def iteration(timed: bool = False) -> None:
+        t = time.perf_counter()
+        one_pass(tm, x, y)
+        if timed:
+            pass_s.append(time.perf_counter() - t)
+        opt.step()
+
     handles = []
     for _, module in tm.layers:
         handles += [module.register_forward_pre_hook(on_pre), module.register_forward_hook(on_post)]
 
     sink.heartbeat(0, 0, "compute", 0)
     for _ in range(2):
-        one_pass(tm, x, y)
+        iteration()
     t = time.perf_counter()
-    one_pass(tm, x, y)
+    iteration()
     per_pass = comm.bcast(time.perf_counter() - t, root=0)
     passes = max(5, int(float(spec["seconds"]) / max(per_pass, 1e-9)))
     passes = comm.bcast(passes, root=0)
@@ -89,7 +111,7 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     comm.Barrier()
     t = time.perf_counter()
     for _ in range(passes):
-        one_pass(tm, x, y)
+        iteration(timed=True)
     alone_s = time.perf_counter() - t
     # 2. blocking, after a pass
     sink.heartbeat(1, 0, "allreduce", nbytes)
@@ -110,7 +132,7 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     state["req"] = comm.Iallreduce(MPI.IN_PLACE, buf)
     state["started"] = 1
     for _ in range(passes):
-        one_pass(tm, x, y)
+        iteration()
     wall_s = time.perf_counter() - t
     for h in handles:
         h.remove()
@@ -126,5 +148,5 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
         nbytes=nbytes,
         threads=int(spec["threads"]),
         # forward boundaries and backward starts: two polls per layer and pass
-        chunk_s=alone_s / passes / (2 * len(tm.layers)),
+        chunk_s=sum(pass_s) / passes / (2 * len(tm.layers)),
     )

@@ -614,12 +614,14 @@ def calibrate_all(
             nbytes=max(issued_sizes(result.workload), default=16 << 20),
             chunk_s=poll_spacing_s(result),
             between_s=compute_between_s(result),
-            # Polled progress is measured on the workload's own passes (polled.py).
+            # Polled progress is measured on the workload's own iterations: its passes
+            # and the training optimizer's steps (polled.py).
             model={
                 "workload": r.workload if r.torch_model is None else None,
                 "torch_model": r.torch_model,
                 "input_shape": list(r.input_shape) if r.input_shape else None,
                 "batch": r.batch,
+                "optimizer": r.optimizer,
             },
         ),
         on_retry=note,
