@@ -293,12 +293,19 @@ def test_calibrate_all_says_what_it_measured_as_training_runs_it(tmp_path):
         "allreduce",
         "--comm-repeats",
         "1",
+        "--optimizer",
+        "adam",
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "gradient copy into the buffer:" in text and "the workload's measured_copy" in text
     assert "optimizer steps (" in text and "sgd " in text
+    # The optimizer the passes were timed after is in both files' provenance.
+    profile = yaml.safe_load(out.read_text())
+    workload = yaml.safe_load(out.with_name("box.mlp.yaml").read_text())
+    assert profile["provenance"]["passes_timed_after_a_step_of"] == "adam"
+    assert workload["provenance"]["passes_timed_after_a_step_of"] == "adam"
 
 
 def test_a_resume_from_a_csv_without_copies_says_the_copy_was_not_measured(tmp_path):

@@ -890,6 +890,9 @@ def _profile_document(
         workload=result.workload.name,
         batch=r.batch,
         command="dtsim calibrate all" + (" --progress test" if r.progress_mode == "test" else ""),
+        # Each timed pass (and, with --progress test, each polled pass) followed a step
+        # of this optimizer, as in training with it.
+        passes_timed_after_a_step_of=r.optimizer,
         interference_progress=r.progress_mode,
         interference_bytes=int(interference.bytes),
         **(

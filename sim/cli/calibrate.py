@@ -720,9 +720,10 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
         f"collective samples of 1 MiB and more each came after {fmt_time(between['seconds'])} "
         "of compute, as training issues them"
         + (
-            f" (the workload's pass and SGD step take {fmt_time(between['workload_s'])}; capped)"
+            f" (the workload's pass and an SGD step, whatever --optimizer, take "
+            f"{fmt_time(between['workload_s'])}; capped)"
             if between["capped"]
-            else " (the workload's pass and SGD step)"
+            else " (the workload's pass and an SGD step, whatever --optimizer)"
         )
     )
     if "sizes_note" in summary:
@@ -1025,8 +1026,9 @@ def _budget_table(rows: list[dict]) -> Table:
             cells.append(text)
         t.add_row(name.removesuffix("_s"), *cells)
     t.caption = (
-        "comm: rank 0's, its wait for the other ranks included. collective: from the last "
-        "rank's call to the first rank's return (the collective alone). "
+        "comm: rank 0's, its wait for the other ranks included. collective <label>: from "
+        "the last rank's call to the first rank's return (under sync the collective alone; "
+        "a non-blocking one's time in flight, overlapped with compute). "
         "exposed: blocked on a collective. outside: time in no layer and no wait (a real "
         "run's MPI polls, its Iallreduce calls and bookkeeping), predicted as the simulated "
         "polls when the profile's collectives progress by polling, else —"
