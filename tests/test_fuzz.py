@@ -5,8 +5,8 @@ numeric options, traces, convergence files, output paths) draws cases from a gen
 that hypothesis seeds (derandomized: the same cases every run). A case passes when it
 exits 0, 1 or 2 with no traceback, within the time limit, with no message over 2 KB, no
 NaN/infinite/negative/absurd times or unexplained efficiency above 1 in what it
-printed, and no input overwritten. 60 cases per family (420 in all) took 23 s on the
-shared 2-core VM (150 took 66 s under a load of 5 and 78 s on 2026-12-02, when the full
+printed, and no input overwritten. 60 cases per family (420 in all) took 23-37 s on the
+shared 2-core VM (150 took 66 s under a load of 5, and over 75 s on 2026-12-02 when the full
 suite ran past 11 minutes on a slowed VM; 300 took 124 s, the workload and trace
 families being the slowest at about 0.13 s a case), so they are in the full suite, not
 the quick subset. ``DTSIM_FUZZ_EXAMPLES`` sets the cases per family;
