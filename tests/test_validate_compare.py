@@ -130,3 +130,21 @@ def test_a_collective_counts_from_its_last_member_s_arrival():
     last = measured_stats(Trace(tuple(spans), meta=TraceMeta(warmup_iterations=1)), rank=1)
     assert last.parts is not None and last.parts.collectives_s == {"all": pytest.approx(0.002)}
     assert last.comm_s == pytest.approx(0.2 * period)
+
+
+def test_one_repeat_has_no_spread_to_show():
+    """The budget says how many repeats each figure has; with one, the table prints no
+    '± 0 s' (which would claim a perfect precision nothing measured)."""
+    from rich.console import Console
+
+    from calibrate.validation.compare import error_budget
+    from sim.cli.calibrate import _budget_table
+
+    trace = _trace(6, period=0.010, comm=0.004, wait=0.001)
+    for runs, shown in (([measured_stats(trace)], False), ([measured_stats(trace)] * 3, True)):
+        budget = error_budget(runs, trace)
+        assert {b["measured_repeats"] for b in budget} == {len(runs)}
+        console = Console(width=200, record=True)
+        console.print(_budget_table([{"strategy": "sync", "budget": budget}]))
+        cells = [line for line in console.export_text().splitlines() if line.startswith("│")]
+        assert any("±" in line for line in cells) is shown

@@ -196,6 +196,7 @@ def _budget(runs: Sequence[Measured], predicted: Breakdown | None) -> list[dict[
                 "component": name,
                 "measured_s": med,
                 "measured_iqr_s": _iqr(values),
+                "measured_repeats": len(values),  # an IQR needs two or more
                 "predicted_s": p,
                 "error_fraction": (p / med - 1) if (p is not None and med > 0) else None,
             }

@@ -911,7 +911,7 @@ def validate(
         t.add_row(
             row["strategy"],
             fmt_time(row["measured_iteration_time_s"]),
-            fmt_time(row["measured_iqr_s"]),
+            fmt_time(row["measured_iqr_s"]) if repeats > 1 else "—",
             fmt_time(row["predicted_iteration_time_s"]),
             f"[{colour}]{err_pct:+.1%}[/]",
             f"{row['measured_speedup_vs_sync']:.2f}x" if row["measured_speedup_vs_sync"] else "-",
@@ -1002,7 +1002,7 @@ def _validate_from_trace(
 def _budget_table(rows: list[dict]) -> Table:
     """Each component of an iteration, measured (median ± IQR over repeats) beside the
     prediction, per strategy: errors that cancel in the iteration time show here."""
-    t = Table(title="error budget: measured (± IQR) / predicted, error")
+    t = Table(title="error budget: measured (± IQR over repeats) / predicted, error")
     t.add_column("component")
     for row in rows:
         t.add_column(row["strategy"], justify="right")
@@ -1014,7 +1014,9 @@ def _budget_table(rows: list[dict]) -> Table:
             if b is None:
                 cells.append("-")
                 continue
-            text = f"{fmt_time(b['measured_s'])} ± {fmt_time(b['measured_iqr_s'])}"
+            text = fmt_time(b["measured_s"])
+            if b.get("measured_repeats", 2) > 1:  # one repeat has no spread to show
+                text += f" ± {fmt_time(b['measured_iqr_s'])}"
             if b["predicted_s"] is not None:
                 text += f" / {fmt_time(b['predicted_s'])}"
             else:
