@@ -62,14 +62,19 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
 AVERAGE_OVER = 2.0
 
 
-def make_optimizer(params: Any, optimizer: str, lr: float | None = None) -> Any:
-    """The torch optimizer dtsim means by ``optimizer`` (one of :data:`OPTIMIZERS`), with
-    learning rate ``lr`` (default: the timing's)."""
+def check_optimizer(optimizer: str) -> None:
+    """An InputError unless ``optimizer`` is one of :data:`OPTIMIZERS`."""
     if optimizer not in OPTIMIZERS:
         raise InputError(
             f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}",
             key="optimizer",
         )
+
+
+def make_optimizer(params: Any, optimizer: str, lr: float | None = None) -> Any:
+    """The torch optimizer dtsim means by ``optimizer`` (one of :data:`OPTIMIZERS`), with
+    learning rate ``lr`` (default: the timing's)."""
+    check_optimizer(optimizer)
     name, kwargs = OPTIMIZERS[optimizer]
     if lr is not None:
         kwargs = {**kwargs, "lr": lr}
@@ -101,9 +106,10 @@ class ComputeResult:
     load_guard: str | None = None
     # With ranks measuring at once: the whole gradient's blocking all-reduce (its bytes
     # and each measured repeat's seconds, rank 0's), timed right after a pass and the
-    # gradients' copy into the buffer. Reported for reference (calibrate all --json);
-    # the profile's table keeps the sweep's samples: on this project's VM these were
-    # above both the sweep's and 20- to 400-iteration sync runs' all-reduces.
+    # gradients' copy into the buffer, the ranks meeting first. Reported for reference
+    # (calibrate all --json); the profile's table keeps the sweep's samples: on this
+    # project's VM these (mlp 1.96-2.13 ms, small-cnn 3.94-4.09 ms) were above real sync
+    # runs' all-reduces from the last rank's call (1.43-1.78 and 2.77-3.67 ms).
     allreduce_bytes: int = 0
     allreduce_s: tuple[float, ...] = ()
     # Each repeat's whole pass (s), in repeat order, resumed repeats included: what
@@ -382,11 +388,7 @@ def calibrate_compute(
     keep_freed_memory()
     if repeats < 1 or warmup < 0:
         raise InputError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    if optimizer not in OPTIMIZERS:
-        raise InputError(
-            f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}",
-            key="optimizer",
-        )
+    check_optimizer(optimizer)  # before anything is measured
     info = resolve_device(device, threads)
     tm, wl, x, y = model_and_batch(workload, torch_model, input_shape, info, batch)
 

@@ -104,8 +104,8 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
         iteration()
     t = time.perf_counter()
     iteration()
-    per_pass = comm.bcast(time.perf_counter() - t, root=0)
-    passes = max(5, int(float(spec["seconds"]) / max(per_pass, 1e-9)))
+    per_iteration = comm.bcast(time.perf_counter() - t, root=0)
+    passes = max(5, int(float(spec["seconds"]) / max(per_iteration, 1e-9)))
     passes = comm.bcast(passes, root=0)
     # 1. alone
     comm.Barrier()

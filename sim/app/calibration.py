@@ -659,9 +659,8 @@ def calibrate_all(
         **(
             {
                 # For reference, not used by the profile (its table keeps the sweep's
-                # samples): the all-reduce right after a pass and the copy, rank 0's.
-                # On this project's VM its median (1.94 ms for mlp) was above both the
-                # sweep's (1.06 ms) and sync runs' (1.2-1.5 ms).
+                # samples): the all-reduce right after a pass and the copy, the ranks
+                # meeting first, rank 0's (see ComputeResult.allreduce_s).
                 "allreduce_after_a_pass": {
                     "bytes": result.allreduce_bytes,
                     "seconds": list(result.allreduce_s),

@@ -1015,7 +1015,7 @@ def _budget_table(rows: list[dict]) -> Table:
                 cells.append("-")
                 continue
             text = fmt_time(b["measured_s"])
-            if b.get("measured_repeats", 2) > 1:  # one repeat has no spread to show
+            if b["measured_repeats"] > 1:  # one repeat has no spread to show
                 text += f" ± {fmt_time(b['measured_iqr_s'])}"
             if b["predicted_s"] is not None:
                 text += f" / {fmt_time(b['predicted_s'])}"
