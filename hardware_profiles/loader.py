@@ -227,6 +227,9 @@ class ProfileSpec(_Strict):
     comm_progress: Literal["thread", "polled"] = "thread"
     # As interference_factor: a collective up to 100x slower while its rank computes.
     comm_interference_factor: float = Field(default=0.0, ge=0, le=100)
+    # polled: a collective's bandwidth part costs each member's thread this many times
+    # its time alone, at the thread's polls (at least 1: never cheaper than alone).
+    poll_work_factor: float = Field(default=1.0, ge=1, le=100)
 
 
 def parse_profile(data: object, origin: str) -> HardwareProfile:
@@ -258,7 +261,30 @@ def _check_kinds(d: DeviceSpec, origin: str) -> None:
                 raise InputError(reason, file=origin, key=f"{where}.{kind}")
 
 
+def _check_progress(spec: ProfileSpec, origin: str) -> None:
+    """Each progress model takes its own factor (:mod:`sim.engine.core`)."""
+    if spec.comm_progress == "polled" and spec.comm_interference_factor:
+        raise InputError(
+            "comm_interference_factor applies to comm_progress: thread; with polled a "
+            "collective's work runs on the computing thread at its polls, costing "
+            "poll_work_factor times its time alone (a profile written before that model: "
+            "run dtsim calibrate all --progress test again, or replace the key with "
+            "poll_work_factor)",
+            file=origin,
+            key="comm_interference_factor",
+        )
+    if spec.comm_progress == "thread" and spec.poll_work_factor != 1.0:
+        raise InputError(
+            "poll_work_factor applies to comm_progress: polled (collectives progressed by "
+            "the computing thread's polls); this profile's collectives have a thread of "
+            "their own",
+            file=origin,
+            key="poll_work_factor",
+        )
+
+
 def _build(spec: ProfileSpec, origin: str) -> HardwareProfile:
+    _check_progress(spec, origin)
     d = spec.device
     n_dev = d.count_per_node
     device = Device(
@@ -416,6 +442,7 @@ def _build(spec: ProfileSpec, origin: str) -> HardwareProfile:
         host_cpu_vendor=spec.host_cpu_vendor,
         comm_progress=spec.comm_progress,
         comm_interference_factor=spec.comm_interference_factor,
+        poll_work_factor=spec.poll_work_factor,
     )
 
 

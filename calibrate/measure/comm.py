@@ -82,10 +82,10 @@ class InterferenceSample:
     comm_alone_s: float  # one all-reduce of ``bytes``, nothing else running
     comm_with_compute_s: float  # mean all-reduce (+ the stop check) during compute
     comm_iterations: int
-    # progress "test" only: the collective's slowdown while the rank computes (g), and
-    # the thread time a collective beside compute costs, in blocking all-reduces (k).
-    comm_factor: float = 0.0
-    thread_cost: float | None = None
+    # progress "test" only: the thread's time in polls per collective completed beside
+    # compute, in seconds and in blocking all-reduces (worker.report_polled).
+    poll_collective_s: float | None = None
+    poll_work: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,12 @@ class InterferenceResult:
     samples: tuple[InterferenceSample, ...]
     threads: int = 1
     bytes: int = 16 * MiB
-    # progress "test": median over ranks of the collective's slowdown while computing
-    # (the profile's comm_interference_factor), and the chunk of compute between polls.
+    # progress "test": the thread's time in polls per collective on the rank that spends
+    # the most (it paces the job: the others wait for it), in seconds and in blocking
+    # all-reduces, and the chunk of compute between polls.
     progress: str = "thread"
-    comm_factor: float = 0.0
+    poll_collective_s: float = 0.0
+    poll_work: float = 0.0
     chunk_s: float = 0.0
 
 
@@ -408,8 +410,8 @@ def measure_interference(
             comm_alone_s=float(r["comm_alone_s"]),
             comm_with_compute_s=float(r["comm_with_compute_s"]),
             comm_iterations=int(r["comm_iterations"]),
-            comm_factor=float(r.get("comm_factor", 0.0)),
-            thread_cost=None if r.get("thread_cost") is None else float(r["thread_cost"]),
+            poll_collective_s=_maybe_float(r.get("poll_collective_s")),
+            poll_work=_maybe_float(r.get("poll_work")),
         )
         for r in sorted(ranks, key=lambda r: r["rank"])
     )
@@ -421,12 +423,17 @@ def measure_interference(
         threads=threads,
         bytes=nbytes,
         progress=progress,
-        comm_factor=statistics.median(s.comm_factor for s in samples),
+        poll_collective_s=max((s.poll_collective_s or 0.0) for s in samples),
+        poll_work=max((s.poll_work or 0.0) for s in samples),
         chunk_s=statistics.median(float(r.get("chunk_s", 0.0)) for r in ranks),
     )
 
 
 # -- helpers ----------------------------------------------------------------------------
+def _maybe_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _sample(row: dict[str, Any]) -> CommSample:
     return CommSample(
         str(row["backend"]),

@@ -22,11 +22,14 @@ learning rate is 0, so the weights (and the gradients, on the one batch) stay wh
 are while the step does all its work: Adam stepping one fixed batch at a real rate drove
 the gradients towards zero and its state into denormal numbers, slow to compute on.
 
-``factor`` f = W / C - 1 (compute's slowdown while a collective is in flight) and
-``comm_factor`` g = W / (n·D) - 1 (the collective's while the rank computes): the
-profile's ``interference_factor`` and ``comm_interference_factor`` with
-``comm_progress: polled``. It is a calibration run, separate from any validation: no
-optimizer step, no strategy, one collective of the workload's largest size.
+Every ``Test`` (and the ``Iallreduce`` it starts) is timed: P of W. ``factor`` f =
+(W - P) / C - 1 is compute's slowdown outside the polls while a collective is in flight
+(the profile's ``interference_factor``), and P / n the thread's time in polls per
+collective, from which ``calibrate all`` writes the profile's ``poll_work_factor``
+(:func:`calibrate.measure.worker.report_polled`). A real run's trace shows why the
+collective is work on the thread: under delayed:1 the whole all-reduce ran in one
+``Test``, after the next forward's first layer. It is a calibration run, separate from
+any validation: no strategy, one collective of the workload's largest size.
 """
 
 from __future__ import annotations
@@ -69,14 +72,19 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     )
     nbytes = int(spec["bytes"])
     buf = np.zeros(nbytes // 4, np.float32)
-    state: dict[str, Any] = {"req": None, "started": 0, "done": 0}
+    state: dict[str, Any] = {"req": None, "started": 0, "done": 0, "poll_s": 0.0, "polls": 0}
 
     def poll() -> None:
         req = state["req"]
-        if req is not None and req.Test():
+        if req is None:
+            return
+        t0 = time.perf_counter()
+        if req.Test():
             state["done"] += 1
             state["req"] = comm.Iallreduce(MPI.IN_PLACE, buf)
             state["started"] += 1
+        state["poll_s"] += time.perf_counter() - t0
+        state["polls"] += 1
 
     def on_pre(module: Any, inputs: Any) -> None:
         poll()
@@ -131,6 +139,7 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     t = time.perf_counter()
     state["req"] = comm.Iallreduce(MPI.IN_PLACE, buf)
     state["started"] = 1
+    state["poll_s"] += time.perf_counter() - t
     for _ in range(passes):
         iteration()
     wall_s = time.perf_counter() - t
@@ -147,6 +156,8 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
         blocking_s=d,
         nbytes=nbytes,
         threads=int(spec["threads"]),
+        poll_s=state["poll_s"],
+        polls=state["polls"],
         # forward boundaries and backward starts: two polls per layer and pass
         chunk_s=sum(pass_s) / passes / (2 * len(tm.layers)),
     )

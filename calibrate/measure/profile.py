@@ -83,15 +83,15 @@ def hardware_document(
     interference: float,
     provenance: dict[str, Any],
     comm_progress: str = "thread",
-    comm_interference: float = 0.0,
 ) -> dict[str, Any]:
     """A single-node profile: ``ranks`` ranks on one host, talking over the measured
     path. The link is ``socket_link`` for CPU ranks (shared memory), ``pcie`` for GPUs
     (a stand-in class: its bandwidth is what the all-reduce fit measured). Efficiency 1:
     the fitted bandwidth is already what collectives achieve. ``comm_progress`` "polled"
-    (collectives progressed by the computing thread's polls) writes the communication
-    factor too. A factor above what a profile takes (100) is written as 100 and the
-    profile's sources say so."""
+    (collectives progressed by the computing thread's polls) says so; the caller adds
+    its ``poll_work_factor``, which needs the profile's own collective cost. A factor
+    above what a profile takes (100) is written as 100 and the profile's sources say
+    so."""
     link_key, class_key = ("socket_link", "socket") if device_kind == "cpu" else ("pcie", "pcie")
     bandwidth = round(link_fit.bandwidth_bytes_per_s / GB, 6)
     alpha = round(link_fit.alpha_s * 1e6, 4)
@@ -124,14 +124,7 @@ def hardware_document(
             "network": {"alpha_us": alpha, "efficiency": 1.0},
         },
         "interference_factor": round(min(MAX_FACTOR, max(0.0, interference)), 4),
-        **(
-            {
-                "comm_progress": "polled",
-                "comm_interference_factor": round(min(MAX_FACTOR, max(0.0, comm_interference)), 4),
-            }
-            if comm_progress == "polled"
-            else {}
-        ),
+        **({"comm_progress": "polled"} if comm_progress == "polled" else {}),
         "sources": [
             f"measured by dtsim calibrate on {host} ({device_model}) at {date}: "
             "peak_tflops.fp32 = sustained fp32 GEMM, memory bandwidth = tensor copy "
@@ -141,19 +134,15 @@ def hardware_document(
             "runs on the same rank"
             + (
                 "; collectives progress only in the computing thread's polls (MPI Test "
-                "between layers): both factors measured on the workload's own passes with "
-                "one all-reduce of interference_bytes always in flight (provenance), "
-                "comm_interference_factor = the all-reduce's slowdown while the rank "
-                "computes"
+                "between layers), where their work runs on that thread: measured on the "
+                "workload's own passes with one all-reduce of interference_bytes always in "
+                "flight (provenance), interference = compute's slow-down outside the polls"
                 if comm_progress == "polled"
                 else ""
             ),
             *(
-                [
-                    f"capped at {MAX_FACTOR:g}: measured interference {interference:.4g}, "
-                    f"communication {comm_interference:.4g}"
-                ]
-                if max(interference, comm_interference) > MAX_FACTOR
+                [f"capped at {MAX_FACTOR:g}: measured interference {interference:.4g}"]
+                if interference > MAX_FACTOR
                 else []
             ),
         ],

@@ -642,16 +642,12 @@ def _interference_by_testing(
     One ``Iallreduce`` of ``bytes`` is kept in flight (the next starts when a ``Test``
     finds the last one done) while the rank computes in chunks of about ``chunk_s``
     seconds (a square matmul sized on rank 0, the spacing of a training loop's layer
-    hooks), calling ``Test`` after each chunk. Over the loop's wall time W, with C the
-    same chunks' time alone and n collectives completed, each D long when blocking:
-
-    - compute progressed at C / W of its speed: ``factor`` f = W / C - 1;
-    - communication progressed at n·D / W of its speed: ``comm_factor`` g = W / (n·D) - 1.
-
-    The simulator, for a profile with ``comm_progress: polled``, runs a rank's compute at
-    1/(1 + f) and its collective at 1/(1 + g) while both are active, the compute's extra
-    time being polls; a collective beside compute then costs the thread
-    (1 - C/W)·W / n = k·D (k = ``thread_cost``), against D blocking.
+    hooks), calling ``Test`` after each chunk. Over the loop's wall time W, P of it in
+    the polls, with C the same chunks' time alone and n collectives completed, each D
+    long when blocking (:func:`report_polled`): compute's slowdown outside the polls
+    f = (W - P) / C - 1, and the thread's time in polls per collective P / n (P / (n·D)
+    blocking all-reduces). The simulator, for a profile with ``comm_progress: polled``,
+    runs a collective's work on each member's thread at its polls (:mod:`sim.engine.core`).
     """
     import torch
     from mpi4py import MPI
@@ -685,12 +681,15 @@ def _interference_by_testing(
     t = time.perf_counter()
     req = comm.Iallreduce(MPI.IN_PLACE, send)
     started += 1
+    poll_s = time.perf_counter() - t
     for _ in range(chunks):
         torch.mm(a, b)
+        p = time.perf_counter()
         if req.Test():
             completed += 1
             req = comm.Iallreduce(MPI.IN_PLACE, send)
             started += 1
+        poll_s += time.perf_counter() - p
     wall_s = time.perf_counter() - t
     finish_in_flight(comm, ctl, req, started, send)
     report_polled(
@@ -698,6 +697,8 @@ def _interference_by_testing(
         sink,
         alone_s=alone_s,
         wall_s=wall_s,
+        poll_s=poll_s,
+        polls=chunks,
         reps=chunks,
         completed=completed,
         blocking_s=statistics.median(comm_alone),
@@ -730,6 +731,8 @@ def report_polled(
     *,
     alone_s: float,
     wall_s: float,
+    poll_s: float,
+    polls: int,
     reps: int,
     completed: int,
     blocking_s: float,
@@ -738,18 +741,24 @@ def report_polled(
     chunk_s: float,
     kernel_side: int = 0,
 ) -> None:
-    """A polled run's figures (``reps`` reps of compute taking ``alone_s`` alone and
-    ``wall_s`` with one all-reduce always in flight, ``completed`` of them done, each
-    ``blocking_s`` when blocking): f = W/C - 1, g = W/(n·D) - 1 and the thread's cost
-    per collective in blocking all-reduces; gathered on rank 0, which reports them.
-    Unclamped: a factor above what a profile takes (100) is capped, and said, where the
-    profile is written."""
-    factor = max(0.0, wall_s / alone_s - 1.0)
+    """A polled run's figures: ``reps`` reps of compute taking ``alone_s`` alone and
+    ``wall_s`` with one all-reduce always in flight, ``poll_s`` of it in the ``polls``
+    Test calls (and the Iallreduce calls they made), ``completed`` collectives done,
+    each ``blocking_s`` when blocking:
+
+    - ``factor`` f = (W - P) / C - 1: compute's slowdown outside the polls while a
+      collective is in flight (the profile's ``interference_factor``);
+    - ``poll_collective_s`` = P / n: the thread's time in polls per collective, and
+      ``poll_work`` = P / (n·D), the same in blocking all-reduces.
+
+    Gathered on rank 0, which reports them. Unclamped: a factor above what a profile
+    takes (100) is capped, and said, where the profile is written."""
+    factor = max(0.0, (wall_s - poll_s) / alone_s - 1.0)
     if completed:
-        comm_factor = max(0.0, wall_s / (completed * blocking_s) - 1.0)
-        thread_cost: float | None = (wall_s - alone_s) / (completed * blocking_s)
+        per_collective = poll_s / completed
+        poll_work = per_collective / blocking_s
     else:  # nothing completed while computing: the largest factor a profile takes
-        comm_factor, thread_cost = 100.0, None
+        per_collective, poll_work = 100.0 * blocking_s, 100.0
     mine = {
         "rank": comm.Get_rank(),
         "host": socket.gethostname(),
@@ -761,8 +770,10 @@ def report_polled(
         "matmuls_per_rep": kernel_side,
         "threads": threads,
         "factor": factor,
-        "comm_factor": comm_factor,
-        "thread_cost": thread_cost,
+        "poll_s": poll_s / reps,
+        "polls": polls / reps,
+        "poll_collective_s": per_collective,
+        "poll_work": poll_work,
         "chunk_s": chunk_s,
         "progress": "test",
     }

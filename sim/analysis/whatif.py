@@ -220,9 +220,10 @@ def polling_notes(traces: Mapping[str, Trace], scenario: Scenario) -> list[str]:
             polls.append(f"{name} {fmt_time(polled)}")
     text = (
         "collectives progress only in the computing thread's polls between layers (profile "
-        f"comm_progress: polled): compute runs at 1/(1 + {hw.interference_factor:g}) while "
-        f"one is in flight and collectives at 1/(1 + {hw.comm_interference_factor:g}) while "
-        "the rank computes; the polling counts as exposed communication (it hides nothing)"
+        "comm_progress: polled): their work runs on that thread at its next poll, "
+        f"{hw.poll_work_factor:g}x their time alone, and compute runs at "
+        f"1/(1 + {hw.interference_factor:g}) while one is in flight; the polling counts as "
+        "exposed communication (it hides nothing)"
     )
     if polls:
         text += "; polling per iteration: " + ", ".join(polls)

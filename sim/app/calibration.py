@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
-from sim.units import fmt_bytes, parse_bytes, size_sweep
+from sim.units import fmt_bytes, fmt_time, parse_bytes, size_sweep
 from workloads.model import Workload
 
 # A sink for progress: (what, done so far, total or None).
@@ -218,7 +218,11 @@ def interference_doc(result: Any) -> dict:
     return {
         "progress": result.progress,
         **(
-            {"comm_factor": result.comm_factor, "poll_spacing_s": result.chunk_s}
+            {
+                "poll_collective_s": result.poll_collective_s,
+                "poll_work": result.poll_work,
+                "poll_spacing_s": result.chunk_s,
+            }
             if result.progress == "test"
             else {}
         ),
@@ -234,9 +238,10 @@ def interference_doc(result: Any) -> dict:
                 "factor": s.factor,
                 **(
                     {
-                        "comm_factor": s.comm_factor,
-                        # thread time per collective beside compute, in blocking ones
-                        "thread_cost": s.thread_cost,
+                        # the thread's time in polls per collective beside compute,
+                        # in seconds and in blocking all-reduces
+                        "poll_collective_s": s.poll_collective_s,
+                        "poll_work": s.poll_work,
                         "blocking_allreduce_s": s.comm_alone_s,
                         "completed_while_computing": s.comm_iterations,
                     }
@@ -475,6 +480,9 @@ class CalibrateAllResult:
 
 
 INTERFERENCE_AGREEMENT = 0.10  # two interference runs this close count as repeatable
+# ... or this close in absolute terms: a polled run's compute factor is a few hundredths
+# (compute outside the polls), where 10% of it is below any timing's noise.
+INTERFERENCE_AGREEMENT_ABS = 0.02
 INTERFERENCE_RUNS = 3  # at most
 
 
@@ -511,13 +519,13 @@ def repeatable_interference(
         )
         if any(_agree(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :]):
             break
-    # The run nearest the medians of both factors (a polled run's communication factor
-    # counts as much as its compute factor; a thread run's is 0 in every run).
+    # The run nearest the medians of both figures (a polled run's poll work counts as
+    # much as its compute factor; a thread run's is 0 in every run).
     mid_f = statistics.median(r.factor for r in runs)
-    mid_g = statistics.median(r.comm_factor for r in runs)
+    mid_g = statistics.median(r.poll_work for r in runs)
 
     def distance(r: Any) -> float:
-        return abs(r.factor - mid_f) / max(abs(mid_f), 1e-9) + abs(r.comm_factor - mid_g) / max(
+        return abs(r.factor - mid_f) / max(abs(mid_f), 1e-9) + abs(r.poll_work - mid_g) / max(
             abs(mid_g), 1e-9
         )
 
@@ -525,19 +533,23 @@ def repeatable_interference(
 
 
 def _agree(a: Any, b: Any) -> bool:
-    """Two interference runs agree: their factors (and, polled, their communication
-    factors) within :data:`INTERFERENCE_AGREEMENT` of each other."""
+    """Two interference runs agree: their factors (and, polled, their poll work per
+    collective) within :data:`INTERFERENCE_AGREEMENT` of each other, or within
+    :data:`INTERFERENCE_AGREEMENT_ABS`."""
 
     def close(x: float, y: float) -> bool:
-        return abs(x - y) <= INTERFERENCE_AGREEMENT * max(abs(x), abs(y), 1e-9)
+        return abs(x - y) <= max(
+            INTERFERENCE_AGREEMENT * max(abs(x), abs(y)), INTERFERENCE_AGREEMENT_ABS
+        )
 
-    return close(a.factor, b.factor) and close(a.comm_factor, b.comm_factor)
+    return close(a.factor, b.factor) and close(a.poll_work, b.poll_work)
 
 
 def _factors_text(runs: list[Any]) -> str:
-    """Every interference run's factor (with its communication factor when polled)."""
+    """Every interference run's factor (with its poll work, in blocking all-reduces, when
+    polled)."""
     return ", ".join(
-        f"{r.factor:.3f}" + (f"/{r.comm_factor:.3f}" if r.progress == "test" else "") for r in runs
+        f"{r.factor:.3f}" + (f"/{r.poll_work:.3f}" if r.progress == "test" else "") for r in runs
     )
 
 
@@ -648,11 +660,16 @@ def calibrate_all(
             **interference_doc(interference),
             "factors_measured": [x.factor for x in runs],
             **(
-                {"comm_factors_measured": [x.comm_factor for x in runs]}
+                {"poll_work_measured": [x.poll_work for x in runs]}
                 if interference.progress == "test"
                 else {}
             ),
         },
+        **(
+            {"poll_work_factor": doc["poll_work_factor"]}
+            if interference.progress == "test"
+            else {}
+        ),
         "load": [x.as_dict() for x in loads],
         "timings_s": timings,
         "compute_between_collectives": between_note(result),
@@ -904,7 +921,7 @@ def _profile_document(
         # less trustworthy than the rest (see calibrate.measure.loadguard).
         load_guard="; ".join(x.line() for x in loads),
     )
-    return hardware_document(
+    doc = hardware_document(
         name=r.name or path.stem,
         device_kind=info.kind,
         device_model=info.model,
@@ -918,5 +935,39 @@ def _profile_document(
         interference=interference.factor,
         provenance=prov,
         comm_progress="polled" if interference.progress == "test" else "thread",
-        comm_interference=interference.comm_factor,
+    )
+    if interference.progress == "test":
+        _set_poll_work(doc, interference, r.np)
+    return doc
+
+
+def _set_poll_work(doc: dict, interference: Any, ranks: int) -> None:
+    """A polled profile's ``poll_work_factor``: the thread's measured time in polls per
+    collective (the pacing rank's), over what the profile itself charges for that
+    all-reduce's bandwidth part, so the simulator's polled all-reduce of the measured size
+    costs the thread exactly the measured time (its latency stays off the thread, as
+    :mod:`sim.engine.core` spends it). Below 1 it is raised to 1 (a collective would
+    otherwise cost less polled than alone), and the profile's sources say so."""
+    from calibrate.measure.profile import MAX_FACTOR as MAX_POLL_WORK
+    from hardware_profiles.loader import parse_profile
+    from sim.model.collectives import CostModel
+    from sim.model.topology import Topology, make_placement
+
+    profile = parse_profile({**doc, "poll_work_factor": 1.0}, "calibrate all")
+    cost = CostModel(Topology(profile, make_placement(profile, ranks, None))).cost(
+        "allreduce", float(interference.bytes)
+    )
+    measured = interference.poll_collective_s
+    k = (measured - cost.latency_s) / cost.bandwidth_s if cost.bandwidth_s > 0 else 1.0
+    doc["poll_work_factor"] = round(min(MAX_POLL_WORK, max(1.0, k)), 4)
+    doc["sources"].append(
+        f"poll_work_factor = the thread's time in polls per {fmt_bytes(interference.bytes)} "
+        f"all-reduce beside the workload's passes ({fmt_time(measured)}, the rank that spent "
+        f"the most), over this profile's cost of its bandwidth part ({fmt_time(cost.bandwidth_s)})"
+        + (
+            f": measured {k:.4g}, written as {doc['poll_work_factor']:g} (a collective costs "
+            "its thread at least its time alone)"
+            if not 1.0 <= k <= MAX_POLL_WORK
+            else ""
+        )
     )

@@ -7,7 +7,6 @@ simulator work without them.
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -576,9 +575,10 @@ def interference_cmd(
     interference_factor (compute runs at 1/(1+factor) during communication).
 
     With --progress test the all-reduce progresses only in Test calls made every
-    --poll-every of compute, and the run also measures how much the collective slows
-    while the rank computes (the profile's comm_interference_factor, with
-    comm_progress: polled); `calibrate all` polls at its workload's layer spacing.
+    --poll-every of compute; the run times those calls (the thread's time per
+    collective in its polls: with comm_progress: polled a collective's work runs on
+    the computing thread) and factor is compute's slowdown outside them. `calibrate
+    all` measures both on its workload's own iterations.
     """
     _need_torch()
     spacing = poll_every
@@ -602,18 +602,13 @@ def interference_cmd(
 
 
 def _polled_line(result: Any) -> str:
-    """What a polled interference run measured: both slowdowns and the thread's cost."""
-    costs = [s.thread_cost for s in result.samples if s.thread_cost is not None]
-    cost = (
-        f"; a collective beside compute costs the thread {statistics.median(costs):.2f}x its "
-        "blocking time"
-        if costs
-        else "; no collective completed while computing"
-    )
+    """What a polled interference run measured: the thread's time in polls per collective
+    and compute's slowdown outside them."""
     return (
         f"polled progress (a Test every {fmt_time(result.chunk_s)} of compute, as measured): "
-        f"collectives run at 1/(1 + {result.comm_factor:.3f}) while the rank computes, compute at "
-        f"1/(1 + {result.factor:.3f}) while a collective is in flight{cost}"
+        f"each {fmt_bytes(result.bytes)} all-reduce took {fmt_time(result.poll_collective_s)} "
+        f"of the thread's polls ({result.poll_work:.2f}x its blocking time; the rank that "
+        f"spent the most), compute ran at 1/(1 + {result.factor:.3f}) outside the polls"
     )
 
 
@@ -736,12 +731,13 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
         + f"; spread {spread:.0%})"
     )
     if interference.progress == "test":
-        comm_factors = summary["interference"]["comm_factors_measured"]
-        spread_g = (max(comm_factors) - min(comm_factors)) / max(abs(max(comm_factors)), 1e-9)
+        works = summary["interference"]["poll_work_measured"]
+        spread_k = (max(works) - min(works)) / max(abs(max(works)), 1e-9)
         o.print(
-            f"communication factor {interference.comm_factor:.3f} (runs: "
-            + ", ".join(f"{g:.3f}" for g in comm_factors)
-            + f"; spread {spread_g:.0%}; the run nearest both medians is written)"
+            f"poll work {interference.poll_work:.3f} blocking all-reduces per collective (runs: "
+            + ", ".join(f"{k:.3f}" for k in works)
+            + f"; spread {spread_k:.0%}; the run nearest both medians is written, as "
+            f"poll_work_factor {summary['poll_work_factor']:g} of the profile's cost)"
         )
         o.print(_polled_line(interference))
     _print_load(outcome.load)

@@ -82,6 +82,7 @@ def _profile_summary(p) -> dict:
         "interference_factor": p.interference_factor,
         "comm_progress": p.comm_progress,
         "comm_interference_factor": p.comm_interference_factor,
+        "poll_work_factor": p.poll_work_factor,
         "origin": p.origin,
         "sources": list(p.sources),
     }
@@ -199,15 +200,16 @@ def profiles_show(name: str, as_json: bool) -> None:
     t.add_row(
         "interference", f"compute slows by {p.interference_factor:.0%} while communication runs"
     )
-    if p.comm_progress == "polled" or p.comm_interference_factor:
+    if p.comm_progress == "polled":
         t.add_row(
             "communication progress",
-            (
-                "polled by the computing thread between layers; "
-                if p.comm_progress == "polled"
-                else ""
-            )
-            + f"collectives run at 1/(1 + {p.comm_interference_factor:g}) while the rank computes",
+            "polled by the computing thread between layers: a collective's work runs on "
+            f"that thread at its polls, {p.poll_work_factor:g}x its time alone",
+        )
+    elif p.comm_interference_factor:
+        t.add_row(
+            "communication progress",
+            f"collectives run at 1/(1 + {p.comm_interference_factor:g}) while the rank computes",
         )
     out.print(t)
     out.print("sources:")

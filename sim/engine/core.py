@@ -9,9 +9,16 @@ progresses at ``1 / (1 + interference_factor)``; while a rank computes, the band
 part of its collectives progresses at ``1 / (1 + comm_interference_factor)`` (0 unless
 a profile measured it). ``polled``: collectives advance only inside the polls the
 computing thread makes between layers (plain MPI non-blocking collectives on CPUs, as
-``dtsim validate``'s real runs): a compute task's time beyond its work while a collective
-was in flight is the thread polling, recorded as a ``poll`` span after the task's own
-span (where the real run's layer hooks poll), not as layer time.
+``dtsim validate``'s real runs). There a collective's bandwidth part is work on each
+member's own thread, ``poll_work`` times its cost: once the collective has started (its
+last member arrived, its channel free, its latency spent), each member does it at its
+next poll, the end of the compute task it is running (or at once if its thread is
+waiting), all pending collectives in one poll, recorded as a ``poll`` span on the
+compute stream; the collective ends when its last member has done its part. Nothing
+advances inside a compute task (an optimizer step is one task and has no poll, as in
+a real run), and compute still runs at ``1 / (1 + interference_factor)`` while a
+collective is in flight on its rank. A real run's trace shows why: the whole all-reduce
+of a delayed:1 step ran in one ``Test`` after the next forward's first layer.
 
 Ranks: in representative mode ``ranks=1`` and the one rank stands for all (every
 collective was costed for the whole group). In explicit mode every rank runs its own
@@ -80,6 +87,7 @@ class Engine:
         interference_factor: float = 0.0,
         comm_interference_factor: float = 0.0,
         polled: bool = False,
+        poll_work: float = 1.0,
         base_memory_bytes: float | Sequence[float] = 0.0,
         jitter: float = 0.0,
         seed: int = 0,
@@ -101,6 +109,10 @@ class Engine:
         self.slow = 1.0 / (1.0 + interference_factor)
         self.comm_slow = 1.0 / (1.0 + comm_interference_factor)
         self.polled = polled
+        if not (poll_work >= 1.0 and np.isfinite(poll_work)):
+            # Below 1 a collective would finish faster polled than alone.
+            raise ValueError(f"poll_work must be a finite number >= 1, got {poll_work}")
+        self.poll_work = poll_work
         if isinstance(base_memory_bytes, int | float):
             self.base_memory = [base_memory_bytes] * self.width
         else:
@@ -270,17 +282,7 @@ class Engine:
                 work *= self.scale[rank, tid]
             if self.rank_factor is not None:
                 work *= self.rank_factor[rank]
-            if self.polled:
-                start = self.env.now
-
-                def done() -> None:
-                    # Time beyond the work at full speed went to polls (module docstring).
-                    poll = (self.env.now - start) - work
-                    self._finish(gid, poll if poll > 1e-12 * max(1.0, self.env.now) else 0.0)
-
-                self._start_compute(rank, work, done)
-            else:
-                self._start_compute(rank, work, lambda: self._finish(gid))
+            self._start_compute(rank, work, lambda: self._finish(gid))
             return
         self._start_collective(tid, q)
 
@@ -305,6 +307,8 @@ class Engine:
         def flow() -> None:
             if task.work_s <= 0:
                 done()
+            elif self.polled:
+                self._post_poll_work(task.work_s, tid, everyone, done)
             else:
                 self._start_flow(task.work_s, links, done, everyone)
 
@@ -319,12 +323,84 @@ class Engine:
         else:
             flow()
 
-    def _finish(self, gid: int, poll_s: float = 0.0) -> None:
+    # -- polled progress (module docstring) -------------------------------------------
+    def _post_poll_work(self, work: float, tid: int, ranks: range, done) -> None:
+        """A started collective's part for each member's thread, done at its next poll."""
+        left = [len(ranks)]
+
+        def one_done() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                done()
+
+        for r in ranks:
+            self._pending[r].append((work, tid, one_done))
+            if not self._thread_busy(r):
+                # Idle now; the end of this instant tells whether it waits (a compute task
+                # made ready at the same moment runs first, as a thread with work to do).
+                ev = self.env.timeout(0)
+                ev.callbacks.append(lambda _e, r=r: self._poll_if_waiting(r))
+
+    def _thread_busy(self, rank: int) -> bool:
+        q = self._thread(rank)
+        return self._polling[rank] or (q is not None and self._busy[q])
+
+    def _poll_if_waiting(self, rank: int) -> None:
+        if self._pending[rank] and not self._thread_busy(rank):
+            self._poll(rank, waiting=True)
+
+    def _thread(self, rank: int) -> int | None:
+        """The queue index of ``rank``'s compute stream (its thread), if it has one."""
+        c = self.res_index.get(COMPUTE)
+        return None if c is None else rank * self.n_res + c
+
+    def _poll(self, rank: int, waiting: bool = False) -> None:
+        """``rank``'s thread polls: every pending collective's part, then its next task.
+        After a compute task each part costs ``poll_work`` times its time alone and is a
+        ``poll`` span; a thread that was ``waiting`` (blocked in a Wait) progresses it at
+        its time alone, as a blocking call would, and its time stays idle (a wait)."""
+        items, self._pending[rank] = self._pending[rank], []
+        self._polling[rank] = True
+        q = self._thread(rank)
+        if q is not None:
+            self._busy[q] = True  # no compute task starts during the poll
+        start = self.env.now
+        self.events += 1
+        scale = 1.0 if waiting else self.poll_work
+        ev = self.env.timeout(scale * sum(w for w, _, _ in items))
+
+        def polled(_e: object) -> None:
+            if not waiting:
+                first = self.tasks[items[0][1]]
+                self._spans.append(
+                    Span(rank, COMPUTE, "poll", first.iteration, first.label, start, self.env.now)
+                )
+            for _, _, one_done in items:
+                one_done()
+            self._next_on_thread(rank)
+
+        ev.callbacks.append(polled)
+
+    def _next_on_thread(self, rank: int, after_compute: bool = False) -> None:
+        """A compute task (``after_compute``) or a poll ended on ``rank``'s thread. After a
+        task its hook polls whatever is pending; then the best ready compute task runs,
+        or, with none ready, the thread waits and progresses what is pending."""
+        self._polling[rank] = False
+        if after_compute and self._pending[rank]:
+            self._poll(rank)
+            return
+        q = self._thread(rank)
+        if q is not None:
+            self._busy[q] = False
+            self._dispatch(q)
+        if self._pending[rank] and not self._thread_busy(rank):
+            self._poll(rank, waiting=True)
+
+    def _finish(self, gid: int) -> None:
         copy, tid = divmod(gid, self.n)
         task = self.tasks[tid]
         rank = copy + task.rank
         now = self.env.now
-        end = now - poll_s
         self._spans.append(
             Span(
                 rank,
@@ -333,14 +409,10 @@ class Engine:
                 task.iteration,
                 task.label,
                 self._start[gid],
-                end,
+                now,
                 task.bytes,
             )
         )
-        if poll_s:
-            self._spans.append(
-                Span(rank, task.resource, "poll", task.iteration, task.label, end, now)
-            )
         if task.memory_bytes:
             self._mem[rank] += task.memory_bytes
             self._memory.append(MemorySample(rank, now, self._mem[rank]))
@@ -355,6 +427,9 @@ class Engine:
                 self._ready(g)
         res = self.task_res[tid]
         if res >= 0 and task.resource == COMPUTE:
+            if self.polled:
+                self._next_on_thread(rank, after_compute=True)
+                return
             q = rank * self.n_res + res
             self._busy[q] = False
             self._dispatch(q)
@@ -370,6 +445,8 @@ class Engine:
         self._queues: list[list] = [[] for _ in range(width * self.n_res)]
         self._busy = [False] * (width * self.n_res)
         self._arrived: dict[int, int] = {}
+        self._pending: list[list] = [[] for _ in range(width)]  # polled: work per rank
+        self._polling = [False] * width
         self._start = [0.0] * (self.n * self.ranks)
         self._deps_left = [len(t.deps) for t in self.graph.tasks] * self.ranks
         self._spans: list[Span] = []

@@ -198,6 +198,7 @@ def simulate(
         interference_factor=scenario.hardware.interference_factor,
         comm_interference_factor=scenario.hardware.comm_interference_factor,
         polled=scenario.hardware.comm_progress == "polled",
+        poll_work=scenario.hardware.poll_work_factor,
         base_memory_bytes=sum(memory.values()),
         jitter=sigma,
         jitter_mu=mu,

@@ -193,6 +193,10 @@ class HardwareProfile:
     # Both measured by ``dtsim calibrate interference --progress test`` (polled).
     comm_progress: str = "thread"
     comm_interference_factor: float = 0.0
+    # With "polled": a collective's bandwidth part is work on each member's computing
+    # thread, done at its polls, this many times its cost alone (>= 1; measured by
+    # ``calibrate all --progress test``). See :mod:`sim.engine.core`.
+    poll_work_factor: float = 1.0
 
     def measured(self, op: str, ranks: int, nodes: int) -> MeasuredCollective | None:
         for m in self.measured_collectives:

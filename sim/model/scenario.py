@@ -167,18 +167,18 @@ def with_interference(profile: HardwareProfile, factor: float) -> HardwareProfil
     return dataclasses.replace(profile, interference_factor=factor)
 
 
-def with_polled_progress(profile: HardwareProfile, comm_factor: float) -> HardwareProfile:
-    """The profile with collectives progressed by the computing thread's polls, slowed
-    to 1/(1 + ``comm_factor``) while the rank computes (a what-if; see
-    :class:`sim.model.hardware.HardwareProfile`)."""
-    if not (math.isfinite(comm_factor) and 0 <= comm_factor <= MAX_INTERFERENCE):
+def with_polled_progress(profile: HardwareProfile, poll_work: float = 1.0) -> HardwareProfile:
+    """The profile with collectives progressed by the computing thread's polls, their
+    work costing the thread ``poll_work`` times their time alone (a what-if; see
+    :mod:`sim.engine.core`)."""
+    if not (math.isfinite(poll_work) and 1 <= poll_work <= MAX_INTERFERENCE):
         raise InputError(
-            f"the communication interference factor must be a finite number >= 0 (at most "
-            f"{MAX_INTERFERENCE:g}), got {comm_factor:g}",
-            key="comm-interference",
+            f"the poll work factor must be a finite number from 1 to {MAX_INTERFERENCE:g} "
+            f"(a collective's thread time at polls over its time alone), got {poll_work:g}",
+            key="poll-work",
         )
     return dataclasses.replace(
-        profile, comm_progress="polled", comm_interference_factor=comm_factor
+        profile, comm_progress="polled", comm_interference_factor=0.0, poll_work_factor=poll_work
     )
 
 
