@@ -3,7 +3,7 @@
 Runs N random scenarios (default 10,000) the way ``dtsim whatif`` and ``dtsim run`` do
 (``simulate_steady`` or a plain ``simulate``, then ``metrics``) over every built-in and
 measured hardware profile, interference 0-2 (and in 30% of them polled progress, its
-communication factor 0-5), jitter (explicit ranks, few devices), delays 1-3 and bucket
+poll work factor 1-5), jitter (explicit ranks, few devices), delays 1-3 and bucket
 sizes, and prints counts: scenarios, violations (a reported iteration below one of
 :func:`sim.analysis.bounds.lower_bounds`, or ``check_bounds`` firing), unsettled runs,
 and the wall time.
@@ -84,8 +84,8 @@ def random_case(rng: np.random.Generator) -> dict:
         "devices": devices,
         "batch_per_device": int(rng.choice((1, 2, 4, 8, 16, 32, 64))),
         "interference": float(np.round(rng.uniform(0, 2), 3)) if rng.random() < 0.7 else None,
-        # collectives progressed by polls (plain MPI on CPUs), slowed while computing
-        "comm_interference": float(np.round(rng.uniform(0, 5), 3)) if rng.random() < 0.3 else None,
+        # collectives progressed by the thread's polls (plain MPI on CPUs)
+        "poll_work": float(np.round(rng.uniform(1, 5), 3)) if rng.random() < 0.3 else None,
         "nic_gbps": float(np.round(10 ** rng.uniform(0, 2.6), 1))
         if not measured and rng.random() < 0.5
         else None,
@@ -121,8 +121,8 @@ def build(case: dict):
         hw = with_nic_bandwidth(hw, case["nic_gbps"])
     if case["interference"] is not None:
         hw = with_interference(hw, case["interference"])
-    if case.get("comm_interference") is not None:
-        hw = with_polled_progress(hw, case["comm_interference"])
+    if case.get("poll_work") is not None:
+        hw = with_polled_progress(hw, case["poll_work"])
     return make_scenario(
         _workload(case["workload"]),
         hw,

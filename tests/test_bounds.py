@@ -411,8 +411,8 @@ def _scenarios(draw, explicit: bool = False):
     if not measured and draw(st.booleans()):
         hw = with_nic_bandwidth(hw, 10 ** draw(st.floats(0.0, 2.6)))
     hw = with_interference(hw, draw(st.floats(0.0, 2.0)))
-    if draw(st.booleans()):  # collectives progressed by polls, slowed while computing
-        hw = with_polled_progress(hw, draw(st.floats(0.0, 5.0)))
+    if draw(st.booleans()):  # collectives progressed by the thread's polls
+        hw = with_polled_progress(hw, draw(st.floats(1.0, 5.0)))
     if draw(st.booleans()):
         workload = load_workload(draw(st.sampled_from(("mlp", MEASURED_WORKLOAD))))
     else:

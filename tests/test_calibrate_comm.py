@@ -289,10 +289,12 @@ def test_interference_factor(tmp_path):
 
 @pytest.mark.mpi
 @needs_mpi
-def test_polled_interference_measures_both_slowdowns(tmp_path):
-    """--progress test: one Iallreduce always in flight, Test after each chunk of compute.
-    The compute's factor is wall / alone - 1 per rank and the collective's follows from the
-    same wall time; a profile written from it loads with comm_progress polled."""
+def test_polled_interference_measures_polls_and_compute_apart(tmp_path):
+    """--progress test: one Iallreduce always in flight, Test after each chunk of compute,
+    every Test timed. The compute's factor is its slowdown outside the polls, (wall -
+    polls) / alone - 1 per rank, and the thread's time per collective is the polls' time
+    over the collectives completed; a profile written from it loads with comm_progress
+    polled and its poll_work_factor."""
     pytest.importorskip("torch")
     from calibrate.measure.fit import Fit
     from calibrate.measure.profile import hardware_document
@@ -303,33 +305,44 @@ def test_polled_interference_measures_both_slowdowns(tmp_path):
     )
     assert r.progress == "test" and [s.rank for s in r.samples] == [0, 1]
     assert 1e-4 < r.chunk_s < 5e-3  # the matmul was sized to about 0.5 ms
-    for s in r.samples:
-        assert s.factor == pytest.approx(max(0.0, s.compute_with_comm_s / s.compute_alone_s - 1))
-        assert s.comm_iterations >= 1  # the collective completed while computing
-        # W / (n·D) - 1, with W / n = comm_with_compute_s and D = comm_alone_s
-        assert s.comm_factor == pytest.approx(max(0.0, s.comm_with_compute_s / s.comm_alone_s - 1))
-        assert s.thread_cost is not None and s.thread_cost > 0
+    _check_polled_identities(r)
     doc = hardware_document(
         name="box", device_kind="cpu", device_model="cpu", ranks=2,
         memory_bytes_per_rank=2**30, gemm_flops=1e11, memory_bandwidth=1e10,
         efficiency={"default": 0.5}, link_fit=Fit("allreduce", 2, 1e-6, 1e9, 0.01, ()),
         collectives=[], interference=r.factor, provenance={"host": "h"},
-        comm_progress="polled", comm_interference=r.comm_factor,
+        comm_progress="polled",
     )  # fmt: skip
-    hw = parse_profile(doc, "box.yaml")
-    assert hw.comm_progress == "polled"
-    assert hw.comm_interference_factor == pytest.approx(min(100, r.comm_factor), abs=1e-4)
+    hw = parse_profile({**doc, "poll_work_factor": max(1.0, r.poll_work)}, "box.yaml")
+    assert hw.comm_progress == "polled" and hw.comm_interference_factor == 0
+    assert hw.poll_work_factor == pytest.approx(max(1.0, r.poll_work))
     # A factor beyond what a profile takes is capped and said in its sources.
     capped = hardware_document(
         name="box", device_kind="cpu", device_model="cpu", ranks=2,
         memory_bytes_per_rank=2**30, gemm_flops=1e11, memory_bandwidth=1e10,
         efficiency={"default": 0.5}, link_fit=Fit("allreduce", 2, 1e-6, 1e9, 0.01, ()),
-        collectives=[], interference=0.5, provenance={"host": "h"},
-        comm_progress="polled", comm_interference=250.0,
+        collectives=[], interference=250.0, provenance={"host": "h"},
+        comm_progress="polled",
     )  # fmt: skip
-    assert capped["comm_interference_factor"] == 100.0
+    assert capped["interference_factor"] == 100.0
     assert any("capped at 100" in x and "250" in x for x in capped["sources"])
     parse_profile(capped, "capped.yaml")
+
+
+def _check_polled_identities(r) -> None:
+    """The figures of a polled run, per rank, from its own fields; the result's are the
+    pacing rank's (the most time in polls)."""
+    for s in r.samples:
+        assert s.comm_iterations >= 1  # the collective completed while computing
+        assert s.poll_s is not None and 0 < s.poll_s < s.compute_with_comm_s
+        outside = s.compute_with_comm_s - s.poll_s
+        assert s.factor == pytest.approx(max(0.0, outside / s.compute_alone_s - 1))
+        # per collective: polls per rep x reps / n, with reps / n = (W / n) / (W / reps)
+        per_collective = s.poll_s * s.comm_with_compute_s / s.compute_with_comm_s
+        assert s.poll_collective_s == pytest.approx(per_collective)
+        assert s.poll_work == pytest.approx(per_collective / s.comm_alone_s)
+    assert r.poll_collective_s == max(s.poll_collective_s for s in r.samples)
+    assert r.poll_work == max(s.poll_work for s in r.samples)
 
 
 @pytest.mark.mpi
@@ -337,7 +350,7 @@ def test_polled_interference_measures_both_slowdowns(tmp_path):
 def test_polled_interference_on_the_workloads_own_passes():
     """With a model (what calibrate all --progress test passes), the compute is the model's
     iterations, its passes polled at its layer hooks and the training optimizer's steps
-    unpolled (calibrate/measure/polled.py): same identities, and the poll spacing is a
+    unpolled (calibrate/measure/polled.py): the same identities, and the poll spacing is a
     pass, without the step, over two polls per layer."""
     pytest.importorskip("torch")
     from workloads import load_workload
@@ -351,10 +364,7 @@ def test_polled_interference_on_the_workloads_own_passes():
     )
     assert r.progress == "test" and [s.rank for s in r.samples] == [0, 1]
     layers = len(load_workload("mlp").layers)
-    for s in r.samples:
-        assert s.comm_iterations >= 1
-        assert s.factor == pytest.approx(max(0.0, s.compute_with_comm_s / s.compute_alone_s - 1))
-        assert s.comm_factor == pytest.approx(max(0.0, s.comm_with_compute_s / s.comm_alone_s - 1))
+    _check_polled_identities(r)
     # chunk: the pass alone over its 2 polls per layer, less than an iteration's share
     # (the iteration also holds Adam's step, without polls)
     iterations = sorted(s.compute_alone_s for s in r.samples)

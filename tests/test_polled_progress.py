@@ -32,37 +32,110 @@ from workloads import load_workload
 MEASURED = "hardware_profiles/measured/epyc-2core-vm.yaml"
 
 
-def _one_collective_beside_compute(polled: bool) -> list[Span]:
-    # A 4 s collective and an 8 s compute task start together. Compute at 1/(1 + 1),
-    # the collective at 1/(1 + 3) while the rank computes: after 8 s of wall time the
-    # collective has done 2 s and the compute 4 s; from 8 to 16 the compute goes on at
-    # half speed (the collective still runs), the collective finishes at 8 + 2 / (1/4)
-    # = 16, exactly when the compute's remaining 4 s at 1/2 end: both end at 16.
+def _engine(graph: TaskGraph, **kw) -> list[tuple[int, str, str, float, float]]:
+    spans, _, _ = Engine(graph, polled=True, **kw).run()
+    return sorted((s.rank, s.kind, s.label, s.start_s, s.end_s) for s in spans)
+
+
+def _assert_spans(actual, expected) -> None:
+    assert [a[:3] for a in actual] == [e[:3] for e in expected], actual
+    for a, e in zip(actual, expected, strict=True):
+        assert a[3:] == pytest.approx(e[3:], abs=1e-12), (a, e)
+
+
+def test_a_collective_beside_compute_is_done_at_the_next_poll():
+    # A 4 s collective and an 8 s compute task L0 ready together: the thread has work,
+    # so it computes, at 1/(1 + 1) while the collective is in flight: [0, 16]. Nothing
+    # progresses inside the task; the hook after it, with L1 ready, polls: the
+    # collective's work at poll_work 1.5 times its time alone, [16, 22], where the
+    # collective ends. L1 then runs at full speed: [22, 23].
+    g = TaskGraph()
+    g.add("comm", "comm0", 0, "all", 4.0, links=("x",))
+    first = g.add("forward", COMPUTE, 0, "L0", 8.0)
+    g.add("forward", COMPUTE, 0, "L1", 1.0, deps=(first,))
+    _assert_spans(
+        _engine(g, interference_factor=1.0, poll_work=1.5),
+        [
+            (0, "comm", "all", 0.0, 22.0),
+            (0, "forward", "L0", 0.0, 16.0),
+            (0, "forward", "L1", 22.0, 23.0),
+            (0, "poll", "all", 16.0, 22.0),
+        ],
+    )
+
+
+def test_a_waiting_thread_progresses_at_the_collectives_own_cost():
+    # forward 2 s, then a 3 s collective the update waits for: the thread has nothing to
+    # do, so it progresses the collective as a blocking call would, at its time alone
+    # and not poll_work times it, and its time is a wait (no poll span): [2, 5].
+    g = TaskGraph()
+    f = g.add("forward", COMPUTE, 0, "L0", 2.0)
+    c = g.add("comm", "comm0", 0, "all", 3.0, deps=(f,), links=("x",))
+    g.add("update", COMPUTE, 0, "all", 1.0, deps=(c,))
+    _assert_spans(
+        _engine(g, interference_factor=1.0, poll_work=2.0),
+        [
+            (0, "comm", "all", 2.0, 5.0),
+            (0, "forward", "L0", 0.0, 2.0),
+            (0, "update", "all", 5.0, 6.0),
+        ],
+    )
+
+
+def test_the_collective_ends_when_its_last_member_has_done_its_part():
+    # Two ranks, rank 1 at half speed. forward F (2 s of work), then a collective C
+    # (0.5 s latency, 1 s of work) and a 2 s task G beside it; the update U after C and
+    # a 1 s task H after G. C starts when rank 1 arrives, at 4; its work is there at 4.5.
+    # Rank 0: F [0, 2], G [2, 4], H [4, 5]; then nothing is ready (U needs C), so it
+    # progresses its part while waiting, at its time alone: [5, 6], a wait (no span).
+    # Rank 1: F [0, 4], G [4, 8]; with H ready, its hook polls its part at poll_work 2:
+    # [8, 10]. C ends at 10 on both, when its last member is done. Rank 0: U [10, 11];
+    # rank 1: U (the lower task id) [10, 12], H [12, 14].
+    g = TaskGraph()
+    f = g.add("forward", COMPUTE, 0, "F", 2.0)
+    c = g.add("comm", "comm0", 0, "all", 1.0, deps=(f,), links=("x",), latency_s=0.5)
+    gt = g.add("forward", COMPUTE, 0, "G", 2.0, deps=(f,))
+    g.add("update", COMPUTE, 0, "U", 1.0, deps=(c,))
+    g.add("backward", COMPUTE, 0, "H", 1.0, deps=(gt,))
+    _assert_spans(
+        _engine(g, ranks=2, poll_work=2.0, rank_speeds=(1.0, 0.5)),
+        [
+            (0, "backward", "H", 4.0, 5.0),
+            (0, "comm", "all", 4.0, 10.0),
+            (0, "forward", "F", 0.0, 2.0),
+            (0, "forward", "G", 2.0, 4.0),
+            (0, "update", "U", 10.0, 11.0),
+            (1, "backward", "H", 12.0, 14.0),
+            (1, "comm", "all", 4.0, 10.0),
+            (1, "forward", "F", 0.0, 4.0),
+            (1, "forward", "G", 4.0, 8.0),
+            (1, "poll", "all", 8.0, 10.0),
+            (1, "update", "U", 10.0, 12.0),
+        ],
+    )
+
+
+def test_thread_progress_slows_both_by_their_factors():
+    # With a communication thread (GPUs, progress threads) the same 4 s collective and
+    # 8 s compute share the rank as fluids: compute at 1/(1 + 1) while the collective
+    # runs, the collective at 1/(1 + 3) while the rank computes. After 8 s the collective
+    # has done 2 s and the compute 4 s; the collective's other 2 s at 1/4 take 8 s more,
+    # as do the compute's 4 s at 1/2: both end at 16, and no poll span exists.
     g = TaskGraph()
     g.add("comm", "comm0", 0, "all", 4.0, links=("x",))
     g.add("forward", COMPUTE, 0, "L0", 8.0)
-    spans, _, _ = Engine(
-        g, interference_factor=1.0, comm_interference_factor=3.0, polled=polled
-    ).run()
-    return sorted(spans, key=lambda s: (s.resource, s.start_s, s.kind))
+    spans, _, _ = Engine(g, interference_factor=1.0, comm_interference_factor=3.0).run()
+    _assert_spans(
+        sorted((s.rank, s.kind, s.label, s.start_s, s.end_s) for s in spans),
+        [(0, "comm", "all", 0.0, 16.0), (0, "forward", "L0", 0.0, 16.0)],
+    )
 
 
-def test_compute_beside_a_polled_collective_splits_into_work_and_polls():
-    spans = _one_collective_beside_compute(polled=True)
-    by_kind = {s.kind: (s.start_s, s.end_s) for s in spans}
-    assert by_kind["comm"] == pytest.approx((0.0, 16.0), abs=1e-12)
-    # The forward's 8 s of work, then the 8 s its thread spent polling.
-    assert by_kind["forward"] == pytest.approx((0.0, 8.0), abs=1e-12)
-    assert by_kind["poll"] == pytest.approx((8.0, 16.0), abs=1e-12)
-
-
-def test_without_polling_the_slowdown_stays_in_the_compute_span():
-    # The same rates with a communication thread (GPUs, progress threads): the compute
-    # is slower, not polling, so its span covers the whole 16 s and no poll span exists.
-    spans = _one_collective_beside_compute(polled=False)
-    assert {s.kind for s in spans} == {"comm", "forward"}
-    fwd = next(s for s in spans if s.kind == "forward")
-    assert (fwd.start_s, fwd.end_s) == pytest.approx((0.0, 16.0), abs=1e-12)
+def test_poll_work_below_one_is_refused():
+    # A collective cannot cost its thread less polled than alone.
+    for bad in (0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="poll_work"):
+            Engine(TaskGraph(), polled=True, poll_work=bad)
 
 
 def _forward_then_poll_spans() -> list[Span]:
@@ -106,16 +179,16 @@ def test_polls_are_exposed_communication_and_the_budget_predicts_outside():
 @given(
     spec=st.sampled_from(("layerwise", "bucketed:1", "delayed:1", "delayed:3", "sync")),
     f=st.floats(0.0, 3.0),
-    g=st.floats(0.0, 8.0),
+    k=st.floats(1.0, 8.0),
     jitter=st.sampled_from((0.0, 0.2)),
 )
-def test_polled_runs_keep_work_and_polls_apart(spec, f, g, jitter):
-    """Over strategies, factors and jitter on the measured CPU profile: every compute
-    span lasts exactly its work (the slowdown went to a poll span after it, on the same
-    lane), a poll span follows its task's span directly, and every result passes the
-    bounds check (inside metrics)."""
+def test_polled_runs_keep_work_and_polls_apart(spec, f, k, jitter):
+    """Over strategies, factors and jitter on the measured CPU profile: a rank's thread
+    does one thing at a time (its compute and poll spans never overlap), every poll
+    follows one of its compute tasks directly (the hook after a layer), and every result
+    passes the bounds check (inside metrics)."""
     measured = load_profile(MEASURED)
-    hw = with_polled_progress(with_interference(measured, f), g)
+    hw = with_polled_progress(with_interference(measured, f), k)
     explicit = jitter > 0
     sc = make_scenario(
         load_workload("mlp"),
@@ -128,26 +201,50 @@ def test_polled_runs_keep_work_and_polls_apart(spec, f, g, jitter):
     )
     trace, _, _ = simulate_steady(sc, parse_strategy(spec))
     M.metrics(trace)  # raises if a bound breaks
-    ends = {(s.rank, s.iteration, s.label, s.kind): s.end_s for s in trace.spans}
-    for s in trace.spans:
-        if s.kind == "poll":
-            assert s.resource == COMPUTE and s.duration_s > 0
-            task_kinds = [
-                k
-                for k in ("forward", "backward", "update")
-                if (s.rank, s.iteration, s.label, k) in ends
-            ]
-            assert any(ends[(s.rank, s.iteration, s.label, k)] == s.start_s for k in task_kinds)
-    if g == 0 and f == 0:
+    for rank in {s.rank for s in trace.spans}:
+        thread = sorted(
+            (s.start_s, s.end_s, s.kind)
+            for s in trace.spans
+            if s.rank == rank and s.resource == COMPUTE and s.kind != "wait"
+        )
+        for (_, end, _), (start, _, _) in zip(thread, thread[1:], strict=False):
+            assert start >= end - 1e-9 * max(1.0, end)
+        ends = {e for _, e, kind in thread if kind != "poll"}
+        for start, end, kind in thread:
+            if kind == "poll":
+                assert end > start and start in ends
+    if spec == "sync":  # the thread always waits for sync's all-reduce: no poll
         assert not any(s.kind == "poll" for s in trace.spans)
 
 
 def test_with_polled_progress_refuses_bad_factors():
     hw = load_profile(MEASURED)
-    assert with_polled_progress(hw, 2.5).comm_progress == "polled"
-    for bad in (-1.0, float("nan"), float("inf"), 1e6):
+    polled = with_polled_progress(hw, 2.5)
+    assert polled.comm_progress == "polled" and polled.poll_work_factor == 2.5
+    for bad in (0.5, -1.0, float("nan"), float("inf"), 1e6):
         with pytest.raises(InputError):
             with_polled_progress(hw, bad)
+
+
+def test_a_profile_keeps_each_progress_model_to_its_own_factor(tmp_path):
+    """comm_interference_factor belongs to thread progress and poll_work_factor to polled
+    progress: a profile that mixes them is refused, naming the key and what to do."""
+    import yaml
+
+    from hardware_profiles.loader import load_profile_file
+
+    doc = yaml.safe_load(open(MEASURED))
+    for extra, key in (
+        ({"comm_progress": "polled", "comm_interference_factor": 2.0}, "comm_interference_factor"),
+        ({"poll_work_factor": 2.0}, "poll_work_factor"),
+    ):
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump({**doc, **extra}))
+        with pytest.raises(InputError, match=key) as err:
+            load_profile_file(path)
+        assert err.value.key == key
+    path.write_text(yaml.safe_dump({**doc, "comm_progress": "polled", "poll_work_factor": 2.0}))
+    assert load_profile_file(path).poll_work_factor == 2.0
 
 
 def test_a_profile_file_takes_polled_progress_and_refuses_unknown_modes(tmp_path):
@@ -156,10 +253,14 @@ def test_a_profile_file_takes_polled_progress_and_refuses_unknown_modes(tmp_path
     from hardware_profiles.loader import parse_profile
 
     doc = yaml.safe_load(open("hardware_profiles/measured/epyc-2core-vm.yaml"))
-    hw = parse_profile(dict(doc, comm_progress="polled", comm_interference_factor=3.5), "p.yaml")
-    assert (hw.comm_progress, hw.comm_interference_factor) == ("polled", 3.5)
+    hw = parse_profile(dict(doc, comm_progress="polled", poll_work_factor=3.5), "p.yaml")
+    assert (hw.comm_progress, hw.poll_work_factor) == ("polled", 3.5)
     assert parse_profile(doc, "p.yaml").comm_progress == "thread"  # the default
-    for key, value in (("comm_progress", "spin"), ("comm_interference_factor", -1)):
+    for key, value in (
+        ("comm_progress", "spin"),
+        ("comm_interference_factor", -1),
+        ("poll_work_factor", 0.5),
+    ):
         with pytest.raises(InputError) as e:
             parse_profile(dict(doc, **{key: value}), "p.yaml")
         assert key in str(e.value)
@@ -199,11 +300,11 @@ def test_polled_profile_is_said_by_profiles_show(tmp_path):
 
     doc = yaml.safe_load(open("hardware_profiles/measured/epyc-2core-vm.yaml"))
     path = tmp_path / "polled.yaml"
-    path.write_text(yaml.safe_dump(dict(doc, comm_progress="polled", comm_interference_factor=3.5)))
+    path.write_text(yaml.safe_dump(dict(doc, comm_progress="polled", poll_work_factor=3.5)))
     result = dtsim("profiles", "show", str(path))
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
-    assert "polled by the computing thread" in text and "3.5" in text
+    assert "polled by the computing thread" in text and "3.5x its time alone" in text
 
 
 def test_a_profile_refuses_true_or_false_for_a_number():
@@ -212,7 +313,7 @@ def test_a_profile_refuses_true_or_false_for_a_number():
     from hardware_profiles.loader import parse_profile
 
     doc = yaml.safe_load(open(MEASURED))
-    for key in ("interference_factor", "comm_interference_factor"):
+    for key in ("interference_factor", "comm_interference_factor", "poll_work_factor"):
         with pytest.raises(InputError) as e:
             parse_profile(dict(doc, **{key: True}), "p.yaml")
         assert e.value.key == key and "not true" in str(e.value)
@@ -228,7 +329,7 @@ def test_whatif_says_how_polled_collectives_are_counted(tmp_path):
 
     doc = yaml.safe_load(open(MEASURED))
     path = tmp_path / "polled.yaml"
-    doc.update(comm_progress="polled", comm_interference_factor=2.8, interference_factor=0.6)
+    doc.update(comm_progress="polled", poll_work_factor=2.8, interference_factor=0.6)
     path.write_text(yaml.safe_dump(doc))
     result = dtsim(
         "whatif", "--hardware", path, "--workload", "mlp", "--devices", "2",
@@ -239,6 +340,7 @@ def test_whatif_says_how_polled_collectives_are_counted(tmp_path):
 
     notes = " ".join(json.loads(result.stdout)["notes"])
     assert "comm_progress: polled" in notes and "polling per iteration: delayed:1" in notes
+    assert "2.8x their time alone" in notes
 
 
 def test_validate_rows_count_only_blocking_as_exposed_on_both_sides():
@@ -273,7 +375,7 @@ def test_run_says_how_polled_collectives_are_counted(tmp_path):
 
     doc = yaml.safe_load(open(MEASURED))
     path = tmp_path / "polled.yaml"
-    doc.update(comm_progress="polled", comm_interference_factor=2.8, interference_factor=0.6)
+    doc.update(comm_progress="polled", poll_work_factor=2.8, interference_factor=0.6)
     path.write_text(yaml.safe_dump(doc))
     args = (
         "run", "--hardware", path, "--workload", "mlp", "--devices", "2",
@@ -285,3 +387,33 @@ def test_run_says_how_polled_collectives_are_counted(tmp_path):
     assert "comm_progress: polled" in notes and "polling per iteration: delayed:1" in notes
     plain = dtsim(*args)
     assert "note: collectives progress only in the computing thread's polls" in plain.stderr
+
+
+def test_the_poll_work_factor_makes_the_measured_size_cost_the_measured_poll_time():
+    """calibrate all writes poll_work_factor against the profile's own cost of the
+    measured all-reduce: its latency plus poll_work_factor times its bandwidth part is the
+    thread's measured time per collective. Below 1 it is raised to 1, and said."""
+    import yaml
+
+    from hardware_profiles.loader import parse_profile
+    from sim.app.calibration import _set_poll_work
+    from sim.model.collectives import CostModel
+    from sim.model.topology import Topology, make_placement
+
+    doc = dict(yaml.safe_load(open(MEASURED)), comm_progress="polled")
+    nbytes = 7_454_760
+    profile = parse_profile(doc, "p.yaml")
+    cost = CostModel(Topology(profile, make_placement(profile, 2))).cost("allreduce", nbytes)
+    measured = cost.latency_s + 2.5 * cost.bandwidth_s
+    polled = SimpleNamespace(bytes=nbytes, poll_collective_s=measured)
+    d = dict(doc, sources=list(doc["sources"]))
+    _set_poll_work(d, polled, 2)
+    assert d["poll_work_factor"] == pytest.approx(2.5, abs=1e-4)
+    assert "poll_work_factor = " in d["sources"][-1] and "written as" not in d["sources"][-1]
+    low = dict(doc, sources=list(doc["sources"]))
+    _set_poll_work(low, SimpleNamespace(bytes=nbytes, poll_collective_s=0.5 * cost.time_s), 2)
+    assert low["poll_work_factor"] == 1.0
+    assert "written as 1 (a collective costs its thread at least its time alone)" in " ".join(
+        low["sources"][-1].split()
+    )
+    parse_profile(low, "low.yaml")

@@ -70,7 +70,7 @@ def _run(
     spec: str,
     iterations: int = 3,
     interference: float = 0.0,
-    comm_interference: float = 0.0,
+    poll_work: float = 1.0,
     polled: bool = False,
     **options,
 ) -> Trace:
@@ -79,8 +79,8 @@ def _run(
     spans, memory, _ = Engine(
         graph,
         interference_factor=interference,
-        comm_interference_factor=comm_interference,
         polled=polled,
+        poll_work=poll_work,
     ).run()
     return Trace(tuple(spans), tuple(memory), TraceMeta(warmup_iterations=1, global_batch=8))
 
@@ -217,39 +217,41 @@ def test_interference_slows_compute_while_communication_runs():
     )
 
 
-def test_polled_collectives_share_the_thread_with_compute():
-    # Polled progress (plain MPI non-blocking collectives on a CPU): while a collective
-    # is in flight compute runs at 1/(1 + 1) = 1/2, and while the rank computes the
-    # collective runs at 1/(1 + 3) = 1/4; the compute's extra time is polling.
-    t = _run("layerwise", interference=1.0, comm_interference=3.0, polled=True)
-    # L2's comm (3 s) from 5 beside backward L1 (2 s): L1 ends at 5 + 2/(1/2) = 9, of
-    # which [7, 9] is polling; L2's comm has done 4 * 1/4 = 1 s. Backward L0 [9, 13],
-    # polling [11, 13]; L2's comm has 1 s left, done at full speed (the stream idles)
-    # [13, 14], then L1's [14, 16] and L0's [16, 17]; update [17, 18.5].
+def test_polled_collectives_run_on_the_thread_at_its_polls():
+    # Polled progress (plain MPI non-blocking collectives on a CPU): a collective's work
+    # runs on the computing thread at the hook after a layer, poll_work = 2 times its
+    # time alone, while compute runs at 1/(1 + 1) with one in flight.
+    t = _run("layerwise", interference=1.0, poll_work=2.0, polled=True)
+    # L2's comm (3 s) starts at 5, as backward L1 is ready: the hook polls it, [5, 11].
+    # Backward L1 [11, 13] at full speed (nothing in flight), its comm (2 s) polled
+    # [13, 17]; backward L0 [17, 19]; its comm (1 s) with nothing else to compute: the
+    # thread waits and progresses it at its time alone, [19, 20] (idle, not a poll).
+    # Update [20, 21.5].
     _assert_timeline(
         _timeline(t, COMPUTE),
         FWD_BWD_IT0[:4]
         + [
-            (5, 7, "backward", "L1"),
-            (7, 9, "poll", "L1"),
-            (9, 11, "backward", "L0"),
-            (11, 13, "poll", "L0"),
-            (17, 18.5, "update", "all"),
+            (5, 11, "poll", "L2"),
+            (11, 13, "backward", "L1"),
+            (13, 17, "poll", "L1"),
+            (17, 19, "backward", "L0"),
+            (20, 21.5, "update", "all"),
         ],
     )
     _assert_timeline(
         _timeline(t, "comm0"),
-        [(5, 14, "comm", "L2"), (14, 16, "comm", "L1"), (16, 17, "comm", "L0")],
+        [(5, 11, "comm", "L2"), (13, 17, "comm", "L1"), (19, 20, "comm", "L0")],
     )
     # Polling is not compute: the stream's idle time counts it as exposed communication.
-    # Iteration 1 repeats iteration 0 shifted by 18.5 s.
-    assert iteration_time_s(t) == pytest.approx(18.5, abs=1e-12)
-    assert exposed_comm_s(t) == pytest.approx(18.5 - 10.5, abs=1e-12)
+    # Iteration 1 repeats iteration 0 shifted by 21.5 s.
+    assert iteration_time_s(t) == pytest.approx(21.5, abs=1e-12)
+    assert exposed_comm_s(t) == pytest.approx(21.5 - 10.5, abs=1e-12)
 
 
-def test_polled_collective_after_backward_runs_at_full_speed():
-    # sync: nothing computes while the all-reduce runs, so polled progress changes nothing.
-    plain, polled = _run("sync"), _run("sync", interference=1.0, comm_interference=3.0, polled=True)
+def test_polled_collective_after_backward_runs_at_its_own_cost():
+    # sync: the thread waits for the all-reduce with nothing to compute, so it progresses
+    # it as the blocking call it is: polled progress changes nothing.
+    plain, polled = _run("sync"), _run("sync", interference=1.0, poll_work=3.0, polled=True)
     assert sorted(plain.spans) == sorted(polled.spans)
 
 

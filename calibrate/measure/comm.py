@@ -82,8 +82,10 @@ class InterferenceSample:
     comm_alone_s: float  # one all-reduce of ``bytes``, nothing else running
     comm_with_compute_s: float  # mean all-reduce (+ the stop check) during compute
     comm_iterations: int
-    # progress "test" only: the thread's time in polls per collective completed beside
-    # compute, in seconds and in blocking all-reduces (worker.report_polled).
+    # progress "test" only: the thread's time in polls per rep, and per collective
+    # completed beside compute, in seconds and in blocking all-reduces
+    # (worker.report_polled).
+    poll_s: float | None = None
     poll_collective_s: float | None = None
     poll_work: float | None = None
 
@@ -410,6 +412,7 @@ def measure_interference(
             comm_alone_s=float(r["comm_alone_s"]),
             comm_with_compute_s=float(r["comm_with_compute_s"]),
             comm_iterations=int(r["comm_iterations"]),
+            poll_s=_maybe_float(r.get("poll_s")),
             poll_collective_s=_maybe_float(r.get("poll_collective_s")),
             poll_work=_maybe_float(r.get("poll_work")),
         )

@@ -63,6 +63,9 @@ class ValidateResult:
     # The whole pass's median per calibration segment (s), in time order; empty when
     # the machine was not calibrated (--hardware).
     segments_s: list[float] = field(default_factory=list)
+    # What the calibration measured of polled progress, as the profile's sources say it
+    # (the poll work per collective, and any clamp); empty for thread progress.
+    progress_notes: list[str] = field(default_factory=list)
 
 
 def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> ValidateResult:
@@ -133,8 +136,22 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
     if failure is not None:
         kept = ", ".join(names) if names else "none"
         raise CalibrationError(f"{failure} (finished strategies kept in {report_path}: {kept})")
+    progress_notes = (
+        [x for x in profile.sources if x.startswith("poll_work_factor")]
+        if profile.comm_progress == "polled"
+        else []
+    )
     return ValidateResult(
-        rows, report, scenario, wl.name, rank_threads, report_path, identical, loads, segments
+        rows,
+        report,
+        scenario,
+        wl.name,
+        rank_threads,
+        report_path,
+        identical,
+        loads,
+        segments,
+        progress_notes,
     )
 
 

@@ -33,7 +33,7 @@ from sim.app.calibration import (
     write_yaml,
 )
 from sim.app.validation import DEFAULT_STRATEGIES
-from sim.cli.common import OPTIMIZER_CHOICE, emit_json, err, handles_errors
+from sim.cli.common import OPTIMIZER_CHOICE, emit_json, err, handles_errors, literal
 from sim.cli.common import out as console
 from sim.errors import InputError
 from sim.units import fmt_bytes, fmt_time, parse_bytes
@@ -926,6 +926,8 @@ def validate(
             + f" (median per segment, in time order; spread {max(seg) / min(seg) - 1:.1%})",
             soft_wrap=True,
         )
+    for note in result.progress_notes:
+        err.print(f"polled progress: {literal(note)}", soft_wrap=True)
     worst = max(abs(r["error_fraction"]) for r in rows)
     o.print(
         f"worst |error| {worst:.1%} (target 10%, aim 5%); ranking measured vs predicted: "

@@ -383,13 +383,14 @@ class Engine:
 
     def _next_on_thread(self, rank: int, after_compute: bool = False) -> None:
         """A compute task (``after_compute``) or a poll ended on ``rank``'s thread. After a
-        task its hook polls whatever is pending; then the best ready compute task runs,
-        or, with none ready, the thread waits and progresses what is pending."""
+        task with another one ready, its hook polls whatever is pending; then the best
+        ready compute task runs, or, with none ready, the thread waits and progresses
+        what is pending at its time alone (a blocking call's cost)."""
         self._polling[rank] = False
-        if after_compute and self._pending[rank]:
+        q = self._thread(rank)
+        if after_compute and self._pending[rank] and q is not None and self._queues[q]:
             self._poll(rank)
             return
-        q = self._thread(rank)
         if q is not None:
             self._busy[q] = False
             self._dispatch(q)
