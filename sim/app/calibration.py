@@ -666,9 +666,7 @@ def calibrate_all(
             ),
         },
         **(
-            {"poll_work_factor": doc["poll_work_factor"]}
-            if interference.progress == "test"
-            else {}
+            {"poll_work_factor": doc["poll_work_factor"]} if interference.progress == "test" else {}
         ),
         "load": [x.as_dict() for x in loads],
         "timings_s": timings,
