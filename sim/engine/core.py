@@ -10,13 +10,14 @@ part of its collectives progresses at ``1 / (1 + comm_interference_factor)`` (0 
 a profile measured it). ``polled``: collectives advance only inside the polls the
 computing thread makes between layers (plain MPI non-blocking collectives on CPUs, as
 ``dtsim validate``'s real runs). There a collective's bandwidth part is work on each
-member's own thread, ``poll_work`` times its cost: once the collective has started (its
-last member arrived, its channel free, its latency spent), each member does it at its
-next poll, the end of the compute task it is running (or at once if its thread is
-waiting), all pending collectives in one poll, recorded as a ``poll`` span on the
-compute stream; the collective ends when its last member has done its part. Nothing
-advances inside a compute task (an optimizer step is one task and has no poll, as in
-a real run), and compute still runs at ``1 / (1 + interference_factor)`` while a
+member's own thread, not a flow: once the collective has started (its last member
+arrived, its channel free, its latency spent), each member does it at its next poll,
+the end of the compute task it is running when another task is ready (``poll_work``
+times its time alone, all pending collectives in one poll, a ``poll`` span on the
+compute stream), or, with none ready, at once while the thread waits (its time alone,
+as a blocking call; idle, no span); the collective ends when its last member is done.
+Nothing advances inside a compute task (an optimizer step is one task and has no poll,
+as in a real run), and compute still runs at ``1 / (1 + interference_factor)`` while a
 collective is in flight on its rank. A real run's trace shows why: the whole all-reduce
 of a delayed:1 step ran in one ``Test`` after the next forward's first layer.
 

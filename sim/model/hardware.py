@@ -188,9 +188,9 @@ class HardwareProfile:
     # How a rank's non-blocking collectives progress while it computes: "thread" (a
     # communication thread or engine of their own: NCCL, gloo, Horovod, MPI progress
     # threads) or "polled" (only inside the Test calls the computing thread makes between
-    # layers: plain MPI non-blocking collectives on CPUs). ``comm_interference_factor``:
-    # while the rank computes, a collective's bandwidth part progresses at 1/(1 + it).
-    # Both measured by ``dtsim calibrate interference --progress test`` (polled).
+    # layers: plain MPI non-blocking collectives on CPUs). ``comm_interference_factor``
+    # (thread only): while the rank computes, a collective's bandwidth part progresses at
+    # 1/(1 + it).
     comm_progress: str = "thread"
     comm_interference_factor: float = 0.0
     # With "polled": a collective's bandwidth part is work on each member's computing
