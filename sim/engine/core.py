@@ -340,15 +340,20 @@ class Engine:
                 # Idle now; the end of this instant tells whether it waits (a compute task
                 # made ready at the same moment runs first, as a thread with work to do).
                 ev = self.env.timeout(0)
-                ev.callbacks.append(lambda _e, r=r: self._poll_if_waiting(r))
+                ev.callbacks.append(self._waiting_check(r))
 
     def _thread_busy(self, rank: int) -> bool:
         q = self._thread(rank)
         return self._polling[rank] or (q is not None and self._busy[q])
 
-    def _poll_if_waiting(self, rank: int) -> None:
-        if self._pending[rank] and not self._thread_busy(rank):
-            self._poll(rank, waiting=True)
+    def _waiting_check(self, rank: int):
+        """A callback: if ``rank``'s thread is still idle, it waits and progresses."""
+
+        def check(_e: object) -> None:
+            if self._pending[rank] and not self._thread_busy(rank):
+                self._poll(rank, waiting=True)
+
+        return check
 
     def _thread(self, rank: int) -> int | None:
         """The queue index of ``rank``'s compute stream (its thread), if it has one."""
