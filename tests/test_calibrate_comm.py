@@ -347,6 +347,24 @@ def _check_polled_identities(r) -> None:
 
 @pytest.mark.mpi
 @needs_mpi
+def test_calibrate_interference_says_what_polled_progress_measured():
+    """The command line of a polled run: the factor is compute's slowdown outside the
+    polls (each rank's figures), and the thread's time in polls per all-reduce."""
+    pytest.importorskip("torch")
+    from cli_helpers import dtsim
+
+    result = dtsim(
+        "calibrate", "interference", "--np", "2", "--seconds", "0.3", "--bytes", "1MiB",
+        "--progress", "test", timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "outside the polls" in text and "0: " in text and "1: " in text
+    assert "each 1 MiB all-reduce took" in text and "of the thread's polls" in text
+
+
+@pytest.mark.mpi
+@needs_mpi
 def test_polled_interference_on_the_workloads_own_passes():
     """With a model (what calibrate all --progress test passes), the compute is the model's
     iterations, its passes polled at its layer hooks and the training optimizer's steps

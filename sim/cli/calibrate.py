@@ -591,14 +591,25 @@ def interference_cmd(
     if as_json:
         emit_json(doc)
         return
+    if result.progress == "test":
+        # The factor is compute's slowdown outside the polls (worker.report_polled).
+        console.print(
+            f"interference factor {result.factor:.3f} (median over ranks; per rank: "
+            + ", ".join(
+                f"{s.rank}: {s.factor:.3f}, {fmt_time(s.compute_alone_s)} alone, "
+                f"{fmt_time(s.compute_with_comm_s - (s.poll_s or 0.0))} outside the polls"
+                for s in result.samples
+            )
+            + f"; {np_} ranks, {result.threads} thread(s) each)"
+        )
+        console.print(_polled_line(result))
+        return
     console.print(
         f"interference factor {result.factor:.3f}: compute {fmt_time(result.compute_alone_s)} "
         f"alone, {fmt_time(result.compute_with_comm_s)} while all-reducing "
         f"{fmt_bytes(result.bytes)} ({np_} ranks, {result.threads} thread(s) each); per rank: "
         + ", ".join(f"{s.rank}: {s.factor:.3f}" for s in result.samples)
     )
-    if result.progress == "test":
-        console.print(_polled_line(result))
 
 
 def _polled_line(result: Any) -> str:
