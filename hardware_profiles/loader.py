@@ -268,8 +268,8 @@ def _check_progress(spec: ProfileSpec, origin: str) -> None:
             "comm_interference_factor applies to comm_progress: thread; with polled a "
             "collective's work runs on the computing thread at its polls, costing "
             "poll_work_factor times its time alone (a profile written before that model: "
-            "run dtsim calibrate all --progress test again, or replace the key with "
-            "poll_work_factor)",
+            "remove the key and run dtsim calibrate all --progress test again; "
+            "poll_work_factor is another quantity, 1 unless measured)",
             file=origin,
             key="comm_interference_factor",
         )

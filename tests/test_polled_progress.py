@@ -115,6 +115,57 @@ def test_the_collective_ends_when_its_last_member_has_done_its_part():
     )
 
 
+def test_a_waiting_thread_does_its_collectives_one_at_a_time():
+    # Two collectives start at 1 on two channels, A (1 s) and B (3 s); U needs only A.
+    # The waiting thread does A's part first, [1, 2]: A ends at 2 and U, now ready, runs
+    # [2, 3] before B's part, which the thread does while it waits again: [3, 6].
+    g = TaskGraph()
+    f = g.add("forward", COMPUTE, 0, "F", 1.0)
+    a = g.add("comm", "comm0", 0, "A", 1.0, deps=(f,), links=("x",))
+    g.add("comm", "comm1", 0, "B", 3.0, deps=(f,), links=("x",))
+    g.add("update", COMPUTE, 0, "U", 1.0, deps=(a,))
+    _assert_spans(
+        _engine(g, poll_work=2.0),
+        [
+            (0, "comm", "A", 1.0, 2.0),
+            (0, "comm", "B", 1.0, 6.0),
+            (0, "forward", "F", 0.0, 1.0),
+            (0, "update", "U", 2.0, 3.0),
+        ],
+    )
+
+
+def test_a_collective_without_latency_is_polled_as_one_with_a_little():
+    # f, then a collective C and a task g beside it, then V after both. The hook at f's
+    # end polls only what was pending before f ended, so C, started by f's end, is done
+    # after g whether its latency is 0 or 1e-9: g [1, 2], then nothing is ready, so the
+    # thread waits and does C's part at its time alone, [2, 3]; V [3, 4]. Two identical
+    # ranks get identical timelines (no dependence on which rank's event runs first).
+    def timeline(latency: float, ranks: int = 1):
+        g = TaskGraph()
+        f = g.add("forward", COMPUTE, 0, "f", 1.0)
+        c = g.add("comm", "comm0", 0, "C", 1.0, deps=(f,), links=("x",), latency_s=latency)
+        gt = g.add("forward", COMPUTE, 0, "g", 1.0, deps=(f,))
+        g.add("update", COMPUTE, 0, "V", 1.0, deps=(c, gt))
+        return _engine(g, poll_work=3.0, ranks=ranks)
+
+    zero, tiny = timeline(0.0), timeline(1e-9)
+    assert [x[:3] for x in zero] == [x[:3] for x in tiny]
+    for a, b in zip(zero, tiny, strict=True):
+        assert a[3:] == pytest.approx(b[3:], abs=1e-8)
+    _assert_spans(
+        zero,
+        [
+            (0, "comm", "C", 1.0, 3.0),
+            (0, "forward", "f", 0.0, 1.0),
+            (0, "forward", "g", 1.0, 2.0),
+            (0, "update", "V", 3.0, 4.0),
+        ],
+    )
+    both = timeline(0.0, ranks=2)
+    assert [x[1:] for x in both if x[0] == 0] == [x[1:] for x in both if x[0] == 1]
+
+
 def test_thread_progress_slows_both_by_their_factors():
     # With a communication thread (GPUs, progress threads) the same 4 s collective and
     # 8 s compute share the rank as fluids: compute at 1/(1 + 1) while the collective
@@ -132,10 +183,13 @@ def test_thread_progress_slows_both_by_their_factors():
 
 
 def test_poll_work_below_one_is_refused():
-    # A collective cannot cost its thread less polled than alone.
+    # A collective cannot cost its thread less polled than alone; and the fluid model's
+    # factor has no meaning on polled progress.
     for bad in (0.5, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="poll_work"):
             Engine(TaskGraph(), polled=True, poll_work=bad)
+    with pytest.raises(ValueError, match="comm_interference_factor"):
+        Engine(TaskGraph(), polled=True, comm_interference_factor=1.0)
 
 
 def _forward_then_poll_spans() -> list[Span]:
@@ -405,15 +459,23 @@ def test_the_poll_work_factor_makes_the_measured_size_cost_the_measured_poll_tim
     profile = parse_profile(doc, "p.yaml")
     cost = CostModel(Topology(profile, make_placement(profile, 2))).cost("allreduce", nbytes)
     measured = cost.latency_s + 2.5 * cost.bandwidth_s
-    polled = SimpleNamespace(bytes=nbytes, poll_collective_s=measured)
-    d = dict(doc, sources=list(doc["sources"]))
-    _set_poll_work(d, polled, 2)
-    assert d["poll_work_factor"] == pytest.approx(2.5, abs=1e-4)
-    assert "poll_work_factor = " in d["sources"][-1] and "written as" not in d["sources"][-1]
-    low = dict(doc, sources=list(doc["sources"]))
-    _set_poll_work(low, SimpleNamespace(bytes=nbytes, poll_collective_s=0.5 * cost.time_s), 2)
-    assert low["poll_work_factor"] == 1.0
-    assert "written as 1 (a collective costs its thread at least its time alone)" in " ".join(
-        low["sources"][-1].split()
-    )
-    parse_profile(low, "low.yaml")
+    ranks = (SimpleNamespace(rank=0, comm_iterations=9), SimpleNamespace(rank=1, comm_iterations=9))
+
+    def written(poll_collective_s: float, samples=ranks) -> tuple[float, str]:
+        d = dict(doc, sources=list(doc["sources"]))
+        run = SimpleNamespace(bytes=nbytes, poll_collective_s=poll_collective_s, samples=samples)
+        _set_poll_work(d, run, 2)
+        parse_profile(d, "p.yaml")
+        return d["poll_work_factor"], " ".join(d["sources"][-1].split())
+
+    k, text = written(measured)
+    assert k == pytest.approx(2.5, abs=1e-4)
+    assert text.startswith("poll_work_factor = ") and "written as" not in text
+    k, text = written(0.5 * cost.time_s)
+    assert k == 1.0
+    assert "written as 1 (a collective costs its thread at least its time alone)" in text
+    k, text = written(cost.latency_s + 250 * cost.bandwidth_s)
+    assert k == 100.0 and "capped at 100" in text
+    stalled = (ranks[0], SimpleNamespace(rank=1, comm_iterations=0))
+    k, text = written(measured, stalled)
+    assert k == 100.0 and "rank(s) 1 completed no all-reduce while computing" in text

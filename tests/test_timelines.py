@@ -222,30 +222,31 @@ def test_polled_collectives_run_on_the_thread_at_its_polls():
     # runs on the computing thread at the hook after a layer, poll_work = 2 times its
     # time alone, while compute runs at 1/(1 + 1) with one in flight.
     t = _run("layerwise", interference=1.0, poll_work=2.0, polled=True)
-    # L2's comm (3 s) starts at 5, as backward L1 is ready: the hook polls it, [5, 11].
-    # Backward L1 [11, 13] at full speed (nothing in flight), its comm (2 s) polled
-    # [13, 17]; backward L0 [17, 19]; its comm (1 s) with nothing else to compute: the
-    # thread waits and progresses it at its time alone, [19, 20] (idle, not a poll).
-    # Update [20, 21.5].
+    # L2's comm (3 s) starts at 5, when backward L2 ends; the hook at that end polls only
+    # what was pending before it, so L2's part waits for the next task's end: backward
+    # L1 runs beside it at 1/2, [5, 9], and its hook polls L2's part, [9, 15]. L1's comm
+    # (2 s) then starts and backward L0 runs beside it at 1/2, [15, 19]. Nothing is ready
+    # after it (the update needs every comm), so the thread waits and progresses L1's
+    # part at its time alone, [19, 21], then L0's (1 s), which starts at 21: [21, 22]
+    # (idle, not polls). Update [22, 23.5].
     _assert_timeline(
         _timeline(t, COMPUTE),
         FWD_BWD_IT0[:4]
         + [
-            (5, 11, "poll", "L2"),
-            (11, 13, "backward", "L1"),
-            (13, 17, "poll", "L1"),
-            (17, 19, "backward", "L0"),
-            (20, 21.5, "update", "all"),
+            (5, 9, "backward", "L1"),
+            (9, 15, "poll", "L2"),
+            (15, 19, "backward", "L0"),
+            (22, 23.5, "update", "all"),
         ],
     )
     _assert_timeline(
         _timeline(t, "comm0"),
-        [(5, 11, "comm", "L2"), (13, 17, "comm", "L1"), (19, 20, "comm", "L0")],
+        [(5, 15, "comm", "L2"), (15, 21, "comm", "L1"), (21, 22, "comm", "L0")],
     )
     # Polling is not compute: the stream's idle time counts it as exposed communication.
-    # Iteration 1 repeats iteration 0 shifted by 21.5 s.
-    assert iteration_time_s(t) == pytest.approx(21.5, abs=1e-12)
-    assert exposed_comm_s(t) == pytest.approx(21.5 - 10.5, abs=1e-12)
+    # Iteration 1 repeats iteration 0 shifted by 23.5 s; compute (slowed) 14.5 s of it.
+    assert iteration_time_s(t) == pytest.approx(23.5, abs=1e-12)
+    assert exposed_comm_s(t) == pytest.approx(23.5 - 14.5, abs=1e-12)
 
 
 def test_polled_collective_after_backward_runs_at_its_own_cost():

@@ -682,11 +682,13 @@ def _interference_by_testing(
     req = comm.Iallreduce(MPI.IN_PLACE, send)
     started += 1
     poll_s = time.perf_counter() - t
+    poll_done_s = 0.0  # poll_s when the last collective completed (report_polled)
     for _ in range(chunks):
         torch.mm(a, b)
         p = time.perf_counter()
         if req.Test():
             completed += 1
+            poll_done_s = poll_s + (time.perf_counter() - p)
             req = comm.Iallreduce(MPI.IN_PLACE, send)
             started += 1
         poll_s += time.perf_counter() - p
@@ -698,6 +700,7 @@ def _interference_by_testing(
         alone_s=alone_s,
         wall_s=wall_s,
         poll_s=poll_s,
+        poll_done_s=poll_done_s,
         polls=chunks,
         reps=chunks,
         completed=completed,
@@ -732,6 +735,7 @@ def report_polled(
     alone_s: float,
     wall_s: float,
     poll_s: float,
+    poll_done_s: float,
     polls: int,
     reps: int,
     completed: int,
@@ -743,19 +747,21 @@ def report_polled(
 ) -> None:
     """A polled run's figures: ``reps`` reps of compute taking ``alone_s`` alone and
     ``wall_s`` with one all-reduce always in flight, ``poll_s`` of it in the ``polls``
-    Test calls (and the Iallreduce calls they made), ``completed`` collectives done,
-    each ``blocking_s`` when blocking:
+    Test calls (and the Iallreduce calls they made), ``poll_done_s`` of that up to the
+    Test that completed the last of the ``completed`` collectives, each ``blocking_s``
+    when blocking:
 
     - ``factor`` f = (W - P) / C - 1: compute's slowdown outside the polls while a
       collective is in flight (the profile's ``interference_factor``);
-    - ``poll_collective_s`` = P / n: the thread's time in polls per collective, and
-      ``poll_work`` = P / (n·D), the same in blocking all-reduces.
+    - ``poll_collective_s`` = P_done / n: the thread's time in polls per collective
+      (the polls of the collective still in flight at the end are not counted), and
+      ``poll_work`` = P_done / (n·D), the same in blocking all-reduces.
 
     Gathered on rank 0, which reports them. Unclamped: a factor above what a profile
     takes (100) is capped, and said, where the profile is written."""
     factor = max(0.0, (wall_s - poll_s) / alone_s - 1.0)
     if completed:
-        per_collective = poll_s / completed
+        per_collective = poll_done_s / completed
         poll_work = per_collective / blocking_s
     else:  # nothing completed while computing: the largest factor a profile takes
         per_collective, poll_work = 100.0 * blocking_s, 100.0

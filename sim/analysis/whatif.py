@@ -220,10 +220,11 @@ def polling_notes(traces: Mapping[str, Trace], scenario: Scenario) -> list[str]:
             polls.append(f"{name} {fmt_time(polled)}")
     text = (
         "collectives progress only in the computing thread's polls between layers (profile "
-        "comm_progress: polled): their work runs on that thread at its next poll, "
-        f"{hw.poll_work_factor:g}x their time alone, and compute runs at "
-        f"1/(1 + {hw.interference_factor:g}) while one is in flight; the polling counts as "
-        "exposed communication (it hides nothing)"
+        "comm_progress: polled): their work runs on that thread, at the poll after a layer "
+        f"{hw.poll_work_factor:g}x their time alone, while it waits (sync) their time alone, "
+        f"and compute runs at 1/(1 + {hw.interference_factor:g}) while one is in flight; the "
+        "polls count as exposed communication, and the overlap column counts a collective's "
+        "time in flight between polls (nothing advances then) as hidden"
     )
     if polls:
         text += "; polling per iteration: " + ", ".join(polls)

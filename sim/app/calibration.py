@@ -941,11 +941,13 @@ def _profile_document(
 
 def _set_poll_work(doc: dict, interference: Any, ranks: int) -> None:
     """A polled profile's ``poll_work_factor``: the thread's measured time in polls per
-    collective (the pacing rank's), over what the profile itself charges for that
-    all-reduce's bandwidth part, so the simulator's polled all-reduce of the measured size
-    costs the thread exactly the measured time (its latency stays off the thread, as
-    :mod:`sim.engine.core` spends it). Below 1 it is raised to 1 (a collective would
-    otherwise cost less polled than alone), and the profile's sources say so."""
+    collective (the pacing rank's), less the profile's latency for that all-reduce, over
+    the profile's bandwidth part for it: the simulator's polled all-reduce of the
+    measured size then charges the thread the measured time less the latency (which it
+    spends off the thread, :mod:`sim.engine.core`). Below 1 it is raised to 1 (a
+    collective would otherwise cost less polled than alone), above 100 capped, and a run
+    in which a rank completed no collective while computing written as the cap; the
+    profile's sources say which."""
     from calibrate.measure.profile import MAX_FACTOR as MAX_POLL_WORK
     from hardware_profiles.loader import parse_profile
     from sim.model.collectives import CostModel
@@ -956,16 +958,28 @@ def _set_poll_work(doc: dict, interference: Any, ranks: int) -> None:
         "allreduce", float(interference.bytes)
     )
     measured = interference.poll_collective_s
+    stalled = [s.rank for s in interference.samples if not s.comm_iterations]
     k = (measured - cost.latency_s) / cost.bandwidth_s if cost.bandwidth_s > 0 else 1.0
+    if stalled:
+        k = MAX_POLL_WORK
     doc["poll_work_factor"] = round(min(MAX_POLL_WORK, max(1.0, k)), 4)
+    if stalled:
+        why = (
+            f": rank(s) {', '.join(map(str, stalled))} completed no all-reduce while "
+            f"computing, so it is written as the largest factor a profile takes"
+        )
+    elif k < 1.0:
+        why = (
+            f": measured {k:.4g}, written as 1 (a collective costs its thread at least its "
+            "time alone)"
+        )
+    elif k > MAX_POLL_WORK:
+        why = f": measured {k:.4g}, capped at {MAX_POLL_WORK:g} (the largest a profile takes)"
+    else:
+        why = ""
     doc["sources"].append(
         f"poll_work_factor = the thread's time in polls per {fmt_bytes(interference.bytes)} "
         f"all-reduce beside the workload's passes ({fmt_time(measured)}, the rank that spent "
-        f"the most), over this profile's cost of its bandwidth part ({fmt_time(cost.bandwidth_s)})"
-        + (
-            f": measured {k:.4g}, written as {doc['poll_work_factor']:g} (a collective costs "
-            "its thread at least its time alone)"
-            if not 1.0 <= k <= MAX_POLL_WORK
-            else ""
-        )
+        f"the most), less this profile's latency for it ({fmt_time(cost.latency_s)}), over "
+        f"its bandwidth part ({fmt_time(cost.bandwidth_s)})" + why
     )

@@ -78,6 +78,18 @@ def run_layout(request: LayoutRequest) -> LayoutResult:
             "sequence parallelism: the backward's all-gather of each column-parallel input "
             "blocks compute here (Megatron-LM overlaps it with the input-gradient GEMM)"
         )
+    hw = ls.scenario.hardware
+    if hw.comm_progress == "polled" or hw.comm_interference_factor:
+        notes.append(
+            "layouts run collectives on their own channels beside compute (slowed by the "
+            "profile's interference_factor): the profile's "
+            + (
+                "polled progress (comm_progress: polled, poll_work_factor) is"
+                if hw.comm_progress == "polled"
+                else "comm_interference_factor is"
+            )
+            + " not modelled for layouts"
+        )
     delay = ls.layout.delay
     if delay:
         notes.append(

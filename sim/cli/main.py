@@ -204,7 +204,8 @@ def profiles_show(name: str, as_json: bool) -> None:
         t.add_row(
             "communication progress",
             "polled by the computing thread between layers: a collective's work runs on "
-            f"that thread at its polls, {p.poll_work_factor:g}x its time alone",
+            f"that thread at its polls, {p.poll_work_factor:g}x its time alone after a "
+            "layer, its time alone while the thread waits (e.g. sync's blocking all-reduce)",
         )
     elif p.comm_interference_factor:
         t.add_row(

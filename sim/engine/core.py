@@ -6,8 +6,8 @@ that load them. Sharing is processor sharing: a collective's bandwidth part prog
 at ``1 / max(load of each link it crosses)``, recomputed whenever a collective or a
 compute task starts or ends. While any collective runs on a rank, that rank's compute
 progresses at ``1 / (1 + interference_factor)``; while a rank computes, the bandwidth
-part of its collectives progresses at ``1 / (1 + comm_interference_factor)`` (0 unless
-a profile measured it). ``polled``: collectives advance only inside the polls the
+part of its collectives progresses at ``1 / (1 + comm_interference_factor)`` (a
+profile's, 0 unless set). ``polled``: collectives advance only inside the polls the
 computing thread makes between layers (plain MPI non-blocking collectives on CPUs, as
 ``dtsim validate``'s real runs). There a collective's bandwidth part is work on each
 member's own thread, not a flow: once the collective has started (its last member
@@ -110,6 +110,8 @@ class Engine:
         self.slow = 1.0 / (1.0 + interference_factor)
         self.comm_slow = 1.0 / (1.0 + comm_interference_factor)
         self.polled = polled
+        if polled and comm_interference_factor:
+            raise ValueError("comm_interference_factor applies to thread progress, not polled")
         if not (poll_work >= 1.0 and np.isfinite(poll_work)):
             # Below 1 a collective would finish faster polled than alone.
             raise ValueError(f"poll_work must be a finite number >= 1, got {poll_work}")
@@ -360,12 +362,16 @@ class Engine:
         c = self.res_index.get(COMPUTE)
         return None if c is None else rank * self.n_res + c
 
-    def _poll(self, rank: int, waiting: bool = False) -> None:
-        """``rank``'s thread polls: every pending collective's part, then its next task.
-        After a compute task each part costs ``poll_work`` times its time alone and is a
-        ``poll`` span; a thread that was ``waiting`` (blocked in a Wait) progresses it at
-        its time alone, as a blocking call would, and its time stays idle (a wait)."""
-        items, self._pending[rank] = self._pending[rank], []
+    def _poll(self, rank: int, waiting: bool = False, count: int | None = None) -> None:
+        """``rank``'s thread polls, then takes its next task. After a compute task it does
+        the first ``count`` pending parts (default all) in one poll, each costing
+        ``poll_work`` times its time alone, a ``poll`` span. A thread that was ``waiting``
+        (blocked in a Wait) progresses the oldest pending part alone, at its time alone, as
+        a blocking call would, its time idle (a wait); it then looks for a ready task
+        before the next part, so a collective ends when its own part is done."""
+        pending = self._pending[rank]
+        take = 1 if waiting else len(pending) if count is None else count
+        items, self._pending[rank] = pending[:take], pending[take:]
         self._polling[rank] = True
         q = self._thread(rank)
         if q is not None:
@@ -394,8 +400,12 @@ class Engine:
         what is pending at its time alone (a blocking call's cost)."""
         self._polling[rank] = False
         q = self._thread(rank)
-        if after_compute and self._pending[rank] and q is not None and self._queues[q]:
-            self._poll(rank)
+        # The hook polls what was pending when the task ended, not what the task's end
+        # itself started (a zero-latency collective): that waits for the next task's end,
+        # as a collective with any latency does.
+        due = self._due[rank] if after_compute else 0
+        if due and q is not None and self._queues[q]:
+            self._poll(rank, count=due)
             return
         if q is not None:
             self._busy[q] = False
@@ -408,6 +418,8 @@ class Engine:
         task = self.tasks[tid]
         rank = copy + task.rank
         now = self.env.now
+        if self.polled and task.resource == COMPUTE:
+            self._due[rank] = len(self._pending[rank])  # before the children start anything
         self._spans.append(
             Span(
                 rank,
@@ -454,6 +466,7 @@ class Engine:
         self._arrived: dict[int, int] = {}
         self._pending: list[list] = [[] for _ in range(width)]  # polled: work per rank
         self._polling = [False] * width
+        self._due = [0] * width  # pending parts when the rank's last compute task ended
         self._start = [0.0] * (self.n * self.ranks)
         self._deps_left = [len(t.deps) for t in self.graph.tasks] * self.ranks
         self._spans: list[Span] = []
