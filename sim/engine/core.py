@@ -11,11 +11,14 @@ profile's, 0 unless set). ``polled``: collectives advance only inside the polls 
 computing thread makes between layers (plain MPI non-blocking collectives on CPUs, as
 ``dtsim validate``'s real runs). There a collective's bandwidth part is work on each
 member's own thread, not a flow: once the collective has started (its last member
-arrived, its channel free, its latency spent), each member does it at its next poll,
-the end of the compute task it is running when another task is ready (``poll_work``
-times its time alone, all pending collectives in one poll, a ``poll`` span on the
-compute stream), or, with none ready, at once while the thread waits (its time alone,
-as a blocking call; idle, no span); the collective ends when its last member is done.
+arrived, its channel free, its latency spent), each member does it at its next poll:
+the end of the compute task it is running, if another task is ready then (``poll_work``
+times its time alone; every collective pending when the task ended, in one poll, a
+``poll`` span on the compute stream; one started by that very end waits for the next,
+as one with any latency would), or, with no task ready, while the thread waits (one
+collective at a time, oldest first, each at its time alone as a blocking call, idle,
+no span; a task made ready meanwhile runs before the next). The collective ends when
+its last member is done.
 Nothing advances inside a compute task (an optimizer step is one task and has no poll,
 as in a real run), and compute still runs at ``1 / (1 + interference_factor)`` while a
 collective is in flight on its rank. A real run's trace shows why: the whole all-reduce
