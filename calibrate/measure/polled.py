@@ -39,6 +39,11 @@ import time
 from typing import Any
 
 BLOCKING_REPS = 5
+# At least this many iterations per phase: a large model's iteration takes 0.2-0.4 s on
+# this project's VM, and at 5 the polled phase completed 5-6 all-reduces, so one more or
+# less moved the poll time per collective by a fifth (AlexNet-shaped Adam's
+# poll_work_factor: 2.49 and 1.73 in two calibrations).
+MIN_PASSES = 12
 
 
 def polled_loop(spec: dict[str, Any], sink: Any) -> None:
@@ -119,7 +124,7 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     t = time.perf_counter()
     iteration()
     per_iteration = comm.bcast(time.perf_counter() - t, root=0)
-    passes = max(5, int(float(spec["seconds"]) / max(per_iteration, 1e-9)))
+    passes = max(MIN_PASSES, int(float(spec["seconds"]) / max(per_iteration, 1e-9)))
     passes = comm.bcast(passes, root=0)
     # 1. alone
     comm.Barrier()
