@@ -87,6 +87,13 @@ def test_validate_calibrates_trains_and_compares(tmp_path):
     for path in [*report["measured_traces"], *report["predicted_traces"].values()]:
         assert Path(path).is_file()
     assert (tmp_path / "profile.yaml").is_file()
+    # validate calibrates polled progress; the line it prints on it is the profile's.
+    from hardware_profiles.loader import load_profile_file
+    from sim.app.calibration import POLL_WORK_SOURCE
+
+    profile = load_profile_file(tmp_path / "profile.yaml")
+    assert profile.comm_progress == "polled" and profile.poll_work_factor >= 1
+    assert sum(x.startswith(POLL_WORK_SOURCE) for x in profile.sources) == 1
     # The repeats are numbered across the launches (one per repeat), so no trace is
     # overwritten, and the compute calibration is interleaved: a segment before the
     # runs and one after each repeat, every segment's rows kept in the CSV.

@@ -939,6 +939,10 @@ def _profile_document(
     return doc
 
 
+# How a polled profile's sources line on its poll_work_factor begins (validate shows it).
+POLL_WORK_SOURCE = "poll_work_factor = "
+
+
 def _set_poll_work(doc: dict, interference: Any, ranks: int) -> None:
     """A polled profile's ``poll_work_factor``: the thread's measured time in polls per
     collective (the pacing rank's), less the profile's latency for that all-reduce, over
@@ -978,7 +982,7 @@ def _set_poll_work(doc: dict, interference: Any, ranks: int) -> None:
     else:
         why = ""
     doc["sources"].append(
-        f"poll_work_factor = the thread's time in polls per {fmt_bytes(interference.bytes)} "
+        f"{POLL_WORK_SOURCE}the thread's time in polls per {fmt_bytes(interference.bytes)} "
         f"all-reduce beside the workload's passes ({fmt_time(measured)}, the rank that spent "
         f"the most), less this profile's latency for it ({fmt_time(cost.latency_s)}), over "
         f"its bandwidth part ({fmt_time(cost.bandwidth_s)})" + why

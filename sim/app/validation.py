@@ -10,6 +10,7 @@ from typing import Any
 
 from calibrate.errors import CalibrationError
 from sim.app.calibration import (
+    POLL_WORK_SOURCE,
     CalibrateAllRequest,
     ProgressSink,
     calibrate_all,
@@ -137,7 +138,7 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
         kept = ", ".join(names) if names else "none"
         raise CalibrationError(f"{failure} (finished strategies kept in {report_path}: {kept})")
     progress_notes = (
-        [x for x in profile.sources if x.startswith("poll_work_factor")]
+        [x for x in profile.sources if x.startswith(POLL_WORK_SOURCE)]
         if profile.comm_progress == "polled"
         else []
     )

@@ -139,6 +139,7 @@ class Engine:
         self.res_index = {name: i for i, name in enumerate(names)}
         self.n_res = max(1, len(names))
         self.task_res = [self.res_index.get(t.resource, -1) for t in graph.tasks]
+        self._compute_res = self.res_index.get(COMPUTE)  # None: a graph without compute
         self.scale = None
         if jitter > 0:
             rng = np.random.default_rng(seed)
@@ -356,25 +357,24 @@ class Engine:
 
         def check(_e: object) -> None:
             if self._pending[rank] and not self._thread_busy(rank):
-                self._poll(rank, waiting=True)
+                self._poll(rank, 1, waiting=True)
 
         return check
 
     def _thread(self, rank: int) -> int | None:
         """The queue index of ``rank``'s compute stream (its thread), if it has one."""
-        c = self.res_index.get(COMPUTE)
+        c = self._compute_res
         return None if c is None else rank * self.n_res + c
 
-    def _poll(self, rank: int, waiting: bool = False, count: int | None = None) -> None:
-        """``rank``'s thread polls, then takes its next task. After a compute task it does
-        the first ``count`` pending parts (default all) in one poll, each costing
-        ``poll_work`` times its time alone, a ``poll`` span. A thread that was ``waiting``
-        (blocked in a Wait) progresses the oldest pending part alone, at its time alone, as
-        a blocking call would, its time idle (a wait); it then looks for a ready task
-        before the next part, so a collective ends when its own part is done."""
+    def _poll(self, rank: int, count: int, waiting: bool = False) -> None:
+        """``rank``'s thread polls the first ``count`` pending parts, then takes its next
+        task. After a compute task they take one poll, each costing ``poll_work`` times
+        its time alone, a ``poll`` span. A thread that was ``waiting`` (blocked in a Wait;
+        ``count`` 1) progresses the oldest part alone, at its time alone, as a blocking
+        call would, its time idle (a wait); it then looks for a ready task before the
+        next part, so a collective ends when its own part is done."""
         pending = self._pending[rank]
-        take = 1 if waiting else len(pending) if count is None else count
-        items, self._pending[rank] = pending[:take], pending[take:]
+        items, self._pending[rank] = pending[:count], pending[count:]
         self._polling[rank] = True
         q = self._thread(rank)
         if q is not None:
@@ -408,13 +408,13 @@ class Engine:
         # as a collective with any latency does.
         due = self._due[rank] if after_compute else 0
         if due and q is not None and self._queues[q]:
-            self._poll(rank, count=due)
+            self._poll(rank, due)
             return
         if q is not None:
             self._busy[q] = False
             self._dispatch(q)
         if self._pending[rank] and not self._thread_busy(rank):
-            self._poll(rank, waiting=True)
+            self._poll(rank, 1, waiting=True)
 
     def _finish(self, gid: int) -> None:
         copy, tid = divmod(gid, self.n)
