@@ -205,3 +205,37 @@ def test_the_measured_copy_survives_the_workload_file_and_bad_values_are_refused
         path.write_text(yaml.safe_dump(doc))
         with pytest.raises(InputError, match="measured_copy"):
             load_yaml(path)
+
+
+def test_calibrated_times_are_the_means_of_their_repeats(tmp_path):
+    """A layer's tile, a step and the copy are written as the mean of their repeats, not
+    the median: an iteration adds them up, and a tile that now and then runs long makes
+    the mean iteration longer (``expected_time``). The raw CSV of a finished calibration
+    is edited so one layer's forward reads 1, 2 and 9 ms (median 2, mean 4) and the SGD
+    step 3, 3 and 6 ms (median 3, mean 4); resuming it measures nothing again."""
+    import csv
+
+    from calibrate.measure.compute import calibrate_compute
+
+    raw = tmp_path / "raw.csv"
+    calibrate_compute("mlp", batch=2, threads=1, warmup=0, repeats=3, csv_path=raw)
+    rows = list(csv.reader(raw.open()))
+    header, body = rows[0], rows[1:]
+    at = {name: header.index(name) for name in ("repeat", "layer", "phase", "seconds")}
+    fwd = {0: 1e-3, 1: 2e-3, 2: 9e-3}
+    step = {0: 3e-3, 1: 3e-3, 2: 6e-3}
+    for row in body:
+        r = int(row[at["repeat"]])
+        if (row[at["layer"]], row[at["phase"]]) == ("fc1", "forward"):
+            row[at["seconds"]] = repr(fwd[r])
+        if (row[at["layer"]], row[at["phase"]]) == ("<update>", "sgd"):
+            row[at["seconds"]] = repr(step[r])
+    with raw.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([header, *body])
+    result = calibrate_compute(
+        "mlp", batch=2, threads=1, warmup=0, repeats=3, csv_path=raw, resume=True
+    )
+    (fc1,) = [t for t in result.layers if t.name == "fc1"]
+    assert fc1.forward_s == pytest.approx(4e-3)
+    device = result.device.model
+    assert result.workload.update_seconds(device, "sgd") == pytest.approx(4e-3)

@@ -24,7 +24,7 @@ class MeasuredTime:
     batch: int
     forward_s: float
     backward_s: float
-    # Spread of the repeats behind the medians above (interquartile range), if known.
+    # Spread of the repeats behind the means above (interquartile range), if known.
     forward_iqr_s: float = 0.0
     backward_iqr_s: float = 0.0
     repeats: int = 0

@@ -79,11 +79,13 @@ def _iqr(values: Sequence[float]) -> float:
 
 
 def measured_jitter(workload: Workload, device_model: str) -> float:
-    """Per-task noise for the simulator (σ of its lognormal jitter) from the spread the
-    calibration measured: each layer's interquartile range over its median, / 1.349 (the
-    IQR of a normal distribution in σ), weighted by the layers' times. Ranks whose
-    layers take noisy times arrive at a blocking collective at different moments; with
-    jitter the simulated ranks do too."""
+    """Per-task noise for the simulator (the coefficient of variation of its
+    mean-preserving lognormal jitter, ``jitter_cv``) from the spread the calibration
+    measured: each layer's interquartile range / 1.349 (the IQR of a normal distribution
+    in σ) over its time, weighted by the layers' times. Ranks whose layers take noisy
+    times arrive at a blocking collective at different moments; with jitter the
+    simulated ranks do too. Mean-preserving, because the measured times are means
+    (:func:`calibrate.measure.compute.expected_time`)."""
     weighted = total = 0.0
     for layer in workload.layers:
         for m in layer.measured.get(device_model, ()):
@@ -117,7 +119,7 @@ def predict(
         iterations=max(iterations, 8),
         optimizer=optimizer,
         ranks="explicit",
-        jitter=measured_jitter(workload, hardware.device.model),
+        jitter_cv=measured_jitter(workload, hardware.device.model),
         seed=0,
     )
     out = {}

@@ -405,13 +405,13 @@ def run_comm(
 def compute_between_s(compute: Any) -> float:
     """How long a workload computes between its all-reduces, as the collective sweep
     and the interference run reproduce it: one forward and backward pass (the whole
-    model's median) and the cheapest measured update (plain SGD), at most
+    model's mean) and the cheapest measured update (plain SGD), at most
     :data:`MAX_COMPUTE_BETWEEN_S`."""
     return min(MAX_COMPUTE_BETWEEN_S, _pass_and_step_s(compute))
 
 
 def _pass_and_step_s(compute: Any) -> float:
-    """One forward and backward pass (the whole model's median) and the measured SGD step."""
+    """One forward and backward pass (the whole model's mean) and the measured SGD step."""
     update = compute.workload.update_seconds(compute.device.model, "sgd") or 0.0
     return max(0.0, float(compute.whole_model_s) + update)
 
@@ -711,7 +711,7 @@ def extend_compute(
     and appended to its compute CSV (the earlier repeats are kept, not re-measured), and
     the workload and profile rewritten from all of them (the per-layer times, the copy
     and the steps; collectives and interference are kept). ``dtsim validate`` runs this between its
-    real runs, so that the medians come from the same stretch of time as the runs they
+    real runs, so that the means come from the same stretch of time as the runs they
     predict. ``label`` names the segment in the load guard's report."""
     from calibrate.measure.compute import achieved_flops
     from calibrate.measure.loadguard import measure_quietly

@@ -271,8 +271,8 @@ def compute_cmd(
 ) -> None:
     """Time each layer's forward and backward in a real torch model (module hooks).
 
-    Warm-up passes, then --repeats timed passes; each layer keeps its median and
-    interquartile range. The per-layer sum is checked against whole-model passes run
+    Warm-up passes, then --repeats timed passes; each layer keeps its mean (what an
+    iteration adds up) and interquartile range. The per-layer sum is checked against whole-model passes run
     without hooks. The written workload carries the times under the device's model
     name, so `dtsim whatif --workload FILE` uses them on a profile whose device.model
     matches (what `dtsim calibrate all` writes).
@@ -844,7 +844,7 @@ def validate(
     2. Train --workload on --np mpirun ranks under each strategy, --repeats times,
        recording every rank's forward/backward/comm/wait/update spans (Trace schema).
        Each repeat (every strategy once) is followed by 4 more repeats of the compute
-       calibration, so the per-layer times are medians over the same stretch of time
+       calibration, so the per-layer times are means over the same stretch of time
        as the runs; the whole pass's median per segment is printed (its drift).
        The study's semantics: sync = one blocking all-reduce after backward;
        layerwise = a non-blocking all-reduce per layer started from backward hooks;
