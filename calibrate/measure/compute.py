@@ -631,9 +631,7 @@ def calibrate_compute(
     outside_s = expected_time(outside)
     measured_wl = _with_measurements(wl, info, batch, repeats, times, outside_s, optimizer)
     updates = tuple(
-        MeasuredUpdate(name, expected_time(v), _iqr(v), len(v))
-        for name, v in steps.items()
-        if v
+        MeasuredUpdate(name, expected_time(v), _iqr(v), len(v)) for name, v in steps.items() if v
     )
     if updates:
         kept = {k: v for k, v in measured_wl.measured_update.items() if k != info.model}

@@ -272,10 +272,10 @@ def compute_cmd(
     """Time each layer's forward and backward in a real torch model (module hooks).
 
     Warm-up passes, then --repeats timed passes; each layer keeps its mean (what an
-    iteration adds up) and interquartile range. The per-layer sum is checked against whole-model passes run
-    without hooks. The written workload carries the times under the device's model
-    name, so `dtsim whatif --workload FILE` uses them on a profile whose device.model
-    matches (what `dtsim calibrate all` writes).
+    iteration adds up) and interquartile range. The per-layer sum is checked against
+    whole-model passes run without hooks. The written workload carries the times under
+    the device's model name, so `dtsim whatif --workload FILE` uses them on a profile
+    whose device.model matches (what `dtsim calibrate all` writes).
 
     \b
     Examples:
