@@ -14,6 +14,8 @@ layer (1.5 s for all three at once). Compute per iteration: 3 + 6 + 1.5 = 10.5 s
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from hardware_profiles import load_profile
@@ -189,6 +191,41 @@ def test_delayed_1_timeline():
     )
     assert iteration_time_s(t) == pytest.approx(10.5, abs=1e-12)
     assert exposed_comm_s(t) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_delayed_starts_its_collective_before_the_older_update():
+    """With a copy into the buffer (6 MiB at 8 MiB/s = 0.75 s), iteration 1's copy and
+    collective go before the update of iteration 0, as dtsim's real delayed runs start
+    the all-reduce and then wait for and apply the older one: the copy is part of the
+    backward it follows (build_data_parallel's COPY_FIRST)."""
+    ctx = dataclasses.replace(_toy_context(4), copy_s=lambda nbytes: nbytes / (8 * MIB))
+    spans, memory, _ = Engine(parse_strategy("delayed:1").build(ctx)).run()
+    t = Trace(tuple(spans), tuple(memory), TraceMeta(warmup_iterations=1, global_batch=8))
+    # Iteration 0: compute [0, 9], copy [9, 9.75], all-reduce [9.75, 15.75]; pass 1
+    # [9.75, 18.75]; at 18.75 copy(1) and update(0) are both ready: the copy goes first
+    # [18.75, 19.5], all-reduce(1) [19.5, 25.5] beside update(0) [19.5, 21]; pass 2 from
+    # 21: [21, 30], copy(2) [30, 30.75], update(1) [30.75, 32.25]. Steady iteration:
+    # 9 + 0.75 + 1.5 = 11.25 s.
+    compute = [x for x in _timeline(t, COMPUTE, (0, 1)) if x[2] != "forward"]
+    _assert_timeline(
+        compute,
+        [
+            (3, 5, "backward", "L2"),
+            (5, 7, "backward", "L1"),
+            (7, 9, "backward", "L0"),
+            (9, 9.75, "backward", "copy:all"),
+            (12.75, 14.75, "backward", "L2"),
+            (14.75, 16.75, "backward", "L1"),
+            (16.75, 18.75, "backward", "L0"),
+            (18.75, 19.5, "backward", "copy:all"),
+            (19.5, 21, "update", "all"),
+            (30.75, 32.25, "update", "all"),
+        ],
+    )
+    _assert_timeline(
+        _timeline(t, "comm0", (0, 1)), [(9.75, 15.75, "comm", "all"), (19.5, 25.5, "comm", "all")]
+    )
+    assert iteration_time_s(t) == pytest.approx(11.25, abs=1e-12)
 
 
 def test_delayed_0_is_sync_exactly():

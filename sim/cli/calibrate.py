@@ -1039,7 +1039,8 @@ def _budget_table(rows: list[dict]) -> Table:
     t.caption = (
         "comm: rank 0's, its wait for the other ranks included. collective <label>: from "
         "the last rank's call to the first rank's return (under sync the collective alone; "
-        "a non-blocking one's time in flight, overlapped with compute). "
+        "a non-blocking one's time in flight, overlapped with compute; predicted with "
+        "polled progress to the first rank's next poll after the simulated end). "
         "exposed: blocked on a collective. outside: time in no layer and no wait (a real "
         "run's MPI polls, its Iallreduce calls and bookkeeping), predicted as the simulated "
         "polls when the profile's collectives progress by polling, else —"

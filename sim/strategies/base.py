@@ -26,6 +26,9 @@ from sim.model.scenario import Scenario
 # A guard against specs like priority:0.001 on GPT-2 XL (hundreds of thousands of
 # partitions per iteration): minutes of simulation for a configuration nobody runs.
 MAX_COLLECTIVES_PER_ITERATION = 20_000
+# The first item of a gradient copy's priority: below every iteration number, so a ready
+# copy runs before any other ready compute task (see build_data_parallel).
+COPY_FIRST = -1
 
 
 @dataclass(frozen=True)
@@ -337,7 +340,10 @@ def build_data_parallel(
     # "backward" labelled "copy:<bucket>", right after the backward that completes the
     # bucket). DDP and dtsim's real runs copy each gradient as it is accumulated, inside
     # the backward of its layer: the same work, at the bucket's end instead of spread
-    # over its layers.
+    # over its layers. A copy goes before any other ready task (COPY_FIRST), an older
+    # iteration's update included, as a hook runs inside the backward it follows: with
+    # a delay, the collective of iteration t starts before the update of t - d (dtsim's
+    # real delayed runs start the all-reduce, then wait for and apply the older one).
     copies = [ctx.copy_s(b.bytes) for b in buckets]
     duplex = bool(push_pull_servers) and full_duplex
     g = TaskGraph(channels=2 if duplex else channels)
@@ -426,7 +432,7 @@ def build_data_parallel(
                         f"copy:{b.label}",
                         copies[bi],
                         deps,
-                        (t, 1, L - 1 - b.ready_layer, 0, bi),
+                        (COPY_FIRST, t, L - 1 - b.ready_layer, bi),
                         nbytes=b.bytes,
                     )
                 ]
