@@ -130,6 +130,11 @@ def test_ranks_resume_with_reduce_on_real_mpi(tmp_path):
     after = raw.read_text().splitlines()
     assert after[: len(first)] == first
     assert result.repeats == 2 and all(t.forward_s > 0 for t in result.layers)
+    # The whole gradient's all-reduce after a pass, for the simulator: its bytes, the
+    # ranks, and the mean of the repeats timed (resumed ones read back).
+    measured = result.workload.measured_allreduce[result.device.model]
+    assert (measured.bytes, measured.ranks, measured.repeats) == (4 * MLP_PARAMS, 2, 2)
+    assert measured.seconds == pytest.approx(sum(result.allreduce_s) / 2)
 
 
 def test_without_reduce_no_allreduce_is_timed(tmp_path):

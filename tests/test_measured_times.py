@@ -239,3 +239,74 @@ def test_calibrated_times_are_the_means_of_their_repeats(tmp_path):
     assert fc1.forward_s == pytest.approx(4e-3)
     device = result.device.model
     assert result.workload.update_seconds(device, "sgd") == pytest.approx(4e-3)
+
+
+def _with_allreduce(wl, nbytes, ranks, seconds):
+    from workloads.model import MeasuredAllreduce
+
+    measured = MeasuredAllreduce(nbytes, ranks, seconds, 1e-4, 16)
+    return dataclasses.replace(wl, measured_allreduce=MappingProxyType({DEVICE: measured}))
+
+
+def test_the_whole_gradient_s_allreduce_after_a_pass_replaces_the_table_at_its_size_only():
+    """The workload's all-reduce measured after a pass costs the collective of exactly
+    its bytes on its rank count, in fp32: the table's latency, the rest as bandwidth.
+    Any other size, rank count or dtype keeps the table, and whatif's notes say which."""
+    from sim.engine.simulate import build_context
+    from sim.model.costs import measurement_notes
+    from sim.model.scenario import make_scenario
+
+    base = load_workload("mlp")
+    grad = base.total_params * 4
+    wl = _with_allreduce(base, grad, 2, 3e-3)
+    table = build_context(make_scenario(base, HW, 2, batch_per_device=8)).allreduce(grad)
+    ctx = build_context(make_scenario(wl, HW, 2, batch_per_device=8))
+    got = ctx.allreduce(grad)
+    assert got.time_s == pytest.approx(3e-3) and got.latency_s == table.latency_s
+    assert got.algorithm == "measured after a pass" and got.links == table.links
+    assert ctx.allreduce(grad / 2) == build_context(
+        make_scenario(base, HW, 2, batch_per_device=8)
+    ).allreduce(grad / 2)
+    notes = measurement_notes(wl, HW.device, 8, "sgd", "fp32", 2)
+    assert any("measured after a pass on 2 ranks (3 ms" in n for n in notes), notes
+    # Measured on another rank count, or an fp16 run: the table, and the note says so.
+    other = _with_allreduce(base, grad, 4, 3e-3)
+    got = build_context(make_scenario(other, HW, 2, batch_per_device=8)).allreduce(grad)
+    assert got.time_s == table.time_s
+    notes = measurement_notes(other, HW.device, 8, devices=2)
+    assert any("on 4 ranks, not this run's" in n for n in notes), notes
+    # An fp16 run's gradient is another size, and its all-reduce another cost.
+    from sim.engine.simulate import after_a_pass
+
+    assert after_a_pass(table, wl, DEVICE, "fp16") is table
+    assert after_a_pass(table, wl, DEVICE).time_s == pytest.approx(3e-3)
+
+
+def test_the_measured_allreduce_survives_the_workload_file_and_bad_values_are_refused(
+    tmp_path,
+):
+    import yaml
+
+    from sim.errors import InputError
+    from workloads.loader import load_yaml, to_document
+
+    wl = _with_allreduce(load_workload("mlp"), 7_454_760, 2, 1.5e-3)
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(to_document(wl)))
+    back = load_yaml(path)
+    assert back.allreduce_seconds(DEVICE, 7_454_760, 2) == pytest.approx(1.5e-3)
+    assert back.allreduce_seconds(DEVICE, 7_454_760, 4) is None
+    assert back.allreduce_seconds(DEVICE, 7_454_764, 2) is None
+    for bad in (
+        {"bytes": 10, "ranks": 1, "allreduce_ms": 1.0},  # one rank reduces nothing
+        {"bytes": 0, "ranks": 2, "allreduce_ms": 1.0},
+        {"bytes": 10, "ranks": 2, "allreduce_ms": 0},
+        {"bytes": 10, "ranks": 2},
+        {"bytes": 10**12, "ranks": 2, "allreduce_ms": 1e-6},  # 1e21 B/s
+    ):
+        doc = to_document(wl)
+        doc["measured_allreduce"] = {DEVICE: bad}
+        path.write_text(yaml.safe_dump(doc))
+        with pytest.raises(InputError) as e:
+            load_yaml(path)
+        assert "measured_allreduce" in str(e.value)

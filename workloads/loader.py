@@ -34,6 +34,7 @@ from workloads.model import (
     NO_ELEMENTWISE,
     Elementwise,
     Layer,
+    MeasuredAllreduce,
     MeasuredCopy,
     MeasuredTime,
     MeasuredUpdate,
@@ -110,6 +111,18 @@ class MeasuredCopySpec(_Strict):
     repeats: Count = 0
 
 
+class MeasuredAllreduceSpec(_Strict):
+    """The measured all-reduce of the whole gradient after a pass (workloads.model)."""
+
+    bytes: PositiveCount
+    ranks: Annotated[int, BeforeValidator(_plain_number), Field(ge=2, le=MAX_COUNT)]
+    allreduce_ms: Annotated[
+        float, BeforeValidator(_plain_number), Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False)
+    ]
+    iqr_ms: Amount = 0.0
+    repeats: Count = 0
+
+
 class ElementwiseSpec(_Strict):
     """Element-wise kernels folded into a layer (workloads.model.Elementwise)."""
 
@@ -153,6 +166,9 @@ class WorkloadSpec(_Strict):
         dict[Text, Annotated[list[MeasuredUpdateSpec], Field(max_length=MAX_ENTRIES)]] | None
     ) = None
     measured_copy: Annotated[dict[Text, MeasuredCopySpec], Field(max_length=MAX_ENTRIES)] = {}
+    measured_allreduce: Annotated[
+        dict[Text, MeasuredAllreduceSpec], Field(max_length=MAX_ENTRIES)
+    ] = {}
     layers: Annotated[list[LayerSpec], Field(min_length=1, max_length=MAX_LAYERS)]
 
 
@@ -344,7 +360,21 @@ def _to_decoder(spec: DecoderFileSpec, default_name: str, file: str) -> Workload
 COPY_BANDWIDTH_RANGE = (1e6, 1e15)
 
 
+# What a measured all-reduce may imply, bytes over time: from 1 kB/s to 1 PB/s.
+ALLREDUCE_RATE_RANGE = (1e3, 1e15)
+
+
 def _check_copies(spec: WorkloadSpec, file: str) -> None:
+    lo, hi = ALLREDUCE_RATE_RANGE
+    for device, a in spec.measured_allreduce.items():
+        rate = a.bytes / (a.allreduce_ms * 1e-3)
+        if not lo <= rate <= hi:
+            raise InputError(
+                f"{a.bytes} bytes in {a.allreduce_ms:g} ms is {rate / 1e9:.3g} GB/s; an "
+                f"all-reduce runs between {lo / 1e9:g} and {hi / 1e9:g} GB/s",
+                file=file,
+                key=f"measured_allreduce.{device}",
+            )
     lo, hi = COPY_BANDWIDTH_RANGE
     for device, c in spec.measured_copy.items():
         rate = 2 * c.bytes / (c.copy_ms * 1e-3)
@@ -396,6 +426,14 @@ def _to_workload(spec: WorkloadSpec, *, default_name: str, file: str) -> Workloa
             {
                 device: MeasuredCopy(c.bytes, c.copy_ms * 1e-3, c.iqr_ms * 1e-3, c.repeats)
                 for device, c in spec.measured_copy.items()
+            }
+        ),
+        measured_allreduce=MappingProxyType(
+            {
+                device: MeasuredAllreduce(
+                    a.bytes, a.ranks, a.allreduce_ms * 1e-3, a.iqr_ms * 1e-3, a.repeats
+                )
+                for device, a in spec.measured_allreduce.items()
             }
         ),
     )
@@ -474,6 +512,17 @@ def to_document(workload: Workload) -> dict[str, Any]:
                 "repeats": c.repeats,
             }
             for device, c in workload.measured_copy.items()
+        }
+    if workload.measured_allreduce:
+        doc["measured_allreduce"] = {
+            device: {
+                "bytes": a.bytes,
+                "ranks": a.ranks,
+                "allreduce_ms": a.seconds * 1e3,
+                "iqr_ms": a.iqr_s * 1e3,
+                "repeats": a.repeats,
+            }
+            for device, a in workload.measured_allreduce.items()
         }
     doc["layers"] = layers
     return doc

@@ -129,7 +129,8 @@ def seen_complete(end: float, threads: list[list[tuple[float, float, str]]]) -> 
     other's half, reduces and finishes in its next poll, and the last one later still
     (a real run's traces show the completion seen at a later ``Test`` than the one that
     did the work). The earliest of the others."""
-    seen, last = [], None
+    seen: list[float] = []
+    last: int | None = None
     for spans in threads:
         i = bisect.bisect_left(spans, (end, math.inf, "")) - 1
         running = spans[i] if i >= 0 and spans[i][1] > end else None

@@ -67,6 +67,8 @@ class ValidateResult:
     # What the calibration measured of polled progress, as the profile's sources say it
     # (the poll work per collective, and any clamp); empty for thread progress.
     progress_notes: list[str] = field(default_factory=list)
+    # Where the prediction's costs come from (sim.model.costs.measurement_notes).
+    cost_notes: list[str] = field(default_factory=list)
 
 
 def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> ValidateResult:
@@ -75,6 +77,7 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
     written with them and the error, then :class:`CalibrationError` is raised."""
     from calibrate.validation.compare import compare, measured_stats, predict
     from hardware_profiles import load_profile
+    from sim.model.costs import measurement_notes
     from workloads import load_workload
 
     r = request
@@ -131,6 +134,9 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
         "hostfile": r.hostfile,
     }
     report = _report(scenario, rows, identical, real, predicted_paths, loads, started, failure)
+    cost_notes = measurement_notes(wl, profile.device, r.batch, r.optimizer, "fp32", r.np)
+    if cost_notes:
+        report["cost_notes"] = cost_notes
     if segments:
         report["calibration_segments_whole_pass_s"] = segments
     write_atomic(str(report_path), json_text(report, indent=2) + "\n")
@@ -153,6 +159,7 @@ def validate(request: ValidateRequest, progress: ProgressSink = no_progress) -> 
         loads,
         segments,
         progress_notes,
+        cost_notes,
     )
 
 

@@ -113,6 +113,7 @@ def whatif(
             scenario.batch_per_device,
             scenario.optimizer,
             scenario.dtype,
+            scenario.devices,
         )
         + extrapolation_notes(traces.values())
         + polling_notes(traces, scenario)

@@ -44,7 +44,12 @@ def build_context(scenario: Scenario) -> BuildContext:
     def allreduce(nbytes: float) -> CollectiveCost:
         c = allreduce_cache.get(nbytes)
         if c is None:
-            c = model.cost("allreduce", nbytes, algorithm=scenario.collective_algorithm)
+            c = after_a_pass(
+                model.cost("allreduce", nbytes, algorithm=scenario.collective_algorithm),
+                scenario.workload,
+                dev.model,
+                scenario.dtype,
+            )
             allreduce_cache[nbytes] = c
         return c
 
@@ -89,6 +94,28 @@ def build_context(scenario: Scenario) -> BuildContext:
         copy_s=_no_copy
         if scenario.devices == 1 or scenario.workload.copies_gradients_in_layers(dev.model)
         else _copy_cost(scenario.workload, dev),
+    )
+
+
+def after_a_pass(
+    cost: CollectiveCost, workload: Workload, device_model: str, dtype: str = "fp32"
+) -> CollectiveCost:
+    """An all-reduce's ``cost``, or where ``workload`` carries its whole gradient's
+    all-reduce measured after a pass on this device and rank count (fp32, that size),
+    that measured time: the table's latency and the rest as its bandwidth part
+    (:class:`workloads.model.MeasuredAllreduce`; :func:`sim.model.costs.measurement_notes`
+    says so). A polled profile's ``poll_work_factor`` multiplies it as it does the
+    table's cost (see sim.app.calibration._set_poll_work)."""
+    if dtype != "fp32":
+        return cost
+    measured = workload.allreduce_seconds(device_model, cost.bytes, cost.devices)
+    if measured is None:
+        return cost
+    return dataclasses.replace(
+        cost,
+        algorithm="measured after a pass",
+        bandwidth_s=max(0.0, measured - cost.latency_s),
+        extrapolated_from_bytes=None,
     )
 
 

@@ -343,12 +343,31 @@ def measurement_notes(
     batch: int,
     optimizer: str | None = None,
     dtype: str = "fp32",
+    devices: int | None = None,
 ) -> list[str]:
     """What a reader must know about where the per-layer times come from: layers that
     carry measurements for other devices only (a roofline is used), measurements scaled
     beyond the batches they were taken at, and an optimizer step costed by memory traffic
-    although the workload carries measured steps. Empty for a roofline-only workload."""
+    although the workload carries measured steps. Empty for a roofline-only workload.
+    With ``devices``: whether the whole gradient's all-reduce is the workload's measured
+    one after a pass (sim.engine.simulate.after_a_pass) or, measured on other ranks,
+    left to the profile's table."""
     notes: list[str] = []
+    allreduce = workload.measured_allreduce.get(device.model)
+    if allreduce is not None and devices is not None:
+        size = f"{allreduce.bytes / 2**20:.4g} MiB"
+        if allreduce.ranks == devices and dtype == "fp32":
+            notes.append(
+                f"the whole gradient's all-reduce ({size}) is the workload's time measured "
+                f"after a pass on {devices} ranks ({allreduce.seconds * 1e3:.4g} ms, caches "
+                "holding the pass's data), not the profile's table (a benchmark's hot buffer)"
+            )
+        else:
+            why = f"{allreduce.ranks} ranks" if allreduce.ranks != devices else "fp32"
+            notes.append(
+                f"the whole gradient's all-reduce ({size}) was measured after a pass on "
+                f"{why}, not this run's: the profile's table costs it"
+            )
     steps = workload.measured_update.get(device.model, ())
     if optimizer is not None and steps:
         if workload.update_seconds(device.model, optimizer) is None:
@@ -367,10 +386,10 @@ def measurement_notes(
         return notes
     other = [layer for layer in timed if device.model not in layer.measured]
     if other:
-        devices = sorted({d for layer in other for d in layer.measured})
+        measured_on = sorted({d for layer in other for d in layer.measured})
         notes.append(
             f"{len(other)} of {len(workload.layers)} layers use a roofline: their measured "
-            f"times are for {', '.join(repr(d) for d in devices)}, not for this profile's "
+            f"times are for {', '.join(repr(d) for d in measured_on)}, not for this profile's "
             f"device {device.model!r} (the name includes the thread count; calibrate with "
             "the same --threads, or give the matching profile)"
         )
