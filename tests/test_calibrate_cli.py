@@ -306,6 +306,10 @@ def test_calibrate_all_says_what_it_measured_as_training_runs_it(tmp_path):
     workload = yaml.safe_load(out.with_name("box.mlp.yaml").read_text())
     assert profile["provenance"]["passes_timed_after_a_step_of"] == "adam"
     assert workload["provenance"]["passes_timed_after_a_step_of"] == "adam"
+    # The whole gradient's all-reduce after a pass, said and written for the simulator.
+    assert "gradient all-reduce after a pass:" in text and "on 2 ranks" in text
+    (measured,) = workload["measured_allreduce"].values()
+    assert measured["ranks"] == 2 and measured["repeats"] == 2 and measured["allreduce_ms"] > 0
 
 
 def test_a_resume_from_a_csv_without_copies_says_the_copy_was_not_measured(tmp_path):

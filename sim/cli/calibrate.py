@@ -223,6 +223,19 @@ def _copy_line(result: Any) -> str:
     )
 
 
+def _allreduce_line(result: Any) -> str | None:
+    """The whole gradient's all-reduce measured after a pass, if the ranks measured one."""
+    m = result.workload.measured_allreduce.get(result.device.model)
+    if m is None:
+        return None
+    return (
+        f"gradient all-reduce after a pass: {fmt_bytes(m.bytes)} on {m.ranks} ranks in "
+        f"{fmt_time(m.seconds)} ± {fmt_time(m.iqr_s)} (mean of {m.repeats}, the ranks meeting "
+        "first): the workload's measured_allreduce, with which the simulator costs that "
+        "size on that many ranks (the table's samples reuse a buffer the caches hold)"
+    )
+
+
 def _gap_line(result: Any) -> str:
     ok = abs(result.gap) <= 0.15
     colour = "green" if ok else "yellow"
@@ -721,6 +734,8 @@ def all_cmd(as_json: bool, **kw: Any) -> None:
     o.print(_fit_note(section))
     o.print(_steps_line(result))
     o.print(_copy_line(result))
+    if (line := _allreduce_line(result)) is not None:
+        o.print(line)
     between = summary["compute_between_collectives"]
     o.print(
         f"collective samples of 1 MiB and more each came after {fmt_time(between['seconds'])} "
