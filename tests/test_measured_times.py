@@ -248,38 +248,38 @@ def _with_allreduce(wl, nbytes, ranks, seconds):
     return dataclasses.replace(wl, measured_allreduce=MappingProxyType({DEVICE: measured}))
 
 
-def test_the_whole_gradient_s_allreduce_after_a_pass_replaces_the_table_at_its_size_only():
-    """The workload's all-reduce measured after a pass costs the collective of exactly
-    its bytes on its rank count, in fp32: the table's latency, the rest as bandwidth.
-    Any other size, rank count or dtype keeps the table, and whatif's notes say which."""
-    from sim.engine.simulate import build_context
+def test_the_allreduce_after_a_pass_scales_every_allreduce_by_its_ratio_to_the_table():
+    """The workload's whole-gradient all-reduce measured after a pass, over the table's
+    time for its bytes, scales every all-reduce of an fp32 run on its rank count: the
+    whole gradient's costs exactly the measurement, half of it the table's time for half
+    times the same ratio, the latency kept. Another rank count keeps the table; whatif's
+    notes say which."""
+    from sim.engine.simulate import build_context, training_context
     from sim.model.costs import measurement_notes
     from sim.model.scenario import make_scenario
 
     base = load_workload("mlp")
     grad = base.total_params * 4
+    plain = build_context(make_scenario(base, HW, 2, batch_per_device=8))
+    ratio = 3e-3 / plain.allreduce(grad).time_s
     wl = _with_allreduce(base, grad, 2, 3e-3)
-    table = build_context(make_scenario(base, HW, 2, batch_per_device=8)).allreduce(grad)
     ctx = build_context(make_scenario(wl, HW, 2, batch_per_device=8))
-    got = ctx.allreduce(grad)
-    assert got.time_s == pytest.approx(3e-3) and got.latency_s == table.latency_s
-    assert got.algorithm == "measured after a pass" and got.links == table.links
-    assert ctx.allreduce(grad / 2) == build_context(
-        make_scenario(base, HW, 2, batch_per_device=8)
-    ).allreduce(grad / 2)
+    assert training_context(make_scenario(wl, HW, 2, batch_per_device=8), plain.allreduce) == (
+        pytest.approx(ratio)
+    )
+    assert ctx.allreduce(grad).time_s == pytest.approx(3e-3)
+    half, table_half = ctx.allreduce(grad / 2), plain.allreduce(grad / 2)
+    assert half.time_s == pytest.approx(ratio * table_half.time_s)
+    assert half.latency_s == table_half.latency_s and half.links == table_half.links
+    assert "after a pass" in half.algorithm
     notes = measurement_notes(wl, HW.device, 8, "sgd", "fp32", 2)
-    assert any("measured after a pass on 2 ranks (3 ms" in n for n in notes), notes
-    # Measured on another rank count, or an fp16 run: the table, and the note says so.
+    assert any("measured after a pass" in n and "on 2 ranks: 3 ms" in n for n in notes), notes
+    # Measured on another rank count: the table, and the note says so.
     other = _with_allreduce(base, grad, 4, 3e-3)
-    got = build_context(make_scenario(other, HW, 2, batch_per_device=8)).allreduce(grad)
-    assert got.time_s == table.time_s
+    got = build_context(make_scenario(other, HW, 2, batch_per_device=8)).allreduce(grad / 2)
+    assert got == table_half
     notes = measurement_notes(other, HW.device, 8, devices=2)
-    assert any("on 4 ranks, not this run's" in n for n in notes), notes
-    # An fp16 run's gradient is another size, and its all-reduce another cost.
-    from sim.engine.simulate import after_a_pass
-
-    assert after_a_pass(table, wl, DEVICE, "fp16") is table
-    assert after_a_pass(table, wl, DEVICE).time_s == pytest.approx(3e-3)
+    assert any("on 4 ranks, not as this run's" in n for n in notes), notes
 
 
 def test_the_measured_allreduce_survives_the_workload_file_and_bad_values_are_refused(
@@ -294,9 +294,7 @@ def test_the_measured_allreduce_survives_the_workload_file_and_bad_values_are_re
     path = tmp_path / "w.yaml"
     path.write_text(yaml.safe_dump(to_document(wl)))
     back = load_yaml(path)
-    assert back.allreduce_seconds(DEVICE, 7_454_760, 2) == pytest.approx(1.5e-3)
-    assert back.allreduce_seconds(DEVICE, 7_454_760, 4) is None
-    assert back.allreduce_seconds(DEVICE, 7_454_764, 2) is None
+    assert back.measured_allreduce == wl.measured_allreduce
     for bad in (
         {"bytes": 10, "ranks": 1, "allreduce_ms": 1.0},  # one rank reduces nothing
         {"bytes": 0, "ranks": 2, "allreduce_ms": 1.0},

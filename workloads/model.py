@@ -129,7 +129,8 @@ class MeasuredAllreduce:
     benchmark repeats one all-reduce on a buffer its last call left in the caches; in
     training the pass has filled them with other data. On this project's VM an 8.6 MB
     all-reduce took 0.98 ms on a hot buffer and 1.32-1.78 ms after other data or on a
-    cold one, and 1.57-1.97 ms in real sync runs."""
+    cold one, and 1.57-1.97 ms in real sync runs. Its ratio to the profile's table scales
+    every all-reduce of the workload (sim.engine.simulate.training_context)."""
 
     bytes: int
     ranks: int
@@ -173,15 +174,6 @@ class Workload:
         if m is None or m.bytes <= 0:
             return None
         return m.seconds * nbytes / m.bytes
-
-    def allreduce_seconds(self, device_model: str, nbytes: float, ranks: int) -> float | None:
-        """The measured all-reduce after a pass on ``device_model``, if it was of exactly
-        ``nbytes`` on ``ranks`` ranks (the whole gradient's, as sync and delayed issue it);
-        None for any other size or rank count, which the profile's table costs."""
-        m = self.measured_allreduce.get(device_model)
-        if m is None or m.ranks != ranks or m.bytes != nbytes:
-            return None
-        return m.seconds
 
     def copies_gradients_in_layers(self, device_model: str) -> bool:
         """Whether this workload's measured layer times on ``device_model`` already hold

@@ -950,11 +950,12 @@ def _set_poll_work(doc: dict, interference: Any, ranks: int) -> None:
     measured size then charges the thread the measured time less the latency (which it
     spends off the thread, :mod:`sim.engine.core`). It is a ratio, polled to alone, of
     one all-reduce on the polled calibration's buffer; where the workload carries its
-    all-reduce measured after a pass (:func:`sim.engine.simulate.after_a_pass`) the
-    simulator applies it to that time, as the polls of training work on a buffer the
-    pass has pushed out of the caches. (Taking the factor over that time instead gave
-    validate's polls a median |error| of 21-22%, against 8-15% this way, in two sets of
-    2026-12-02, and its iterations 5.8-6.4% against 4.3-4.7%.)
+    all-reduce measured after a pass (:func:`sim.engine.simulate.training_context`) the
+    simulator applies it to the table's time scaled to training, as the polls of
+    training work on buffers the pass has pushed out of the caches. (Taking the factor
+    over the measured time instead gave validate's polls a median |error| of 21-22%,
+    against 8-15% this way, in two sets of 2026-12-02, and its iterations 5.8-6.4%
+    against 4.3-4.7%.)
     Below 1 it is raised to 1 (a
     collective would otherwise cost less polled than alone), above 100 capped, and a run
     in which a rank completed no collective while computing written as the cap; the

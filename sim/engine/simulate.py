@@ -41,15 +41,15 @@ def build_context(scenario: Scenario) -> BuildContext:
     allreduce_cache: dict[float, CollectiveCost] = {}
     ps_cache: dict[tuple[float, int], CollectiveCost] = {}
 
+    def table(nbytes: float) -> CollectiveCost:
+        return model.cost("allreduce", nbytes, algorithm=scenario.collective_algorithm)
+
+    context = training_context(scenario, table)
+
     def allreduce(nbytes: float) -> CollectiveCost:
         c = allreduce_cache.get(nbytes)
         if c is None:
-            c = after_a_pass(
-                model.cost("allreduce", nbytes, algorithm=scenario.collective_algorithm),
-                scenario.workload,
-                dev.model,
-                scenario.dtype,
-            )
+            c = after_a_pass(table(nbytes), context)
             allreduce_cache[nbytes] = c
         return c
 
@@ -97,25 +97,34 @@ def build_context(scenario: Scenario) -> BuildContext:
     )
 
 
-def after_a_pass(
-    cost: CollectiveCost, workload: Workload, device_model: str, dtype: str = "fp32"
-) -> CollectiveCost:
-    """An all-reduce's ``cost``, or where ``workload`` carries its whole gradient's
-    all-reduce measured after a pass on this device and rank count (fp32, that size),
-    that measured time: the table's latency and the rest as its bandwidth part
-    (:class:`workloads.model.MeasuredAllreduce`; :func:`sim.model.costs.measurement_notes`
-    says so). A polled profile's ``poll_work_factor`` multiplies it as it does the
-    table's cost (see sim.app.calibration._set_poll_work)."""
-    if dtype != "fp32":
-        return cost
-    measured = workload.allreduce_seconds(device_model, cost.bytes, cost.devices)
-    if measured is None:
+def training_context(scenario: Scenario, table: Callable[[float], CollectiveCost]) -> float:
+    """How much slower an all-reduce runs in training than the profile's table says: the
+    workload's whole-gradient all-reduce measured after a pass on this device and rank
+    count (:class:`workloads.model.MeasuredAllreduce`) over the table's time for its
+    bytes; 1.0 without one, for another rank count, or outside fp32. A benchmark repeats
+    one all-reduce on a buffer the caches hold; in training a pass has filled them with
+    other data before every collective, whatever its size (every bucket of layerwise and
+    bucketed too). :func:`sim.model.costs.measurement_notes` says when it applies."""
+    if scenario.dtype != "fp32":
+        return 1.0
+    m = scenario.workload.measured_allreduce.get(scenario.hardware.device.model)
+    if m is None or m.ranks != scenario.devices:
+        return 1.0
+    alone = table(float(m.bytes)).time_s
+    return m.seconds / alone if alone > 0 else 1.0
+
+
+def after_a_pass(cost: CollectiveCost, context: float) -> CollectiveCost:
+    """An all-reduce's table ``cost`` in training: its time times ``context``
+    (:func:`training_context`), its latency kept and the rest its bandwidth part. A
+    polled profile's ``poll_work_factor`` multiplies it as it does the table's cost (see
+    sim.app.calibration._set_poll_work)."""
+    if context == 1.0 or cost.time_s <= 0:
         return cost
     return dataclasses.replace(
         cost,
-        algorithm="measured after a pass",
-        bandwidth_s=max(0.0, measured - cost.latency_s),
-        extrapolated_from_bytes=None,
+        algorithm=f"{cost.algorithm} x{context:.3g} after a pass",
+        bandwidth_s=max(0.0, cost.time_s * context - cost.latency_s),
     )
 
 

@@ -349,24 +349,26 @@ def measurement_notes(
     carry measurements for other devices only (a roofline is used), measurements scaled
     beyond the batches they were taken at, and an optimizer step costed by memory traffic
     although the workload carries measured steps. Empty for a roofline-only workload.
-    With ``devices``: whether the whole gradient's all-reduce is the workload's measured
-    one after a pass (sim.engine.simulate.after_a_pass) or, measured on other ranks,
-    left to the profile's table."""
+    With ``devices``: whether the all-reduces are the table's scaled by the workload's
+    whole-gradient all-reduce measured after a pass (sim.engine.simulate
+    .training_context) or, that measured on other ranks, the table's alone."""
     notes: list[str] = []
     allreduce = workload.measured_allreduce.get(device.model)
     if allreduce is not None and devices is not None:
         size = f"{allreduce.bytes / 2**20:.4g} MiB"
         if allreduce.ranks == devices and dtype == "fp32":
             notes.append(
-                f"the whole gradient's all-reduce ({size}) is the workload's time measured "
-                f"after a pass on {devices} ranks ({allreduce.seconds * 1e3:.4g} ms, caches "
-                "holding the pass's data), not the profile's table (a benchmark's hot buffer)"
+                f"every all-reduce is the profile's table (a benchmark's buffer, in the "
+                f"caches) times the ratio of the workload's whole-gradient all-reduce "
+                f"measured after a pass ({size} on {devices} ranks: "
+                f"{allreduce.seconds * 1e3:.4g} ms, the caches holding the pass's data) to "
+                "the table's time for it"
             )
         else:
-            why = f"{allreduce.ranks} ranks" if allreduce.ranks != devices else "fp32"
+            why = f"on {allreduce.ranks} ranks" if allreduce.ranks != devices else "in fp32"
             notes.append(
-                f"the whole gradient's all-reduce ({size}) was measured after a pass on "
-                f"{why}, not this run's: the profile's table costs it"
+                f"the workload's whole-gradient all-reduce ({size}) was measured after a "
+                f"pass {why}, not as this run's: the profile's table costs every all-reduce"
             )
     steps = workload.measured_update.get(device.model, ())
     if optimizer is not None and steps:
