@@ -115,13 +115,13 @@ class ComputeResult:
     # With ranks measuring at once: the whole gradient's blocking all-reduce (its bytes
     # and each measured repeat's seconds, rank 0's), timed right after a pass and the
     # gradients' copy into the buffer, the ranks meeting first. calibrate_compute_ranks
-    # puts their mean in the workload (measured_allreduce), which the simulator uses for
-    # that size on that many ranks; the profile's table keeps the sweep's samples (a hot
-    # buffer). In two sets of 2026-12-02 on this project's VM, against real sync runs'
-    # all-reduces from the last rank's call, these (medians) were -14..+13% off where
-    # the table was -35..+6% (mlp and small-cnn 5-35% short, the 66 MiB one within 6%,
-    # where these were 7-13% long). (Before
-    # this stop's interleaving, mlp's read 1.96-2.13 ms against 1.43-1.78 ms real.)
+    # puts their mean in the workload (measured_allreduce), whose ratio to the table
+    # scales every all-reduce the simulator costs on that many ranks; the profile's
+    # table keeps the sweep's samples (a hot buffer). In two sets of 2026-12-02 on this
+    # project's VM, against real sync runs' all-reduces from the last rank's call, these
+    # (medians) were -14..+13% off where the table was -35..+6% (mlp and small-cnn 5-35%
+    # short, the 66 MiB one within 6%, where these were 7-13% long). (Before this stop's
+    # interleaving, mlp's read 1.96-2.13 ms against 1.43-1.78 ms real.)
     allreduce_bytes: int = 0
     allreduce_s: tuple[float, ...] = ()
     # Each repeat's whole pass (s), in repeat order, resumed repeats included: what

@@ -231,8 +231,8 @@ def _allreduce_line(result: Any) -> str | None:
     return (
         f"gradient all-reduce after a pass: {fmt_bytes(m.bytes)} on {m.ranks} ranks in "
         f"{fmt_time(m.seconds)} ± {fmt_time(m.iqr_s)} (mean of {m.repeats}, the ranks meeting "
-        "first): the workload's measured_allreduce, with which the simulator costs that "
-        "size on that many ranks (the table's samples reuse a buffer the caches hold)"
+        "first): the workload's measured_allreduce; its ratio to the table (whose samples "
+        "reuse a buffer the caches hold) scales every all-reduce the simulator costs"
     )
 
 
