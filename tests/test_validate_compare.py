@@ -150,10 +150,13 @@ def test_one_repeat_has_no_spread_to_show():
         assert any("±" in line for line in cells) is shown
 
 
-def _polled_trace(other_busy_until: float | None, measured: bool = False) -> Trace:
+def _polled_trace(
+    other_busy_until: float | None, measured: bool = False, other_from: float = 4.0
+) -> Trace:
     """Two ranks, period 10: a collective in flight from 1 to 5 on both; rank 0 does its
-    part in a poll span [3, 5] (the last part); rank 1 ran its part earlier, in a poll
-    [1.5, 2.5], and then computes [4, other_busy_until] (or is idle from 2.5)."""
+    part in a poll span [3, 5] (the last part) and computes again from 5; rank 1 ran its
+    part earlier, in a poll [1.5, 2.5], and then computes [other_from, other_busy_until]
+    (or is idle from 2.5)."""
     spans = []
     for t in range(4):
         o = 10.0 * t
@@ -161,9 +164,12 @@ def _polled_trace(other_busy_until: float | None, measured: bool = False) -> Tra
             spans.append(Span(rank, "compute", "forward", t, "l0", o, o + 1))
             spans.append(Span(rank, "comm0", "comm", t, "all", o + 1, o + 5, 8))
         spans.append(Span(0, "compute", "poll", t, "all", o + 3, o + 5))
+        spans.append(Span(0, "compute", "backward", t, "l0", o + 5, o + 6))
         spans.append(Span(1, "compute", "poll", t, "all", o + 1.5, o + 2.5))
         if other_busy_until is not None:
-            spans.append(Span(1, "compute", "backward", t, "l0", o + 4, o + other_busy_until))
+            spans.append(
+                Span(1, "compute", "backward", t, "l0", o + other_from, o + other_busy_until)
+            )
     return Trace(tuple(spans), meta=TraceMeta(warmup_iterations=1, measured=measured or None))
 
 
@@ -176,5 +182,9 @@ def test_a_polled_collective_is_seen_done_at_the_other_rank_s_next_poll():
 
     assert breakdown(_polled_trace(7.0)).collectives_s == {"all": pytest.approx(6.0)}
     assert breakdown(_polled_trace(None)).collectives_s == {"all": pytest.approx(4.0)}
+    # A task that begins at the end itself (made ready by it) does not hide it.
+    assert breakdown(_polled_trace(7.0, other_from=5.0)).collectives_s == {
+        "all": pytest.approx(4.0)
+    }
     # A measured trace's comm spans already end at the first return: kept as they are.
     assert breakdown(_polled_trace(7.0, measured=True)).collectives_s == {"all": pytest.approx(4.0)}

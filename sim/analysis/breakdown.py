@@ -132,7 +132,9 @@ def seen_complete(end: float, threads: list[list[tuple[float, float, str]]]) -> 
     seen: list[float] = []
     last: int | None = None
     for spans in threads:
-        i = bisect.bisect_left(spans, (end, math.inf, "")) - 1
+        # The last span that began before ``end``: a task that begins at ``end`` itself
+        # (made ready by the collective, or after a wait) does not hide it.
+        i = bisect.bisect_left(spans, (end, -math.inf, "")) - 1
         running = spans[i] if i >= 0 and spans[i][1] > end else None
         if last is None and i >= 0 and spans[i][2] == "poll" and math.isclose(spans[i][1], end):
             last = len(seen)
