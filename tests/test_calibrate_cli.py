@@ -68,7 +68,7 @@ def test_compute_writes_a_workload_that_the_simulator_uses(tmp_path):
     # gradients' copy into one buffer, the four optimizer steps (sgd, momentum, adam,
     # adamw) and fwd/bwd per layer.
     rows = raw.read_text().splitlines()
-    assert len(rows) == 1 + 3 * (3 + 4 + 2 * 6)
+    assert len(rows) == 1 + 3 * (3 + 1 + 4 + 2 * 6)  # + the stale step
     copy = written["measured_copy"][device]
     assert copy["bytes"] == 4 * 2_156_490 and copy["repeats"] == 3
     assert copy["copy_ms"] == pytest.approx(doc["gradient_copy"]["seconds"] * 1e3)
@@ -103,7 +103,7 @@ def test_compute_resume_keeps_finished_repeats(tmp_path):
     assert after[: len(before)] == before  # kept, not re-measured
     # Per repeat: whole model, outside layers, the gradients' copy, four optimizer steps,
     # fwd/bwd of 3 layers.
-    assert len(after) == 1 + 3 * (3 + 4 + 2 * 3)
+    assert len(after) == 1 + 3 * (3 + 1 + 4 + 2 * 3)  # + the stale step
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import shutil
+import time
 
 import pytest
 import torch
@@ -48,8 +49,8 @@ def test_reduce_runs_before_every_update_and_hooked_pass(tmp_path):
     seen, sizes = _events(tmp_path, repeats=2, resume=False, warmup=1)
     k = len(OPTIMIZERS)
     warmup = ["A", "R"] * k  # the warm-up's updates
-    # pass, meet, reduce + step, hooked pass, updates
-    repeat = ["A", "A", "R", "A"] + ["A", "R"] * k
+    # pass, meet for the stale step, meet, reduce + step, hooked pass, updates
+    repeat = ["A", "A", "A", "R", "A"] + ["A", "R"] * k
     assert seen == warmup + repeat * 2
     assert set(sizes) == {MLP_PARAMS}
 
@@ -83,9 +84,32 @@ def test_the_hooked_pass_follows_the_training_optimizer_s_step(tmp_path, monkeyp
         reduce=lambda flat: seen.append("R"),
         optimizer=optimizer,
     )
-    updates = [x for o in OPTIMIZERS for x in ("A", "R", o)]  # each optimizer's timed step
-    repeat = ["A", "A", "R", optimizer, "A", *updates]  # pass, meet, reduce + step, hooked
+    # each optimizer's timed step, the training one's first
+    order = [optimizer, *(o for o in OPTIMIZERS if o != optimizer)]
+    updates = [x for o in order for x in ("A", "R", o)]
+    # pass, meet and the stale step, meet, reduce + step, hooked pass, updates
+    repeat = ["A", "A", optimizer, "A", "R", optimizer, "A", *updates]
     assert seen == repeat * 2
+
+
+def test_the_all_reduce_timed_is_the_one_after_the_hooked_pass_and_the_copy():
+    # Per repeat (no warm-up): the reduce after the whole pass, then one before each
+    # optimizer's timed step, the training optimizer's first. Only the second is slow
+    # here, and only it may be in allreduce_s.
+    calls: list[int] = []
+    per_repeat = 1 + len(OPTIMIZERS)
+
+    def reduce(flat):
+        calls.append(1)
+        if (len(calls) - 1) % per_repeat == 1:
+            time.sleep(0.03)
+
+    result = calibrate_compute(
+        "mlp", batch=2, threads=1, warmup=0, repeats=3, align=lambda: None, reduce=reduce
+    )
+    assert len(calls) == 3 * per_repeat
+    assert len(result.allreduce_s) == 3
+    assert all(0.03 <= s < 0.5 for s in result.allreduce_s), result.allreduce_s
 
 
 def test_an_unknown_training_optimizer_is_refused_before_anything_runs():
@@ -102,9 +126,12 @@ def test_a_resumed_repeat_meets_the_other_ranks_in_the_same_order(tmp_path):
     (tmp_path / "fresh").mkdir()
     fresh, _ = _events(tmp_path / "fresh", repeats=3, resume=False, warmup=0)
     assert resumed == fresh  # the sequence another rank, measuring everything, makes
-    # The all-reduce before each hooked pass is timed; resumed repeats read it back.
+    # The all-reduce after each hooked pass is timed, and the stale step; resumed
+    # repeats read them back.
     result = _events.result  # type: ignore[attr-defined]
     assert len(result.allreduce_s) == 3 and result.allreduce_bytes == 4 * MLP_PARAMS
+    (sgd,) = [m for m in result.workload.measured_update[result.device.model] if m.stale_seconds]
+    assert sgd.optimizer == "sgd" and sgd.repeats == 3
     after = list(csv.reader((tmp_path / "raw.csv").open()))
     assert after[: len(kept)] == kept  # the two finished repeats were not re-measured
 
@@ -114,7 +141,7 @@ def test_without_reduce_nothing_is_reduced(tmp_path):
     calibrate_compute(
         "mlp", batch=2, threads=1, warmup=0, repeats=1, align=lambda: seen.append("A")
     )
-    assert seen == ["A", "A"] + ["A"] * len(OPTIMIZERS)
+    assert seen == ["A", "A", "A"] + ["A"] * len(OPTIMIZERS)  # + the stale step's
 
 
 @pytest.mark.mpi

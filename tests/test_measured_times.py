@@ -117,7 +117,32 @@ def test_a_measured_optimizer_step_is_the_update_split_by_parameters():
     assert sum(build_context(sc).update_s) != pytest.approx(3e-3)
     notes = measurement_notes(wl, HW.device, 8, "momentum")
     assert any("momentum update is costed by memory traffic" in n for n in notes)
-    assert measurement_notes(wl, HW.device, 8, "sgd") == []
+    # A delayed update is costed as the hot step when no stale step was measured: said.
+    (note,) = measurement_notes(wl, HW.device, 8, "sgd")
+    assert "no step from a stale buffer measured" in note
+    assert build_context(sc).stale_update_s == build_context(sc).update_s
+
+
+def test_a_delayed_update_is_the_stale_step_where_it_was_measured():
+    from sim.engine.simulate import build_context
+    from sim.model.scenario import make_scenario
+    from workloads.model import MeasuredUpdate
+
+    wl = dataclasses.replace(
+        load_workload("mlp"),
+        measured_update=MappingProxyType(
+            {DEVICE: (MeasuredUpdate("sgd", 3e-3, stale_seconds=4.5e-3),)}
+        ),
+    )
+    sc = make_scenario(wl, HW, 2, batch_per_device=8, optimizer="sgd", iterations=3)
+    ctx = build_context(sc)
+    assert sum(ctx.update_s) == pytest.approx(3e-3)
+    assert sum(ctx.stale_update_s) == pytest.approx(4.5e-3)
+    (note,) = measurement_notes(wl, HW.device, 8, "sgd")
+    assert "from a buffer a pass left untouched (4.5 ms; 3 ms right after" in note
+    # The iteration of delayed:1 pays it, sync does not (SGD's state: none).
+    assert wl.update_seconds(DEVICE, "sgd", stale=True) == pytest.approx(4.5e-3)
+    assert wl.update_seconds(DEVICE, "sgd") == pytest.approx(3e-3)
 
 
 def test_measured_steps_survive_the_workload_file(tmp_path):
@@ -132,6 +157,31 @@ def test_measured_steps_survive_the_workload_file(tmp_path):
     assert back.update_seconds(DEVICE, "sgd") == pytest.approx(3e-3)
     assert back.update_seconds(DEVICE, "adamw") == pytest.approx(1.25e-2)
     assert back.update_seconds(DEVICE, "adam") is None
+    assert not back.stale_update_measured(DEVICE, "sgd")
+
+
+def test_the_stale_step_survives_the_workload_file(tmp_path):
+    import yaml
+
+    from workloads.loader import load_yaml, to_document
+    from workloads.model import MeasuredUpdate
+
+    wl = dataclasses.replace(
+        load_workload("mlp"),
+        measured_update=MappingProxyType(
+            {DEVICE: (MeasuredUpdate("adam", 9e-3, 1e-4, 8, 1.2e-2, 2e-4),)}
+        ),
+    )
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(to_document(wl)))
+    (back,) = load_yaml(path).measured_update[DEVICE]
+    assert back.stale_seconds == pytest.approx(1.2e-2)
+    assert back.stale_iqr_s == pytest.approx(2e-4)
+    doc = to_document(wl)
+    doc["measured_update"][DEVICE][0]["stale_step_ms"] = -1
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(Exception, match="stale_step_ms"):
+        load_yaml(path)
 
 
 # -- the measured gradient copy -----------------------------------------------------------

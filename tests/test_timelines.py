@@ -228,6 +228,24 @@ def test_delayed_starts_its_collective_before_the_older_update():
     assert iteration_time_s(t) == pytest.approx(11.25, abs=1e-12)
 
 
+def test_a_delayed_update_costs_the_stale_step_and_sync_the_hot_one():
+    """A delayed update applies a gradient whose buffer passes have left untouched: it
+    costs the workload's stale step (here 1 s per layer, 3 s), sync's the hot one."""
+    ctx = dataclasses.replace(_toy_context(4), stale_update_s=(1.0, 1.0, 1.0))
+    spans, memory, _ = Engine(parse_strategy("delayed:1").build(ctx)).run()
+    t = Trace(tuple(spans), tuple(memory), TraceMeta(warmup_iterations=1, global_batch=8))
+    # As test_delayed_1_timeline with 3 s updates: update(0) [18, 21], pass 2 [21, 30],
+    # update(1) [30, 33]. Steady iteration: 9 + 3 = 12 s.
+    updates = [x for x in _timeline(t, COMPUTE, (0, 1)) if x[2] == "update"]
+    _assert_timeline(updates, [(18, 21, "update", "all"), (30, 33, "update", "all")])
+    assert iteration_time_s(t) == pytest.approx(12.0, abs=1e-12)
+    spans, memory, _ = Engine(parse_strategy("sync").build(ctx)).run()
+    t = Trace(tuple(spans), tuple(memory), TraceMeta(warmup_iterations=1, global_batch=8))
+    _assert_timeline(
+        [x for x in _timeline(t, COMPUTE) if x[2] == "update"], [(15, 16.5, "update", "all")]
+    )
+
+
 def test_delayed_0_is_sync_exactly():
     assert _run("delayed:0").spans == _run("sync").spans
 

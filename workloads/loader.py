@@ -98,6 +98,9 @@ class MeasuredUpdateSpec(_Strict):
     step_ms: Amount
     iqr_ms: Amount = 0.0
     repeats: Count = 0
+    # The step from a buffer a whole pass left untouched, as a delayed update's.
+    stale_step_ms: Amount | None = None
+    stale_iqr_ms: Amount = 0.0
 
 
 class MeasuredCopySpec(_Strict):
@@ -424,7 +427,14 @@ def _to_workload(spec: WorkloadSpec, *, default_name: str, file: str) -> Workloa
         measured_update=MappingProxyType(
             {
                 device: tuple(
-                    MeasuredUpdate(m.optimizer, m.step_ms * 1e-3, m.iqr_ms * 1e-3, m.repeats)
+                    MeasuredUpdate(
+                        m.optimizer,
+                        m.step_ms * 1e-3,
+                        m.iqr_ms * 1e-3,
+                        m.repeats,
+                        None if m.stale_step_ms is None else m.stale_step_ms * 1e-3,
+                        m.stale_iqr_ms * 1e-3,
+                    )
                     for m in steps
                 )
                 for device, steps in (spec.measured_update or {}).items()
@@ -506,6 +516,14 @@ def to_document(workload: Workload) -> dict[str, Any]:
                     "step_ms": m.seconds * 1e3,
                     "iqr_ms": m.iqr_s * 1e3,
                     "repeats": m.repeats,
+                    **(
+                        {}
+                        if m.stale_seconds is None
+                        else {
+                            "stale_step_ms": m.stale_seconds * 1e3,
+                            "stale_iqr_ms": m.stale_iqr_s * 1e3,
+                        }
+                    ),
                 }
                 for m in steps
             ]

@@ -35,12 +35,19 @@ class MeasuredUpdate:
     """A measured data-parallel update of the whole model (fp32, one process) on one
     device type: the gradient averaged over the workers (one pass dividing it) and the
     optimizer step, as dtsim's real runs do in their update. ``optimizer`` is dtsim's
-    name (sgd, momentum, adam, adamw)."""
+    name (sgd, momentum, adam, adamw).
+
+    ``stale_seconds``: the same update from a gradient buffer that a whole pass has not
+    touched since it was last written, as a delayed update applies a gradient whose
+    all-reduce ended an iteration or more before (measured for the optimizer a
+    calibration trained with; None where not measured)."""
 
     optimizer: str
     seconds: float
     iqr_s: float = 0.0
     repeats: int = 0
+    stale_seconds: float | None = None
+    stale_iqr_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +167,23 @@ class Workload:
         default_factory=lambda: MappingProxyType({})
     )
 
-    def update_seconds(self, device_model: str, optimizer: str) -> float | None:
-        """The measured step of ``optimizer`` on ``device_model``, if calibrated."""
+    def update_seconds(
+        self, device_model: str, optimizer: str, stale: bool = False
+    ) -> float | None:
+        """The measured step of ``optimizer`` on ``device_model``, if calibrated; with
+        ``stale``, the step from a buffer a pass left untouched where that was measured
+        (:attr:`MeasuredUpdate.stale_seconds`), else the step."""
         for m in self.measured_update.get(device_model, ()):
             if m.optimizer == optimizer:
-                return m.seconds
+                return m.stale_seconds if stale and m.stale_seconds is not None else m.seconds
         return None
+
+    def stale_update_measured(self, device_model: str, optimizer: str) -> bool:
+        """Whether the step from a stale buffer was measured for ``optimizer``."""
+        return any(
+            m.optimizer == optimizer and m.stale_seconds is not None
+            for m in self.measured_update.get(device_model, ())
+        )
 
     def copy_seconds(self, device_model: str, nbytes: float) -> float | None:
         """The copy of ``nbytes`` of gradients into a buffer on ``device_model``, scaled

@@ -343,6 +343,22 @@ def keep_freed_memory() -> bool:
     )
 
 
+def gradient_buffer(numel: int, info: DeviceInfo) -> torch.Tensor:
+    """A zeroed float32 buffer for the flat gradient, allocated as dtsim's real runs
+    allocate their collectives' buffers: on a CPU by NumPy, which asks the kernel for
+    transparent huge pages for arrays of 4 MiB and more (``madvise``), where torch's
+    allocator does not. The all-reduce's single-copy transfer between ranks walks the
+    buffer's pages: on this project's VM (THP on ``madvise``) a 69 MB all-reduce after
+    an AlexNet-shaped pass took 25.1-25.5 ms from a NumPy buffer and 29.6-29.8 ms from a
+    ``torch.zeros`` one, in the same script, launch after launch; the real runs measure
+    23-25 ms. Elsewhere: ``torch.zeros`` on the device."""
+    if info.torch_device != "cpu":
+        return torch.zeros(numel, device=info.torch_device)
+    import numpy as np
+
+    return torch.from_numpy(np.zeros(numel, np.float32))
+
+
 def model_and_batch(
     workload: str | None,
     torch_model: str | None,
@@ -394,18 +410,21 @@ def calibrate_compute(
 
     ``reduce``, when ranks measure at once, all-reduces the flat gradient in place (the
     ranks' data-parallel collective). It runs where a training iteration runs it: before
-    each timed update (untimed), and before the update each hooked pass follows, so the
-    pass and the update are timed after what they follow in training (the gradient's
-    all-reduce streams the whole gradient through the caches). The one before the
-    hooked pass follows a pass and the gradients' copy into the buffer, as in sync
-    training, and is timed (``allreduce_s``, for reference). Without it, mlp's forward
-    measured 5-19% and small-cnn's 2-5% faster than after an all-reduce, on this
-    project's VM.
+    each timed update, and before the update each hooked pass follows, so the pass and
+    the update are timed after what they follow in training (the gradient's all-reduce
+    streams the whole gradient through the caches). Without it, mlp's forward measured
+    5-19% and small-cnn's 2-5% faster than after an all-reduce, on this project's VM.
 
     ``optimizer`` is the one training steps with (one of :data:`OPTIMIZERS`): its step is
     what the hooked pass follows, as a training iteration's pass follows its update.
-    Every optimizer's step is still timed. Adam's step reads and writes four times the
-    parameters' bytes and leaves other data in the caches than an SGD step."""
+    Every optimizer's step is timed, the training one's first: the hooked pass, the
+    gradients' copy into the buffer, the all-reduce and the training optimizer's step
+    are then a sync training iteration's sequence, after the same optimizer's step, and
+    that all-reduce is the one timed (``allreduce_s``). Adam's step reads and writes
+    four times the parameters' bytes and leaves other data in the caches than an SGD
+    step: mlp's real sync runs measured their all-reduce at 1.26-1.43 ms with Adam and
+    0.96-1.06 ms with SGD on this project's VM, and the all-reduce timed after the whole
+    pass (which follows all four optimizers' steps) at 1.10-1.45 ms for both."""
     if batch < 1:
         raise InputError(f"--batch-per-device must be >= 1, got {batch}")
     keep_freed_memory()
@@ -440,7 +459,8 @@ def calibrate_compute(
         optimizers = {o: make_optimizer(tm.model.parameters(), o) for o in OPTIMIZERS}
         steps: dict[str, list[float]] = {o: [] for o in OPTIMIZERS}
         copies: list[float] = []  # the gradients' copy into the flat buffer, per repeat
-        reduces: list[float] = []  # the all-reduce before each hooked pass, per repeat
+        reduces: list[float] = []  # the all-reduce after each hooked pass, per repeat
+        stale: list[float] = []  # the training optimizer's step from a cold buffer
         # The weights go back to where they started after each repeat's steps: four
         # optimizers stepping the same weights on one fixed batch drove mlp's loss from
         # 2.3 to 0 in 7 repeats, its gradients towards zero and Adam's state into
@@ -455,7 +475,7 @@ def calibrate_compute(
         # Zeros, not empty memory: a rank that resumes a repeat from its CSV still joins
         # the others' all-reduces with this buffer, and whatever it holds is summed into
         # theirs (uninitialised memory could hold NaNs or denormals, slow to compute on).
-        flat = torch.zeros(sum(p.numel() for p in with_grad), device=info.torch_device)
+        flat = gradient_buffer(sum(p.numel() for p in with_grad), info)
         flat_bytes = flat.numel() * flat.element_size()
 
         def to_flat() -> None:
@@ -472,6 +492,25 @@ def calibrate_compute(
                     p.grad = view.view_as(p)
                     offset += n
 
+        def time_stale_step() -> float:
+            """The training optimizer's averaging and step from ``flat`` as it is, the
+            gradients of the pass just made set aside and put back; its seconds."""
+            fresh = [p.grad for p in with_grad]
+            offset = 0
+            for p in with_grad:
+                n = p.numel()
+                p.grad = flat[offset : offset + n].view_as(p)
+                offset += n
+            clock.reset()
+            clock.stamp()
+            with torch.no_grad():
+                flat.div_(AVERAGE_OVER)
+            optimizers[optimizer].step()
+            done = clock.stamp()
+            for p, g in zip(with_grad, fresh, strict=True):
+                p.grad = g
+            return clock.seconds()[done]
+
         def time_steps(r: int | None) -> None:
             # The copy into the buffer right after the (hooked) pass, as a real run packs
             # its all-reduce's buffer after backward: its cost, measured where training
@@ -485,11 +524,22 @@ def calibrate_compute(
                 copies.append(clock.seconds()[done])
                 base = [wl.name, info.model, batch, info.threads, r]
                 rows_of_repeat.append([*base, "<copy>", "gradients", repr(copies[-1])])
-            for name, opt in optimizers.items():
+            # The training optimizer first: its all-reduce and step follow the hooked
+            # pass and the copy, as in a sync training iteration.
+            order = [optimizer, *(o for o in optimizers if o != optimizer)]
+            for name in order:
+                opt = optimizers[name]
                 if align is not None:
                     align()
                 if reduce is not None:
-                    reduce(flat)  # untimed: what a training step follows
+                    t0 = time.perf_counter()
+                    reduce(flat)  # what a training step follows
+                    if r is not None and name == optimizer:
+                        reduces.append(time.perf_counter() - t0)
+                        base = [wl.name, info.model, batch, info.threads, r]
+                        rows_of_repeat.append(
+                            [*base, "<allreduce>", "gradients", repr(reduces[-1])]
+                        )
                 clock.reset()
                 clock.stamp()
                 with torch.no_grad():
@@ -526,6 +576,7 @@ def calibrate_compute(
                     # all-reduce before the hooked pass, the hooked pass, and each
                     # optimizer's all-reduce and step).
                     align()
+                    align()  # the step from the stale buffer
                     if reduce is not None:
                         align()
                         reduce(flat)
@@ -544,6 +595,8 @@ def calibrate_compute(
                     copies.append(rows[("<copy>", "gradients")])
                 if ("<allreduce>", "gradients") in rows:
                     reduces.append(rows[("<allreduce>", "gradients")])
+                if ("<stale-update>", optimizer) in rows:
+                    stale.append(rows[("<stale-update>", optimizer)])
                 for n in names:
                     per_layer[n].append((rows[(n, "forward")], rows[(n, "backward")]))
                 step += 2
@@ -560,20 +613,25 @@ def calibrate_compute(
             step += 1
             if progress:
                 progress(step, total)
+            # The training optimizer's step from the buffer as the last repeat's steps
+            # left it, a whole pass later: a delayed update applies a gradient whose
+            # all-reduce ended an iteration or more before, and the passes since have
+            # moved it out of the caches (small-cnn's SGD step took 1.9-2.4 ms in real
+            # delayed:2 runs where the step right after its all-reduce took 1.4-1.9 ms).
+            # The pass's own gradients wait aside meanwhile.
+            if align is not None:
+                align()
+            stale.append(time_stale_step())
+            base = [wl.name, info.model, batch, info.threads, r]
+            rows_of_repeat.append([*base, "<stale-update>", optimizer, repr(stale[-1])])
             # What a training pass follows: the gradient's all-reduce when ranks measure
-            # together (timed, the result's allreduce_s) and the training optimizer's
-            # update (untimed; the weights are put back after the repeat's steps).
+            # together and the training optimizer's update (untimed; the weights are put
+            # back after the repeat's steps).
             to_flat()
             if reduce is not None:
                 if align is not None:
-                    # The ranks meet first, so the time is the collective's own, not one
-                    # rank's wait for a later one (their skew).
                     align()
-                t0 = time.perf_counter()
-                reduce(flat)  # timed: the all-reduce as sync training issues it
-                reduces.append(time.perf_counter() - t0)
-                base = [wl.name, info.model, batch, info.threads, r]
-                rows_of_repeat.append([*base, "<allreduce>", "gradients", repr(reduces[-1])])
+                reduce(flat)
             with torch.no_grad():
                 flat.div_(AVERAGE_OVER)
             optimizers[optimizer].step()
@@ -642,7 +700,16 @@ def calibrate_compute(
     outside_s = expected_time(outside)
     measured_wl = _with_measurements(wl, info, batch, repeats, times, outside_s, optimizer)
     updates = tuple(
-        MeasuredUpdate(name, expected_time(v), _iqr(v), len(v)) for name, v in steps.items() if v
+        MeasuredUpdate(
+            name,
+            expected_time(v),
+            _iqr(v),
+            len(v),
+            stale_seconds=expected_time(stale) if name == optimizer and stale else None,
+            stale_iqr_s=_iqr(stale) if name == optimizer and stale else 0.0,
+        )
+        for name, v in steps.items()
+        if v
     )
     if updates:
         kept = {k: v for k, v in measured_wl.measured_update.items() if k != info.model}

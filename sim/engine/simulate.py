@@ -82,6 +82,7 @@ def build_context(scenario: Scenario) -> BuildContext:
         forward_s=tuple(c.forward_s for c in costs),
         backward_s=tuple(c.backward_s for c in costs),
         update_s=_update_costs(scenario, state),
+        stale_update_s=_update_costs(scenario, state, stale=True),
         grad_bytes=tuple(float(layer.params * size) for layer in layers),
         tensor_bytes=tuple(tuple(float(t * size) for t in layer.param_tensors) for layer in layers),
         activation_bytes=tuple(layer.activation_elements_per_sample * b * size for layer in layers),
@@ -143,12 +144,14 @@ def _no_copy(nbytes: float) -> float:
     return 0.0
 
 
-def _update_costs(scenario: Scenario, state: int) -> tuple[float, ...]:
+def _update_costs(scenario: Scenario, state: int, stale: bool = False) -> tuple[float, ...]:
     """Per layer, the optimizer update: the workload's measured step of this optimizer on
     this device (calibrated in fp32; used for fp32 runs), split over the layers by
-    parameters; else the memory-traffic model (:func:`sim.model.costs.update_cost_s`)."""
+    parameters; else the memory-traffic model (:func:`sim.model.costs.update_cost_s`).
+    ``stale``: a delayed update's, from a gradient buffer passes have moved out of the
+    caches, where the workload measured that step (else the same as the update's)."""
     dev, size, layers = scenario.hardware.device, scenario.dtype_bytes, scenario.workload.layers
-    measured = scenario.workload.update_seconds(dev.model, scenario.optimizer)
+    measured = scenario.workload.update_seconds(dev.model, scenario.optimizer, stale=stale)
     total = scenario.workload.total_params
     if measured is not None and scenario.dtype == "fp32" and total > 0:
         return tuple(measured * layer.params / total for layer in layers)

@@ -383,6 +383,20 @@ def measurement_notes(
                 f"the {optimizer} update is costed by memory traffic: its measured step is "
                 f"fp32 and this run is {dtype}"
             )
+        elif workload.stale_update_measured(device.model, optimizer):
+            hot = workload.update_seconds(device.model, optimizer) or 0.0
+            stale = workload.update_seconds(device.model, optimizer, stale=True) or 0.0
+            notes.append(
+                f"a delayed {optimizer} update is its step measured from a buffer a pass "
+                f"left untouched ({stale * 1e3:.4g} ms; {hot * 1e3:.4g} ms right after "
+                "its all-reduce)"
+            )
+        else:
+            notes.append(
+                f"a delayed {optimizer} update is costed as the step measured right after "
+                "its all-reduce: the workload has no step from a stale buffer measured "
+                "(calibrate again to measure it)"
+            )
     timed = [layer for layer in workload.layers if layer.measured]
     if not timed:
         return notes

@@ -76,6 +76,9 @@ class BuildContext:
     # Seconds to copy n gradient bytes into a communication buffer
     # (:func:`sim.model.costs.buffer_copy_s`); none in a context built by hand.
     copy_s: Callable[[float], float] = lambda nbytes: 0.0
+    # Per layer, a delayed update's cost: its gradient's buffer was last written an
+    # iteration or more before (the workload's measured stale step); None: update_s.
+    stale_update_s: tuple[float, ...] | None = None
 
     @property
     def layers(self) -> int:
@@ -529,13 +532,17 @@ def _add_updates(
     """
     ids = history[u]
     prev = history[u - 1] if u > 0 else None
+    # A delayed update (after_backward given) applies a gradient reduced iterations ago.
+    cost = ctx.update_s
+    if after_backward is not None and ctx.stale_update_s is not None:
+        cost = ctx.stale_update_s
     if updates == "single":
         deps = list(ids.comms)
         if after_backward is not None:
             deps.append(after_backward[0])
         if prev is not None:
             deps.extend(prev.all_updates)
-        work = sum(ctx.update_s)
+        work = sum(cost)
         uid = g.add("update", COMPUTE, u, "all", work, deps, (u, 2, 0))
         ids.all_updates = [uid]
         ids.updates = {layer: uid for layer in ctx.param_layers}
@@ -549,9 +556,7 @@ def _add_updates(
                 deps.append(previous_in_order)
             if prev is not None and layer in prev.updates:
                 deps.append(prev.updates[layer])
-            uid = g.add(
-                "update", COMPUTE, u, ctx.names[layer], ctx.update_s[layer], deps, (u, 2, k)
-            )
+            uid = g.add("update", COMPUTE, u, ctx.names[layer], cost[layer], deps, (u, 2, k))
             ids.updates[layer] = uid
             ids.all_updates.append(uid)
             previous_in_order = uid
