@@ -410,21 +410,21 @@ def calibrate_compute(
 
     ``reduce``, when ranks measure at once, all-reduces the flat gradient in place (the
     ranks' data-parallel collective). It runs where a training iteration runs it: before
-    each timed update, and before the update each hooked pass follows, so the pass and
-    the update are timed after what they follow in training (the gradient's all-reduce
-    streams the whole gradient through the caches). Without it, mlp's forward measured
-    5-19% and small-cnn's 2-5% faster than after an all-reduce, on this project's VM.
+    each timed update (untimed), and before the update each hooked pass follows, so the
+    pass and the update are timed after what they follow in training (the gradient's
+    all-reduce streams the whole gradient through the caches). The one before the
+    hooked pass follows a pass and the gradients' copy into the buffer, as in sync
+    training, and is timed (``allreduce_s``). Without it, mlp's forward measured 5-19%
+    and small-cnn's 2-5% faster than after an all-reduce, on this project's VM. (Timing
+    instead the one after the hooked pass, with the training optimizer's step first,
+    gave AlexNet-shaped Adam 15.8 ms all-reduces and 95-98 ms steps in one calibration,
+    where its real sync runs measured 26.9 ms and 139 ms; this order gave 28 ms and
+    110 ms from a ``torch.zeros`` buffer, real 24-25 ms and 127 ms.)
 
     ``optimizer`` is the one training steps with (one of :data:`OPTIMIZERS`): its step is
     what the hooked pass follows, as a training iteration's pass follows its update.
-    Every optimizer's step is timed, the training one's first: the hooked pass, the
-    gradients' copy into the buffer, the all-reduce and the training optimizer's step
-    are then a sync training iteration's sequence, after the same optimizer's step, and
-    that all-reduce is the one timed (``allreduce_s``). Adam's step reads and writes
-    four times the parameters' bytes and leaves other data in the caches than an SGD
-    step: mlp's real sync runs measured their all-reduce at 1.26-1.43 ms with Adam and
-    0.96-1.06 ms with SGD on this project's VM, and the all-reduce timed after the whole
-    pass (which follows all four optimizers' steps) at 1.10-1.45 ms for both."""
+    Every optimizer's step is still timed. Adam's step reads and writes four times the
+    parameters' bytes and leaves other data in the caches than an SGD step."""
     if batch < 1:
         raise InputError(f"--batch-per-device must be >= 1, got {batch}")
     keep_freed_memory()
@@ -459,7 +459,7 @@ def calibrate_compute(
         optimizers = {o: make_optimizer(tm.model.parameters(), o) for o in OPTIMIZERS}
         steps: dict[str, list[float]] = {o: [] for o in OPTIMIZERS}
         copies: list[float] = []  # the gradients' copy into the flat buffer, per repeat
-        reduces: list[float] = []  # the all-reduce after each hooked pass, per repeat
+        reduces: list[float] = []  # the all-reduce before each hooked pass, per repeat
         stale: list[float] = []  # the training optimizer's step from a cold buffer
         # The weights go back to where they started after each repeat's steps: four
         # optimizers stepping the same weights on one fixed batch drove mlp's loss from
@@ -524,22 +524,11 @@ def calibrate_compute(
                 copies.append(clock.seconds()[done])
                 base = [wl.name, info.model, batch, info.threads, r]
                 rows_of_repeat.append([*base, "<copy>", "gradients", repr(copies[-1])])
-            # The training optimizer first: its all-reduce and step follow the hooked
-            # pass and the copy, as in a sync training iteration.
-            order = [optimizer, *(o for o in optimizers if o != optimizer)]
-            for name in order:
-                opt = optimizers[name]
+            for name, opt in optimizers.items():
                 if align is not None:
                     align()
                 if reduce is not None:
-                    t0 = time.perf_counter()
-                    reduce(flat)  # what a training step follows
-                    if r is not None and name == optimizer:
-                        reduces.append(time.perf_counter() - t0)
-                        base = [wl.name, info.model, batch, info.threads, r]
-                        rows_of_repeat.append(
-                            [*base, "<allreduce>", "gradients", repr(reduces[-1])]
-                        )
+                    reduce(flat)  # untimed: what a training step follows
                 clock.reset()
                 clock.stamp()
                 with torch.no_grad():
@@ -625,13 +614,19 @@ def calibrate_compute(
             base = [wl.name, info.model, batch, info.threads, r]
             rows_of_repeat.append([*base, "<stale-update>", optimizer, repr(stale[-1])])
             # What a training pass follows: the gradient's all-reduce when ranks measure
-            # together and the training optimizer's update (untimed; the weights are put
-            # back after the repeat's steps).
+            # together (timed, the result's allreduce_s) and the training optimizer's
+            # update (untimed; the weights are put back after the repeat's steps).
             to_flat()
             if reduce is not None:
                 if align is not None:
+                    # The ranks meet first, so the time is the collective's own, not one
+                    # rank's wait for a later one (their skew).
                     align()
-                reduce(flat)
+                t0 = time.perf_counter()
+                reduce(flat)  # timed: the all-reduce as sync training issues it
+                reduces.append(time.perf_counter() - t0)
+                base = [wl.name, info.model, batch, info.threads, r]
+                rows_of_repeat.append([*base, "<allreduce>", "gradients", repr(reduces[-1])])
             with torch.no_grad():
                 flat.div_(AVERAGE_OVER)
             optimizers[optimizer].step()
