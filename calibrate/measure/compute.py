@@ -343,22 +343,6 @@ def keep_freed_memory() -> bool:
     )
 
 
-def gradient_buffer(numel: int, info: DeviceInfo) -> torch.Tensor:
-    """A zeroed float32 buffer for the flat gradient, allocated as dtsim's real runs
-    allocate their collectives' buffers: on a CPU by NumPy, which asks the kernel for
-    transparent huge pages for arrays of 4 MiB and more (``madvise``), where torch's
-    allocator does not. The all-reduce's single-copy transfer between ranks walks the
-    buffer's pages: on this project's VM (THP on ``madvise``) a 69 MB all-reduce after
-    an AlexNet-shaped pass took 25.1-25.5 ms from a NumPy buffer and 29.6-29.8 ms from a
-    ``torch.zeros`` one, in the same script, launch after launch; the real runs measure
-    23-25 ms. Elsewhere: ``torch.zeros`` on the device."""
-    if info.torch_device != "cpu":
-        return torch.zeros(numel, device=info.torch_device)
-    import numpy as np
-
-    return torch.from_numpy(np.zeros(numel, np.float32))
-
-
 def model_and_batch(
     workload: str | None,
     torch_model: str | None,
@@ -475,7 +459,13 @@ def calibrate_compute(
         # Zeros, not empty memory: a rank that resumes a repeat from its CSV still joins
         # the others' all-reduces with this buffer, and whatever it holds is summed into
         # theirs (uninitialised memory could hold NaNs or denormals, slow to compute on).
-        flat = gradient_buffer(sum(p.numel() for p in with_grad), info)
+        # torch's allocator, not NumPy's (which asks for huge pages, as the real runs'
+        # buffers get): alone, a 69 MB all-reduce after an AlexNet-shaped pass took
+        # 25.1-25.5 ms from a NumPy buffer and 29.6-29.8 ms from this one, the real runs'
+        # 23-27 ms; but inside this calibration with Adam a NumPy buffer's took 15.3-16.8
+        # ms (3 calibrations; SGD's 24.4-26.0 ms), unexplained, against 25.7-26.9 ms real,
+        # and AlexNet Adam's iterations came out 20% fast (sets 2026-12-02p and -q).
+        flat = torch.zeros(sum(p.numel() for p in with_grad), device=info.torch_device)
         flat_bytes = flat.numel() * flat.element_size()
 
         def to_flat() -> None:

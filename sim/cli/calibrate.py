@@ -199,11 +199,18 @@ def _steps_line(result: Any) -> str:
     steps = result.workload.measured_update.get(result.device.model, ())
     if not steps:
         return "optimizer steps: not measured"
-    return (
+    line = (
         "optimizer steps (the gradient averaged and the step, from one flat buffer; the "
         "workload's measured_update): "
         + ", ".join(f"{m.optimizer} {fmt_time(m.seconds)} ± {fmt_time(m.iqr_s)}" for m in steps)
     )
+    for m in steps:
+        if m.stale_seconds is not None:
+            line += (
+                f"; {m.optimizer} from a buffer a pass left untouched, as a delayed update "
+                f"applies one: {fmt_time(m.stale_seconds)} ± {fmt_time(m.stale_iqr_s)}"
+            )
+    return line
 
 
 def _copy_line(result: Any) -> str:
