@@ -100,9 +100,7 @@ def test_compute_resume_keeps_finished_repeats(tmp_path):
     before = raw.read_text().splitlines()
     shown = ok(*args, "--repeats", "3", "--resume").stdout
     # The training optimizer's step from a stale buffer, which delayed updates cost.
-    assert "sgd from a buffer a pass left untouched, as a delayed update" in " ".join(
-        shown.split()
-    )
+    assert "sgd from a buffer a pass left untouched, as a delayed update" in " ".join(shown.split())
     after = raw.read_text().splitlines()
     assert after[: len(before)] == before  # kept, not re-measured
     # Per repeat: whole model, outside layers, the gradients' copy, four optimizer steps,

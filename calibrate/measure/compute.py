@@ -482,23 +482,26 @@ def calibrate_compute(
                     p.grad = view.view_as(p)
                     offset += n
 
+        # A delayed run's older gradient: the all-reduced gradient of the repeat before,
+        # copied aside after its all-reduce and not touched again until its step, a
+        # hooked pass, the four optimizers' steps and a whole pass later.
+        old = torch.zeros_like(flat)
+
         def time_stale_step() -> float:
-            """The training optimizer's averaging and step from ``flat`` as it is, the
-            gradients of the pass just made set aside and put back; its seconds."""
-            fresh = [p.grad for p in with_grad]
+            """The training optimizer's averaging and step from ``old``; its seconds."""
             offset = 0
             for p in with_grad:
                 n = p.numel()
-                p.grad = flat[offset : offset + n].view_as(p)
+                p.grad = old[offset : offset + n].view_as(p)
                 offset += n
             clock.reset()
             clock.stamp()
             with torch.no_grad():
-                flat.div_(AVERAGE_OVER)
+                old.div_(AVERAGE_OVER)
             optimizers[optimizer].step()
             done = clock.stamp()
-            for p, g in zip(with_grad, fresh, strict=True):
-                p.grad = g
+            for p in with_grad:
+                p.grad = None
             return clock.seconds()[done]
 
         def time_steps(r: int | None) -> None:
@@ -554,8 +557,8 @@ def calibrate_compute(
                     # phases and collectives, in their order (the whole pass, the
                     # all-reduce before the hooked pass, the hooked pass, and each
                     # optimizer's all-reduce and step).
+                    align()  # the step from the older gradient
                     align()
-                    align()  # the step from the stale buffer
                     if reduce is not None:
                         align()
                         reduce(flat)
@@ -582,6 +585,19 @@ def calibrate_compute(
                 if progress:
                     progress(step, total)
                 continue
+            # The training optimizer's step from the older gradient (``old``), as a
+            # delayed update applies one whose all-reduce ended an iteration or more
+            # before, while passes moved it out of the caches (small-cnn's SGD step took
+            # 2.2-2.8 ms in real delayed runs where the step right after its all-reduce
+            # took 1.9-2.2 ms, sets 2026-12-02p and -q). Timed here, before the whole
+            # pass, not after it: there, right before the timed all-reduce, Adam's step
+            # left that all-reduce of the AlexNet-shaped model at 21 ms against 26-28 ms
+            # (set 2026-12-02r).
+            if align is not None:
+                align()
+            stale.append(time_stale_step())
+            base = [wl.name, info.model, batch, info.threads, r]
+            rows_of_repeat.append([*base, "<stale-update>", optimizer, repr(stale[-1])])
             if align is not None:
                 align()
             clock.reset()
@@ -592,17 +608,6 @@ def calibrate_compute(
             step += 1
             if progress:
                 progress(step, total)
-            # The training optimizer's step from the buffer as the last repeat's steps
-            # left it, a whole pass later: a delayed update applies a gradient whose
-            # all-reduce ended an iteration or more before, and the passes since have
-            # moved it out of the caches (small-cnn's SGD step took 1.9-2.4 ms in real
-            # delayed:2 runs where the step right after its all-reduce took 1.4-1.9 ms).
-            # The pass's own gradients wait aside meanwhile.
-            if align is not None:
-                align()
-            stale.append(time_stale_step())
-            base = [wl.name, info.model, batch, info.threads, r]
-            rows_of_repeat.append([*base, "<stale-update>", optimizer, repr(stale[-1])])
             # What a training pass follows: the gradient's all-reduce when ranks measure
             # together (timed, the result's allreduce_s) and the training optimizer's
             # update (untimed; the weights are put back after the repeat's steps).
@@ -618,6 +623,7 @@ def calibrate_compute(
                 base = [wl.name, info.model, batch, info.threads, r]
                 rows_of_repeat.append([*base, "<allreduce>", "gradients", repr(reduces[-1])])
             with torch.no_grad():
+                old.copy_(flat)  # untimed: what a delayed run's later step applies
                 flat.div_(AVERAGE_OVER)
             optimizers[optimizer].step()
             # The pass's gradients go before the hooked pass, untimed: a real run's
