@@ -49,7 +49,7 @@ def test_reduce_runs_before_every_update_and_hooked_pass(tmp_path):
     seen, sizes = _events(tmp_path, repeats=2, resume=False, warmup=1)
     k = len(OPTIMIZERS)
     warmup = ["A", "R"] * k  # the warm-up's updates
-    # the older gradient's step, pass, meet, reduce + step, hooked pass, updates
+    # pass, the older gradient's step, meet, reduce + step, hooked pass, updates
     repeat = ["A", "A", "A", "R", "A"] + ["A", "R"] * k
     assert seen == warmup + repeat * 2
     assert set(sizes) == {MLP_PARAMS}
@@ -85,8 +85,8 @@ def test_the_hooked_pass_follows_the_training_optimizer_s_step(tmp_path, monkeyp
         optimizer=optimizer,
     )
     updates = [x for o in OPTIMIZERS for x in ("A", "R", o)]  # each optimizer's timed step
-    # the step from the older gradient, pass, meet, reduce + step, hooked pass, updates
-    repeat = ["A", optimizer, "A", "A", "R", optimizer, "A", *updates]
+    # pass, the step from the older gradient, meet, reduce + step, hooked pass, updates
+    repeat = ["A", "A", optimizer, "A", "R", optimizer, "A", *updates]
     assert seen == repeat * 2
 
 

@@ -482,9 +482,8 @@ def calibrate_compute(
                     p.grad = view.view_as(p)
                     offset += n
 
-        # A delayed run's older gradient: the all-reduced gradient of the repeat before,
-        # copied aside after its all-reduce and not touched again until its step, a
-        # hooked pass, the four optimizers' steps and a whole pass later.
+        # A delayed run's older gradient, a copy of the flat buffer made before the whole
+        # pass and stepped from after it.
         old = torch.zeros_like(flat)
 
         def time_stale_step() -> float:
@@ -557,8 +556,8 @@ def calibrate_compute(
                     # phases and collectives, in their order (the whole pass, the
                     # all-reduce before the hooked pass, the hooked pass, and each
                     # optimizer's all-reduce and step).
-                    align()  # the step from the older gradient
                     align()
+                    align()  # the step from the older gradient
                     if reduce is not None:
                         align()
                         reduce(flat)
@@ -585,19 +584,19 @@ def calibrate_compute(
                 if progress:
                     progress(step, total)
                 continue
-            # The training optimizer's step from the older gradient (``old``), as a
-            # delayed update applies one whose all-reduce ended an iteration or more
-            # before, while passes moved it out of the caches (small-cnn's SGD step took
-            # 2.2-2.8 ms in real delayed runs where the step right after its all-reduce
-            # took 1.9-2.2 ms, sets 2026-12-02p and -q). Timed here, before the whole
-            # pass, not after it: there, right before the timed all-reduce, Adam's step
-            # left that all-reduce of the AlexNet-shaped model at 21 ms against 26-28 ms
-            # (set 2026-12-02r).
-            if align is not None:
-                align()
-            stale.append(time_stale_step())
-            base = [wl.name, info.model, batch, info.threads, r]
-            rows_of_repeat.append([*base, "<stale-update>", optimizer, repr(stale[-1])])
+            # The training optimizer's step from an older gradient (``old``), as a
+            # delayed update applies one whose all-reduce ended during the pass before
+            # (small-cnn's SGD step took 2.2-2.8 ms in real delayed runs where the step
+            # right after its all-reduce took 1.9-2.2 ms, sets 2026-12-02p and -q): the
+            # buffer is written, a whole pass runs, and the step is timed. Then one more
+            # pass, untimed, makes the gradient the all-reduce is timed on: right after
+            # Adam's step that all-reduce of the AlexNet-shaped model took 21 ms against
+            # 26.5 ms in real sync runs (set 2026-12-02r). Timed instead after the
+            # optimizers' steps and the weights put back, the step was colder than any
+            # training run's: mlp SGD's 2.3 ms against 1.4 ms under delayed:1 and 1.7 ms
+            # under delayed:2 (set 2026-12-02s).
+            with torch.no_grad():
+                old.copy_(flat)
             if align is not None:
                 align()
             clock.reset()
@@ -608,6 +607,12 @@ def calibrate_compute(
             step += 1
             if progress:
                 progress(step, total)
+            if align is not None:
+                align()
+            stale.append(time_stale_step())
+            base = [wl.name, info.model, batch, info.threads, r]
+            rows_of_repeat.append([*base, "<stale-update>", optimizer, repr(stale[-1])])
+            one_pass(tm, x, y)
             # What a training pass follows: the gradient's all-reduce when ranks measure
             # together (timed, the result's allreduce_s) and the training optimizer's
             # update (untimed; the weights are put back after the repeat's steps).
@@ -623,7 +628,6 @@ def calibrate_compute(
                 base = [wl.name, info.model, batch, info.threads, r]
                 rows_of_repeat.append([*base, "<allreduce>", "gradients", repr(reduces[-1])])
             with torch.no_grad():
-                old.copy_(flat)  # untimed: what a delayed run's later step applies
                 flat.div_(AVERAGE_OVER)
             optimizers[optimizer].step()
             # The pass's gradients go before the hooked pass, untimed: a real run's
