@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -37,7 +38,7 @@ from sim.model.scenario import (
 from sim.strategies import parse_strategy
 from sim.strategies.base import BuildContext
 from workloads import load_workload
-from workloads.model import Layer, Workload
+from workloads.model import Layer, MeasuredUpdate, Workload
 
 MIB = 2**20
 ROOT = Path(__file__).resolve().parents[1]
@@ -422,6 +423,16 @@ def _scenarios(draw, explicit: bool = False):
         if explicit
         else draw(st.sampled_from((1, 2) if measured else (1, 2, 8, 64, 1024)))
     )
+    optimizer = draw(st.sampled_from(tuple(OPTIMIZER_STATE_COPIES)))
+    if draw(st.booleans()):  # a measured step, and a delayed update's from a stale buffer
+        step = draw(st.floats(1e-5, 0.2))
+        stale = step * draw(st.floats(1.0, 3.0)) if draw(st.booleans()) else None
+        workload = dataclasses.replace(
+            workload,
+            measured_update=MappingProxyType(
+                {hw.device.model: (MeasuredUpdate(optimizer, step, stale_seconds=stale),)}
+            ),
+        )
     try:
         return make_scenario(
             workload,
@@ -429,7 +440,7 @@ def _scenarios(draw, explicit: bool = False):
             min(devices, 2) if measured else devices,
             batch_per_device=draw(st.sampled_from((1, 4, 32))),
             iterations=draw(st.sampled_from((6, 12, 20))),
-            optimizer=draw(st.sampled_from(tuple(OPTIMIZER_STATE_COPIES))),
+            optimizer=optimizer,
             ranks="explicit" if explicit else "representative",
             jitter=draw(st.floats(0.02, 0.3)) if explicit else 0.0,
             seed=draw(st.integers(0, 2**16)),
