@@ -119,7 +119,7 @@ def test_a_measured_optimizer_step_is_the_update_split_by_parameters():
     assert any("momentum update is costed by memory traffic" in n for n in notes)
     # A delayed update is costed as the hot step when no stale step was measured: said.
     (note,) = measurement_notes(wl, HW.device, 8, "sgd")
-    assert "no step from a stale buffer measured" in note
+    assert "not from a stale buffer: the workload has none measured" in note
     assert build_context(sc).stale_update_s == build_context(sc).update_s
 
 
@@ -140,6 +140,21 @@ def test_a_delayed_update_is_the_stale_step_where_it_was_measured():
     assert sum(ctx.stale_update_s) == pytest.approx(4.5e-3)
     (note,) = measurement_notes(wl, HW.device, 8, "sgd")
     assert "from a buffer a pass left untouched (4.5 ms; 3 ms right after" in note
+    # Measured for the optimizer the calibration trained with only: which, and how to
+    # measure this one's.
+    wl2 = dataclasses.replace(
+        wl,
+        measured_update=MappingProxyType(
+            {
+                DEVICE: (
+                    MeasuredUpdate("sgd", 3e-3, stale_seconds=4.5e-3),
+                    MeasuredUpdate("adam", 9e-3),
+                )
+            }
+        ),
+    )
+    (note,) = measurement_notes(wl2, HW.device, 8, "adam")
+    assert "the workload's is for sgd" in note and "--optimizer adam" in note
     # The iteration of delayed:1 pays it, sync does not (SGD's state: none).
     assert wl.update_seconds(DEVICE, "sgd", stale=True) == pytest.approx(4.5e-3)
     assert wl.update_seconds(DEVICE, "sgd") == pytest.approx(3e-3)

@@ -392,10 +392,16 @@ def measurement_notes(
                 "its all-reduce)"
             )
         else:
+            trained = [m.optimizer for m in steps if m.stale_seconds is not None]
+            why = (
+                f"the workload's is for {', '.join(trained)}, the optimizer it was calibrated "
+                f"with (calibrate with --optimizer {optimizer} to measure it)"
+                if trained
+                else "the workload has none measured (calibrate again to measure it)"
+            )
             notes.append(
                 f"a delayed {optimizer} update is costed as the step measured right after "
-                "its all-reduce: the workload has no step from a stale buffer measured "
-                "(calibrate again to measure it)"
+                f"its all-reduce, not from a stale buffer: {why}"
             )
     timed = [layer for layer in workload.layers if layer.measured]
     if not timed:
