@@ -172,7 +172,7 @@ def test_measured_steps_survive_the_workload_file(tmp_path):
     assert back.update_seconds(DEVICE, "sgd") == pytest.approx(3e-3)
     assert back.update_seconds(DEVICE, "adamw") == pytest.approx(1.25e-2)
     assert back.update_seconds(DEVICE, "adam") is None
-    assert not back.stale_update_measured(DEVICE, "sgd")
+    assert back.measured_step(DEVICE, "sgd").stale_seconds is None
 
 
 def test_the_stale_step_survives_the_workload_file(tmp_path):

@@ -167,23 +167,23 @@ class Workload:
         default_factory=lambda: MappingProxyType({})
     )
 
+    def measured_step(self, device_model: str, optimizer: str) -> MeasuredUpdate | None:
+        """The measured update of ``optimizer`` on ``device_model``, if calibrated."""
+        for m in self.measured_update.get(device_model, ()):
+            if m.optimizer == optimizer:
+                return m
+        return None
+
     def update_seconds(
         self, device_model: str, optimizer: str, stale: bool = False
     ) -> float | None:
         """The measured step of ``optimizer`` on ``device_model``, if calibrated; with
         ``stale``, the step from a buffer a pass left untouched where that was measured
         (:attr:`MeasuredUpdate.stale_seconds`), else the step."""
-        for m in self.measured_update.get(device_model, ()):
-            if m.optimizer == optimizer:
-                return m.stale_seconds if stale and m.stale_seconds is not None else m.seconds
-        return None
-
-    def stale_update_measured(self, device_model: str, optimizer: str) -> bool:
-        """Whether the step from a stale buffer was measured for ``optimizer``."""
-        return any(
-            m.optimizer == optimizer and m.stale_seconds is not None
-            for m in self.measured_update.get(device_model, ())
-        )
+        m = self.measured_step(device_model, optimizer)
+        if m is None:
+            return None
+        return m.stale_seconds if stale and m.stale_seconds is not None else m.seconds
 
     def copy_seconds(self, device_model: str, nbytes: float) -> float | None:
         """The copy of ``nbytes`` of gradients into a buffer on ``device_model``, scaled

@@ -486,22 +486,28 @@ def calibrate_compute(
         # pass and stepped from after it.
         old = torch.zeros_like(flat)
 
+        def timed_update(buffer: torch.Tensor, opt: Any) -> float:
+            """Seconds of the data-parallel update from ``buffer`` (the gradients are
+            views of it): the average over the workers, then ``opt``'s step."""
+            clock.reset()
+            clock.stamp()
+            with torch.no_grad():
+                buffer.div_(AVERAGE_OVER)
+            opt.step()
+            done = clock.stamp()
+            return clock.seconds()[done]
+
         def time_stale_step() -> float:
-            """The training optimizer's averaging and step from ``old``; its seconds."""
+            """The training optimizer's update from ``old``; its seconds."""
             offset = 0
             for p in with_grad:
                 n = p.numel()
                 p.grad = old[offset : offset + n].view_as(p)
                 offset += n
-            clock.reset()
-            clock.stamp()
-            with torch.no_grad():
-                old.div_(AVERAGE_OVER)
-            optimizers[optimizer].step()
-            done = clock.stamp()
+            seconds = timed_update(old, optimizers[optimizer])
             for p in with_grad:
                 p.grad = None
-            return clock.seconds()[done]
+            return seconds
 
         def time_steps(r: int | None) -> None:
             # The copy into the buffer right after the (hooked) pass, as a real run packs
@@ -521,14 +527,9 @@ def calibrate_compute(
                     align()
                 if reduce is not None:
                     reduce(flat)  # untimed: what a training step follows
-                clock.reset()
-                clock.stamp()
-                with torch.no_grad():
-                    flat.div_(AVERAGE_OVER)
-                opt.step()
-                done = clock.stamp()
+                seconds = timed_update(flat, opt)
                 if r is not None:
-                    steps[name].append(clock.seconds()[done])
+                    steps[name].append(seconds)
                     base = [wl.name, info.model, batch, info.threads, r]
                     rows_of_repeat.append([*base, "<update>", name, repr(steps[name][-1])])
             with torch.no_grad():

@@ -383,13 +383,11 @@ def measurement_notes(
                 f"the {optimizer} update is costed by memory traffic: its measured step is "
                 f"fp32 and this run is {dtype}"
             )
-        elif workload.stale_update_measured(device.model, optimizer):
-            hot = workload.update_seconds(device.model, optimizer) or 0.0
-            stale = workload.update_seconds(device.model, optimizer, stale=True) or 0.0
+        elif (m := workload.measured_step(device.model, optimizer)) and m.stale_seconds is not None:
             notes.append(
                 f"a delayed {optimizer} update is its step measured from a buffer a pass "
-                f"left untouched ({stale * 1e3:.4g} ms; {hot * 1e3:.4g} ms right after "
-                "its all-reduce)"
+                f"left untouched ({m.stale_seconds * 1e3:.4g} ms; {m.seconds * 1e3:.4g} ms "
+                "right after its all-reduce)"
             )
         else:
             trained = [m.optimizer for m in steps if m.stale_seconds is not None]
