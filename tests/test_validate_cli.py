@@ -83,6 +83,8 @@ def test_validate_calibrates_trains_and_compares(tmp_path):
     assert sync["measured_speedup_vs_sync"] == 1.0 and sync["measured_overlap_fraction"] == 0.0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["weights_identical"] is True
+    # The heap policy is said in the report (glibc on Linux CI).
+    assert report["heap_note"].startswith("the real runs and the calibration kept freed")
     assert len(report["measured_traces"]) == 3 * 2
     for path in [*report["measured_traces"], *report["predicted_traces"].values()]:
         assert Path(path).is_file()
@@ -193,3 +195,17 @@ def test_a_dying_rank_names_itself_and_keeps_finished_strategies(tmp_path):
 )
 def test_bad_input(args, message, tmp_path):
     assert message in bad("validate", "--out", tmp_path, *args)
+
+
+def test_the_heap_note_says_whether_every_run_kept_freed_memory():
+    from types import SimpleNamespace
+
+    from sim.app.validation import heap_note
+
+    kept, lost = SimpleNamespace(heap_kept=True), SimpleNamespace(heap_kept=False)
+    assert heap_note([]) == ""  # no real runs (a validation from traces)
+    note = heap_note([kept, kept])
+    assert note.startswith("the real runs and the calibration kept freed memory")
+    assert "glibc's defaults page-faults" in note
+    # One run (one rank, any repeat) on another heap: the whole validation says so.
+    assert heap_note([kept, lost]).startswith("glibc's mallopt did not take on every rank")

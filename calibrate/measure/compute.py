@@ -43,6 +43,7 @@ from calibrate.measure.device import DeviceInfo, provenance, resolve_device
 from calibrate.measure.models import TorchModel, build_torch_model, from_factory
 from calibrate.measure.tiles import BWD_START, FWD_END, FWD_START, layer_tiles, on_output_gradient
 from sim.errors import InputError
+from sim.stats import iqr
 from workloads import load_workload
 from workloads.model import (
     Layer,
@@ -147,13 +148,6 @@ def expected_time(values: list[float]) -> float:
     0.1-2.5% below the means and the optimizer steps' up to 10% (seven calibrations,
     2026-12-02), and every model's prediction came out faster than its real runs."""
     return statistics.fmean(values)
-
-
-def _iqr(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[2] - q[0]
 
 
 class _Clock:
@@ -314,18 +308,25 @@ def _resume(path: Path, key: tuple[str, str, int, int], names: list[str]) -> dic
 
 
 def keep_freed_memory() -> bool:
-    """Have glibc keep freed memory for reuse in this process (True if it took).
+    """Have glibc keep freed memory for reuse in this process (True if it took): no
+    trimming of the heap's top (M_TRIM_THRESHOLD 1 GiB) and blocks of up to 32 MiB
+    (glibc's largest M_MMAP_THRESHOLD) from the heap, not mmap.
 
-    A calibration runs work a training loop does not (a pass without hooks, four
-    optimizers, the weights put back), and glibc handed the memory freed between those
-    phases back to the kernel; the next pass then page-faulted on fresh pages. On this
-    VM the first layer's forward tile of small-cnn measured 2.0-7.3 ms where real
-    training runs measure 2.2-2.5 ms (the AlexNet-shaped model's: 3.3-9.1 ms against
-    2.3-2.6 ms). A training loop in its steady state reuses its heap, so the calibration
-    keeps freed memory: no trimming of the heap's top (M_TRIM_THRESHOLD 1 GiB) and
-    blocks of up to 32 MiB (glibc's largest M_MMAP_THRESHOLD) from the heap, not mmap.
-    With it three calibrations gave 2.0-2.6 ms for that tile (and two with
-    the same settings given as MALLOC_ environment variables)."""
+    The heap policy of every process that times or runs training here: the compute
+    calibration, the polled calibration and the real runs of ``dtsim validate``
+    (:mod:`calibrate.realrun.training`), so that calibration and training page-fault
+    alike. Memory-reusing allocators (jemalloc, TCMalloc), which CPU tuning guides for
+    deep learning recommend, behave the same way. On glibc's defaults the two differ,
+    and no calibration order fixed it: training's heap reaches a steady state, while a
+    calibration's extra phases (a pass without hooks, four optimizers, the weights put
+    back) free memory in an order training never does, and its next pass page-faulted
+    where training's does not (small-cnn's first layer 2.0-7.3 ms against 2.2-2.5 ms;
+    in sets 2026-12-02v and -w its fc1 backward 4.4-5.8 ms against 2.8 ms, the
+    AlexNet-shaped model's 17.5 MB layer 8.1-10.6 ms against 4.9 ms). Training on the
+    defaults page-faults in other places instead: the AlexNet-shaped model's Adam step
+    took 133-137 ms in a one-process probe of the training loop on them, 107-116 ms
+    keeping freed memory, and a calibration keeping freed memory predicted 117-123 ms
+    for real runs that did not (127-146 ms)."""
     import ctypes
     import ctypes.util
 
@@ -341,6 +342,22 @@ def keep_freed_memory() -> bool:
     return bool(
         mallopt(m_trim_threshold, 1 << 30) == 1 and mallopt(m_mmap_threshold, 32 << 20) == 1
     )
+
+
+def gradient_buffer(numel: int) -> torch.Tensor:
+    """A zeroed float32 CPU buffer of ``numel`` gradients for an MPI collective: how the
+    real runs (:mod:`calibrate.realrun.training`) and the calibration allocate every
+    gradient buffer they all-reduce or step from, so that both time the same kind of
+    memory. NumPy's (a tensor viewing it; ``.numpy()`` gives the array back), which asks
+    the kernel for transparent huge pages for arrays of 4 MiB or more, where torch's
+    allocator does not: on this project's VM a 7.5 MB all-reduce after an mlp pass took
+    0.92-0.95 ms from NumPy's memory and 1.08-1.37 ms from ``torch.zeros``, a 69 MB one
+    after an AlexNet-shaped pass 24.1-24.4 ms and 28.9-29.7 ms, and the calibration's
+    ``torch.zeros`` buffer timed mlp's at 1.65-1.99 ms where real sync runs measured
+    1.16-1.39 ms (sets 2026-12-02t, -u and -x)."""
+    import numpy as np
+
+    return torch.from_numpy(np.zeros(numel, np.float32))
 
 
 def model_and_batch(
@@ -459,13 +476,13 @@ def calibrate_compute(
         # Zeros, not empty memory: a rank that resumes a repeat from its CSV still joins
         # the others' all-reduces with this buffer, and whatever it holds is summed into
         # theirs (uninitialised memory could hold NaNs or denormals, slow to compute on).
-        # torch's allocator, not NumPy's (which asks for huge pages, as the real runs'
-        # buffers get): alone, a 69 MB all-reduce after an AlexNet-shaped pass took
-        # 25.1-25.5 ms from a NumPy buffer and 29.6-29.8 ms from this one, the real runs'
-        # 23-27 ms; but inside this calibration with Adam a NumPy buffer's took 15.3-16.8
-        # ms (3 calibrations; SGD's 24.4-26.0 ms), unexplained, against 25.7-26.9 ms real,
-        # and AlexNet Adam's iterations came out 20% fast (sets 2026-12-02p and -q).
-        flat = torch.zeros(sum(p.numel() for p in with_grad), device=info.torch_device)
+        # On the CPU, allocated as the real runs allocate theirs (gradient_buffer). (With
+        # the stale step timed after the all-reduce, not before the whole pass, such a
+        # buffer had given the AlexNet-shaped model with Adam 15.3-16.8 ms all-reduces
+        # against 25.7-26.9 ms real, set 2026-12-02q; in this order 24.1-24.8 ms.)
+        numel = sum(p.numel() for p in with_grad)
+        on_cpu = info.torch_device == "cpu"
+        flat = gradient_buffer(numel) if on_cpu else torch.zeros(numel, device=info.torch_device)
         flat_bytes = flat.numel() * flat.element_size()
 
         def to_flat() -> None:
@@ -484,7 +501,7 @@ def calibrate_compute(
 
         # A delayed run's older gradient, a copy of the flat buffer made before the whole
         # pass and stepped from after it.
-        old = torch.zeros_like(flat)
+        old = gradient_buffer(numel) if on_cpu else torch.zeros_like(flat)
 
         def timed_update(buffer: torch.Tensor, opt: Any) -> float:
             """Seconds of the data-parallel update from ``buffer`` (the gradients are
@@ -689,8 +706,8 @@ def calibrate_compute(
                 kinds.get(n, "other"),
                 expected_time(fwd),
                 expected_time(bwd),
-                _iqr(fwd),
-                _iqr(bwd),
+                iqr(fwd),
+                iqr(bwd),
             )
         )
     outside_s = expected_time(outside)
@@ -699,10 +716,10 @@ def calibrate_compute(
         MeasuredUpdate(
             name,
             expected_time(v),
-            _iqr(v),
+            iqr(v),
             len(v),
             stale_seconds=expected_time(stale) if name == optimizer and stale else None,
-            stale_iqr_s=_iqr(stale) if name == optimizer and stale else 0.0,
+            stale_iqr_s=iqr(stale) if name == optimizer and stale else 0.0,
         )
         for name, v in steps.items()
         if v
@@ -712,7 +729,7 @@ def calibrate_compute(
         kept[info.model] = updates
         measured_wl = dataclasses.replace(measured_wl, measured_update=MappingProxyType(kept))
     if copies and flat_bytes > 0:
-        copy = MeasuredCopy(flat_bytes, expected_time(copies), _iqr(copies), len(copies))
+        copy = MeasuredCopy(flat_bytes, expected_time(copies), iqr(copies), len(copies))
         measured_wl = dataclasses.replace(
             measured_wl,
             measured_copy=MappingProxyType({**measured_wl.measured_copy, info.model: copy}),
@@ -724,7 +741,7 @@ def calibrate_compute(
         repeats,
         tuple(times),
         expected_time(whole),
-        _iqr(whole),
+        iqr(whole),
         outside_s,
         allreduce_bytes=flat_bytes if reduces else 0,
         allreduce_s=tuple(reduces),
@@ -960,7 +977,7 @@ def calibrate_compute_ranks(
         # simulator (workloads.model.MeasuredAllreduce).
         times = list(result.allreduce_s)
         measured = MeasuredAllreduce(
-            result.allreduce_bytes, ranks, expected_time(times), _iqr(times), len(times)
+            result.allreduce_bytes, ranks, expected_time(times), iqr(times), len(times)
         )
         wl = dataclasses.replace(
             wl, measured_allreduce=MappingProxyType({**wl.measured_allreduce, info.model: measured})

@@ -52,10 +52,10 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
     import mpi4py
 
     mpi4py.rc.thread_level = "funneled"
-    import numpy as np
     from mpi4py import MPI
 
     from calibrate.measure.compute import (
+        gradient_buffer,
         keep_freed_memory,
         make_optimizer,
         model_and_batch,
@@ -76,7 +76,7 @@ def polled_loop(spec: dict[str, Any], sink: Any) -> None:
         int(spec["batch"]),
     )
     nbytes = int(spec["bytes"])
-    buf = np.zeros(nbytes // 4, np.float32)
+    buf = gradient_buffer(nbytes // 4).numpy()
     # poll_s: the polls' time so far; at_done: as it was when the last collective
     # completed (the one still in flight at the end has had polls, but is not counted
     # in "done": its share would bias the time per collective up by up to 1/done).

@@ -7,10 +7,13 @@ returns one :class:`RealResult` per (strategy, repeat): the measured
 ended bit-identical on every rank. The Trace has the simulator's schema, so
 :mod:`sim.analysis.metrics` reads measured and predicted runs alike.
 
-Every (strategy, repeat) starts from a fresh model built after ``torch.manual_seed(seed)``
-on every rank (checked bit-identical across ranks before training), trains with plain
-SGD (``p -= lr * g``, no momentum, applied by hand) on synthetic data, and averages
-gradients as ``sum / np``. Iteration t's global batch is ``make_input(np*b)`` and
+Every (strategy, repeat) starts from a fresh model built after
+``torch.manual_seed(seed)`` on every rank (checked bit-identical across ranks before
+training), trains with the optimizer the spec names (torch's own,
+:func:`calibrate.measure.compute.make_optimizer`, plain SGD by default) on synthetic
+data, and averages gradients as ``sum / np``. Every rank keeps freed memory for reuse,
+as the calibration does (:func:`calibrate.measure.compute.keep_freed_memory`;
+``RealResult.heap_kept``). Iteration t's global batch is ``make_input(np*b)`` and
 ``make_target(np*b)`` drawn under ``torch.manual_seed(batch_seed(seed, t))``; rank r
 trains on samples ``[r*b, (r+1)*b)`` (:func:`global_batch` regenerates it in one
 process). The loss is the model's mean loss, so the averaged gradient is the gradient of
@@ -182,6 +185,8 @@ class RealResult:
     checks: int = 1
     params_path: Path | None = None
     losses: tuple[float, ...] = ()
+    # Every rank's glibc kept freed memory (calibrate.measure.compute.keep_freed_memory).
+    heap_kept: bool = False
 
 
 class RealRunError(CalibrationError):
@@ -489,7 +494,7 @@ class _Trainer:
         self.names = [name for name, _ in tm.layers]
         self.layer_params = [list(m.parameters()) for _, m in tm.layers]
         self.params = [p for ps in self.layer_params for p in ps]
-        from calibrate.measure.compute import make_optimizer
+        from calibrate.measure.compute import gradient_buffer, make_optimizer
 
         # torch's own optimizer (foreach kernels): the step `dtsim calibrate` times.
         self.opt = make_optimizer(self.params, optimizer, lr)
@@ -518,8 +523,8 @@ class _Trainer:
                 self.slot_of[id(p)] = (len(self.groups), offset, p.numel())
                 slots.append((p, offset, p.numel()))
                 offset += p.numel()
-            bufs = [np.zeros(offset, np.float32) for _ in range(nbuf)]
-            views = [torch.from_numpy(b) for b in bufs]
+            views = [gradient_buffer(offset) for _ in range(nbuf)]
+            bufs = [v.numpy() for v in views]
             self.groups.append(_Group(label, slots, offset * 4, bufs, views))
         self.next_launch = 0
         self.t = 0
@@ -846,13 +851,17 @@ def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
     import torch
     from mpi4py import MPI
 
+    from calibrate.measure.compute import keep_freed_memory
     from calibrate.measure.models import build_torch_model, from_factory
     from workloads import load_workload
 
+    # The heap policy of the calibration that predicts these runs (see its docstring).
+    kept = keep_freed_memory()
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
     world = MPI.COMM_WORLD
     data, ctl = world.Dup(), world.Dup()
     rank, size = world.Get_rank(), world.Get_size()
+    heap_kept = bool(ctl.allreduce(int(kept), op=MPI.MIN))
     threads = int(spec["threads"])
     torch.set_num_threads(threads)
     iterations = int(spec["iterations"])
@@ -967,6 +976,7 @@ def worker_loop(spec: dict[str, Any], sink: _RunSink) -> None:
                     "max_abs_diff": trainer.max_diff,
                     "checks": trainer.checks,
                     "losses": [float(v) for v in trainer.losses],
+                    "heap_kept": heap_kept,
                 }
             )
         del trainer, tm, shards
@@ -1084,6 +1094,7 @@ def _result(payload: dict[str, Any]) -> RealResult:
         checks=int(payload["checks"]),
         params_path=Path(params) if params else None,
         losses=tuple(float(v) for v in payload.get("losses", ())),
+        heap_kept=bool(payload.get("heap_kept", False)),
     )
 
 

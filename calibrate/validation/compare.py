@@ -36,6 +36,7 @@ from sim.analysis import metrics as M
 from sim.analysis.breakdown import Breakdown, breakdown
 from sim.engine.trace import Trace
 from sim.model.hardware import HardwareProfile
+from sim.stats import iqr
 from workloads.model import Workload
 
 RESULT_KEYS = (
@@ -69,13 +70,6 @@ def measured_stats(trace: Trace, rank: int = 0) -> Measured:
     """Steady-state figures of one measured Trace (see the module docstring)."""
     b = breakdown(trace, rank)
     return Measured(iteration_s=b.iteration_s, comm_s=b.comm_s, exposed_s=b.blocked_s, parts=b)
-
-
-def _iqr(values: Sequence[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[2] - q[0]
 
 
 def measured_jitter(workload: Workload, device_model: str) -> float:
@@ -153,7 +147,7 @@ def compare(
             {
                 "strategy": s,
                 "measured_iteration_time_s": m_it,
-                "measured_iqr_s": _iqr([m.iteration_s for m in runs]),
+                "measured_iqr_s": iqr([m.iteration_s for m in runs]),
                 "predicted_iteration_time_s": p_it,
                 "error_fraction": p_it / m_it - 1 if m_it > 0 else float("nan"),
                 "measured_speedup_vs_sync": sync_m / m_it if sync_m else None,
@@ -197,7 +191,7 @@ def _budget(runs: Sequence[Measured], predicted: Breakdown | None) -> list[dict[
             {
                 "component": name,
                 "measured_s": med,
-                "measured_iqr_s": _iqr(values),
+                "measured_iqr_s": iqr(values),
                 "measured_repeats": len(values),  # an IQR needs two or more
                 "predicted_s": p,
                 "error_fraction": (p / med - 1) if (p is not None and med > 0) else None,

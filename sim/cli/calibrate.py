@@ -963,6 +963,8 @@ def validate(
         err.print(f"polled progress: {literal(note)}", soft_wrap=True)
     for note in result.cost_notes:
         err.print(f"costs: {literal(note)}", soft_wrap=True)
+    if result.heap_note:
+        err.print(f"heap: {literal(result.heap_note)}", soft_wrap=True)
     worst = max(abs(r["error_fraction"]) for r in rows)
     o.print(
         f"worst |error| {worst:.1%} (target 10%, aim 5%); ranking measured vs predicted: "

@@ -71,6 +71,7 @@ from typing import Any
 from sim.engine.trace import Span, Trace, TraceMeta
 from sim.errors import InputError
 from sim.formats.trace_files import meta_from_dict
+from sim.stats import iqr
 from workloads.model import GRADIENT_COPY, IN_LAYER_TIMES, Layer, MeasuredTime, Workload
 
 MAX_TRACE_BYTES = 1 << 30  # larger files are refused before reading (and gzip's output too)
@@ -435,13 +436,6 @@ def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else 0.0
 
 
-def _iqr(values: Sequence[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[2] - q[0]
-
-
 @dataclass(frozen=True)
 class KinetoImport:
     """Every rank's file, checked against each other."""
@@ -544,7 +538,7 @@ class KinetoImport:
                 s.forward_s[i] + (s.outside_s if i == len(self.layers) - 1 else 0.0) for s in steps
             ]
             bwd = [s.backward_s[i] for s in steps]
-            point = MeasuredTime(b, _mean(fwd), _mean(bwd), _iqr(fwd), _iqr(bwd), len(steps))
+            point = MeasuredTime(b, _mean(fwd), _mean(bwd), iqr(fwd), iqr(bwd), len(steps))
             layers.append(
                 Layer(
                     name=t.name,
