@@ -307,6 +307,12 @@ def _resume(path: Path, key: tuple[str, str, int, int], names: list[str]) -> dic
     return complete
 
 
+# What keep_freed_memory asks of glibc (bytes): the heap's top is trimmed only above
+# TRIM_THRESHOLD, and blocks up to MMAP_THRESHOLD (glibc's largest) come from the heap.
+TRIM_THRESHOLD = 1 << 30
+MMAP_THRESHOLD = 32 << 20
+
+
 def keep_freed_memory() -> bool:
     """Have glibc keep freed memory for reuse in this process (True if it took): no
     trimming of the heap's top (M_TRIM_THRESHOLD 1 GiB) and blocks of up to 32 MiB
@@ -340,12 +346,13 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(
-        mallopt(m_trim_threshold, 1 << 30) == 1 and mallopt(m_mmap_threshold, 32 << 20) == 1
+        mallopt(m_trim_threshold, TRIM_THRESHOLD) == 1
+        and mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1
     )
 
 
-def gradient_buffer(numel: int) -> torch.Tensor:
-    """A zeroed float32 CPU buffer of ``numel`` gradients for an MPI collective: how the
+def gradient_buffer(numel: int, device: str = "cpu") -> torch.Tensor:
+    """A zeroed float32 buffer of ``numel`` gradients for a collective: on the CPU, how the
     real runs (:mod:`calibrate.realrun.training`) and the calibration allocate every
     gradient buffer they all-reduce or step from, so that both time the same kind of
     memory. NumPy's (a tensor viewing it; ``.numpy()`` gives the array back), which asks
@@ -354,7 +361,10 @@ def gradient_buffer(numel: int) -> torch.Tensor:
     0.92-0.95 ms from NumPy's memory and 1.08-1.37 ms from ``torch.zeros``, a 69 MB one
     after an AlexNet-shaped pass 24.1-24.4 ms and 28.9-29.7 ms, and the calibration's
     ``torch.zeros`` buffer timed mlp's at 1.65-1.99 ms where real sync runs measured
-    1.16-1.39 ms (sets 2026-12-02t, -u and -x)."""
+    1.16-1.39 ms (sets 2026-12-02t, -u and -x). On another ``device`` (torch's name),
+    ``torch.zeros`` there."""
+    if device != "cpu":
+        return torch.zeros(numel, device=device)
     import numpy as np
 
     return torch.from_numpy(np.zeros(numel, np.float32))
@@ -481,8 +491,7 @@ def calibrate_compute(
         # buffer had given the AlexNet-shaped model with Adam 15.3-16.8 ms all-reduces
         # against 25.7-26.9 ms real, set 2026-12-02q; in this order 24.1-24.8 ms.)
         numel = sum(p.numel() for p in with_grad)
-        on_cpu = info.torch_device == "cpu"
-        flat = gradient_buffer(numel) if on_cpu else torch.zeros(numel, device=info.torch_device)
+        flat = gradient_buffer(numel, info.torch_device)
         flat_bytes = flat.numel() * flat.element_size()
 
         def to_flat() -> None:
@@ -501,7 +510,7 @@ def calibrate_compute(
 
         # A delayed run's older gradient, a copy of the flat buffer made before the whole
         # pass and stepped from after it.
-        old = gradient_buffer(numel) if on_cpu else torch.zeros_like(flat)
+        old = gradient_buffer(numel, info.torch_device)
 
         def timed_update(buffer: torch.Tensor, opt: Any) -> float:
             """Seconds of the data-parallel update from ``buffer`` (the gradients are

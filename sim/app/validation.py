@@ -173,13 +173,17 @@ def heap_note(real: list[Any]) -> str:
     """What the real runs' heap was (empty without runs): every rank keeping freed
     memory, as the calibration does (:func:`calibrate.measure.compute.keep_freed_memory`),
     or not, and what that means for a user's own training."""
+    from calibrate.measure.compute import MMAP_THRESHOLD, TRIM_THRESHOLD
+    from sim.units import fmt_bytes
+
     if not real:
         return ""
     if all(x.heap_kept for x in real):
         return (
             "the real runs and the calibration kept freed memory for reuse (glibc's "
-            "mallopt: M_TRIM_THRESHOLD 1 GiB, M_MMAP_THRESHOLD 32 MiB), as jemalloc and "
-            "TCMalloc do; training on glibc's defaults page-faults on big tensors and can "
+            f"mallopt: M_TRIM_THRESHOLD {fmt_bytes(TRIM_THRESHOLD)}, M_MMAP_THRESHOLD "
+            f"{fmt_bytes(MMAP_THRESHOLD)}), as jemalloc and TCMalloc do; training on "
+            "glibc's defaults page-faults on big tensors and can "
             "run slower than predicted (an AlexNet-shaped model's Adam step took 133-137 ms "
             "on them and 107-116 ms keeping freed memory, on this project's 2-core VM)"
         )
